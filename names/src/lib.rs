@@ -1,0 +1,105 @@
+//! Names, labels and annotations of every cluster object ktx creates.
+//!
+//! No other crate spells these strings: the control plane, the router and the janitor all ask
+//! this crate, so a rename happens in one place. It owns no I/O and knows nothing of the API.
+
+/// `app.kubernetes.io/managed-by` — set to [`MANAGED_BY_VALUE`] on every ktx object.
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Value of [`LABEL_MANAGED_BY`].
+pub const MANAGED_BY_VALUE: &str = "ktx";
+/// The meshed Service an object belongs to.
+pub const LABEL_SERVICE: &str = "ktx.dev/service";
+/// The session (version mark) an object belongs to.
+pub const LABEL_SESSION: &str = "ktx.dev/session";
+/// The role of an object: `router`, `shadow`, `stuntman`, `routes`, `session`.
+pub const LABEL_ROLE: &str = "ktx.dev/role";
+
+/// Annotation on Service S holding its original selector (JSON) while it is meshed.
+pub const ANNOTATION_ORIGINAL_SELECTOR: &str = "ktx.dev/original-selector";
+/// Annotation on Service S naming the lock holder during setup and teardown.
+pub const ANNOTATION_LOCK: &str = "ktx.dev/lock";
+
+/// Key of the route table inside the routes ConfigMap.
+pub const ROUTES_KEY: &str = "routes.yaml";
+
+/// Role values for [`LABEL_ROLE`].
+pub mod role {
+    pub const ROUTER: &str = "router";
+    pub const SHADOW: &str = "shadow";
+    pub const STUNTMAN: &str = "stuntman";
+    pub const ROUTES: &str = "routes";
+    pub const SESSION: &str = "session";
+}
+
+/// Names derived from a meshed Service `S`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceNames {
+    service: String,
+}
+
+impl ServiceNames {
+    pub fn new(service: impl Into<String>) -> Self {
+        Self {
+            service: service.into(),
+        }
+    }
+
+    /// The Service being meshed.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// `S-ktx-stuntman`: the original selector and ports; the way to the original workload.
+    pub fn stuntman(&self) -> String {
+        format!("{}-ktx-stuntman", self.service)
+    }
+
+    /// `S-ktx-router`: the router Deployment (and the label value of its pods).
+    pub fn router(&self) -> String {
+        format!("{}-ktx-router", self.service)
+    }
+
+    /// `S-ktx-routes`: the route table ConfigMap.
+    pub fn routes(&self) -> String {
+        format!("{}-ktx-routes", self.service)
+    }
+
+    /// `S-ktx-mesh-MARK`: shadow Pod, Service, Secret and Lease of one session.
+    pub fn shadow(&self, session: &str) -> String {
+        format!("{}-ktx-mesh-{}", self.service, dns_label(session))
+    }
+}
+
+/// Lower-cases and replaces characters that are not allowed in a DNS label, so a version mark
+/// such as `Foo_Bar` still yields a valid object name.
+pub fn dns_label(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    while out.ends_with('-') {
+        out.pop();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_names() {
+        let n = ServiceNames::new("orders");
+        assert_eq!(n.stuntman(), "orders-ktx-stuntman");
+        assert_eq!(n.router(), "orders-ktx-router");
+        assert_eq!(n.routes(), "orders-ktx-routes");
+        assert_eq!(n.shadow("Foo_Bar"), "orders-ktx-mesh-foo-bar");
+    }
+}
