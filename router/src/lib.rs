@@ -1,1 +1,210 @@
-//! being written
+//! `ktx-router`: the proxy that sits behind a meshed Service.
+//!
+//! Phases of one connection, in the order they run (see ARCHITECTURE.md):
+//! 1. [`listener`] accepts and sniffs the first bytes (HTTP/1.1, h2c, or plain TCP);
+//! 2. [`proxy`] matches the request against the current [`ktx_rules::RouteTable`];
+//! 3. [`upstream`] picks a ready endpoint of the target and a pooled connection;
+//! 4. the response streams back; [`tcp`] handles passthrough and upgraded connections.
+//!
+//! Dynamic state — the route table, dead sessions, endpoints — lives on `watch` channels fed
+//! by [`routes`] (a file) or the Kubernetes watchers; the request path only borrows it.
+
+pub mod admin;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod headers;
+pub mod io;
+pub mod listener;
+pub mod metrics;
+pub mod proxy;
+pub mod routes;
+pub mod sniff;
+pub mod tcp;
+pub mod upstream;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ktx_rules::{RouteTable, RoutesSpec, TargetSpec};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::Config;
+pub use error::StartError;
+pub use metrics::Metrics;
+
+use crate::listener::ListenConfig;
+use crate::routes::RoutesText;
+use crate::upstream::{EndpointMap, UpstreamConfig, Upstreams};
+
+/// A running router. Dropping it does not stop it; call [`Router::shutdown`].
+#[derive(Debug)]
+pub struct Router {
+    /// Bound listener addresses, in `--listen` order (port 0 resolved).
+    pub listen_addrs: Vec<SocketAddr>,
+    pub admin_addr: SocketAddr,
+    pub metrics: Metrics,
+    shutdown: watch::Sender<bool>,
+    draining: Arc<AtomicBool>,
+    drain_timeout: std::time::Duration,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Router {
+    /// Binds every port, starts the route-table source, and serves. Returns once bound; the
+    /// router is ready (see `/readyz`) when the first good route table is loaded.
+    pub async fn start(cfg: Config) -> Result<Router, StartError> {
+        let mut registry = Registry::default();
+        let metrics = Metrics::new(&mut registry);
+        let registry = Arc::new(Mutex::new(registry));
+
+        let (text_tx, text_rx) = watch::channel::<Option<RoutesText>>(None);
+        // Outside a cluster there are no Leases: no session is ever considered dead.
+        let (_dead_tx, dead_rx) = watch::channel(HashSet::<String>::new());
+        let (_endpoints_tx, endpoints_rx) = watch::channel(Arc::new(EndpointMap::default()));
+        let mut tasks = Vec::new();
+
+        match (&cfg.routes_file, &cfg.routes_configmap) {
+            (Some(path), None) => {
+                // Fail fast on a file that cannot be read or checked: a person is watching.
+                let text = std::fs::read_to_string(path).map_err(|source| StartError::ReadRoutes {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                let spec = RoutesSpec::parse(&text).and_then(|s| RouteTable::compile(&s).map(|_| s));
+                spec.map_err(|source| StartError::BadRoutes {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                tasks.push(tokio::spawn(routes::watch_file(path.clone(), cfg.reload_interval, text_tx)));
+            }
+            (None, Some(_)) => {
+                return Err(StartError::Config(
+                    "--routes-configmap needs the Kubernetes watcher, which this build does not have yet".into(),
+                ))
+            }
+            _ => {
+                return Err(StartError::Config(
+                    "give exactly one of --routes-file or --routes-configmap".into(),
+                ))
+            }
+        }
+
+        let placeholder = RouteTable::compile(&RoutesSpec {
+            default: TargetSpec {
+                service: None,
+                addrs: Vec::new(),
+            },
+            rules: Vec::new(),
+        })
+        .unwrap_or_else(|_| unreachable_table());
+        let (table_tx, table_rx) = watch::channel(Arc::new(placeholder));
+        let (ready_tx, ready_rx) = watch::channel(false);
+        tasks.push(tokio::spawn(routes::run_table(
+            text_rx,
+            dead_rx,
+            table_tx,
+            ready_tx,
+            metrics.clone(),
+        )));
+
+        let upstreams = Arc::new(Upstreams::new(
+            endpoints_rx,
+            UpstreamConfig {
+                connect_timeout: cfg.connect_timeout,
+                idle_timeout: cfg.upstream_idle_timeout,
+                max_idle_per_addr: 256,
+            },
+        ));
+        let proxy = Arc::new(proxy::Proxy::new(table_rx, upstreams, metrics.clone()));
+        let listen_cfg = Arc::new(ListenConfig {
+            sniff_timeout: cfg.sniff_timeout,
+            header_read_timeout: cfg.header_read_timeout,
+            max_header_bytes: cfg.max_header_bytes,
+            h2_max_concurrent_streams: 256,
+        });
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+        let mut listen_addrs = Vec::new();
+        for addr in &cfg.listen {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: *addr,
+                    source,
+                })?;
+            listen_addrs.push(l.local_addr().map_err(|source| StartError::Bind {
+                addr: *addr,
+                source,
+            })?);
+            tasks.push(tokio::spawn(listener::accept_loop(
+                l,
+                Arc::clone(&proxy),
+                Arc::clone(&listen_cfg),
+                shutdown_rx.clone(),
+            )));
+        }
+        let admin_l = TcpListener::bind(cfg.admin)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: cfg.admin,
+                source,
+            })?;
+        let admin_addr = admin_l.local_addr().map_err(|source| StartError::Bind {
+            addr: cfg.admin,
+            source,
+        })?;
+        let draining = Arc::new(AtomicBool::new(false));
+        let state = admin::AdminState {
+            registry,
+            ready: ready_rx,
+            draining: Arc::clone(&draining),
+        };
+        tasks.push(tokio::spawn(admin::serve(admin_l, state, shutdown_rx)));
+        tracing::info!(listen = ?listen_addrs, admin = %admin_addr, "ktx-router listening");
+
+        Ok(Router {
+            listen_addrs,
+            admin_addr,
+            metrics,
+            shutdown: shutdown_tx,
+            draining,
+            drain_timeout: cfg.drain_timeout,
+            tasks,
+        })
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to the drain timeout), then stops.
+    pub async fn shutdown(self) {
+        self.draining.store(true, Ordering::Relaxed);
+        let _ = self.shutdown.send(true);
+        // Every connection task holds a receiver; all dropped means all finished.
+        let drained = tokio::time::timeout(self.drain_timeout, self.shutdown.closed()).await;
+        match drained {
+            Ok(()) => tracing::info!("drained"),
+            Err(_) => {
+                tracing::warn!(after = ?self.drain_timeout, "drain deadline reached; closing remaining connections")
+            }
+        }
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// A table whose default has no address: every request gets 503 until the real table loads.
+fn unreachable_table() -> RouteTable {
+    RouteTable::compile(&RoutesSpec {
+        default: TargetSpec {
+            service: Some("ktx-no-table-yet".into()),
+            addrs: Vec::new(),
+        },
+        rules: Vec::new(),
+    })
+    .expect("a table with a Service default and no rules always compiles")
+}

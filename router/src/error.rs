@@ -1,0 +1,124 @@
+//! Errors of the request path, each tagged with the side that failed. The side picks the status
+//! code the client sees and the `side` label of `ktx_router_upstream_errors_total`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::StatusCode;
+
+/// Who failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The downstream client sent something we cannot forward.
+    Client,
+    /// The default target (the original workload) failed.
+    Upstream,
+    /// A developer's session (its shadow) failed.
+    Shadow,
+    /// A bug or resource problem of the router itself.
+    Internal,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Client => "client",
+            Side::Upstream => "upstream",
+            Side::Shadow => "shadow",
+            Side::Internal => "internal",
+        }
+    }
+}
+
+/// Why a request could not be forwarded.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no ready endpoint for {target}")]
+    NoEndpoint { side: Side, target: String },
+    #[error("session '{session}' is not available: its shadow has no ready endpoint (is `ktx` still running on the developer's machine?)")]
+    SessionUnavailable { session: String },
+    #[error("connect to {addr}: {source}")]
+    ConnectUpstream {
+        side: Side,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("connect to {addr}: no answer within {after:?}")]
+    ConnectTimeout {
+        side: Side,
+        addr: SocketAddr,
+        after: Duration,
+    },
+    #[error("HTTP handshake with {addr}: {source}")]
+    Handshake {
+        side: Side,
+        addr: SocketAddr,
+        source: hyper::Error,
+    },
+    #[error("request to {addr} failed: {source}")]
+    UpstreamRequest {
+        side: Side,
+        addr: SocketAddr,
+        source: hyper::Error,
+    },
+}
+
+impl ProxyError {
+    pub fn side(&self) -> Side {
+        match self {
+            ProxyError::SessionUnavailable { .. } => Side::Shadow,
+            ProxyError::NoEndpoint { side, .. }
+            | ProxyError::ConnectUpstream { side, .. }
+            | ProxyError::ConnectTimeout { side, .. }
+            | ProxyError::Handshake { side, .. }
+            | ProxyError::UpstreamRequest { side, .. } => *side,
+        }
+    }
+
+    /// The status the client sees.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoEndpoint { .. } | ProxyError::SessionUnavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ProxyError::ConnectTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::ConnectUpstream { .. }
+            | ProxyError::Handshake { .. }
+            | ProxyError::UpstreamRequest { .. } => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// True when nothing of the request reached the target, so it may be sent elsewhere.
+    pub fn before_send(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::NoEndpoint { .. }
+                | ProxyError::SessionUnavailable { .. }
+                | ProxyError::ConnectUpstream { .. }
+                | ProxyError::ConnectTimeout { .. }
+                | ProxyError::Handshake { .. }
+        )
+    }
+}
+
+/// Errors that stop the router from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("read routes file {path}: {source}")]
+    ReadRoutes {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("routes file {path}: {source}")]
+    BadRoutes {
+        path: String,
+        source: ktx_rules::RulesError,
+    },
+    #[error("{0}")]
+    Config(String),
+}

@@ -1,0 +1,152 @@
+//! The router's metrics, as one struct registered on a registry that is passed in (no globals).
+//! Names are `ktx_router_*`; tests read the counters directly.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Protocol of a downstream connection.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Proto {
+    http1,
+    h2c,
+    tcp,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The session of the matched rule, or `default`.
+    pub rule: Arc<str>,
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabel {
+    pub rule: Arc<str>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SideLabel {
+    pub side: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtoLabel {
+    pub proto: Proto,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~1.6 s
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+/// Every metric of the router.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    pub requests: Family<RequestLabels, Counter>,
+    pub latency: Family<RuleLabel, Histogram, fn() -> Histogram>,
+    pub upstream_errors: Family<SideLabel, Counter>,
+    pub active_connections: Family<ProtoLabel, Gauge>,
+    pub connections: Family<ProtoLabel, Counter>,
+    pub table_version: Gauge,
+    pub table_rules: Gauge,
+    pub table_updates: Family<ResultLabel, Counter>,
+}
+
+impl Metrics {
+    pub fn new(registry: &mut Registry) -> Self {
+        let m = Metrics {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+            upstream_errors: Family::default(),
+            active_connections: Family::default(),
+            connections: Family::default(),
+            table_version: Gauge::default(),
+            table_rules: Gauge::default(),
+            table_updates: Family::default(),
+        };
+        let r = registry.sub_registry_with_prefix("ktx_router");
+        r.register(
+            "requests",
+            "Requests answered, by rule (session or default) and status",
+            m.requests.clone(),
+        );
+        r.register(
+            "request_duration_seconds",
+            "Time from request head to response head, by rule",
+            m.latency.clone(),
+        );
+        r.register(
+            "upstream_errors",
+            "Requests that failed, by the side that failed (client, upstream, shadow, internal)",
+            m.upstream_errors.clone(),
+        );
+        r.register(
+            "active_connections",
+            "Open downstream connections, by protocol",
+            m.active_connections.clone(),
+        );
+        r.register(
+            "connections",
+            "Accepted downstream connections, by protocol",
+            m.connections.clone(),
+        );
+        r.register(
+            "table_version",
+            "Version of the route table in use (increments on each change)",
+            m.table_version.clone(),
+        );
+        r.register(
+            "table_rules",
+            "Rules in the route table in use (live sessions only)",
+            m.table_rules.clone(),
+        );
+        r.register(
+            "table_updates",
+            "Route table updates, by result (applied, rejected)",
+            m.table_updates.clone(),
+        );
+        m
+    }
+
+    pub fn error(&self, side: crate::error::Side) {
+        self.upstream_errors
+            .get_or_create(&SideLabel {
+                side: side.as_str(),
+            })
+            .inc();
+    }
+}
+
+/// Counts one open connection for as long as it lives.
+#[derive(Debug)]
+pub struct ConnGuard {
+    gauge: Gauge,
+}
+
+impl ConnGuard {
+    pub fn new(metrics: &Metrics, proto: Proto) -> Self {
+        let label = ProtoLabel { proto };
+        metrics.connections.get_or_create(&label).inc();
+        let gauge = metrics.active_connections.get_or_create(&label).clone();
+        gauge.inc();
+        ConnGuard { gauge }
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}

@@ -1,0 +1,225 @@
+//! Where targets are and how to reach them: ready endpoints per target (static, or published by
+//! the Kubernetes watcher), round robin, and pooled upstream connections with TCP_NODELAY and a
+//! connect timeout. HTTP/1.1 connections are reused one exchange at a time; HTTP/2 connections
+//! are shared by every stream to the same address.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use ktx_rules::Target;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::error::{ProxyError, Side};
+
+/// Ready addresses of the Services the router knows, by Service name and then by port.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct EndpointMap {
+    pub services: HashMap<String, ServiceEndpoints>,
+}
+
+/// Ready endpoints of one Service: for each endpoint port number, the ready addresses.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ServiceEndpoints {
+    pub by_port: HashMap<u16, Vec<SocketAddr>>,
+}
+
+/// Tuning of upstream connections.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_idle_per_addr: usize,
+}
+
+/// Endpoint lookup plus connection pools.
+#[derive(Debug)]
+pub struct Upstreams {
+    endpoints: watch::Receiver<Arc<EndpointMap>>,
+    next: AtomicUsize,
+    cfg: UpstreamConfig,
+    h1_idle: Mutex<HashMap<SocketAddr, Vec<IdleH1>>>,
+    h2: Mutex<HashMap<SocketAddr, http2::SendRequest<Incoming>>>,
+}
+
+#[derive(Debug)]
+struct IdleH1 {
+    since: Instant,
+    tx: http1::SendRequest<Incoming>,
+}
+
+/// An HTTP/1.1 connection checked out for one exchange.
+#[derive(Debug)]
+pub struct H1Conn {
+    pub addr: SocketAddr,
+    pub tx: http1::SendRequest<Incoming>,
+}
+
+impl Upstreams {
+    pub fn new(endpoints: watch::Receiver<Arc<EndpointMap>>, cfg: UpstreamConfig) -> Self {
+        Upstreams {
+            endpoints,
+            next: AtomicUsize::new(0),
+            cfg,
+            h1_idle: Mutex::default(),
+            h2: Mutex::default(),
+        }
+    }
+
+    /// One ready address of `target` for traffic that arrived on `port`, round robin.
+    pub fn pick(&self, target: &Target, port: u16) -> Option<SocketAddr> {
+        match target {
+            Target::Static(addrs) => self.round_robin(addrs),
+            Target::Service(name) => {
+                let map = self.endpoints.borrow();
+                let svc = map.services.get(name)?;
+                let addrs = match svc.by_port.get(&port) {
+                    Some(a) => a,
+                    // A single-port target serves every listener (e.g. a shadow with one port).
+                    None if svc.by_port.len() == 1 => svc.by_port.values().next()?,
+                    None => return None,
+                };
+                self.round_robin(addrs)
+            }
+        }
+    }
+
+    fn round_robin(&self, addrs: &[SocketAddr]) -> Option<SocketAddr> {
+        match addrs.len() {
+            0 => None,
+            1 => Some(addrs[0]),
+            n => Some(addrs[self.next.fetch_add(1, Ordering::Relaxed) % n]),
+        }
+    }
+
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+        side: Side,
+    ) -> Result<TokioIo<TcpStream>, ProxyError> {
+        let stream =
+            match tokio::time::timeout(self.cfg.connect_timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(source)) => return Err(ProxyError::ConnectUpstream { side, addr, source }),
+                Err(_) => {
+                    return Err(ProxyError::ConnectTimeout {
+                        side,
+                        addr,
+                        after: self.cfg.connect_timeout,
+                    })
+                }
+            };
+        // Latency matters more than segment count for request/response traffic.
+        let _ = stream.set_nodelay(true);
+        Ok(TokioIo::new(stream))
+    }
+
+    /// A raw TCP connection (passthrough of non-HTTP traffic).
+    pub async fn connect_tcp(&self, addr: SocketAddr, side: Side) -> Result<TcpStream, ProxyError> {
+        Ok(self.connect(addr, side).await?.into_inner())
+    }
+
+    /// An idle pooled HTTP/1.1 connection to `addr`, or a new one.
+    pub async fn h1(&self, addr: SocketAddr, side: Side) -> Result<H1Conn, ProxyError> {
+        if let Some(tx) = self.checkout_h1(addr) {
+            return Ok(H1Conn { addr, tx });
+        }
+        self.h1_fresh(addr, side).await
+    }
+
+    /// A new HTTP/1.1 connection that is never pooled (for Upgrade).
+    pub async fn h1_fresh(&self, addr: SocketAddr, side: Side) -> Result<H1Conn, ProxyError> {
+        let io = self.connect(addr, side).await?;
+        let (tx, conn) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|source| ProxyError::Handshake { side, addr, source })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(%addr, error = %e, "upstream connection ended");
+            }
+        });
+        Ok(H1Conn { addr, tx })
+    }
+
+    fn checkout_h1(&self, addr: SocketAddr) -> Option<http1::SendRequest<Incoming>> {
+        let mut idle = self
+            .h1_idle
+            .lock()
+            .expect("pool lock is never held across a panic");
+        let list = idle.get_mut(&addr)?;
+        while let Some(c) = list.pop() {
+            if c.tx.is_ready() && c.since.elapsed() < self.cfg.idle_timeout {
+                return Some(c.tx);
+            }
+        }
+        None
+    }
+
+    /// Puts a connection back once its current exchange is complete (request and response
+    /// bodies done). A connection that fails or is upgraded in the meantime is dropped.
+    pub fn checkin_when_ready(self: &Arc<Self>, mut conn: H1Conn) {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            if conn.tx.ready().await.is_err() {
+                return;
+            }
+            let mut idle = this
+                .h1_idle
+                .lock()
+                .expect("pool lock is never held across a panic");
+            let list = idle.entry(conn.addr).or_default();
+            if list.len() < this.cfg.max_idle_per_addr {
+                list.push(IdleH1 {
+                    since: Instant::now(),
+                    tx: conn.tx,
+                });
+            }
+        });
+    }
+
+    /// The shared HTTP/2 connection to `addr`, opened on first use.
+    pub async fn h2(
+        &self,
+        addr: SocketAddr,
+        side: Side,
+    ) -> Result<http2::SendRequest<Incoming>, ProxyError> {
+        {
+            let map = self
+                .h2
+                .lock()
+                .expect("pool lock is never held across a panic");
+            if let Some(tx) = map.get(&addr) {
+                if !tx.is_closed() {
+                    return Ok(tx.clone());
+                }
+            }
+        }
+        let io = self.connect(addr, side).await?;
+        let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .initial_stream_window_size(1 << 20)
+            .initial_connection_window_size(4 << 20)
+            .keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .handshake(io)
+            .await
+            .map_err(|source| ProxyError::Handshake { side, addr, source })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%addr, error = %e, "upstream h2 connection ended");
+            }
+        });
+        self.h2
+            .lock()
+            .expect("pool lock is never held across a panic")
+            .insert(addr, tx.clone());
+        Ok(tx)
+    }
+}
