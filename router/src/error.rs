@@ -37,6 +37,11 @@ pub enum ProxyError {
     NoEndpoint { side: Side, target: String },
     #[error("session '{session}' is not available: its shadow has no ready endpoint (is `ktx` still running on the developer's machine?)")]
     SessionUnavailable { session: String },
+    #[error("session '{session}' is not reachable ({source}); is `ktx` still running on the developer's machine?")]
+    SessionUnreachable {
+        session: String,
+        source: Box<ProxyError>,
+    },
     #[error("connect to {addr}: {source}")]
     ConnectUpstream {
         side: Side,
@@ -66,7 +71,9 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn side(&self) -> Side {
         match self {
-            ProxyError::SessionUnavailable { .. } => Side::Shadow,
+            ProxyError::SessionUnavailable { .. } | ProxyError::SessionUnreachable { .. } => {
+                Side::Shadow
+            }
             ProxyError::NoEndpoint { side, .. }
             | ProxyError::ConnectUpstream { side, .. }
             | ProxyError::ConnectTimeout { side, .. }
@@ -78,9 +85,9 @@ impl ProxyError {
     /// The status the client sees.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::NoEndpoint { .. } | ProxyError::SessionUnavailable { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::NoEndpoint { .. }
+            | ProxyError::SessionUnavailable { .. }
+            | ProxyError::SessionUnreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::ConnectTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ConnectUpstream { .. }
             | ProxyError::Handshake { .. }
@@ -94,6 +101,7 @@ impl ProxyError {
             self,
             ProxyError::NoEndpoint { .. }
                 | ProxyError::SessionUnavailable { .. }
+                | ProxyError::SessionUnreachable { .. }
                 | ProxyError::ConnectUpstream { .. }
                 | ProxyError::ConnectTimeout { .. }
                 | ProxyError::Handshake { .. }

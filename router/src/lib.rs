@@ -15,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod headers;
 pub mod io;
+pub mod kube;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;
@@ -64,29 +65,43 @@ impl Router {
         let registry = Arc::new(Mutex::new(registry));
 
         let (text_tx, text_rx) = watch::channel::<Option<RoutesText>>(None);
-        // Outside a cluster there are no Leases: no session is ever considered dead.
-        let (_dead_tx, dead_rx) = watch::channel(HashSet::<String>::new());
-        let (_endpoints_tx, endpoints_rx) = watch::channel(Arc::new(EndpointMap::default()));
+        // Outside a cluster there are no Leases (None): no session is ever considered dead. In a
+        // cluster no session is alive (Some(empty)) until the Lease watcher's first list.
+        let in_cluster = cfg.routes_configmap.is_some();
+        let (fresh_tx, fresh_rx) = watch::channel(in_cluster.then(HashSet::<String>::new));
+        let (endpoints_tx, endpoints_rx) = watch::channel(Arc::new(EndpointMap::default()));
         let mut tasks = Vec::new();
 
         match (&cfg.routes_file, &cfg.routes_configmap) {
             (Some(path), None) => {
                 // Fail fast on a file that cannot be read or checked: a person is watching.
-                let text = std::fs::read_to_string(path).map_err(|source| StartError::ReadRoutes {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-                let spec = RoutesSpec::parse(&text).and_then(|s| RouteTable::compile(&s).map(|_| s));
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| StartError::ReadRoutes {
+                        path: path.display().to_string(),
+                        source,
+                    })?;
+                let spec =
+                    RoutesSpec::parse(&text).and_then(|s| RouteTable::compile(&s).map(|_| s));
                 spec.map_err(|source| StartError::BadRoutes {
                     path: path.display().to_string(),
                     source,
                 })?;
-                tasks.push(tokio::spawn(routes::watch_file(path.clone(), cfg.reload_interval, text_tx)));
+                tasks.push(tokio::spawn(routes::watch_file(
+                    path.clone(),
+                    cfg.reload_interval,
+                    text_tx,
+                )));
             }
             (None, Some(_)) => {
-                return Err(StartError::Config(
-                    "--routes-configmap needs the Kubernetes watcher, which this build does not have yet".into(),
-                ))
+                let outputs = crate::kube::Outputs {
+                    texts: text_tx,
+                    fresh: fresh_tx,
+                    endpoints: endpoints_tx,
+                };
+                let watchers = crate::kube::start(&cfg, outputs)
+                    .await
+                    .map_err(|e| StartError::Config(e.to_string()))?;
+                tasks.extend(watchers);
             }
             _ => {
                 return Err(StartError::Config(
@@ -107,7 +122,7 @@ impl Router {
         let (ready_tx, ready_rx) = watch::channel(false);
         tasks.push(tokio::spawn(routes::run_table(
             text_rx,
-            dead_rx,
+            fresh_rx,
             table_tx,
             ready_tx,
             metrics.clone(),

@@ -42,8 +42,8 @@ struct Decision {
     label: Arc<str>,
     addr: SocketAddr,
     side: Side,
-    /// Set when a failure to reach `addr` may still fall back to the default target.
-    fallback: bool,
+    /// The matched rule's session and policy, when a rule matched.
+    session: Option<(String, OnUnavailable)>,
 }
 
 impl Proxy {
@@ -111,7 +111,7 @@ impl Proxy {
                     label,
                     addr,
                     side: Side::Shadow,
-                    fallback: rule.on_unavailable == OnUnavailable::Fallback,
+                    session: Some((rule.session.clone(), rule.on_unavailable)),
                 });
             }
             if rule.on_unavailable == OnUnavailable::Reject {
@@ -130,7 +130,7 @@ impl Proxy {
                 label: self.default_label.clone(),
                 addr,
                 side: Side::Upstream,
-                fallback: false,
+                session: None,
             }),
             None => Err((
                 self.default_label.clone(),
@@ -154,31 +154,38 @@ impl Proxy {
         if wire == Wire::Http1 {
             strip_hop_by_hop(req.headers_mut(), upgrade);
         }
-        let mut addr = d.addr;
-        let mut side = d.side;
-        let mut attempt = self.send(req, addr, side, wire, upgrade).await;
-        // Nothing was sent yet: a dead session with policy `fallback` goes to the original.
-        if d.fallback {
-            if let Err((e, Some(req))) = attempt {
-                tracing::debug!(error = %e, "shadow unreachable, falling back to the default target");
-                self.metrics.error(side);
-                match self.upstreams.pick(table.default_target(), port) {
-                    Some(a) => {
-                        addr = a;
-                        side = Side::Upstream;
-                        attempt = self.send(req, addr, side, wire, upgrade).await;
+        let attempt = self.send(req, d.addr, d.side, wire, upgrade).await;
+        let e = match attempt {
+            Ok(resp) => return resp,
+            Err((e, req)) => match (d.session, req) {
+                // Nothing was sent yet: a dead session with `fallback` goes to the original.
+                (Some((_, OnUnavailable::Fallback)), Some(req)) => {
+                    tracing::debug!(error = %e, "shadow unreachable, falling back to the default target");
+                    self.metrics.error(Side::Shadow);
+                    match self.upstreams.pick(table.default_target(), port) {
+                        Some(addr) => {
+                            match self.send(req, addr, Side::Upstream, wire, upgrade).await {
+                                Ok(resp) => return resp,
+                                Err((e, _)) => e,
+                            }
+                        }
+                        None => ProxyError::NoEndpoint {
+                            side: Side::Upstream,
+                            target: describe(table.default_target()),
+                        },
                     }
-                    None => attempt = Err((e, None)),
                 }
-            }
-        }
-        match attempt {
-            Ok(resp) => resp,
-            Err((e, _)) => {
-                tracing::debug!(%addr, error = %e, "forward failed");
-                self.error_response(&e)
-            }
-        }
+                (Some((session, OnUnavailable::Reject)), Some(_)) => {
+                    ProxyError::SessionUnreachable {
+                        session,
+                        source: Box::new(e),
+                    }
+                }
+                _ => e,
+            },
+        };
+        tracing::debug!(error = %e, "forward failed");
+        self.error_response(&e)
     }
 
     /// Sends on a connection to `addr`. On an error before sending, gives the request back.

@@ -24,13 +24,14 @@ pub fn compile(text: &RoutesText) -> Result<RouteTable, ktx_rules::RulesError> {
     RouteTable::compile(&RoutesSpec::parse(&text.text)?)
 }
 
-/// Publishes `effective = table − dead sessions` whenever either input changes.
+/// Publishes `effective = table − rules of dead sessions` whenever either input changes.
 ///
-/// `texts` carries raw updates (file or ConfigMap); `dead` carries the sessions whose Lease is
-/// expired or missing. The first good table makes `ready` true.
+/// `texts` carries raw updates (file or ConfigMap); `fresh` carries the names of the Leases
+/// that are fresh — a rule naming any other Lease is ignored (its developer is gone). With no
+/// Lease source (outside a cluster) every rule counts. The first good table makes `ready` true.
 pub async fn run_table(
     mut texts: watch::Receiver<Option<RoutesText>>,
-    mut dead: watch::Receiver<HashSet<String>>,
+    mut fresh: watch::Receiver<Option<HashSet<String>>>,
     out: watch::Sender<Arc<RouteTable>>,
     ready: watch::Sender<bool>,
     metrics: Metrics,
@@ -38,10 +39,11 @@ pub async fn run_table(
     let mut good: Option<RouteTable> = None;
     let mut version: i64 = 0;
     let mut dead_changed = true;
+    let mut text_changed = true;
+    let (mut texts_open, mut fresh_open) = (true, true);
     loop {
         let mut applied = false;
-        let text_changed = texts.has_changed().unwrap_or(false) || good.is_none();
-        if text_changed {
+        if text_changed || good.is_none() {
             let current = texts.borrow_and_update().clone();
             if let Some(t) = current {
                 match compile(&t) {
@@ -69,23 +71,35 @@ pub async fn run_table(
             }
         }
         if let (Some(table), true) = (&good, applied || dead_changed) {
-            let dead_now = dead.borrow_and_update().clone();
-            let effective = table.without_sessions(&dead_now);
+            let effective = {
+                let fresh_now = fresh.borrow_and_update();
+                match fresh_now.as_ref() {
+                    None => table.clone(),
+                    Some(fresh) => {
+                        table.retain_rules(|r| r.lease.as_ref().is_none_or(|l| fresh.contains(l)))
+                    }
+                }
+            };
             version += 1;
             metrics.table_version.set(version);
             metrics.table_rules.set(effective.rules().len() as i64);
             out.send_replace(Arc::new(effective));
             ready.send_replace(true);
         }
+        // A source whose sender is gone (e.g. no Lease source outside a cluster) is simply
+        // not waited on any more.
         tokio::select! {
-            r = texts.changed() => {
-                if r.is_err() { return }
+            r = texts.changed(), if texts_open => {
+                texts_open = r.is_ok();
+                text_changed = r.is_ok();
                 dead_changed = false;
             }
-            r = dead.changed() => {
-                if r.is_err() { return }
-                dead_changed = true;
+            r = fresh.changed(), if fresh_open => {
+                fresh_open = r.is_ok();
+                dead_changed = r.is_ok();
+                text_changed = false;
             }
+            else => return,
         }
     }
 }

@@ -46,6 +46,8 @@ pub struct Upstreams {
     cfg: UpstreamConfig,
     h1_idle: Mutex<HashMap<SocketAddr, Vec<IdleH1>>>,
     h2: Mutex<HashMap<SocketAddr, http2::SendRequest<Incoming>>>,
+    /// Serializes opening an h2 connection per address, so a burst of streams shares one.
+    h2_connecting: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 #[derive(Debug)]
@@ -69,6 +71,7 @@ impl Upstreams {
             cfg,
             h1_idle: Mutex::default(),
             h2: Mutex::default(),
+            h2_connecting: Mutex::default(),
         }
     }
 
@@ -190,16 +193,20 @@ impl Upstreams {
         addr: SocketAddr,
         side: Side,
     ) -> Result<http2::SendRequest<Incoming>, ProxyError> {
-        {
-            let map = self
-                .h2
+        if let Some(tx) = self.live_h2(addr) {
+            return Ok(tx);
+        }
+        let gate = Arc::clone(
+            self.h2_connecting
                 .lock()
-                .expect("pool lock is never held across a panic");
-            if let Some(tx) = map.get(&addr) {
-                if !tx.is_closed() {
-                    return Ok(tx.clone());
-                }
-            }
+                .expect("pool lock is never held across a panic")
+                .entry(addr)
+                .or_default(),
+        );
+        let _opening = gate.lock().await;
+        // Someone else may have opened it while we waited.
+        if let Some(tx) = self.live_h2(addr) {
+            return Ok(tx);
         }
         let io = self.connect(addr, side).await?;
         let (tx, conn) = http2::Builder::new(TokioExecutor::new())
@@ -221,5 +228,13 @@ impl Upstreams {
             .expect("pool lock is never held across a panic")
             .insert(addr, tx.clone());
         Ok(tx)
+    }
+
+    fn live_h2(&self, addr: SocketAddr) -> Option<http2::SendRequest<Incoming>> {
+        let map = self
+            .h2
+            .lock()
+            .expect("pool lock is never held across a panic");
+        map.get(&addr).filter(|tx| !tx.is_closed()).cloned()
     }
 }

@@ -5,7 +5,7 @@
 //! and value; a request then only tests the rules its own header values point at, plus the few
 //! rules without an exact condition, in rule order. First match wins, exactly as a linear scan.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use http::{HeaderMap, HeaderName, Method};
@@ -33,13 +33,16 @@ pub struct Rule {
     pub on_unavailable: OnUnavailable,
 }
 
+/// Header value → indices of the rules indexed under it (ascending).
+type ByValue = HashMap<Vec<u8>, Vec<usize>>;
+
 /// A checked, indexed route table. Cheap to share behind an `Arc`; never mutated.
 #[derive(Debug, Clone)]
 pub struct RouteTable {
     rules: Vec<Rule>,
     default: Target,
     /// header name → value → indices of rules indexed under that exact condition (ascending).
-    exact_index: Vec<(HeaderName, HashMap<Vec<u8>, Vec<usize>>)>,
+    exact_index: Vec<(HeaderName, ByValue)>,
     /// Rules with no exact header condition: always tested (ascending).
     unindexed: Vec<usize>,
 }
@@ -112,7 +115,7 @@ impl RouteTable {
     }
 
     fn index(rules: Vec<Rule>, default: Target) -> Self {
-        let mut exact_index: Vec<(HeaderName, HashMap<Vec<u8>, Vec<usize>>)> = Vec::new();
+        let mut exact_index: Vec<(HeaderName, ByValue)> = Vec::new();
         let mut unindexed = Vec::new();
         for (i, rule) in rules.iter().enumerate() {
             let first_exact = rule.matches.headers.iter().find_map(|c| match &c.value {
@@ -141,17 +144,12 @@ impl RouteTable {
         }
     }
 
-    /// The same table without the rules of the given sessions (their Lease expired).
-    pub fn without_sessions(&self, dead: &HashSet<String>) -> Self {
-        if dead.is_empty() {
+    /// The same table with only the rules `keep` accepts (e.g. those whose Lease is fresh).
+    pub fn retain_rules(&self, keep: impl Fn(&Rule) -> bool) -> Self {
+        let rules: Vec<Rule> = self.rules.iter().filter(|r| keep(r)).cloned().collect();
+        if rules.len() == self.rules.len() {
             return self.clone();
         }
-        let rules = self
-            .rules
-            .iter()
-            .filter(|r| !dead.contains(&r.session))
-            .cloned()
-            .collect();
         Self::index(rules, self.default.clone())
     }
 

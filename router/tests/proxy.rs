@@ -1,0 +1,16 @@
+//! Loopback integration tests: the real router, in-process, between real clients (hyper
+//! HTTP/1.1 and h2c, a tonic gRPC client, a WebSocket client, raw TCP) and two test backends,
+//! `original` (the default target) and `shadow` (the developer's session), which say who
+//! answered.
+
+mod proxy {
+    pub mod support;
+
+    mod bad_input;
+    mod grpc;
+    mod h2c;
+    mod http1;
+    mod live_rules;
+    mod tcp;
+    mod websocket;
+}

@@ -1,0 +1,224 @@
+//! HTTP/1.1: routing by header on one keep-alive connection, Host and hop-by-hop handling,
+//! pooling, bodies of any size streamed both ways, 100-continue, and the unavailable policies.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full, StreamBody};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::support::*;
+
+#[tokio::test]
+async fn marked_requests_reach_the_shadow_others_the_original() {
+    let mesh = Mesh::start().await;
+    let mut c = H1::connect(mesh.addr()).await;
+    for i in 0..6 {
+        let (req, want) = match i % 3 {
+            0 => (get_marked("/", "foobar"), SHADOW),
+            1 => (get("/"), ORIGINAL),
+            _ => (get_marked("/", "other"), ORIGINAL),
+        };
+        let r = c.send(req).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(backend_of(&r), want, "request {i}");
+        assert_eq!(body_string(r).await, format!("{want}\n"));
+    }
+    // Header names are case-insensitive.
+    let req = Request::get("/")
+        .header("version", "foobar")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(backend_of(&c.send(req).await), SHADOW);
+    let m = mesh.metrics().await;
+    assert_eq!(
+        counter(
+            &m,
+            "ktx_router_requests_total{rule=\"foobar\",status=\"200\"}"
+        ),
+        3.0,
+        "{m}"
+    );
+    assert_eq!(
+        counter(
+            &m,
+            "ktx_router_requests_total{rule=\"default\",status=\"200\"}"
+        ),
+        4.0,
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn host_is_preserved_and_hop_by_hop_headers_are_not_forwarded() {
+    let mesh = Mesh::start().await;
+    let mut c = H1::connect(mesh.addr()).await;
+    let req = Request::get("/headers?x=1")
+        .header("host", "orders.shop.svc:8080")
+        .header("connection", "keep-alive, x-hop")
+        .header("x-hop", "secret")
+        .header("keep-alive", "timeout=5")
+        .header("proxy-connection", "keep-alive")
+        .header("x-end-to-end", "kept")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let r = c.send(req).await;
+    let echo: serde_json::Value = serde_json::from_str(&body_string(r).await).unwrap();
+    let text = echo.to_string().to_ascii_lowercase();
+    assert!(
+        text.contains("orders.shop.svc:8080"),
+        "Host must be preserved: {text}"
+    );
+    assert!(text.contains("x-end-to-end"), "{text}");
+    for hop in ["x-hop", "keep-alive\"", "proxy-connection"] {
+        assert!(!text.contains(hop), "{hop} must not be forwarded: {text}");
+    }
+    assert!(text.contains("/headers?x=1"), "path and query kept: {text}");
+}
+
+#[tokio::test]
+async fn a_clients_connection_close_does_not_close_the_pooled_upstream_connection() {
+    let mesh = Mesh::start().await;
+    for _ in 0..5 {
+        let mut c = H1::connect(mesh.addr()).await;
+        let req = Request::get("/")
+            .header("connection", "close")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let r = c.send(req).await;
+        assert_eq!(
+            r.headers().get("connection").map(|v| v.to_str().unwrap()),
+            Some("close")
+        );
+        body_string(r).await;
+        // The pooled connection goes back when the exchange completes; give that task a turn.
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(mesh.original.stats().requests(), 5);
+    assert_eq!(
+        mesh.original.stats().connections(),
+        1,
+        "one pooled upstream connection served all"
+    );
+}
+
+#[tokio::test]
+async fn chunked_and_large_bodies_stream_both_ways_without_limit() {
+    let mesh = Mesh::start().await;
+    let mut c = H1::connect(mesh.addr()).await;
+    // A chunked upload of 24 MiB (no Content-Length), counted by the backend.
+    let chunks = (0..24).map(|_| {
+        Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from(vec![7u8; 1 << 20])))
+    });
+    let body = StreamBody::new(futures_util::stream::iter(chunks));
+    let s = TcpStream::connect(mesh.addr()).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::post("/sink")
+        .header("VERSION", "foobar")
+        .body(body)
+        .unwrap();
+    let r = tx.send_request(req).await.unwrap();
+    assert_eq!(backend_of(&r), SHADOW);
+    assert_eq!(body_string(r).await.trim(), (24u64 << 20).to_string());
+    // A 64 MiB download, streamed.
+    let r = c.send(get("/bytes?n=67108864")).await;
+    assert_eq!(r.status(), 200);
+    let mut body = r.into_body();
+    let mut n = 0usize;
+    while let Some(f) = body.frame().await {
+        n += f.unwrap().data_ref().map_or(0, |d| d.len());
+    }
+    assert_eq!(n, 64 << 20);
+    // Echo round trip.
+    let req = Request::post("/echo")
+        .body(Full::new(Bytes::from_static(b"ping-pong")))
+        .unwrap();
+    assert_eq!(body_string(c.send(req).await).await, "ping-pong");
+}
+
+async fn read_until(s: &mut TcpStream, needle: &str) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&buf).contains(needle) {
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(
+            n > 0,
+            "closed before {needle:?}: {}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[tokio::test]
+async fn expect_100_continue() {
+    let mesh = Mesh::start().await;
+    let mut s = TcpStream::connect(mesh.addr()).await.unwrap();
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: orders\r\nVERSION: foobar\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_until(&mut s, "\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 100 Continue"), "{head}");
+    s.write_all(b"hello").await.unwrap();
+    let resp = read_until(&mut s, "hello").await;
+    assert!(resp.contains("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("x-ktx-backend: shadow"), "{resp}");
+}
+
+async fn mesh_with_dead_shadow(policy: &str) -> (Mesh, SocketAddr) {
+    let mesh = Mesh::start().await;
+    // A port that nobody listens on: bind, note, close.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    write_routes(&mesh.routes, &one_rule(mesh.original.addr(), dead, policy));
+    wait_table_version(&mesh, 2).await;
+    (mesh, dead)
+}
+
+pub async fn wait_table_version(mesh: &Mesh, at_least: u64) {
+    for _ in 0..300 {
+        if counter(&mesh.metrics().await, "ktx_router_table_version") >= at_least as f64 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("route table never reached version {at_least}");
+}
+
+#[tokio::test]
+async fn unreachable_session_falls_back_to_the_original() {
+    let (mesh, _) = mesh_with_dead_shadow("fallback").await;
+    let mut c = H1::connect(mesh.addr()).await;
+    let r = c.send(get_marked("/", "foobar")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(backend_of(&r), ORIGINAL);
+    let m = mesh.metrics().await;
+    assert!(
+        counter(&m, "ktx_router_upstream_errors_total{side=\"shadow\"}") >= 1.0,
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn unreachable_session_with_reject_policy_answers_503_naming_it() {
+    let (mesh, dead) = mesh_with_dead_shadow("reject").await;
+    let mut c = H1::connect(mesh.addr()).await;
+    let r = c.send(get_marked("/", "foobar")).await;
+    assert_eq!(r.status(), 503);
+    let body = body_string(r).await;
+    assert!(
+        body.contains("session 'foobar'") && body.contains(&dead.to_string()),
+        "{body}"
+    );
+    // Unmarked traffic is untouched.
+    assert_eq!(backend_of(&c.send(get("/")).await), ORIGINAL);
+}

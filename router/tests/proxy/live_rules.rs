@@ -1,0 +1,100 @@
+//! Live rules: the table is swapped while requests flow (no errors, new rules take effect),
+//! a bad update keeps the last good table, and shutdown drains in-flight requests.
+
+use std::time::Duration;
+
+use super::http1::wait_table_version;
+use super::support::*;
+
+#[tokio::test]
+async fn rules_change_under_load_without_errors() {
+    let mesh = Mesh::start().await;
+    let addr = mesh.addr();
+    let (orig, shadow) = (mesh.original.addr(), mesh.shadow.addr());
+    let load = tokio::spawn(async move {
+        let mut c = H1::connect(addr).await;
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..2_000 {
+            let r = c.send(get_marked("/", "foobar")).await;
+            assert_eq!(r.status(), 200);
+            seen.insert(backend_of(&r));
+            body_string(r).await;
+        }
+        seen
+    });
+    // Alternate between "foobar → shadow" and "no rule" while the load runs.
+    for i in 0..20 {
+        let text = if i % 2 == 0 {
+            format!("default: {{ addrs: [\"{orig}\"] }}\nrules: []\n")
+        } else {
+            one_rule(orig, shadow, "fallback")
+        };
+        write_routes(&mesh.routes, &text);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let seen = load.await.unwrap();
+    assert!(
+        seen.contains(SHADOW) && seen.contains(ORIGINAL),
+        "both tables served: {seen:?}"
+    );
+    let m = mesh.metrics().await;
+    assert_eq!(
+        counter(&m, "ktx_router_upstream_errors_total{side=\"upstream\"}"),
+        0.0,
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_update_keeps_the_last_good_table() {
+    let mesh = Mesh::start().await;
+    write_routes(&mesh.routes, "default: { addrs: [\"not-an-address\"] }\n");
+    for _ in 0..300 {
+        let m = mesh.metrics().await;
+        if counter(&m, "ktx_router_table_updates_total{result=\"rejected\"}") >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let m = mesh.metrics().await;
+    assert_eq!(
+        counter(&m, "ktx_router_table_updates_total{result=\"rejected\"}"),
+        1.0,
+        "{m}"
+    );
+    let mut c = H1::connect(mesh.addr()).await;
+    assert_eq!(backend_of(&c.send(get_marked("/", "foobar")).await), SHADOW);
+    assert_eq!(backend_of(&c.send(get("/")).await), ORIGINAL);
+    // And a good one after it applies.
+    write_routes(
+        &mesh.routes,
+        &format!("default: {{ addrs: [\"{}\"] }}\n", mesh.shadow.addr()),
+    );
+    wait_table_version(&mesh, 2).await;
+    assert_eq!(backend_of(&c.send(get("/")).await), SHADOW);
+}
+
+#[tokio::test]
+async fn shutdown_drains_in_flight_requests() {
+    let (router, _original, _shadow) = Mesh::start().await.split();
+    let addr = router.listen_addrs[0];
+    let mut c = H1::connect(addr).await;
+    let slow = tokio::spawn(async move {
+        let r = c.send(get("/slow?ms=300")).await;
+        (r.status(), body_string(r).await)
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let admin = router.admin_addr;
+    router.shutdown().await;
+    let (status, body) = slow.await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body, format!("{ORIGINAL}\n"));
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "listener closed after drain"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(admin).await.is_err(),
+        "admin closed after drain"
+    );
+}
