@@ -49,8 +49,12 @@ pub struct Outputs {
 pub enum KubeStartError {
     #[error("--routes-configmap is missing")]
     NoConfigMap,
-    #[error("{what} {name:?} is not a valid Kubernetes name (lower-case letters, digits, '-'{dots})", dots = if *.what == "ConfigMap" { " and '.'" } else { "" })]
-    BadName { what: &'static str, name: String },
+    #[error("{what} {name:?} is not a valid Kubernetes name ({allowed})")]
+    BadName {
+        what: &'static str,
+        name: String,
+        allowed: &'static str,
+    },
     #[error("create the Kubernetes client (in-cluster service account, or KUBECONFIG outside a cluster): {source}")]
     Client { source: ::kube::Error },
 }
@@ -134,6 +138,11 @@ fn check_name(what: &'static str, name: &str, dots: bool) -> Result<(), KubeStar
         Err(KubeStartError::BadName {
             what,
             name: name.to_string(),
+            allowed: if dots {
+                "up to 253 lower-case letters, digits, '-' and '.'"
+            } else {
+                "up to 63 lower-case letters, digits and '-'"
+            },
         })
     }
 }

@@ -14,6 +14,7 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod headers;
+pub mod http1;
 pub mod io;
 pub mod kube;
 pub mod listener;
@@ -142,6 +143,8 @@ impl Router {
             header_read_timeout: cfg.header_read_timeout,
             max_header_bytes: cfg.max_header_bytes,
             h2_max_concurrent_streams: 256,
+            idle_park_after: cfg.idle_park_after,
+            client_idle_timeout: cfg.client_idle_timeout,
         });
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::AsyncReadExt;
@@ -30,6 +30,10 @@ pub struct ListenConfig {
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
     pub h2_max_concurrent_streams: u32,
+    /// A keep-alive connection quiet this long after a response is parked (buffers freed).
+    pub idle_park_after: Duration,
+    /// A parked connection with no new request for this long is closed.
+    pub client_idle_timeout: Duration,
 }
 
 /// Accepts until `shutdown` turns true; every connection task holds a clone of `drained`'s
@@ -98,30 +102,7 @@ async fn serve_connection(
     tracing::debug!(proto = ?proto, "accepted");
     match proto {
         Proto::tcp => crate::tcp::passthrough(&proxy, io, port, peer).await,
-        Proto::http1 => {
-            let p = Arc::clone(&proxy);
-            let svc = service_fn(move |req| {
-                let p = Arc::clone(&p);
-                async move { Ok::<_, std::convert::Infallible>(p.handle(req, port, Wire::Http1).await) }
-            });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(cfg.header_read_timeout)
-                .max_buf_size(cfg.max_header_bytes)
-                .serve_connection(TokioIo::new(io), svc)
-                .with_upgrades();
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = signalled(&mut shutdown) => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "http1 connection ended with error");
-            }
-        }
+        Proto::http1 => crate::http1::serve(io, peer, port, proxy, cfg, shutdown).await,
         Proto::h2c => {
             let p = Arc::clone(&proxy);
             let svc = service_fn(move |req| {

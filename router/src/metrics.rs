@@ -59,6 +59,7 @@ pub struct Metrics {
     pub upstream_errors: Family<SideLabel, Counter>,
     pub active_connections: Family<ProtoLabel, Gauge>,
     pub connections: Family<ProtoLabel, Counter>,
+    pub parked_connections: Gauge,
     pub table_version: Gauge,
     pub table_rules: Gauge,
     pub table_updates: Family<ResultLabel, Counter>,
@@ -72,6 +73,7 @@ impl Metrics {
             upstream_errors: Family::default(),
             active_connections: Family::default(),
             connections: Family::default(),
+            parked_connections: Gauge::default(),
             table_version: Gauge::default(),
             table_rules: Gauge::default(),
             table_updates: Family::default(),
@@ -101,6 +103,11 @@ impl Metrics {
             "connections",
             "Accepted downstream connections, by protocol",
             m.connections.clone(),
+        );
+        r.register(
+            "parked_connections",
+            "Idle HTTP/1.1 keep-alive connections whose buffers are released",
+            m.parked_connections.clone(),
         );
         r.register(
             "table_version",

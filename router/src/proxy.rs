@@ -219,14 +219,16 @@ impl Proxy {
                     Ok(c) => c,
                     Err(e) => return Err((e, Some(req))),
                 };
-                let downstream = hyper::upgrade::on(&mut req);
+                let slot = req.extensions_mut().remove::<crate::http1::UpgradeSlot>();
                 let mut resp =
                     conn.tx.send_request(req).await.map_err(|source| {
                         (ProxyError::UpstreamRequest { side, addr, source }, None)
                     })?;
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-                    let upstream = hyper::upgrade::on(&mut resp);
-                    tokio::spawn(crate::tcp::splice_upgraded(downstream, upstream));
+                    // The connection task splices once hyper hands the client's socket back.
+                    if let Some(slot) = slot {
+                        slot.put(hyper::upgrade::on(&mut resp));
+                    }
                 }
                 resp
             }

@@ -41,18 +41,25 @@ pub async fn passthrough(proxy: &Proxy, client: Prefixed<TcpStream>, port: u16, 
     }
 }
 
-/// Joins the client's and the upstream's upgraded connections until either side closes.
-pub async fn splice_upgraded(downstream: OnUpgrade, upstream: OnUpgrade) {
-    let (down, up) = match tokio::try_join!(downstream, upstream) {
-        Ok(pair) => pair,
+/// Joins the client's socket (taken back from hyper after the 101) and the upstream's
+/// upgraded connection until either side closes.
+pub async fn splice_upgraded(client: Prefixed<TcpStream>, upstream: OnUpgrade) {
+    let up = match upstream.await {
+        Ok(up) => up,
         Err(e) => {
-            tracing::debug!(error = %e, "upgrade failed");
+            tracing::debug!(error = %e, "upstream upgrade failed");
             return;
         }
     };
-    let mut down = TokioIo::new(down);
     let mut up = TokioIo::new(up);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+    let (leftover, mut client) = client.into_parts();
+    if !leftover.is_empty() {
+        if let Err(e) = up.write_all(&leftover).await {
+            tracing::debug!(error = %e, "write to upgraded upstream failed");
+            return;
+        }
+    }
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut up).await {
         tracing::debug!(error = %e, "upgraded connection ended with error");
     }
 }

@@ -222,3 +222,51 @@ async fn unreachable_session_with_reject_policy_answers_503_naming_it() {
     // Unmarked traffic is untouched.
     assert_eq!(backend_of(&c.send(get("/")).await), ORIGINAL);
 }
+
+#[tokio::test]
+async fn idle_connections_are_parked_and_serve_the_next_request() {
+    let mesh = Mesh::start_with(|c| c.idle_park_after = std::time::Duration::from_millis(30)).await;
+    let mut c = H1::connect(mesh.addr()).await;
+    assert_eq!(backend_of(&c.send(get("/")).await), ORIGINAL);
+    let mut parked = 0.0;
+    for _ in 0..200 {
+        parked = counter(&mesh.metrics().await, "ktx_router_parked_connections");
+        if parked >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        parked,
+        1.0,
+        "the idle client connection was parked: {}",
+        mesh.metrics().await
+    );
+    // Same client connection, after parking: both rules still apply.
+    assert_eq!(backend_of(&c.send(get_marked("/", "foobar")).await), SHADOW);
+    assert_eq!(backend_of(&c.send(get("/")).await), ORIGINAL);
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let mesh = Mesh::start_with(|c| c.idle_park_after = std::time::Duration::from_millis(30)).await;
+    let mut s = TcpStream::connect(mesh.addr()).await.unwrap();
+    s.write_all(
+        b"GET / HTTP/1.1\r\nHost: a\r\nVERSION: foobar\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let out = read_until(&mut s, "original\n").await;
+    let first = out.find("shadow\n").expect("first answer");
+    let second = out.find("original\n").expect("second answer");
+    assert!(first < second, "{out}");
+    // Then idle long enough to be parked, and pipeline again.
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    s.write_all(
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\nVERSION: foobar\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let out = read_until(&mut s, "shadow\n").await;
+    assert!(out.contains("original\n"), "{out}");
+}

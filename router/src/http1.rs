@@ -1,0 +1,288 @@
+//! Serving one HTTP/1.1 client connection with hyper, and parking it while it is idle.
+//!
+//! hyper keeps about 16 KB of buffers for every open connection, idle or not. A proxy in front
+//! of a Service holds thousands of idle keep-alive connections, so once a connection has been
+//! quiet for a moment after a complete exchange, the hyper connection is shut down *without*
+//! closing the socket (`poll_without_shutdown` + `into_parts`), its buffers are freed, and the
+//! bare socket waits for readability. The next request starts a fresh hyper connection on the
+//! same socket; the client never notices. Upgrades (WebSocket) come out of the same door: the
+//! socket is taken back from hyper and spliced to the upstream's upgraded connection.
+
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::io::Prefixed;
+use crate::listener::{signalled, ListenConfig};
+use crate::proxy::{Proxy, Wire};
+
+/// Where the request path leaves the upstream's half of an accepted Upgrade, for the
+/// connection task to splice once hyper hands the client's socket back.
+#[derive(Debug, Clone, Default)]
+pub struct UpgradeSlot(Arc<Mutex<Option<OnUpgrade>>>);
+
+impl UpgradeSlot {
+    pub fn put(&self, upstream: OnUpgrade) {
+        *self
+            .0
+            .lock()
+            .expect("slot lock is never held across a panic") = Some(upstream);
+    }
+
+    fn take(&self) -> Option<OnUpgrade> {
+        self.0
+            .lock()
+            .expect("slot lock is never held across a panic")
+            .take()
+    }
+}
+
+/// Counts reads and writes so the connection task can tell a quiet connection from a busy one.
+#[derive(Debug, Default)]
+struct Activity {
+    reads: AtomicU64,
+    writes: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Snapshot {
+    reads: u64,
+    writes: u64,
+}
+
+impl Activity {
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            reads: self.reads.load(Ordering::Relaxed),
+            writes: self.writes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    struct Watched<S> {
+        #[pin]
+        inner: S,
+        activity: Arc<Activity>,
+        // Set when the last I/O event was a write: a response went out after the last request
+        // bytes came in, which is what "between requests" looks like.
+        last_was_write: Arc<std::sync::atomic::AtomicBool>,
+    }
+}
+
+impl<S: AsyncRead> AsyncRead for Watched<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let r = this.inner.poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.activity.reads.fetch_add(1, Ordering::Relaxed);
+            this.last_was_write.store(false, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite> AsyncWrite for Watched<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let r = this.inner.poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.writes.fetch_add(1, Ordering::Relaxed);
+            this.last_was_write.store(true, Ordering::Relaxed);
+        }
+        r
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let r = this.inner.poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.writes.fetch_add(1, Ordering::Relaxed);
+            this.last_was_write.store(true, Ordering::Relaxed);
+        }
+        r
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
+
+/// How one hyper connection on the socket ended.
+enum Ended {
+    /// We parked it: the socket is open and idle; here it is with any unread bytes.
+    Parked(Prefixed<TcpStream>),
+    /// The client upgraded; splice its socket with the upstream.
+    Upgraded(Prefixed<TcpStream>, OnUpgrade),
+    /// Closed (by the client, by an error, or by shutdown).
+    Closed,
+}
+
+/// Serves HTTP/1.1 on `io` until the client goes away or shutdown is signalled.
+pub async fn serve(
+    mut io: Prefixed<TcpStream>,
+    peer: SocketAddr,
+    port: u16,
+    proxy: Arc<Proxy>,
+    cfg: Arc<ListenConfig>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        match serve_until_idle(io, peer, port, &proxy, &cfg, &mut shutdown).await {
+            Ended::Closed => return,
+            Ended::Upgraded(client, upstream) => {
+                crate::tcp::splice_upgraded(client, upstream).await;
+                return;
+            }
+            Ended::Parked(parked) => {
+                let (prefix, stream) = parked.into_parts();
+                if prefix.is_empty() {
+                    let _parked = ParkedGuard::new(&proxy.metrics);
+                    tokio::select! {
+                        r = stream.readable() => if r.is_err() { return },
+                        _ = signalled(&mut shutdown) => return,
+                        _ = tokio::time::sleep(cfg.client_idle_timeout) => {
+                            tracing::debug!(%peer, "idle keep-alive connection closed after the idle timeout");
+                            return;
+                        }
+                    }
+                }
+                io = Prefixed::new(prefix, stream);
+            }
+        }
+    }
+}
+
+async fn serve_until_idle(
+    io: Prefixed<TcpStream>,
+    peer: SocketAddr,
+    port: u16,
+    proxy: &Arc<Proxy>,
+    cfg: &ListenConfig,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Ended {
+    let activity = Arc::new(Activity::default());
+    let last_was_write = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let slot = UpgradeSlot::default();
+    let svc = {
+        let proxy = Arc::clone(proxy);
+        let slot = slot.clone();
+        service_fn(move |mut req| {
+            let proxy = Arc::clone(&proxy);
+            req.extensions_mut().insert(slot.clone());
+            // Boxed so the connection is Unpin, which `poll_without_shutdown` needs.
+            Box::pin(async move {
+                Ok::<_, std::convert::Infallible>(proxy.handle(req, port, Wire::Http1).await)
+            })
+        })
+    };
+    let watched = Watched {
+        inner: io,
+        activity: Arc::clone(&activity),
+        last_was_write: Arc::clone(&last_was_write),
+    };
+    // Boxed: while parked, the task keeps only a few hundred bytes, not hyper's state.
+    let mut conn = Box::new(
+        http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(cfg.header_read_timeout)
+            .max_buf_size(cfg.max_header_bytes.max(8192))
+            .serve_connection(TokioIo::new(watched), svc),
+    );
+    let mut parked_by_us = false;
+    let mut stopping = false;
+    let mut seen = activity.snapshot();
+    let tick = tokio::time::sleep(cfg.idle_park_after);
+    tokio::pin!(tick);
+    let result = loop {
+        tokio::select! {
+            r = poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
+            _ = &mut tick, if !parked_by_us && !stopping => {
+                let now = activity.snapshot();
+                if now == seen && last_was_write.load(Ordering::Relaxed) {
+                    // Quiet since a response went out: between requests. Hand back the socket.
+                    Pin::new(&mut *conn).graceful_shutdown();
+                    parked_by_us = true;
+                } else {
+                    seen = now;
+                    tick.as_mut().reset(tokio::time::Instant::now() + cfg.idle_park_after);
+                }
+            }
+            _ = signalled(shutdown), if !stopping => {
+                Pin::new(&mut *conn).graceful_shutdown();
+                stopping = true;
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "http1 connection ended with error");
+        return Ended::Closed;
+    }
+    let parts = conn.into_parts();
+    let read_buf: Bytes = parts.read_buf;
+    let client = parts.io.into_inner().inner;
+    let (prefix, mut stream) = client.into_parts();
+    // Bytes hyper read but did not use (a pipelined request, or the first upgraded bytes).
+    let leftover = if prefix.is_empty() {
+        read_buf
+    } else {
+        let mut b = BytesMut::from(&prefix[..]);
+        b.extend_from_slice(&read_buf);
+        b.freeze()
+    };
+    if let Some(upstream) = slot.take() {
+        return Ended::Upgraded(Prefixed::new(leftover, stream), upstream);
+    }
+    if parked_by_us && !stopping {
+        return Ended::Parked(Prefixed::new(leftover, stream));
+    }
+    // hyper finished on its own (client asked to close, or shutdown): close as hyper would.
+    let _ = stream.shutdown().await;
+    Ended::Closed
+}
+
+/// Counts a parked connection for as long as it waits.
+struct ParkedGuard(prometheus_client::metrics::gauge::Gauge);
+
+impl ParkedGuard {
+    fn new(metrics: &crate::metrics::Metrics) -> Self {
+        metrics.parked_connections.inc();
+        ParkedGuard(metrics.parked_connections.clone())
+    }
+}
+
+impl Drop for ParkedGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
