@@ -43,7 +43,7 @@ struct Decision {
     addr: SocketAddr,
     side: Side,
     /// The matched rule's session and policy, when a rule matched.
-    session: Option<(String, OnUnavailable)>,
+    session: Option<(Arc<str>, OnUnavailable)>,
 }
 
 impl Proxy {
@@ -74,7 +74,7 @@ impl Proxy {
         tracing::debug!(
             method = %req.method(),
             path = req.uri().path(),
-            rule = rule.map_or(DEFAULT_RULE, |r| r.session.as_str()),
+            rule = rule.map_or(DEFAULT_RULE, |r| &*r.session),
             "route"
         );
         let (label, resp) = match self.decide(&table, rule, port) {
@@ -105,20 +105,20 @@ impl Proxy {
         port: u16,
     ) -> Result<Decision, (Arc<str>, ProxyError)> {
         if let Some(rule) = rule {
-            let label: Arc<str> = Arc::from(rule.session.as_str());
+            let label: Arc<str> = Arc::clone(&rule.session);
             if let Some(addr) = self.upstreams.pick(&rule.target, port) {
                 return Ok(Decision {
                     label,
                     addr,
                     side: Side::Shadow,
-                    session: Some((rule.session.clone(), rule.on_unavailable)),
+                    session: Some((Arc::clone(&rule.session), rule.on_unavailable)),
                 });
             }
             if rule.on_unavailable == OnUnavailable::Reject {
                 return Err((
                     label,
                     ProxyError::SessionUnavailable {
-                        session: rule.session.clone(),
+                        session: rule.session.to_string(),
                     },
                 ));
             }
@@ -177,7 +177,7 @@ impl Proxy {
                 }
                 (Some((session, OnUnavailable::Reject)), Some(_)) => {
                     ProxyError::SessionUnreachable {
-                        session,
+                        session: session.to_string(),
                         source: Box::new(e),
                     }
                 }

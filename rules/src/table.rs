@@ -26,7 +26,8 @@ pub enum Target {
 /// A checked rule.
 #[derive(Debug, Clone)]
 pub struct Rule {
-    pub session: String,
+    /// Shared, so the router can label metrics without allocating per request.
+    pub session: std::sync::Arc<str>,
     pub lease: Option<String>,
     pub matches: Match,
     pub target: Target,
@@ -104,7 +105,7 @@ impl RouteTable {
             seen.insert(matches.canonical_key(), i);
             let target = Target::compile(&r.target, &format!("{field}.target"))?;
             rules.push(Rule {
-                session: r.session.clone(),
+                session: std::sync::Arc::from(r.session.as_str()),
                 lease: r.lease.clone(),
                 matches,
                 target,

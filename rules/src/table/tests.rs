@@ -54,7 +54,7 @@ fn req(pairs: &[(&str, &str)]) -> HeaderMap {
     m
 }
 fn session<'a>(t: &'a RouteTable, hs: &HeaderMap) -> Option<&'a str> {
-    t.route(&Method::GET, "/", hs).map(|r| r.session.as_str())
+    t.route(&Method::GET, "/", hs).map(|r| &*r.session)
 }
 
 #[test]
@@ -160,11 +160,17 @@ fn first_match_wins_across_index_and_scan() {
     assert_eq!(session(&t, &req(&[("version", "a")])), Some("exact"));
     let hs = req(&[("version", "b"), ("x-two", "2")]);
     assert_eq!(
-        t.route(&Method::GET, "/api/x", &hs).unwrap().session,
+        t.route(&Method::GET, "/api/x", &hs)
+            .unwrap()
+            .session
+            .as_ref(),
         "exact-and-path"
     );
     assert_eq!(
-        t.route(&Method::GET, "/other", &hs).unwrap().session,
+        t.route(&Method::GET, "/other", &hs)
+            .unwrap()
+            .session
+            .as_ref(),
         "b-any-path"
     );
 }
@@ -267,7 +273,7 @@ fn dead_sessions_are_dropped() {
         rule("a", headers_only(vec![exact("version", "a")])),
         rule("b", headers_only(vec![exact("version", "b")])),
     ]);
-    let live = t.retain_rules(|r| r.session != "a");
+    let live = t.retain_rules(|r| &*r.session != "a");
     assert_eq!(session(&live, &req(&[("version", "a")])), None);
     assert_eq!(session(&live, &req(&[("version", "b")])), Some("b"));
 }
