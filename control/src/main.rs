@@ -1,7 +1,41 @@
-//! `ktx`: not built yet — the control-plane issue builds it. Exits non-zero so nobody mistakes
-//! it for a working command.
+//! `ktx` binary: parse the command line, start logging, run the command on a tokio runtime, and
+//! print the error (which says what to do) when it fails.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("ktx: not implemented yet (see the control-plane issue)");
-    std::process::ExitCode::from(2)
+use std::process::ExitCode;
+
+use clap::Parser;
+use ktx::cli::Cli;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.global.verbose {
+        0 => "warn",
+        1 => "ktx=debug,info",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_env("KTX_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ktx: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(ktx::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The error's text already carries its cause and what to do about it.
+            eprintln!("ktx: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -18,6 +18,13 @@ pub const LABEL_ROLE: &str = "ktx.dev/role";
 pub const ANNOTATION_ORIGINAL_SELECTOR: &str = "ktx.dev/original-selector";
 /// Annotation on Service S naming the lock holder during setup and teardown.
 pub const ANNOTATION_LOCK: &str = "ktx.dev/lock";
+/// Annotation on Service S saying how it is taken over: [`mode::MESH`] or [`mode::EXCHANGE`].
+/// Also a label on session objects (Lease, shadow), saying which command made them.
+pub const ANNOTATION_MODE: &str = "ktx.dev/mode";
+/// Label on session objects: same key as [`ANNOTATION_MODE`], values from [`mode`].
+pub const LABEL_MODE: &str = ANNOTATION_MODE;
+/// Annotation on a session Lease: the rule's conditions in words, for `ktx status`.
+pub const ANNOTATION_RULE: &str = "ktx.dev/rule";
 
 /// Key of the route table inside the routes ConfigMap.
 pub const ROUTES_KEY: &str = "routes.yaml";
@@ -29,6 +36,16 @@ pub mod role {
     pub const STUNTMAN: &str = "stuntman";
     pub const ROUTES: &str = "routes";
     pub const SESSION: &str = "session";
+}
+
+/// Values of [`ANNOTATION_MODE`] / [`LABEL_MODE`].
+pub mod mode {
+    /// Requests matching a rule go to the developer; the rest to the original workload.
+    pub const MESH: &str = "mesh";
+    /// All traffic of the Service goes to the developer.
+    pub const EXCHANGE: &str = "exchange";
+    /// A new Service that exists only while the developer's process runs.
+    pub const PREVIEW: &str = "preview";
 }
 
 /// Names derived from a meshed Service `S`.
@@ -68,6 +85,29 @@ impl ServiceNames {
     pub fn shadow(&self, session: &str) -> String {
         format!("{}-ktx-mesh-{}", self.service, dns_label(session))
     }
+
+    /// The session Lease: the same name as the session's shadow objects (another kind).
+    pub fn lease(&self, session: &str) -> String {
+        self.shadow(session)
+    }
+
+    /// `S-ktx-exchange-ID`: shadow Pod, Secret and Lease of an exchange session (no Service:
+    /// S itself selects the pod).
+    pub fn exchange(&self, session: &str) -> String {
+        format!("{}-ktx-exchange-{}", self.service, dns_label(session))
+    }
+
+    /// `S-ktx-preview`: shadow Pod, Secret and Lease behind a previewed Service `S` (S is created
+    /// by ktx and selects the pod).
+    pub fn preview(&self) -> String {
+        format!("{}-ktx-preview", self.service)
+    }
+
+    /// `S-ktx-router`: the router's ServiceAccount, Role and RoleBinding (same name as the
+    /// Deployment; another kind).
+    pub fn router_account(&self) -> String {
+        self.router()
+    }
 }
 
 /// Lower-cases and replaces characters that are not allowed in a DNS label, so a version mark
@@ -101,5 +141,9 @@ mod tests {
         assert_eq!(n.router(), "orders-ktx-router");
         assert_eq!(n.routes(), "orders-ktx-routes");
         assert_eq!(n.shadow("Foo_Bar"), "orders-ktx-mesh-foo-bar");
+        assert_eq!(n.lease("foobar"), "orders-ktx-mesh-foobar");
+        assert_eq!(n.exchange("ab12"), "orders-ktx-exchange-ab12");
+        assert_eq!(n.preview(), "orders-ktx-preview");
+        assert_eq!(n.router_account(), "orders-ktx-router");
     }
 }

@@ -20,8 +20,10 @@ mod testing;
 use std::collections::HashSet;
 use std::fmt::Debug;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ::kube::api::Api;
+use ::kube::runtime::utils::Backoff;
 use ::kube::runtime::watcher::{self, Event};
 use ::kube::runtime::WatchStreamExt;
 use ::kube::Resource;
@@ -169,13 +171,15 @@ impl Watched {
         }
     }
 
-    /// A watcher of `api` with kube-runtime's default backoff (0.8 s doubling to 30 s, reset
-    /// after 2 min of health), so a broken API server or missing RBAC is retried gently.
+    /// A watcher of `api` with kube-runtime's default backoff (0.8 s doubling to 30 s, with
+    /// jitter), so a broken API server or missing RBAC is retried gently.
     pub fn events<K>(&self, api: Api<K>, config: watcher::Config) -> Events<K>
     where
         K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
     {
-        watcher::watcher(api, config).default_backoff().boxed()
+        watcher::watcher(api, config)
+            .backoff(Patient(watcher::DefaultBackoff::default()))
+            .boxed()
     }
 
     /// Spawns `task` inside a `watch{kind, namespace}` span.
@@ -196,7 +200,8 @@ impl Watched {
     ) -> Option<Event<K>> {
         match r {
             Ok(ev) => {
-                if std::mem::take(failing) {
+                // `Init` comes before the list request, so it proves nothing.
+                if !matches!(ev, Event::Init) && std::mem::take(failing) {
                     tracing::info!("watch works again");
                 }
                 Some(ev)
@@ -226,6 +231,24 @@ impl Watched {
     }
 }
 
+/// kube-runtime's default backoff, minus the reset on every successful item: the watcher
+/// emits `Init` before each list attempt, so with the reset a list that keeps failing (say, on
+/// RBAC) would be retried every 0.8 s forever. The inner backoff still starts over once no error
+/// has happened for 2 minutes.
+struct Patient(watcher::DefaultBackoff);
+
+impl Iterator for Patient {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        self.0.next()
+    }
+}
+
+impl Backoff for Patient {
+    fn reset(&mut self) {}
+}
+
 /// The HTTP status of an API error, if the failure was one.
 fn status_code(e: &watcher::Error) -> Option<u16> {
     match e {
@@ -251,6 +274,17 @@ mod tests {
         assert!(check_name("ConfigMap", "X", true).is_err());
         let e = check_name("ConfigMap", "a,metadata.namespace=b", true).unwrap_err();
         assert!(e.to_string().contains("not a valid Kubernetes name"), "{e}");
+    }
+
+    #[test]
+    fn backoff_keeps_growing_across_the_init_events_between_failures() {
+        let mut b = Patient(watcher::DefaultBackoff::default());
+        let mut last = Duration::ZERO;
+        for _ in 0..6 {
+            last = b.next().expect("the default backoff never gives up");
+            b.reset(); // what StreamBackoff does on the `Init` before each retry
+        }
+        assert!(last >= Duration::from_secs(20), "6th retry after {last:?}");
     }
 
     #[test]

@@ -1,0 +1,221 @@
+//! The command line: one typed struct for the whole `ktx` invocation. Doc comments are the
+//! `--help`. kt-connect's spellings (`--expose`, `--versionMark`, `--routerImage`,
+//! `--shadowImage`) stay valid; kebab-case aliases are accepted too.
+//!
+//! Parsing only: nothing here talks to a cluster. Each command's module takes its args struct.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ktx_rules::OnUnavailable;
+
+use crate::expose::Expose;
+
+/// Image of the router Deployment unless `--routerImage` says otherwise.
+pub const DEFAULT_ROUTER_IMAGE: &str = "ktx.local/ktx-router:dev";
+/// Image of the shadow pod unless `--shadowImage` says otherwise.
+pub const DEFAULT_SHADOW_IMAGE: &str = "ktx.local/ktx-shadow:dev";
+
+const EXPOSE_HELP: &str = "\
+Which Service ports reach your process: [LOCAL:]REMOTE, comma-separated or repeated.
+
+REMOTE is the Service's `port` (the PORT(S) column of `kubectl get svc`, what clients dial), or \
+that port's name; it is NOT the targetPort. LOCAL is the port your process listens on at \
+127.0.0.1 (default: REMOTE).
+
+How a request travels: a client dials Service port REMOTE; Kubernetes sends it to the Service's \
+targetPort T on the pods the Service selects. ktx points the selector at its router (mesh) or \
+your shadow pod (exchange), which listen on every targetPort T (named targetPorts included, \
+resolved from the workload's containerPorts); the shadow sends the connection through the tunnel \
+to 127.0.0.1:LOCAL.
+
+Example: Service `orders` has port 80 → targetPort 8080, your process listens on 3001: \
+--expose 3001:80";
+
+/// ktx: run one service of a Kubernetes application on your machine while the rest stays in
+/// the cluster.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "ktx", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options of every command.
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// Namespace to work in (default: the kubeconfig context's).
+    #[arg(short = 'n', long, global = true, env = "KTX_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Kubeconfig context to use (default: the current context).
+    #[arg(long, global = true)]
+    pub context: Option<String>,
+
+    /// Kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).
+    #[arg(long, global = true)]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Image of the router Deployment.
+    #[arg(long = "routerImage", alias = "router-image", global = true, env = "KTX_ROUTER_IMAGE", default_value = DEFAULT_ROUTER_IMAGE)]
+    pub router_image: String,
+
+    /// Image of the shadow pod.
+    #[arg(long = "shadowImage", alias = "shadow-image", global = true, env = "KTX_SHADOW_IMAGE", default_value = DEFAULT_SHADOW_IMAGE)]
+    pub shadow_image: String,
+
+    /// How long to wait for pods to become Ready (and other cluster steps) before giving up
+    /// and rolling back, e.g. 90s, 2m.
+    #[arg(long, global = true, default_value = "120s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// More logs: -v for debug, -vv for trace.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Output format of results.
+    #[arg(short, long, global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Requests that carry your mark (header `VERSION: VALUE`, or a richer rule) go to your
+    /// process; all others keep reaching the original workload. Ctrl-C ends the session and
+    /// restores the Service.
+    Mesh(MeshArgs),
+    /// All traffic of the Service goes to your process until Ctrl-C.
+    Exchange(ExchangeArgs),
+    /// Your process becomes a new Service NAME in the cluster until Ctrl-C.
+    Preview(PreviewArgs),
+    /// Sessions in the namespace: who, which Service, which rule, since when, alive or
+    /// expired, requests routed per rule.
+    Status,
+    /// Removes the objects of expired sessions and restores their Services. Never touches a
+    /// live session.
+    Clean(CleanArgs),
+    /// Restores Service SERVICE from its saved selector and removes ktx's objects of it, even
+    /// if sessions look alive (use when a Service is stuck).
+    Recover(RecoverArgs),
+    /// Prints a shell completion script, e.g. `ktx completions bash > /etc/bash_completion.d/ktx`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `--expose`, shared by mesh, exchange and preview.
+#[derive(Debug, Clone, Args)]
+pub struct ExposeArgs {
+    #[arg(long, required = true, value_delimiter = ',', value_name = "[LOCAL:]REMOTE", long_help = EXPOSE_HELP, help = "Service ports to your local ports: [LOCAL:]REMOTE,... (REMOTE is the Service's port, not its targetPort; see --help)")]
+    pub expose: Vec<Expose>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MeshArgs {
+    /// The Service to mesh.
+    pub service: String,
+    #[command(flatten)]
+    pub expose: ExposeArgs,
+    #[command(flatten)]
+    pub rule: RuleArgs,
+}
+
+/// The conditions of this session's rule (all must hold) and what happens when it is down.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RuleArgs {
+    /// Requests with header KEY: VALUE reach you. KEY defaults to VERSION; VALUE is random
+    /// when neither this nor another condition is given.
+    #[arg(long = "versionMark", alias = "version-mark", value_name = "[KEY:]VALUE")]
+    pub version_mark: Option<String>,
+    /// Header NAME must equal VALUE (repeatable).
+    #[arg(long, value_name = "NAME=VALUE")]
+    pub header: Vec<String>,
+    /// Header NAME must match the regular expression RE, anchored at both ends (repeatable).
+    #[arg(long = "header-regex", value_name = "NAME=RE")]
+    pub header_regex: Vec<String>,
+    /// Header NAME must be present, any value (repeatable).
+    #[arg(long = "header-present", value_name = "NAME")]
+    pub header_present: Vec<String>,
+    /// W3C `baggage` member KEY must equal VALUE (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub baggage: Vec<String>,
+    /// Path must start with P.
+    #[arg(long = "path-prefix", value_name = "P")]
+    pub path_prefix: Option<String>,
+    /// Method must be M (e.g. GET).
+    #[arg(long, value_name = "M")]
+    pub method: Option<String>,
+    /// While your process or tunnel is down: `fallback` sends your requests to the original
+    /// workload, `reject` answers 503 naming your session.
+    #[arg(long = "on-unavailable", value_name = "fallback|reject", default_value = "fallback")]
+    pub on_unavailable: OnUnavailable,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExchangeMode {
+    /// Point the Service's selector at your shadow pod (the workload keeps running).
+    Selector,
+    /// Also scale the workload to 0 while exchanged, and back afterwards.
+    Scale,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExchangeArgs {
+    /// The Service to take over.
+    pub service: String,
+    #[command(flatten)]
+    pub expose: ExposeArgs,
+    /// How the original workload is taken out of the way.
+    #[arg(long, value_enum, default_value_t = ExchangeMode::Selector)]
+    pub mode: ExchangeMode,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PreviewArgs {
+    /// Name of the new Service.
+    pub name: String,
+    /// Ports of the new Service to your local ports: [LOCAL:]PORT,... (PORT becomes the
+    /// Service's port).
+    #[arg(long, required = true, value_delimiter = ',', value_name = "[LOCAL:]PORT")]
+    pub expose: Vec<Expose>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CleanArgs {
+    /// Only say what would be removed and restored.
+    #[arg(long = "dry-run", alias = "dryRun")]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RecoverArgs {
+    /// The Service to restore.
+    pub service: String,
+}
+
+/// `250ms`, `90s`, `2m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let err = || format!("{s:?} is not a duration like 500ms, 90s or 2m");
+    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| err())?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        _ => Err(err()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,152 @@
+//! Parsing of whole command lines, kt-connect's spellings included.
+
+use clap::CommandFactory;
+
+use super::*;
+use crate::expose::Remote;
+
+fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+    Cli::try_parse_from(std::iter::once("ktx").chain(args.iter().copied()))
+}
+
+#[test]
+fn the_command_definition_is_consistent() {
+    Cli::command().debug_assert();
+}
+
+#[test]
+fn kt_connect_mesh_line_still_works() {
+    let cli = parse(&[
+        "mesh",
+        "orders",
+        "--expose",
+        "3001:80,9000",
+        "--versionMark",
+        "foobar",
+        "-n",
+        "shop",
+        "--routerImage",
+        "r:1",
+        "--shadowImage",
+        "s:1",
+    ])
+    .unwrap();
+    assert_eq!(cli.global.namespace.as_deref(), Some("shop"));
+    assert_eq!(cli.global.router_image, "r:1");
+    assert_eq!(cli.global.shadow_image, "s:1");
+    let Command::Mesh(m) = cli.command else {
+        panic!("not mesh")
+    };
+    assert_eq!(m.service, "orders");
+    assert_eq!(m.expose.expose.len(), 2);
+    assert_eq!(m.expose.expose[0].local, Some(3001));
+    assert_eq!(m.expose.expose[1].remote, Remote::Number(9000));
+    assert_eq!(m.rule.version_mark.as_deref(), Some("foobar"));
+    assert_eq!(m.rule.on_unavailable, OnUnavailable::Fallback);
+}
+
+#[test]
+fn richer_rules_and_kebab_aliases() {
+    let cli = parse(&[
+        "mesh",
+        "orders",
+        "--expose",
+        "80",
+        "--expose",
+        "3001:9090",
+        "--version-mark",
+        "x-dev:alice",
+        "--header",
+        "x-team=a",
+        "--header-regex",
+        "x-user=al.*",
+        "--header-present",
+        "x-debug",
+        "--baggage",
+        "user=alice",
+        "--path-prefix",
+        "/api",
+        "--method",
+        "GET",
+        "--on-unavailable",
+        "reject",
+        "--router-image",
+        "r:2",
+        "-o",
+        "json",
+        "-vv",
+        "--timeout",
+        "30s",
+    ])
+    .unwrap();
+    assert_eq!(cli.global.output, Output::Json);
+    assert_eq!(cli.global.verbose, 2);
+    assert_eq!(cli.global.timeout, Duration::from_secs(30));
+    assert_eq!(cli.global.router_image, "r:2");
+    assert_eq!(cli.global.shadow_image, DEFAULT_SHADOW_IMAGE);
+    let Command::Mesh(m) = cli.command else {
+        panic!("not mesh")
+    };
+    assert_eq!(m.expose.expose.len(), 2, "repeated --expose accumulates");
+    assert_eq!(m.rule.header_present, vec!["x-debug".to_string()]);
+    assert_eq!(m.rule.on_unavailable, OnUnavailable::Reject);
+}
+
+#[test]
+fn bad_values_are_refused_with_the_reason() {
+    let e = parse(&["mesh", "orders", "--expose", "3001:8080:1"]).unwrap_err();
+    assert!(e.to_string().contains("more than one ':'"), "{e}");
+    let e = parse(&["mesh", "orders"]).unwrap_err();
+    assert!(e.to_string().contains("--expose"), "{e}");
+    let e = parse(&["mesh", "orders", "--expose", "80", "--on-unavailable", "maybe"]).unwrap_err();
+    assert!(e.to_string().contains("fallback"), "{e}");
+    let e = parse(&["status", "--timeout", "5"]).unwrap_err();
+    assert!(e.to_string().contains("like 500ms"), "{e}");
+}
+
+#[test]
+fn other_commands() {
+    assert!(matches!(parse(&["status", "-o", "json"]).unwrap().command, Command::Status));
+    let Command::Clean(c) = parse(&["clean", "--dry-run"]).unwrap().command else {
+        panic!()
+    };
+    assert!(c.dry_run);
+    let Command::Recover(r) = parse(&["recover", "orders"]).unwrap().command else {
+        panic!()
+    };
+    assert_eq!(r.service, "orders");
+    let Command::Exchange(x) = parse(&["exchange", "orders", "--expose", "80", "--mode", "scale"])
+        .unwrap()
+        .command
+    else {
+        panic!()
+    };
+    assert_eq!(x.mode, ExchangeMode::Scale);
+    let Command::Preview(p) = parse(&["preview", "orders-dev", "--expose", "3001:80"])
+        .unwrap()
+        .command
+    else {
+        panic!()
+    };
+    assert_eq!(p.name, "orders-dev");
+    assert!(parse(&["completions", "bash"]).is_ok());
+    assert!(parse(&["completions", "tcsh"]).is_err());
+}
+
+#[test]
+fn expose_help_explains_port_and_target_port() {
+    let mut cmd = Cli::command();
+    let mesh = cmd.find_subcommand_mut("mesh").unwrap();
+    let help = mesh.render_long_help().to_string();
+    assert!(help.contains("REMOTE is the Service's `port`"), "{help}");
+    assert!(help.contains("it is NOT the targetPort"), "{help}");
+    assert!(help.contains("--expose 3001:80"), "{help}");
+}
+
+#[test]
+fn durations() {
+    assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+    assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+    assert!(parse_duration("2").is_err());
+    assert!(parse_duration("2h").is_err());
+}

@@ -1,0 +1,187 @@
+//! ktx's errors. Each names the object it concerns and says what to do; `main` prints them as
+//! they are, so the wording here is the user interface.
+
+use std::time::Duration;
+
+use crate::expose::ExposeError;
+use crate::ports::PortError;
+
+/// Why a ktx command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot load the kubeconfig{context}: {reason}; check --kubeconfig / $KUBECONFIG and --context")]
+    Kubeconfig { context: String, reason: String },
+
+    /// An API request failed; `action` names the verb and object, `hint` what to check.
+    #[error("{action}: {source}{hint}")]
+    Api {
+        action: String,
+        hint: String,
+        #[source]
+        source: kube::Error,
+    },
+
+    #[error("Service {namespace}/{service} not found; check the name and the namespace (-n)")]
+    ServiceNotFound { namespace: String, service: String },
+
+    #[error("Service {namespace}/{service} has no selector (its endpoints are managed by hand), so ktx cannot put a router in front of it")]
+    NoSelector { namespace: String, service: String },
+
+    #[error("Service {namespace}/{service} is {mode}ed by {holder}; wait until that session ends, or run `ktx clean` if it is gone")]
+    TakenOver {
+        namespace: String,
+        service: String,
+        mode: String,
+        holder: String,
+    },
+
+    #[error("session {session} of Service {service} is already running (held by {holder}, since {since}); choose another --versionMark, or end that session")]
+    SessionExists {
+        service: String,
+        session: String,
+        holder: String,
+        since: String,
+    },
+
+    #[error("the rule has the same conditions as the live session {other_session} of Service {service} (held by {holder}); use a different mark (--versionMark) or other conditions")]
+    SameRule {
+        service: String,
+        other_session: String,
+        holder: String,
+    },
+
+    #[error("Service {name} already exists in namespace {namespace}; choose another name for the preview")]
+    PreviewExists { namespace: String, name: String },
+
+    #[error(transparent)]
+    Ports(#[from] PortError),
+
+    #[error(transparent)]
+    Expose(#[from] ExposeError),
+
+    #[error(transparent)]
+    Rules(#[from] ktx_rules::RulesError),
+
+    #[error("{what} is not a valid Kubernetes name ({reason}); use a shorter Service name or mark")]
+    BadName { what: String, reason: String },
+
+    #[error("annotation {annotation} of Service {service} is unreadable ({reason}); run `ktx recover {service}` after checking it by hand")]
+    BadAnnotation {
+        service: String,
+        annotation: &'static str,
+        reason: String,
+    },
+
+    #[error("{what} was not ready within {waited:?}: {last}")]
+    Timeout {
+        what: String,
+        waited: Duration,
+        last: String,
+    },
+
+    #[error("{what} cannot start: {reason}")]
+    PodFailed { what: String, reason: String },
+
+    #[error("Service {service} is locked by {holder} until {until}; another ktx is setting it up or restoring it — try again in a few seconds")]
+    Locked {
+        service: String,
+        holder: String,
+        until: String,
+    },
+
+    #[error("{what}: gave up after {attempts} conflicting updates by others; try again")]
+    Contended { what: String, attempts: u32 },
+
+    #[error("the router did not apply the routes: {reason}")]
+    RouterRejected { reason: String },
+
+    #[error("tunnel: {0}")]
+    Tunnel(String),
+
+    #[error("interrupted; everything set up so far was removed")]
+    Interrupted,
+
+    #[error("could not undo everything; left behind: {left}. Run `ktx clean` (or `ktx recover SERVICE`) to finish")]
+    Leftovers { left: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What to tell a person about an API status code.
+pub fn hint_for(code: Option<u16>, verb: &str, resource: &str, namespace: &str) -> String {
+    match code {
+        Some(401) => "; your credentials were rejected: log in again (check the kubeconfig)".to_string(),
+        Some(403) => format!(
+            "; you need permission to {verb} {resource} in namespace {namespace} (see the README's \"Permissions\" for the Role ktx needs)"
+        ),
+        Some(404) => format!("; not found in namespace {namespace}"),
+        Some(409) => "; it was changed by someone else at the same time: try again".to_string(),
+        Some(422) => "; the API server refused the object as invalid".to_string(),
+        Some(500..=599) => "; the API server failed: try again, and check the cluster's health".to_string(),
+        _ => String::new(),
+    }
+}
+
+/// The HTTP status of an API error, if it was one.
+pub fn status_code(e: &kube::Error) -> Option<u16> {
+    match e {
+        kube::Error::Api(s) => Some(s.code),
+        _ => None,
+    }
+}
+
+/// Attaches "what was being done" to API results.
+pub trait ApiContext<T> {
+    /// `verb` and `resource` as RBAC spells them (for the permission hint), `name` for the
+    /// message.
+    fn ctx(self, verb: &str, resource: &str, namespace: &str, name: &str) -> Result<T>;
+}
+
+impl<T> ApiContext<T> for std::result::Result<T, kube::Error> {
+    fn ctx(self, verb: &str, resource: &str, namespace: &str, name: &str) -> Result<T> {
+        self.map_err(|source| Error::Api {
+            action: if name.is_empty() {
+                format!("{verb} {resource} in namespace {namespace}")
+            } else {
+                format!("{verb} {resource} {namespace}/{name}")
+            },
+            hint: hint_for(status_code(&source), verb, resource, namespace),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forbidden_names_the_permission() {
+        let h = hint_for(Some(403), "create", "deployments", "shop");
+        assert!(
+            h.contains("permission to create deployments in namespace shop"),
+            "{h}"
+        );
+        assert!(hint_for(Some(401), "get", "services", "x").contains("credentials"));
+        assert!(hint_for(None, "get", "services", "x").is_empty());
+    }
+
+    #[test]
+    fn api_errors_name_the_object() {
+        let r: std::result::Result<(), kube::Error> =
+            Err(kube::Error::Api(Box::new(kube::core::Status {
+                code: 403,
+                message: "forbidden".into(),
+                ..Default::default()
+            })));
+        let e = r
+            .ctx("create", "deployments", "shop", "orders-ktx-router")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("create deployments shop/orders-ktx-router: "),
+            "{e}"
+        );
+        assert!(e.contains("permission to create deployments"), "{e}");
+    }
+}

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The end-to-end tier, for CI (and anyone): bring the e2e cluster up, build and load the images,
+# run the e2e tests with an unreachable cluster counted as a failure, and bring the cluster down
+# again, whatever happened. Needs root on Debian bookworm; works on a fresh machine (installs what
+# it needs with apt-get, builds Kubernetes once into ~/.cache/ktx) with no standard input.
+#
+#   e2e/ci.sh [extra args for the test binaries, e.g. a test name filter]
+set -Eeuo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CLUSTER=$ROOT/e2e/cluster
+STATE=${KTX_E2E_STATE:-/var/lib/ktx-e2e}
+export DEBIAN_FRONTEND=noninteractive
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/ktx/target}
+
+[[ $(id -u) == 0 ]] || { echo "[ktx-e2e-ci] must run as root" >&2; exit 1; }
+exec </dev/null
+
+started=$(date +%s)
+phase() { echo "[ktx-e2e-ci] $(( $(date +%s) - started ))s: $*" >&2; }
+
+finish() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if ((rc != 0)); then
+        phase "FAILED (exit $rc); cluster status and the end of each component's log:"
+        "$CLUSTER" status >&2 || true
+        for f in "$STATE"/logs/*.log; do
+            [[ -f $f ]] || continue
+            echo "----- $f" >&2
+            tail -n 15 "$f" >&2
+        done
+    fi
+    phase "bringing the cluster down"
+    "$CLUSTER" down || rc=1
+    phase "done (exit $rc)"
+    exit "$rc"
+}
+trap finish EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+phase "cluster up"
+"$CLUSTER" up >/dev/null
+
+export KUBECONFIG=$STATE/admin.kubeconfig
+export KTX_E2E_KUBECTL=$STATE/bin/kubectl
+"$KTX_E2E_KUBECTL" get nodes -o wide
+
+phase "building and loading images"
+"$ROOT/e2e/images.sh" --load
+
+phase "running the e2e tests"
+export KTX_E2E_REQUIRED=1
+cd "$ROOT"
+cargo test -p ktx-e2e -- --test-threads=1 "$@"
+phase "e2e tests passed"

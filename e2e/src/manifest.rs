@@ -1,0 +1,97 @@
+//! The images of `e2e/images.sh` and the manifests that tests deploy.
+
+/// The reference of one of the images that `e2e/images.sh` builds (`ktx.local/NAME:dev`).
+pub fn image(name: &str) -> String {
+    let prefix = std::env::var("KTX_E2E_IMAGE_PREFIX").unwrap_or_else(|_| "ktx.local/".to_owned());
+    let tag = std::env::var("KTX_E2E_IMAGE_TAG").unwrap_or_else(|_| "dev".to_owned());
+    format!("{prefix}{name}:{tag}")
+}
+
+/// The image of the test backend.
+pub fn testbackend_image() -> String {
+    std::env::var("KTX_E2E_TESTBACKEND_IMAGE").unwrap_or_else(|_| image("ktx-testbackend"))
+}
+
+/// A YAML double-quoted string.
+pub fn yaml_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Deployment + Service of the test backend: `replicas` pods answering with `backend_name`,
+/// Service `name` port 8080.
+pub fn testbackend_manifest(name: &str, backend_name: &str, replicas: u32) -> String {
+    let image = testbackend_image();
+    let backend_name = yaml_string(backend_name);
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+  labels:
+    app.kubernetes.io/created-by: ktx-e2e
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels:
+      app: {name}
+  template:
+    metadata:
+      labels:
+        app: {name}
+        app.kubernetes.io/created-by: ktx-e2e
+    spec:
+      terminationGracePeriodSeconds: 2
+      securityContext:
+        runAsNonRoot: true
+        runAsUser: 65532
+        runAsGroup: 65532
+      containers:
+      - name: backend
+        image: {image}
+        imagePullPolicy: IfNotPresent
+        args: ["--listen", "0.0.0.0:8080", "--name", {backend_name}]
+        ports:
+        - name: http
+          containerPort: 8080
+        readinessProbe:
+          tcpSocket:
+            port: 8080
+          periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+  labels:
+    app.kubernetes.io/created-by: ktx-e2e
+spec:
+  selector:
+    app: {name}
+  ports:
+  - name: http
+    port: 8080
+    targetPort: http
+"#
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_strings_are_quoted() {
+        assert_eq!(yaml_string(r#"a"b\c"#), r#""a\"b\\c""#);
+    }
+}
