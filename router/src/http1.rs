@@ -158,7 +158,18 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        match serve_until_idle(io, peer, port, &proxy, &cfg, &mut shutdown).await {
+        // Boxed: the state of a live hyper connection is large; a parked connection's task
+        // should not carry room for it.
+        match Box::pin(serve_until_idle(
+            io,
+            peer,
+            port,
+            &proxy,
+            &cfg,
+            &mut shutdown,
+        ))
+        .await
+        {
             Ended::Closed => return,
             Ended::Upgraded(client, upstream) => {
                 crate::tcp::splice_upgraded(client, upstream).await;
@@ -253,12 +264,17 @@ async fn serve_until_idle(
     let client = parts.io.into_inner().inner;
     let (prefix, mut stream) = client.into_parts();
     // Bytes hyper read but did not use (a pipelined request, or the first upgraded bytes).
-    let leftover = if prefix.is_empty() {
-        read_buf
-    } else {
-        let mut b = BytesMut::from(&prefix[..]);
-        b.extend_from_slice(&read_buf);
-        b.freeze()
+    // Copied out: `read_buf` is a view into hyper's whole read buffer, and keeping the view
+    // would keep the buffer — exactly what parking is meant to free.
+    let leftover = match (prefix.is_empty(), read_buf.is_empty()) {
+        (true, true) => Bytes::new(),
+        (true, false) => Bytes::copy_from_slice(&read_buf),
+        _ => {
+            let mut b = BytesMut::with_capacity(prefix.len() + read_buf.len());
+            b.extend_from_slice(&prefix);
+            b.extend_from_slice(&read_buf);
+            b.freeze()
+        }
     };
     if let Some(upstream) = slot.take() {
         return Ended::Upgraded(Prefixed::new(leftover, stream), upstream);

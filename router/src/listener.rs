@@ -75,7 +75,7 @@ async fn serve_connection(
     port: u16,
     proxy: Arc<Proxy>,
     cfg: Arc<ListenConfig>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(32);
@@ -103,31 +103,40 @@ async fn serve_connection(
     match proto {
         Proto::tcp => crate::tcp::passthrough(&proxy, io, port, peer).await,
         Proto::http1 => crate::http1::serve(io, peer, port, proxy, cfg, shutdown).await,
-        Proto::h2c => {
-            let p = Arc::clone(&proxy);
-            let svc = service_fn(move |req| {
-                let p = Arc::clone(&p);
-                async move { Ok::<_, std::convert::Infallible>(p.handle(req, port, Wire::H2).await) }
-            });
-            let conn = http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .max_concurrent_streams(cfg.h2_max_concurrent_streams)
-                .max_header_list_size(cfg.max_header_bytes as u32)
-                .initial_stream_window_size(1 << 20)
-                .initial_connection_window_size(4 << 20)
-                .serve_connection(TokioIo::new(io), svc);
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = signalled(&mut shutdown) => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "h2c connection ended with error");
-            }
+        // Boxed so every connection's task is not as large as an HTTP/2 connection's state.
+        Proto::h2c => Box::pin(serve_h2c(io, peer, port, proxy, cfg, shutdown)).await,
+    }
+}
+
+async fn serve_h2c(
+    io: Prefixed<TcpStream>,
+    peer: SocketAddr,
+    port: u16,
+    proxy: Arc<Proxy>,
+    cfg: Arc<ListenConfig>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let svc = service_fn(move |req| {
+        let p = Arc::clone(&proxy);
+        async move { Ok::<_, std::convert::Infallible>(p.handle(req, port, Wire::H2).await) }
+    });
+    let conn = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(cfg.h2_max_concurrent_streams)
+        .max_header_list_size(cfg.max_header_bytes as u32)
+        .initial_stream_window_size(1 << 20)
+        .initial_connection_window_size(4 << 20)
+        .serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = signalled(&mut shutdown) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
         }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "h2c connection ended with error");
     }
 }
 
