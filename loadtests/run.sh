@@ -3,8 +3,8 @@
 # HAProxy and a direct connection, in one run, on one machine.
 #
 # The process under test runs alone on core 1 (taskset -c 1); the load generator (h2load, curl,
-# the idle-connection client) and both backends (ktx-testbackend "stuntman" on :18080 and
-# "shadow" on :18081) share core 0. The main metric is CPU µs per request of the process under
+# the idle-connection client) and both backends (ktx-testbackend "stuntman" and "shadow") share
+# core 0; all at nice -15. The main metric is CPU µs per request of the process under
 # test: delta of utime+stime from /proc/PID/stat over all its processes, divided by requests
 # answered. Also: rps, latency added at a paced 1k rps, RSS per idle keep-alive connection,
 # errors while rules change.
@@ -61,22 +61,33 @@ fi
 
 # ------------------------------------------------------------------ sizes
 if ((QUICK)); then
-  TPUT_D=1500ms   # max-throughput run (h2load -D)
-  WARM_N=3000     # warm-up requests before each measurement
-  LAT_N=1500      # requests in the paced 1k rps latency run (1.5 s)
+  TPUT_D=1200ms   # max-throughput run (h2load -D)
+  WARM_N=2000     # warm-up requests before each measurement
+  LAT_N=1000      # requests in the paced 1k rps latency run (1 s)
+  REPS=1          # throughput runs per measurement (the median is kept)
+  QUIET_WAIT=0    # seconds to wait, at most, for other processes to leave the CPUs alone
   STREAM_REPS=2   # 100 MB uploads per subject
   IDLE_CONNS=5000
-  CHURN_D=3s
+  IDLE_CHECK_EVERY=5 # after the idle period, reuse every 5th connection to check it is still open
+  CHURN_D=2s
   MODE="quick"
 else
   TPUT_D=10s
   WARM_N=20000
   LAT_N=10000
+  REPS=3
+  QUIET_WAIT=5
   STREAM_REPS=5
   IDLE_CONNS=5000
+  IDLE_CHECK_EVERY=1
   CHURN_D=10s
   MODE="full"
 fi
+# Everything this script runs gets a high priority (nice -15) on its core, so that a build
+# running next to the benchmark on a shared machine gets little of the pinned cores while
+# something is being measured (and the process under test is not descheduled mid-request).
+PIN0=(nice -n -15 taskset -c 0) # load generators and backends
+PIN1=(nice -n -15 taskset -c 1) # the process under test
 H1_CLIENTS=32   # HTTP/1.1 keep-alive connections in throughput runs
 H2_CLIENTS=10   # HTTP/2 connections …
 H2_STREAMS=10   # … with this many concurrent streams each
@@ -206,8 +217,8 @@ build() {
 
 # ------------------------------------------------------------------ backends
 start_backends() {
-  start_bg "$RUN/stuntman.log" taskset -c 0 "$BACKEND_BIN" --listen "$STUNTMAN" --name stuntman --threads 1 --log-level warn
-  start_bg "$RUN/shadow.log" taskset -c 0 "$BACKEND_BIN" --listen "$SHADOW" --name shadow --threads 1 --log-level warn
+  start_bg "$RUN/stuntman.log" "${PIN0[@]}" "$BACKEND_BIN" --listen "$STUNTMAN" --name stuntman --threads 1 --log-level warn
+  start_bg "$RUN/shadow.log" "${PIN0[@]}" "$BACKEND_BIN" --listen "$SHADOW" --name shadow --threads 1 --log-level warn
   SHADOW_PID=$BG_PID
   if ! wait_http "http://$STUNTMAN/hello" || ! wait_http "http://$SHADOW/hello"; then
     die "backends did not start (see $RUN/*.log)"
@@ -217,7 +228,7 @@ start_backends() {
 # stuntman_requests — requests the stuntman has served (this query included), or "" if unknown.
 stuntman_requests() {
   curl -s -m 5 "http://$STUNTMAN/_ktx/stats" |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["requests"])' 2>/dev/null || true
+    "$PY" -c 'import json,sys; print(json.load(sys.stdin)["requests"])' 2>/dev/null || true
 }
 
 # ------------------------------------------------------------------ subjects
@@ -233,7 +244,7 @@ start_subject() {
     ktx-router)
       [[ -z $ROUTER_MISSING ]] || return 1
       bench routes --rules "$rules" --out "$dir/routes.yaml"
-      start_bg "$dir/ktx-router.log" taskset -c 1 "$ROUTER_BIN" --listen "$KTX_PORT" --admin "$KTX_ADMIN" \
+      start_bg "$dir/ktx-router.log" "${PIN1[@]}" "$ROUTER_BIN" --listen "$KTX_PORT" --admin "$KTX_ADMIN" \
         --routes-file "$dir/routes.yaml" "${ROUTER_THREADS[@]}" --log-format text --log-level warn
       SUBJ_PID=$BG_PID SUBJ_H1=$KTX_PORT SUBJ_H2=$KTX_PORT
       if ! wait_http "http://$KTX_ADMIN/readyz" 15 -f; then
@@ -244,7 +255,7 @@ start_subject() {
       ;;
     nginx)
       bench nginx-conf --prefix "$dir" --h1 "$NGINX_H1" --h2 "$NGINX_H2" --rules "$rules" --out "$dir/nginx.conf"
-      start_bg "$dir/nginx.stdout" taskset -c 1 nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log"
+      start_bg "$dir/nginx.stdout" "${PIN1[@]}" nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log"
       SUBJ_PID=$BG_PID SUBJ_H1=$NGINX_H1 SUBJ_H2=$NGINX_H2
       ;;
     haproxy)
@@ -252,7 +263,7 @@ start_subject() {
       [[ $scenario == rule-churn ]] && map=(--map "$dir/rules.map")
       bench haproxy-conf --sock "$dir/admin.sock" --h1 "$HAPROXY_H1" --h2 "$HAPROXY_H2" --rules "$rules" \
         "${map[@]}" --out "$dir/haproxy.cfg"
-      start_bg "$dir/haproxy.log" taskset -c 1 haproxy -db -f "$dir/haproxy.cfg"
+      start_bg "$dir/haproxy.log" "${PIN1[@]}" haproxy -db -f "$dir/haproxy.cfg"
       SUBJ_PID=$BG_PID SUBJ_H1=$HAPROXY_H1 SUBJ_H2=$HAPROXY_H2
       ;;
   esac
@@ -298,14 +309,6 @@ check_routing() {
 }
 
 # ------------------------------------------------------------------ measurements
-cpu_us() { bench cpu "$SUBJ_PID"; }
-
-# foreign SUBJECT CORE_BEFORE CORE_AFTER SUBJECT_CPU_US — % of core 1 used by anything but the
-# subject (other builds on a shared machine); null for direct, which does not run on core 1.
-foreign() {
-  if [[ $1 == direct ]]; then echo null; else bench foreign --before "$2" --after "$3" --subject-us "$4"; fi
-}
-
 # load_args SCENARIO MARK — h2load arguments (everything but -n/-D/-c) for the scenario.
 load_args() {
   local scenario=$1 mark=$2
@@ -318,102 +321,104 @@ load_args() {
   esac
 }
 
-# measure_load SUBJECT SCENARIO MARK — warm-up, max-throughput run with CPU, paced latency run.
+# quiet — wait (at most QUIET_WAIT s) until other processes leave both CPUs mostly idle, so a
+# build running next to the benchmark does not land inside a measurement.
+quiet() {
+  ((QUIET_WAIT > 0)) || return 0
+  bench quiet --max-wait "$QUIET_WAIT" >>"$LOG" 2>&1 || true
+}
+
+# measure_load SUBJECT SCENARIO MARK — warm-up, REPS max-throughput runs with CPU (the median
+# run by CPU per request is kept), paced latency run.
 measure_load() {
-  local subject=$1 scenario=$2 mark=$3 tag=$RUN/$2.$1 clients c0 c1 k0 k1
+  local subject=$1 scenario=$2 mark=$3 tag=$RUN/$2.$1 clients s0 s1 rep runs=()
   load_args "$scenario" "$mark"
   if ((LOAD_H1)); then clients=$H1_CLIENTS; else clients=$H2_CLIENTS; fi
-  taskset -c 0 h2load -t 1 -c "$clients" -n "$WARM_N" "${LOAD[@]}" >"$tag.warm.txt" 2>&1 || true
-  k0=$(bench core 1)
-  c0=$(cpu_us)
-  taskset -c 0 h2load -t 1 -c "$clients" -D "$TPUT_D" "${LOAD[@]}" >"$tag.load.txt" 2>&1 || true
-  c1=$(cpu_us)
-  k1=$(bench core 1)
-  bench h2load "$tag.load.txt" >"$tag.load.json" || { log "no h2load result for $scenario/$subject"; return 1; }
+  "${PIN0[@]}" h2load -t 1 -c "$clients" -n "$WARM_N" "${LOAD[@]}" >"$tag.warm.txt" 2>&1 || true
+  for ((rep = 1; rep <= REPS; rep++)); do
+    quiet
+    s0=$(bench snap "$SUBJ_PID")
+    "${PIN0[@]}" h2load -t 1 -c "$clients" -D "$TPUT_D" "${LOAD[@]}" >"$tag.load$rep.txt" 2>&1 || true
+    s1=$(bench snap "$SUBJ_PID")
+    runs+=(--run "$s0" "$s1" "$tag.load$rep.txt")
+  done
   local lat=("${LOAD[@]}")
   ((LOAD_H1)) || lat=(-m 1 "${LOAD[@]:2}")
-  taskset -c 0 h2load -t 1 -c "$LAT_CLIENTS" --rps $((1000 / LAT_CLIENTS)) -n "$LAT_N" \
+  "${PIN0[@]}" h2load -t 1 -c "$LAT_CLIENTS" --rps $((1000 / LAT_CLIENTS)) -n "$LAT_N" \
     --log-file="$tag.lat.log" "${lat[@]}" >"$tag.lat.txt" 2>&1 || true
-  bench latency "$tag.lat.log" >"$tag.lat.json"
-  bench row --scenario "$scenario" --subject "$subject" --load "$tag.load.json" --latency "$tag.lat.json" \
-    --cpu-us $((c1 - c0)) --extra "core1_foreign_pct=$(foreign "$subject" "$k0" "$k1" $((c1 - c0)))" >>"$ROWS"
+  bench load-row --scenario "$scenario" --subject "$subject" "${runs[@]}" --latency-log "$tag.lat.log" >>"$ROWS"
 }
 
 measure_stream() {
-  local subject=$1 tag=$RUN/stream-100mb.$1 c0 c1 k0 k1 errors=0 t0 t1 answer
+  local subject=$1 tag=$RUN/stream-100mb.$1 s0 s1 errors=0 t0 t1 answer
   curl -s -m 30 -o /dev/null -X POST --data-binary "@$RUN/1mb.bin" -H 'VERSION: foobar' "http://$SUBJ_H1/sink" || true
-  k0=$(bench core 1)
-  c0=$(cpu_us)
-  t0=$(date +%s.%N)
+  quiet
+  s0=$(bench snap "$SUBJ_PID")
+  t0=$(date +%s%N)
   for ((i = 0; i < STREAM_REPS; i++)); do
-    answer=$(taskset -c 0 curl -s -m 60 -X POST -T "$RUN/100mb.bin" -H 'VERSION: foobar' \
+    answer=$("${PIN0[@]}" curl -s -m 60 -X POST -T "$RUN/100mb.bin" -H 'VERSION: foobar' \
       -H 'content-type: application/octet-stream' "http://$SUBJ_H1/sink" 2>>"$tag.curl.err" || true)
     [[ $answer == 104857600 ]] || { errors=$((errors + 1)); log "stream-100mb/$subject: got '${answer:0:80}'"; }
   done
-  t1=$(date +%s.%N)
-  c1=$(cpu_us)
-  k1=$(bench core 1)
-  local secs rps mbps
-  secs=$("$PY" -c "print(max($t1 - $t0, 1e-6))")
-  rps=$("$PY" -c "print(round($STREAM_REPS / $secs, 3))")
-  mbps=$("$PY" -c "print(round($STREAM_REPS * 100 / $secs, 1))")
-  bench row --scenario stream-100mb --subject "$subject" --cpu-us $((c1 - c0)) --requests "$STREAM_REPS" \
-    --rps "$rps" --errors "$errors" --extra "mib_per_s=$mbps" \
-    --extra "core1_foreign_pct=$(foreign "$subject" "$k0" "$k1" $((c1 - c0)))" --extra "cpu_us_per_mib=$("$PY" -c \
-    "print(round($((c1 - c0)) / ($STREAM_REPS * 100), 1))")" >>"$ROWS"
+  t1=$(date +%s%N)
+  s1=$(bench snap "$SUBJ_PID")
+  local us=$(((t1 - t0) / 1000)) cpu
+  cpu=$(($(cut -d' ' -f1 <<<"$s1") - $(cut -d' ' -f1 <<<"$s0")))
+  bench row --scenario stream-100mb --subject "$subject" --snap0 "$s0" --snap1 "$s1" --requests "$STREAM_REPS" \
+    --rps "$(awk "BEGIN{printf \"%.3f\", $STREAM_REPS * 1e6 / $us}")" --errors "$errors" \
+    --extra "mib_per_s=$(awk "BEGIN{printf \"%.1f\", $STREAM_REPS * 100 * 1e6 / $us}")" \
+    --extra "cpu_us_per_mib=$(awk "BEGIN{printf \"%.1f\", $cpu / ($STREAM_REPS * 100)}")" >>"$ROWS"
 }
 
 measure_idle() {
   local subject=$1 tag=$RUN/idle-5k.$1 rss0 rss1 pid
-  taskset -c 0 h2load -t 1 -c 10 -n "$WARM_N" --h1 -H 'VERSION: foobar' "http://$SUBJ_H1/hello" >"$tag.warm.txt" 2>&1 || true
-  sleep 0.5
+  "${PIN0[@]}" h2load -t 1 -c 10 -n "$WARM_N" --h1 -H 'VERSION: foobar' "http://$SUBJ_H1/hello" >"$tag.warm.txt" 2>&1 || true
+  quiet
   rss0=$(bench rss "$SUBJ_PID")
-  start_bg "$tag.client.log" taskset -c 0 "$PY" "$BENCH_PY" idle --addr "$SUBJ_H1" --conns "$IDLE_CONNS" \
-    --header 'VERSION: foobar' --status "$tag.status" --max-wait 60
+  start_bg "$tag.client.log" "${PIN0[@]}" "$PY" "$BENCH_PY" idle --addr "$SUBJ_H1" --conns "$IDLE_CONNS" \
+    --header 'VERSION: foobar' --status "$tag.status" --max-wait 60 --check-every "$IDLE_CHECK_EVERY"
   pid=$BG_PID
   for _ in {1..600}; do [[ -s $tag.status ]] && break; sleep 0.1; done
   [[ -s $tag.status ]] || { log "idle-5k/$subject: client did not finish opening connections"; stop_pid "$pid"; return 1; }
-  sleep 2 # let the subject settle (lazy frees, parking idle connections, upstream pool)
+  sleep 1.5 # let the subject settle (ktx-router parks idle connections after 1 s)
   rss1=$(bench rss "$SUBJ_PID")
   kill -USR1 "$pid"
   for _ in {1..600}; do [[ -s $tag.status.done ]] && break; sleep 0.1; done
   stop_pid "$pid"
-  local open errors dead
-  read -r open errors dead < <("$PY" -c "import json; d=json.load(open('$tag.status.done')); \
-print(d['open'], d['errors'], d['dead_after_idle'])" 2>/dev/null || echo "0 $IDLE_CONNS 0")
+  local open errors dead checked
+  read -r open errors dead checked < <("$PY" -c "import json; d=json.load(open('$tag.status.done')); \
+print(d['open'], d['errors'], d['dead_after_idle'], d['checked_after_idle'])" 2>/dev/null || echo "0 $IDLE_CONNS 0 0")
   local per_conn=null
   ((open > 0)) && per_conn=$("$PY" -c "print(round(($rss1 - $rss0) / $open, 2))")
   bench row --scenario idle-5k --subject "$subject" --errors $((errors + dead)) \
     --extra "rss_kb=$per_conn" --extra "idle_conns=$open" --extra "rss_before_kb=$rss0" \
-    --extra "rss_after_kb=$rss1" --extra "dead_after_idle=$dead" >>"$ROWS"
+    --extra "rss_after_kb=$rss1" --extra "dead_after_idle=$dead" --extra "checked_after_idle=$checked" >>"$ROWS"
 }
 
 measure_churn() {
-  local subject=$1 dir=$RUN/$1.rule-churn tag=$RUN/rule-churn.$1 c0 c1 k0 k1 s0 s1 churn=()
+  local subject=$1 dir=$RUN/$1.rule-churn tag=$RUN/rule-churn.$1 s0 s1 m0 m1 churn=()
   case $subject in
     ktx-router) churn=(--file "$dir/routes.yaml") ;;
     nginx) churn=(--file "$dir/nginx.conf" --prefix "$dir" --h1 "$NGINX_H1" --h2 "$NGINX_H2" --pid "$SUBJ_PID") ;;
     haproxy) churn=(--file "$dir/rules.map" --sock "$dir/admin.sock") ;;
   esac
-  taskset -c 0 h2load -t 1 -c "$H1_CLIENTS" -n "$WARM_N" --h1 -H 'VERSION: foobar' "http://$SUBJ_H1/hello" >"$tag.warm.txt" 2>&1 || true
-  s0=$(stuntman_requests)
-  k0=$(bench core 1)
-  c0=$(cpu_us)
-  start_bg "$tag.churn.log" taskset -c 0 "$PY" "$BENCH_PY" churn --kind "$subject" "${churn[@]}" --status "$tag.churn.json" \
+  "${PIN0[@]}" h2load -t 1 -c "$H1_CLIENTS" -n "$WARM_N" --h1 -H 'VERSION: foobar' "http://$SUBJ_H1/hello" >"$tag.warm.txt" 2>&1 || true
+  quiet
+  m0=$(stuntman_requests)
+  s0=$(bench snap "$SUBJ_PID")
+  start_bg "$tag.churn.log" "${PIN0[@]}" "$PY" "$BENCH_PY" churn --kind "$subject" "${churn[@]}" --status "$tag.churn.json" \
     --interval 0.1 --max-seconds 120
   local churner=$BG_PID
-  taskset -c 0 h2load -t 1 -c "$H1_CLIENTS" -D "$CHURN_D" --h1 -H 'VERSION: foobar' "http://$SUBJ_H1/hello" >"$tag.load.txt" 2>&1 || true
+  "${PIN0[@]}" h2load -t 1 -c "$H1_CLIENTS" -D "$CHURN_D" --h1 -H 'VERSION: foobar' "http://$SUBJ_H1/hello" >"$tag.load.txt" 2>&1 || true
   stop_pid "$churner"
-  c1=$(cpu_us)
-  k1=$(bench core 1)
-  s1=$(stuntman_requests)
+  s1=$(bench snap "$SUBJ_PID")
+  m1=$(stuntman_requests)
   bench h2load "$tag.load.txt" >"$tag.load.json" || { log "no h2load result for rule-churn/$subject"; return 1; }
   local misrouted=null changes=null
-  [[ -n $s0 && -n $s1 ]] && misrouted=$((s1 - s0 - 1))
+  [[ -n $m0 && -n $m1 ]] && misrouted=$((m1 - m0 - 1))
   changes=$("$PY" -c "import json; print(json.load(open('$tag.churn.json'))['changes'])" 2>/dev/null || echo null)
-  bench row --scenario rule-churn --subject "$subject" --load "$tag.load.json" --cpu-us $((c1 - c0)) \
-    --errors "${misrouted/null/0}" --extra "misrouted=$misrouted" --extra "rule_changes=$changes" \
-    --extra "core1_foreign_pct=$(foreign "$subject" "$k0" "$k1" $((c1 - c0)))" >>"$ROWS"
+  bench row --scenario rule-churn --subject "$subject" --load "$tag.load.json" --snap0 "$s0" --snap1 "$s1" \
+    --errors "${misrouted/null/0}" --extra "misrouted=$misrouted" --extra "rule_changes=$changes" >>"$ROWS"
 }
 
 # skip_row SCENARIO SUBJECT NOTE — an all-null row that says why.
@@ -458,6 +463,7 @@ main() {
   (($(ulimit -n) >= 4 * IDLE_CONNS / 2 + 1000)) ||
     log "open-file limit $(ulimit -n) is low for $IDLE_CONNS idle connections; idle-5k may fail"
   ((INSTALL)) && install_tools
+  [[ -x $PY ]] || PY=$(command -v python3)
   for tool in nginx haproxy h2load taskset curl python3 ss; do command -v $tool >/dev/null || die "missing $tool"; done
   (($(nproc) >= 2)) || die "needs at least 2 CPUs for pinning (have $(nproc))"
   local port busy=()
@@ -472,6 +478,7 @@ main() {
   [[ -s $OUT/100mb.bin ]] || head -c 104857600 /dev/zero >"$OUT/100mb.bin"
   ln -sf "$OUT/100mb.bin" "$RUN/100mb.bin"
 
+  local setup_seconds=$SECONDS
   start_backends
   local scenario subject
   IFS=, read -r -a scenarios <<<"$SCENARIOS"
@@ -487,7 +494,7 @@ main() {
   NOTES+=("haproxy: one worker thread (nbthread 1), header ACL routing, http-reuse always; h2c front end to h2 servers ('proto h2'). http1-10k-rules and rule-churn use a map file (map_str); rule-churn edits it over the runtime API (add map / del map) every 100 ms without reloading.")
   NOTES+=("ktx-router: one port for HTTP/1.1 and h2c (sniffed), ${ROUTER_THREADS[*]:-no --threads flag}; rule-churn rewrites the routes file (atomic rename) every 100 ms. errors in rule-churn = failed requests + requests that reached the stuntman instead of the shadow.")
   NOTES+=("stream-100mb: curl POSTs 100 MiB (-T, so with Expect: 100-continue) to /sink; CPU µs/req is per 100 MiB request; rps is uploads per second; mib_per_s in results.json. nginx runs with proxy_request_buffering off and client_max_body_size 0 so it streams like the others.")
-  NOTES+=("idle-5k: $IDLE_CONNS HTTP/1.1 keep-alive connections, one request each, then idle; rss_kb = (RSS after - RSS before) / open connections, summed over the subject's processes; each connection is used again afterwards and a closed one counts as an error.")
+  NOTES+=("idle-5k: $IDLE_CONNS HTTP/1.1 keep-alive connections, one request each, then idle; rss_kb = (RSS after - RSS before) / open connections, summed over the subject's processes; afterwards 1 in ${IDLE_CHECK_EVERY} of them is used again and one found closed counts as an error.")
   [[ -z $ROUTER_MISSING ]] || NOTES+=("ktx-router was NOT measured: $ROUTER_MISSING. Its rows are empty; no numbers were invented.")
 
   local machine versions
@@ -496,7 +503,7 @@ main() {
   local notes_json
   notes_json=$(printf '%s\n' "${NOTES[@]}" | "$PY" -c 'import json,sys; print(json.dumps([l.rstrip("\n") for l in sys.stdin if l.strip()]))')
   COMMAND="loadtests/run.sh${ORIG_ARGS:+ $ORIG_ARGS}" DATE="$(date -u '+%Y-%m-%d %H:%M UTC')" MACHINE="$machine" \
-    VERSIONS="$versions" MODE_DESC="$MODE: throughput runs h2load -D $TPUT_D (HTTP/1.1 -c $H1_CLIENTS; h2 -c $H2_CLIENTS -m $H2_STREAMS), latency runs -n $LAT_N at 1k rps, $STREAM_REPS×100 MiB, $IDLE_CONNS idle connections, rule churn for $CHURN_D; total wall time ${SECONDS}s" \
+    VERSIONS="$versions" MODE_DESC="$MODE: $REPS throughput run(s) of h2load -D $TPUT_D per measurement, median kept (HTTP/1.1 -c $H1_CLIENTS; h2 -c $H2_CLIENTS -m $H2_STREAMS), latency runs -n $LAT_N at 1k rps, $STREAM_REPS×100 MiB, $IDLE_CONNS idle connections, rule churn for $CHURN_D; measurements took $((SECONDS - setup_seconds)) s (plus ${setup_seconds} s of install/build checks)" \
     NOTES_JSON="$notes_json" "$PY" - >"$RUN/meta.json" <<'EOF'
 import json, os
 print(json.dumps({
