@@ -212,9 +212,10 @@ async fn serve_until_idle(
             let proxy = Arc::clone(&proxy);
             req.extensions_mut().insert(slot.clone());
             // Boxed so the connection is Unpin, which `poll_without_shutdown` needs.
-            Box::pin(async move {
+            let fut = async move {
                 Ok::<_, std::convert::Infallible>(proxy.handle(req, port, Wire::Http1).await)
-            })
+            };
+            Box::pin(fut)
         })
     };
     let watched = Watched {

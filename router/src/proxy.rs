@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{HeaderValue, Request, Response, StatusCode};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use ktx_rules::{OnUnavailable, RouteTable, Rule, Target};
 use tokio::sync::watch;
 
-use crate::body::RouterBody;
+use crate::body::{ReturnToPool, RouterBody};
 use crate::error::{ProxyError, Side};
 use crate::headers::{is_upgrade, strip_hop_by_hop};
 use crate::metrics::{Metrics, RequestLabels, RuleLabel};
@@ -164,7 +165,9 @@ impl Proxy {
                     self.metrics.error(Side::Shadow);
                     match self.upstreams.pick(table.default_target(), port) {
                         Some(addr) => {
-                            match self.send(req, addr, Side::Upstream, wire, upgrade).await {
+                            match Box::pin(self.send(req, addr, Side::Upstream, wire, upgrade))
+                                .await
+                            {
                                 Ok(resp) => return resp,
                                 Err((e, _)) => e,
                             }
@@ -198,6 +201,7 @@ impl Proxy {
         wire: Wire,
         upgrade: bool,
     ) -> Result<Response<RouterBody>, (ProxyError, Option<Request<Incoming>>)> {
+        let mut pool = None;
         let resp = match wire {
             Wire::H2 => {
                 let mut tx = match self.upstreams.h2(addr, side).await {
@@ -215,7 +219,7 @@ impl Proxy {
                     .map_err(|source| (ProxyError::UpstreamRequest { side, addr, source }, None))?
             }
             Wire::Http1 if upgrade => {
-                let mut conn = match self.upstreams.h1_fresh(addr, side).await {
+                let mut conn = match Box::pin(self.upstreams.h1_fresh(addr, side)).await {
                     Ok(c) => c,
                     Err(e) => return Err((e, Some(req))),
                 };
@@ -246,7 +250,14 @@ impl Proxy {
                 let resp = conn.tx.send_request(req).await;
                 let resp = resp
                     .map_err(|source| (ProxyError::UpstreamRequest { side, addr, source }, None))?;
-                self.upstreams.checkin_when_ready(conn);
+                if resp.body().is_end_stream() {
+                    self.upstreams.checkin(conn);
+                } else {
+                    pool = Some(ReturnToPool {
+                        upstreams: Arc::clone(&self.upstreams),
+                        conn,
+                    });
+                }
                 resp
             }
         };
@@ -254,7 +265,10 @@ impl Proxy {
         if wire == Wire::Http1 && parts.status != StatusCode::SWITCHING_PROTOCOLS {
             strip_hop_by_hop(&mut parts.headers, false);
         }
-        Ok(Response::from_parts(parts, RouterBody::Upstream { body }))
+        Ok(Response::from_parts(
+            parts,
+            RouterBody::Upstream { body, pool },
+        ))
     }
 
     fn error_response(&self, e: &ProxyError) -> Response<RouterBody> {

@@ -133,7 +133,9 @@ impl Upstreams {
         if let Some(tx) = self.checkout_h1(addr) {
             return Ok(H1Conn { addr, tx });
         }
-        self.h1_fresh(addr, side).await
+        // Boxed: connecting is the rare path, and its state would make every request's
+        // future larger (and every request copy it).
+        Box::pin(self.h1_fresh(addr, side)).await
     }
 
     /// A new HTTP/1.1 connection that is never pooled (for Upgrade).
@@ -157,34 +159,41 @@ impl Upstreams {
             .lock()
             .expect("pool lock is never held across a panic");
         let list = idle.get_mut(&addr)?;
-        while let Some(c) = list.pop() {
-            if c.tx.is_ready() && c.since.elapsed() < self.cfg.idle_timeout {
-                return Some(c.tx);
+        // Newest first. A connection still finishing its last exchange (its request body
+        // still streaming) is skipped but kept; closed and expired ones are dropped.
+        let mut i = list.len();
+        let mut busy_seen = 0;
+        while i > 0 && busy_seen < 8 {
+            i -= 1;
+            let c = &list[i];
+            if c.tx.is_closed() || c.since.elapsed() >= self.cfg.idle_timeout {
+                list.swap_remove(i);
+            } else if c.tx.is_ready() {
+                return Some(list.swap_remove(i).tx);
+            } else {
+                busy_seen += 1;
             }
         }
         None
     }
 
-    /// Puts a connection back once its current exchange is complete (request and response
-    /// bodies done). A connection that fails or is upgraded in the meantime is dropped.
-    pub fn checkin_when_ready(self: &Arc<Self>, mut conn: H1Conn) {
-        let this = Arc::clone(self);
-        tokio::spawn(async move {
-            if conn.tx.ready().await.is_err() {
-                return;
-            }
-            let mut idle = this
-                .h1_idle
-                .lock()
-                .expect("pool lock is never held across a panic");
-            let list = idle.entry(conn.addr).or_default();
-            if list.len() < this.cfg.max_idle_per_addr {
-                list.push(IdleH1 {
-                    since: Instant::now(),
-                    tx: conn.tx,
-                });
-            }
-        });
+    /// Puts a connection back once its response body has ended. Its request body may still
+    /// be finishing; `checkout_h1` only hands out connections that are ready.
+    pub fn checkin(&self, conn: H1Conn) {
+        if conn.tx.is_closed() {
+            return;
+        }
+        let mut idle = self
+            .h1_idle
+            .lock()
+            .expect("pool lock is never held across a panic");
+        let list = idle.entry(conn.addr).or_default();
+        if list.len() < self.cfg.max_idle_per_addr {
+            list.push(IdleH1 {
+                since: Instant::now(),
+                tx: conn.tx,
+            });
+        }
     }
 
     /// The shared HTTP/2 connection to `addr`, opened on first use.
@@ -196,6 +205,15 @@ impl Upstreams {
         if let Some(tx) = self.live_h2(addr) {
             return Ok(tx);
         }
+        // Boxed: the rare path; see `h1`.
+        Box::pin(self.open_h2(addr, side)).await
+    }
+
+    async fn open_h2(
+        &self,
+        addr: SocketAddr,
+        side: Side,
+    ) -> Result<http2::SendRequest<Incoming>, ProxyError> {
         let gate = Arc::clone(
             self.h2_connecting
                 .lock()
