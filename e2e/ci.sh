@@ -5,6 +5,9 @@
 # it needs with apt-get, builds Kubernetes once into ~/.cache/ktx) with no standard input.
 #
 #   e2e/ci.sh [extra args for the test binaries, e.g. a test name filter]
+#
+# The cluster is brought down at the end even if it was up before; KTX_E2E_KEEP_CLUSTER=1 leaves
+# it up (to look around after a failure).
 set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -31,8 +34,12 @@ finish() {
             tail -n 15 "$f" >&2
         done
     fi
-    phase "bringing the cluster down"
-    "$CLUSTER" down || rc=1
+    if [[ ${KTX_E2E_KEEP_CLUSTER:-0} == 1 ]]; then
+        phase "leaving the cluster up (KTX_E2E_KEEP_CLUSTER=1): export KUBECONFIG=$STATE/admin.kubeconfig"
+    else
+        phase "bringing the cluster down"
+        "$CLUSTER" down || rc=1
+    fi
     phase "done (exit $rc)"
     exit "$rc"
 }
