@@ -107,33 +107,41 @@ pub async fn run_table(
 /// Polls a routes file and publishes its text when its contents change. Writers should replace
 /// the file atomically (write + rename); a half-written file is rejected and retried next tick.
 pub async fn watch_file(path: PathBuf, interval: Duration, tx: watch::Sender<Option<RoutesText>>) {
-    let mut last: Option<(SystemTime, u64, String)> = None;
+    use std::os::unix::fs::MetadataExt;
+    // Two quick writes can share an mtime tick and a length; a rename also changes the inode,
+    // and every `FULL_READ_EVERY` ticks the contents are compared anyway.
+    const FULL_READ_EVERY: u32 = 20;
+    let mut last: Option<((u64, SystemTime, u64), String)> = None;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks: u32 = 0;
     loop {
         tick.tick().await;
+        ticks = ticks.wrapping_add(1);
         // A small local file: a blocking read is cheaper than a trip to a blocking thread.
         let Ok(meta) = std::fs::metadata(&path) else {
             continue;
         };
         let stamp = (
+            meta.ino(),
             meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
             meta.len(),
         );
-        if last.as_ref().is_some_and(|(m, l, _)| (*m, *l) == stamp) {
+        let same_stamp = last.as_ref().is_some_and(|(s, _)| *s == stamp);
+        if same_stamp && ticks % FULL_READ_EVERY != 0 {
             continue;
         }
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
         };
-        if last.as_ref().is_some_and(|(_, _, t)| *t == text) {
-            last = Some((stamp.0, stamp.1, text));
+        let same_text = last.as_ref().is_some_and(|(_, t)| *t == text);
+        last = Some((stamp, text));
+        if same_text {
             continue;
         }
-        last = Some((stamp.0, stamp.1, text.clone()));
         let update = RoutesText {
             origin: path.display().to_string(),
-            text,
+            text: last.as_ref().map(|(_, t)| t.clone()).unwrap_or_default(),
         };
         if tx.send(Some(update)).is_err() {
             return;
