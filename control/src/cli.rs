@@ -135,7 +135,11 @@ pub struct MeshArgs {
 pub struct RuleArgs {
     /// Requests with header KEY: VALUE reach you. KEY defaults to VERSION; VALUE is random
     /// when neither this nor another condition is given.
-    #[arg(long = "versionMark", alias = "version-mark", value_name = "[KEY:]VALUE")]
+    #[arg(
+        long = "versionMark",
+        alias = "version-mark",
+        value_name = "[KEY:]VALUE"
+    )]
     pub version_mark: Option<String>,
     /// Header NAME must equal VALUE (repeatable).
     #[arg(long, value_name = "NAME=VALUE")]
@@ -157,7 +161,11 @@ pub struct RuleArgs {
     pub method: Option<String>,
     /// While your process or tunnel is down: `fallback` sends your requests to the original
     /// workload, `reject` answers 503 naming your session.
-    #[arg(long = "on-unavailable", value_name = "fallback|reject", default_value = "fallback")]
+    #[arg(
+        long = "on-unavailable",
+        value_name = "fallback|reject",
+        default_value = "fallback"
+    )]
     pub on_unavailable: OnUnavailable,
 }
 
@@ -186,7 +194,12 @@ pub struct PreviewArgs {
     pub name: String,
     /// Ports of the new Service to your local ports: [LOCAL:]PORT,... (PORT becomes the
     /// Service's port).
-    #[arg(long, required = true, value_delimiter = ',', value_name = "[LOCAL:]PORT")]
+    #[arg(
+        long,
+        required = true,
+        value_delimiter = ',',
+        value_name = "[LOCAL:]PORT"
+    )]
     pub expose: Vec<Expose>,
 }
 

@@ -27,7 +27,7 @@ pub enum Error {
     #[error("Service {namespace}/{service} has no selector (its endpoints are managed by hand), so ktx cannot put a router in front of it")]
     NoSelector { namespace: String, service: String },
 
-    #[error("Service {namespace}/{service} is {mode}ed by {holder}; wait until that session ends, or run `ktx clean` if it is gone")]
+    #[error("Service {namespace}/{service} is already in ktx {mode} mode (held by {holder}); wait until that session ends, or run `ktx clean` if it is gone")]
     TakenOver {
         namespace: String,
         service: String,
@@ -62,7 +62,9 @@ pub enum Error {
     #[error(transparent)]
     Rules(#[from] ktx_rules::RulesError),
 
-    #[error("{what} is not a valid Kubernetes name ({reason}); use a shorter Service name or mark")]
+    #[error(
+        "{what} is not a valid Kubernetes name ({reason}); use a shorter Service name or mark"
+    )]
     BadName { what: String, reason: String },
 
     #[error("annotation {annotation} of Service {service} is unreadable ({reason}); run `ktx recover {service}` after checking it by hand")]
@@ -72,7 +74,7 @@ pub enum Error {
         reason: String,
     },
 
-    #[error("{what} was not ready within {waited:?}: {last}")]
+    #[error("{what} was not ready within {waited:?}: {last} (`kubectl describe` it for more, or raise --timeout)")]
     Timeout {
         what: String,
         waited: Duration,
@@ -97,6 +99,12 @@ pub enum Error {
 
     #[error("tunnel: {0}")]
     Tunnel(String),
+
+    #[error("the session ended by itself: {0}")]
+    SessionLost(String),
+
+    #[error("stopped by Ctrl-C/SIGTERM; run the command again to finish")]
+    Stopped,
 
     #[error("interrupted; everything set up so far was removed")]
     Interrupted,
@@ -145,7 +153,12 @@ impl<T> ApiContext<T> for std::result::Result<T, kube::Error> {
             } else {
                 format!("{verb} {resource} {namespace}/{name}")
             },
-            hint: hint_for(status_code(&source), verb, resource, namespace),
+            hint: match status_code(&source) {
+                None if matches!(source, kube::Error::Service(_) | kube::Error::HyperError(_)) => {
+                    "; the API server did not answer: check that the cluster is up and reachable (kubeconfig, VPN)".to_string()
+                }
+                code => hint_for(code, verb, resource, namespace),
+            },
             source,
         })
     }

@@ -96,9 +96,7 @@ impl std::str::FromStr for Expose {
             Remote::Number(port(remote, "REMOTE", item)?)
         } else if is_port_name(remote) {
             if local.is_none() {
-                return Err(err(
-                    "a port name needs the local port too, e.g. 3001:http",
-                ));
+                return Err(err("a port name needs the local port too, e.g. 3001:http"));
             }
             Remote::Name(remote.to_string())
         } else {

@@ -1,25 +1,84 @@
 //! `ktx`, as a library: the CLI's types, the cluster objects it builds and the orchestration of
 //! `mesh`, `exchange`, `preview`, `clean`, `recover` and `status`. `main.rs` only parses the
 //! command line, starts logging and calls [`run`]; tests call the same functions in-process.
+//!
+//! Layers, bottom up: pure parsing and builders ([`cli`], [`expose`], [`ports`], [`rule`],
+//! [`objects`], [`takeover`]) → the cluster ([`kube`], [`lock`], [`session`], [`link`]) → the
+//! undo stack ([`undo`], [`leave`]) → the commands ([`mesh`], [`exchange`], [`preview`],
+//! [`clean`], [`recover`], [`status`]), which share a session's life cycle through [`flow`].
 
+pub mod clean;
 pub mod cli;
 pub mod error;
+pub mod exchange;
 pub mod expose;
+pub mod flow;
+pub mod kube;
+pub mod leave;
+pub mod link;
+pub mod lock;
+pub mod mesh;
+pub mod objects;
 pub mod ports;
+pub mod preview;
+pub mod progress;
+pub mod random;
+pub mod recover;
+pub mod router_metrics;
+pub mod rule;
+pub mod scale;
+pub mod session;
+pub mod shutdown;
+pub mod status;
+pub mod takeover;
+pub mod tunnel;
+pub mod undo;
 
 pub use error::{Error, Result};
 
 use cli::{Cli, Command};
+use flow::Ctx;
+use progress::Progress;
+use shutdown::Shutdown;
 
-/// Runs one parsed command to its end.
+/// Runs one parsed command to its end; Ctrl-C and SIGTERM end sessions (and roll back setups).
 pub async fn run(cli: Cli) -> Result<()> {
-    match cli.command {
-        Command::Completions { shell } => {
-            use clap::CommandFactory;
-            let mut cmd = Cli::command();
-            clap_complete::generate(shell, &mut cmd, "ktx", &mut std::io::stdout());
-            Ok(())
+    let shutdown = Shutdown::from_signals();
+    run_with(cli, shutdown, Progress::stderr()).await
+}
+
+/// [`run`] with the stop signal and progress display given by the caller (tests).
+pub async fn run_with(cli: Cli, shutdown: Shutdown, progress: Progress) -> Result<()> {
+    if let Command::Completions { shell } = cli.command {
+        use clap::CommandFactory;
+        let mut cmd = Cli::command();
+        clap_complete::generate(shell, &mut cmd, "ktx", &mut std::io::stdout());
+        return Ok(());
+    }
+    let kube = kube::Kube::connect(&cli.global).await?;
+    let ctx = Ctx {
+        kube,
+        global: cli.global.clone(),
+        holder: session::holder(),
+        progress,
+    };
+    // Sessions handle stop requests themselves (they roll back); the one-shot commands simply
+    // stop, every step of theirs being safe to repeat.
+    let one_shot = async {
+        match &cli.command {
+            Command::Status => status::run(&ctx).await,
+            Command::Clean(args) => clean::run(&ctx, args).await,
+            Command::Recover(args) => recover::run(&ctx, args).await,
+            _ => Ok(()),
         }
-        _ => Err(Error::Tunnel("not built yet".into())),
+    };
+    match &cli.command {
+        Command::Mesh(args) => mesh::run(&ctx, args, &shutdown).await,
+        Command::Exchange(args) => exchange::run(&ctx, args, &shutdown).await,
+        Command::Preview(args) => preview::run(&ctx, args, &shutdown).await,
+        _ => tokio::select! {
+            r = one_shot => r,
+            _ = shutdown.reached(1) => Err(Error::Stopped),
+        },
     }
 }

@@ -9,10 +9,13 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // ktx reports what matters itself (progress lines, errors that say what to do); the
+    // libraries' own logs are for -v.
     let level = match cli.global.verbose {
-        0 => "warn",
-        1 => "ktx=debug,info",
-        _ => "trace",
+        // (`ktx` also matches `ktx_tunnel`: directives are prefixes.)
+        0 => "ktx=warn,ktx_tunnel=error",
+        1 => "ktx=debug,ktx_tunnel=info,warn",
+        _ => "ktx=trace,ktx_tunnel=debug,info",
     };
     let filter = EnvFilter::try_from_env("KTX_LOG").unwrap_or_else(|_| EnvFilter::new(level));
     tracing_subscriber::fmt()

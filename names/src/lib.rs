@@ -23,6 +23,9 @@ pub const ANNOTATION_LOCK: &str = "ktx.dev/lock";
 pub const ANNOTATION_MODE: &str = "ktx.dev/mode";
 /// Label on session objects: same key as [`ANNOTATION_MODE`], values from [`mode`].
 pub const LABEL_MODE: &str = ANNOTATION_MODE;
+/// Annotation on a Deployment or StatefulSet scaled to 0 by `ktx exchange --mode scale`: its
+/// replica count and the Service it was scaled for (JSON), to scale it back.
+pub const ANNOTATION_ORIGINAL_REPLICAS: &str = "ktx.dev/original-replicas";
 /// Annotation on a session Lease: the rule's conditions in words, for `ktx status`.
 pub const ANNOTATION_RULE: &str = "ktx.dev/rule";
 
@@ -36,6 +39,8 @@ pub mod role {
     pub const STUNTMAN: &str = "stuntman";
     pub const ROUTES: &str = "routes";
     pub const SESSION: &str = "session";
+    /// The Service that `ktx preview NAME` creates.
+    pub const PREVIEW: &str = "preview";
 }
 
 /// Values of [`ANNOTATION_MODE`] / [`LABEL_MODE`].

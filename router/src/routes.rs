@@ -128,7 +128,7 @@ pub async fn watch_file(path: PathBuf, interval: Duration, tx: watch::Sender<Opt
             meta.len(),
         );
         let same_stamp = last.as_ref().is_some_and(|(s, _)| *s == stamp);
-        if same_stamp && ticks % FULL_READ_EVERY != 0 {
+        if same_stamp && !ticks.is_multiple_of(FULL_READ_EVERY) {
             continue;
         }
         let Ok(text) = std::fs::read_to_string(&path) else {

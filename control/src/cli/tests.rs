@@ -98,7 +98,15 @@ fn bad_values_are_refused_with_the_reason() {
     assert!(e.to_string().contains("more than one ':'"), "{e}");
     let e = parse(&["mesh", "orders"]).unwrap_err();
     assert!(e.to_string().contains("--expose"), "{e}");
-    let e = parse(&["mesh", "orders", "--expose", "80", "--on-unavailable", "maybe"]).unwrap_err();
+    let e = parse(&[
+        "mesh",
+        "orders",
+        "--expose",
+        "80",
+        "--on-unavailable",
+        "maybe",
+    ])
+    .unwrap_err();
     assert!(e.to_string().contains("fallback"), "{e}");
     let e = parse(&["status", "--timeout", "5"]).unwrap_err();
     assert!(e.to_string().contains("like 500ms"), "{e}");
@@ -106,7 +114,10 @@ fn bad_values_are_refused_with_the_reason() {
 
 #[test]
 fn other_commands() {
-    assert!(matches!(parse(&["status", "-o", "json"]).unwrap().command, Command::Status));
+    assert!(matches!(
+        parse(&["status", "-o", "json"]).unwrap().command,
+        Command::Status
+    ));
     let Command::Clean(c) = parse(&["clean", "--dry-run"]).unwrap().command else {
         panic!()
     };

@@ -131,7 +131,8 @@ fn a_target_port_given_as_remote_is_explained() {
     );
     let e = resolve("orders", &ports, &[], &ex("81")).unwrap_err();
     assert!(
-        e.to_string().contains("its ports are: 80 (http) → targetPort 8080"),
+        e.to_string()
+            .contains("its ports are: 80 (http) → targetPort 8080"),
         "{e}"
     );
 }
@@ -160,9 +161,15 @@ fn ports_that_would_collide_are_refused() {
         sport(Some("c"), 82, None),
     ];
     let e = resolve("s", &ports, &[], &ex("3001:80,3001:82")).unwrap_err();
-    assert!(matches!(e, PortError::LocalTwice { local: 3001, .. }), "{e}");
+    assert!(
+        matches!(e, PortError::LocalTwice { local: 3001, .. }),
+        "{e}"
+    );
     let e = resolve("s", &ports, &[], &ex("3001:80,3002:81")).unwrap_err();
-    assert!(matches!(e, PortError::TargetTwice { target: 8080, .. }), "{e}");
+    assert!(
+        matches!(e, PortError::TargetTwice { target: 8080, .. }),
+        "{e}"
+    );
     // Two Service ports on one target: the router listens once.
     let plan = resolve("s", &ports, &[], &ex("3001:80")).unwrap();
     assert_eq!(plan.targets().len(), 2);

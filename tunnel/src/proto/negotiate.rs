@@ -145,7 +145,9 @@ pub fn ktx_conclude(ours: &Hello, theirs: &Hello, verdict: &Frame) -> Result<u16
         }
         Frame::Refuse(r) => Err(match r.code {
             // Our own wording: it speaks to the developer and names what to upgrade.
-            RefuseCode::Incompatible if common_version(ours.protocol, theirs.protocol).is_none() => {
+            RefuseCode::Incompatible
+                if common_version(ours.protocol, theirs.protocol).is_none() =>
+            {
                 Refused::Incompatible(Incompatible {
                     local: ours.clone(),
                     remote: theirs.clone(),
@@ -207,9 +209,9 @@ mod tests {
         let shadow = hello(Role::Shadow, 1, 2, "ktx-shadow 0.1.0");
         let refuse = shadow_verdict(&shadow, &ktx).unwrap_err();
         let err = ktx_conclude(&ktx, &shadow, &Frame::Refuse(refuse)).unwrap_err();
-        assert!(err.to_string().ends_with(
-            "speaks 1..2: use a newer shadow image (--shadowImage) or an older ktx"
-        ));
+        assert!(err
+            .to_string()
+            .ends_with("speaks 1..2: use a newer shadow image (--shadowImage) or an older ktx"));
     }
 
     #[test]

@@ -31,7 +31,10 @@ fn golden_hello() {
         0x03, 0x09, b'k', b't', b'x', b' ', b'0', b'.', b'1', b'.', b'0',
     ];
     assert_eq!(bytes, want);
-    assert_eq!(complete(want), (hello(Role::Ktx, 1, 1, "ktx 0.1.0"), want.len()));
+    assert_eq!(
+        complete(want),
+        (hello(Role::Ktx, 1, 1, "ktx 0.1.0"), want.len())
+    );
 }
 
 #[test]
@@ -72,10 +75,22 @@ fn shadow_hello_from_a_future_version_still_decodes() {
 fn garbage_is_rejected_early() {
     // An HTTP/2 preface or plain HTTP is not a preamble: refused on the first byte.
     assert!(matches!(decode(b"P"), Err(FrameError::BadMagic(_))));
-    assert!(matches!(decode(b"GET / HTTP/1.1\r\n"), Err(FrameError::BadMagic(_))));
-    assert_eq!(decode(b"KT").unwrap(), Decoded::Incomplete { needed: HEADER_LEN });
-    assert!(matches!(decode(b"KTXT\x07\x00\x00"), Err(FrameError::UnknownKind(7))));
-    assert!(matches!(decode(b"KTXT\x01\xff\xff"), Err(FrameError::TooLong(65535))));
+    assert!(matches!(
+        decode(b"GET / HTTP/1.1\r\n"),
+        Err(FrameError::BadMagic(_))
+    ));
+    assert_eq!(
+        decode(b"KT").unwrap(),
+        Decoded::Incomplete { needed: HEADER_LEN }
+    );
+    assert!(matches!(
+        decode(b"KTXT\x07\x00\x00"),
+        Err(FrameError::UnknownKind(7))
+    ));
+    assert!(matches!(
+        decode(b"KTXT\x01\xff\xff"),
+        Err(FrameError::TooLong(65535))
+    ));
 }
 
 #[test]
@@ -88,7 +103,10 @@ fn malformed_fields_are_errors() {
     let twice = b"KTXT\x02\x00\x08\x01\x02\x00\x01\x01\x02\x00\x02";
     assert!(matches!(
         decode(twice),
-        Err(FrameError::Duplicate { field: "version", .. })
+        Err(FrameError::Duplicate {
+            field: "version",
+            ..
+        })
     ));
     let cut = b"KTXT\x02\x00\x03\x01\x02\x00";
     assert!(matches!(decode(cut), Err(FrameError::Truncated { .. })));

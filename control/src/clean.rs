@@ -1,0 +1,222 @@
+//! `ktx clean`: removes what expired sessions left behind and restores their Services. A session
+//! is expired when its Lease has not been renewed for `leaseDurationSeconds` plus a grace; a
+//! live session is never touched. Every other ktx command runs [`before`] on the Service it is
+//! about to use, so leftovers of a crash disappear on the next use.
+//!
+//! Order matters against sessions starting concurrently: shadows and rules are listed BEFORE
+//! the Leases, so any shadow or rule seen belongs to a Lease that already existed when the
+//! Leases were listed (setup creates the Lease first) — nothing new is mistaken for an orphan.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use ktx_names::{role, ServiceNames, LABEL_MANAGED_BY, LABEL_SERVICE, MANAGED_BY_VALUE};
+use kube::ResourceExt;
+use serde::Serialize;
+
+use crate::cli::{CleanArgs, Output};
+use crate::error::Result;
+use crate::flow::Ctx;
+use crate::leave::{self, is_alive};
+use crate::objects::{labels, routes, selector_string};
+use crate::takeover;
+
+/// What a clean of one Service did (or would do, in a dry run).
+#[derive(Debug, Default, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub service: String,
+    pub expired_sessions: Vec<String>,
+    pub orphans: Vec<String>,
+    pub live_sessions: Vec<String>,
+    /// Whether S was restored and the shared objects deleted.
+    pub restored: bool,
+}
+
+/// Cleans expired leftovers of `names` before another command uses it; failures only warn.
+pub async fn before(ctx: &Ctx, names: &ServiceNames) {
+    match service(ctx, names, false).await {
+        Ok(r) if !r.expired_sessions.is_empty() || !r.orphans.is_empty() || r.restored => {
+            ctx.progress.done(format!(
+                "Cleaned up after expired sessions of Service {}/{}",
+                ctx.kube.namespace,
+                names.service()
+            ))
+        }
+        Ok(_) => {}
+        Err(e) => ctx.progress.warn(format!(
+            "could not clean up expired sessions of Service {}/{}: {e}",
+            ctx.kube.namespace,
+            names.service()
+        )),
+    }
+}
+
+/// Cleans one Service.
+pub async fn service(ctx: &Ctx, names: &ServiceNames, dry_run: bool) -> Result<Report> {
+    let kube = &ctx.kube;
+    let s = names.service();
+    let mut report = Report {
+        service: s.to_string(),
+        ..Default::default()
+    };
+    // Listed before the Leases: see the module docs.
+    let shadow_sel = selector_string(&labels(s, role::SHADOW, None));
+    let shadows: Vec<Pod> = kube.list::<Pod>(&shadow_sel).await?;
+    let shadow_svcs: Vec<Service> = kube.list::<Service>(&shadow_sel).await?;
+    let rules = match kube.get::<ConfigMap>(&names.routes()).await? {
+        Some(cm) => routes::read(names, &cm)
+            .map(|r| r.rules)
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let leases = leave::session_leases(kube, s).await?;
+    let exists = |name: &str| leases.iter().any(|l| l.name_any() == name);
+
+    for l in &leases {
+        if is_alive(l) {
+            report.live_sessions.push(l.name_any());
+        } else {
+            report.expired_sessions.push(l.name_any());
+            if !dry_run {
+                leave::remove_session(kube, names, l).await?;
+            }
+        }
+    }
+    let mut orphan_names: BTreeSet<String> = BTreeSet::new();
+    // Pods already on their way out are not leftovers.
+    orphan_names.extend(
+        shadows
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .map(|p| p.name_any())
+            .filter(|n| !exists(n)),
+    );
+    orphan_names.extend(
+        shadow_svcs
+            .iter()
+            .map(|p| p.name_any())
+            .filter(|n| !exists(n)),
+    );
+    for name in &orphan_names {
+        report.orphans.push(format!("shadow {name}"));
+        if !dry_run {
+            kube.delete::<Service>(name).await?;
+            kube.delete::<Pod>(name).await?;
+            kube.delete::<Secret>(name).await?;
+        }
+    }
+    let orphan_rules: Vec<String> = rules
+        .iter()
+        .filter(|r| r.lease.as_deref().is_none_or(|l| !exists(l)))
+        .map(|r| r.session.clone())
+        .collect();
+    if !orphan_rules.is_empty() {
+        report
+            .orphans
+            .extend(orphan_rules.iter().map(|r| format!("rule of session {r}")));
+        if !dry_run {
+            leave::remove_rules(kube, names, |r| orphan_rules.contains(&r.session)).await?;
+        }
+    }
+
+    if report.live_sessions.is_empty() {
+        let taken = match kube.get::<Service>(s).await? {
+            Some(svc) => matches!(
+                takeover::state(&svc, &kube.namespace),
+                Ok(takeover::State::Taken { .. })
+            ),
+            None => false,
+        };
+        if taken || leave::has_shared(kube, names).await? {
+            report.restored = true;
+            if !dry_run {
+                leave::last_one_out(kube, names, &ctx.holder, ctx.global.timeout, &ctx.progress)
+                    .await?;
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Every Service of the namespace that ktx objects refer to.
+pub async fn services_in_use(ctx: &Ctx) -> Result<BTreeSet<String>> {
+    let kube = &ctx.kube;
+    let managed = format!("{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}");
+    let mut out = BTreeSet::new();
+    let mut add = |l: &std::collections::BTreeMap<String, String>| {
+        if let Some(s) = l.get(LABEL_SERVICE) {
+            out.insert(s.clone());
+        }
+    };
+    for l in kube.list::<Lease>(&managed).await? {
+        add(l.labels());
+    }
+    for p in kube.list::<Pod>(&managed).await? {
+        add(p.labels());
+    }
+    for d in kube.list::<Deployment>(&managed).await? {
+        add(d.labels());
+    }
+    for s in kube.list::<Service>(&managed).await? {
+        add(s.labels());
+    }
+    for s in kube.list::<Service>("").await? {
+        if s.annotations()
+            .contains_key(ktx_names::ANNOTATION_ORIGINAL_SELECTOR)
+        {
+            out.insert(s.name_any());
+        }
+    }
+    Ok(out)
+}
+
+/// `ktx clean`.
+pub async fn run(ctx: &Ctx, args: &CleanArgs) -> Result<()> {
+    let mut reports = Vec::new();
+    for s in services_in_use(ctx).await? {
+        reports.push(service(ctx, &ServiceNames::new(s), args.dry_run).await?);
+    }
+    match ctx.global.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({ "dryRun": args.dry_run, "services": reports })
+        ),
+        Output::Text => {
+            let verb = if args.dry_run {
+                "would remove"
+            } else {
+                "removed"
+            };
+            let mut any = false;
+            for r in &reports {
+                for s in &r.expired_sessions {
+                    any = true;
+                    println!("{}: {verb} expired session {s}", r.service);
+                }
+                for o in &r.orphans {
+                    any = true;
+                    println!("{}: {verb} leftover {o}", r.service);
+                }
+                if r.restored {
+                    any = true;
+                    let verb = if args.dry_run {
+                        "would restore"
+                    } else {
+                        "restored"
+                    };
+                    println!("{}: {verb} the Service and removed the router", r.service);
+                }
+                for s in &r.live_sessions {
+                    println!("{}: kept live session {s}", r.service);
+                }
+            }
+            if !any {
+                println!("Nothing to clean in namespace {}.", ctx.kube.namespace);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,264 @@
+//! The life of a session, shared by `mesh`, `exchange` and `preview`: run the command's setup
+//! against the undo stack while listening for Ctrl-C/SIGTERM; on failure or interruption roll
+//! back; once up, print how to reach it and hold until asked to stop (or until the session is
+//! lost), then tear down by running the same stack.
+//!
+//! Also the shadow part every command shares: Secret, Pod (and Service), tunnel, Ready.
+
+use k8s_openapi::api::core::v1::{Secret, Service};
+use ktx_tunnel::client::Status;
+use kube::api::{Patch, PatchParams};
+use kube::ResourceExt;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::cli::{Global, Output};
+use crate::error::{ApiContext, Error, Result};
+use crate::kube::{wait, Kube};
+use crate::link;
+use crate::objects::shadow::{self, ShadowParams};
+use crate::progress::Progress;
+use crate::shutdown::Shutdown;
+use crate::undo::{ObjKind, Step, Undo, UndoEnv};
+
+/// Everything a command needs.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub kube: Kube,
+    pub global: Global,
+    /// `user@host`.
+    pub holder: String,
+    pub progress: Progress,
+}
+
+impl Ctx {
+    pub fn undo_env(&self) -> UndoEnv {
+        UndoEnv {
+            kube: self.kube.clone(),
+            holder: self.holder.clone(),
+            timeout: self.global.timeout,
+            progress: self.progress.clone(),
+        }
+    }
+}
+
+/// A session that is up: what to print, and what can end it.
+#[derive(Debug)]
+pub struct Ready {
+    /// Lines for people (stdout).
+    pub text: Vec<String>,
+    /// The same for `-o json`.
+    pub json: serde_json::Value,
+    /// Turns `Some(reason)` when the session's Lease is lost.
+    pub lost: watch::Receiver<Option<String>>,
+    /// The tunnel's state, to report drops and recoveries.
+    pub tunnel: watch::Receiver<Status>,
+}
+
+/// Runs `setup`, then holds the session until Ctrl-C/SIGTERM, then tears down. Any failure of
+/// `setup`, and a signal during it, rolls back everything `setup` recorded on `undo`.
+pub async fn session(
+    ctx: &Ctx,
+    shutdown: &Shutdown,
+    undo: &Undo,
+    setup: impl std::future::Future<Output = Result<Ready>>,
+) -> Result<()> {
+    let started = Instant::now();
+    let outcome = tokio::select! {
+        r = setup => r,
+        _ = shutdown.reached(1) => Err(Error::Interrupted),
+    };
+    let mut ready = match outcome {
+        Ok(r) => r,
+        Err(e) => {
+            // A refusal before anything was created needs no story: the error says it all.
+            if !undo.holds_only_the_lock() {
+                ctx.progress.warn(match &e {
+                    Error::Interrupted => {
+                        "interrupted: rolling back everything set up so far".to_string()
+                    }
+                    _ => "setup failed (see below): rolling back everything set up so far"
+                        .to_string(),
+                });
+            }
+            rollback(ctx, shutdown, undo).await?;
+            return Err(e);
+        }
+    };
+    let took = started.elapsed();
+    match ctx.global.output {
+        Output::Json => {
+            let mut json = ready.json.clone();
+            json["setupSeconds"] = serde_json::json!(took.as_secs_f64());
+            println!("{json}");
+        }
+        Output::Text => {
+            ctx.progress
+                .done(format!("Session is up after {:.1}s", took.as_secs_f64()));
+            for line in &ready.text {
+                println!("{line}");
+            }
+            println!("Press Ctrl-C to end the session and restore everything.");
+        }
+    }
+    let lost = hold(ctx, shutdown, &mut ready).await;
+    let teardown = Instant::now();
+    ctx.progress.done(match &lost {
+        Some(reason) => format!("Session lost: {reason}; cleaning up"),
+        None => "Ending the session: removing the rule first".to_string(),
+    });
+    rollback(ctx, shutdown, undo).await?;
+    ctx.progress.done(format!(
+        "Session ended (teardown took {:.1}s)",
+        teardown.elapsed().as_secs_f64()
+    ));
+    match lost {
+        Some(reason) => Err(Error::SessionLost(reason)),
+        None => Ok(()),
+    }
+}
+
+/// Waits for a stop request or a lost Lease; reports tunnel drops meanwhile.
+async fn hold(ctx: &Ctx, shutdown: &Shutdown, ready: &mut Ready) -> Option<String> {
+    let mut was_up = true;
+    loop {
+        tokio::select! {
+            _ = shutdown.reached(1) => return None,
+            r = ready.lost.changed() => {
+                if r.is_err() {
+                    return Some("the Lease keeper stopped".into());
+                }
+                if let Some(reason) = ready.lost.borrow().clone() {
+                    return Some(reason);
+                }
+            }
+            r = ready.tunnel.changed() => {
+                if r.is_err() {
+                    // The tunnel is gone for good; keep the session until told otherwise.
+                    std::future::pending::<()>().await;
+                }
+                let status = ready.tunnel.borrow().clone();
+                match status {
+                    Status::Up { .. } if !was_up => {
+                        was_up = true;
+                        ctx.progress.done("Tunnel is up again");
+                    }
+                    Status::Down { error, retry_in } if was_up => {
+                        was_up = false;
+                        ctx.progress.warn(format!(
+                            "tunnel down ({error}); reconnecting in {retry_in:?} — your requests fall back meanwhile"
+                        ));
+                    }
+                    Status::Failed { error } => {
+                        return Some(format!("the tunnel failed for good: {error}"));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// Runs the undo stack. A second stop request says what is going on; a third abandons the rest
+/// to `ktx clean`.
+async fn rollback(ctx: &Ctx, shutdown: &Shutdown, undo: &Undo) -> Result<()> {
+    let env = ctx.undo_env();
+    let base = shutdown.count();
+    let run = undo.run(&env);
+    tokio::pin!(run);
+    let mut warned = false;
+    loop {
+        let next = if warned { base + 2 } else { base + 1 };
+        tokio::select! {
+            r = &mut run => return r,
+            _ = shutdown.reached(next) => {
+                if warned {
+                    return Err(Error::Leftovers {
+                        left: "the rest of the teardown (interrupted)".into(),
+                    });
+                }
+                warned = true;
+                ctx.progress.warn("still restoring; press Ctrl-C again to stop now and leave the rest to `ktx clean`");
+            }
+        }
+    }
+}
+
+/// Creates the shadow of a session (Secret, Pod, and its Service if `with_service`), brings the
+/// tunnel up and waits until the pod is Ready. Every object is on `undo` before it is created.
+pub async fn start_shadow(
+    ctx: &Ctx,
+    undo: &Undo,
+    p: &ShadowParams<'_>,
+    with_service: bool,
+) -> Result<watch::Receiver<Status>> {
+    let kube = &ctx.kube;
+    let ns = &kube.namespace;
+    let timeout = ctx.global.timeout;
+    let creds = link::credentials(p.session)?;
+    undo.push(Step::Delete {
+        kind: ObjKind::Secret,
+        name: p.name.to_string(),
+        shared: false,
+    });
+    kube.create(&shadow::secret(p, creds.shadow_secret_data()))
+        .await?;
+    undo.push(Step::Delete {
+        kind: ObjKind::Pod,
+        name: p.name.to_string(),
+        shared: false,
+    });
+    let pod = kube.create(&shadow::pod(p)).await?;
+    // The Secret goes with the pod, even if this process dies before its own cleanup.
+    let owner = shadow::owned_by(&pod.name_any(), &pod.uid().unwrap_or_default());
+    let patch = serde_json::json!({ "metadata": { "ownerReferences": [owner] } });
+    kube.api::<Secret>()
+        .patch(p.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .ctx("patch", "secrets", ns, p.name)?;
+    if with_service {
+        undo.push(Step::Delete {
+            kind: ObjKind::Service,
+            name: p.name.to_string(),
+            shared: false,
+        });
+        kube.create::<Service>(&shadow::service(p)).await?;
+    }
+    ctx.progress
+        .done(format!("Created shadow pod {ns}/{} and its Secret", p.name));
+    wait::pod(
+        kube,
+        p.name,
+        wait::Goal::Running,
+        "shadow pod",
+        timeout,
+        &ctx.progress,
+    )
+    .await?;
+    let link = link::open(
+        kube,
+        p.name,
+        p.tunnel_port(),
+        p.exposed,
+        &creds,
+        timeout,
+        &ctx.progress,
+    )
+    .await?;
+    let status = link.status();
+    undo.push(Step::CloseTunnel(link));
+    ctx.progress
+        .done("Tunnel is up (TLS 1.3, pinned certificates)");
+    wait::pod(
+        kube,
+        p.name,
+        wait::Goal::Ready,
+        "shadow pod",
+        timeout,
+        &ctx.progress,
+    )
+    .await?;
+    ctx.progress
+        .done(format!("Shadow pod {ns}/{} is Ready", p.name));
+    Ok(status)
+}

@@ -1,0 +1,208 @@
+//! Leaving a Service: the steps shared by a session's teardown, `ktx clean` and `ktx recover`.
+//!
+//! Per-session objects (rule, shadow Pod/Service/Secret, Lease) are removed without the lock:
+//! they belong to one session. The shared ones (S's selector, router, routes, stuntman) are
+//! handled by [`last_one_out`] under the lock on S, and only when no live session of S remains;
+//! S is restored before anything it may point at is deleted.
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::jiff::Timestamp;
+use ktx_names::{mode, role, ServiceNames, LABEL_MANAGED_BY, LABEL_MODE, MANAGED_BY_VALUE};
+use ktx_rules::RuleSpec;
+use kube::ResourceExt;
+
+use crate::error::{Error, Result};
+use crate::kube::Kube;
+use crate::objects::lease::{freshness, holder_and_since, CLEAN_GRACE};
+use crate::objects::{labels, routes, selector_string};
+use crate::progress::Progress;
+use crate::takeover;
+
+/// Gives Service `service` its original selector back (nothing to do if it is not taken over
+/// or gone).
+pub async fn restore_selector(kube: &Kube, service: &str) -> Result<()> {
+    let ns = kube.namespace.clone();
+    kube.modify::<Service, _>(service, |svc| takeover::restore(svc, &ns))
+        .await?;
+    Ok(())
+}
+
+/// Removes the rules `drop` selects from S's routes ConfigMap; returns how many.
+pub async fn remove_rules(
+    kube: &Kube,
+    names: &ServiceNames,
+    drop: impl Fn(&RuleSpec) -> bool,
+) -> Result<usize> {
+    let mut removed = 0;
+    kube.modify::<ConfigMap, _>(&names.routes(), |cm| {
+        let spec = routes::read(names, cm)?;
+        match routes::without_dead(&spec, |r| !drop(r)) {
+            Some(smaller) => {
+                removed = spec.rules.len() - smaller.rules.len();
+                routes::write(cm, &smaller);
+                Ok(true)
+            }
+            None => {
+                removed = 0;
+                Ok(false)
+            }
+        }
+    })
+    .await?;
+    Ok(removed)
+}
+
+/// Removes the rule of `session` (the first step of every teardown).
+pub async fn remove_rule(kube: &Kube, service: &str, session: &str) -> Result<()> {
+    remove_rules(kube, &ServiceNames::new(service), |r| r.session == session).await?;
+    Ok(())
+}
+
+/// The session Leases whose `ktx.dev/service` is `service` (mesh and exchange sessions of S,
+/// or the preview session of a preview Service S).
+pub async fn session_leases(kube: &Kube, service: &str) -> Result<Vec<Lease>> {
+    let sel = selector_string(&labels(service, role::SESSION, None));
+    kube.list::<Lease>(&sel).await
+}
+
+/// Whether a Lease is alive now (with the cleanup grace).
+pub fn is_alive(lease: &Lease) -> bool {
+    freshness(lease, Timestamp::now(), CLEAN_GRACE).is_alive()
+}
+
+fn lease_mode(lease: &Lease) -> String {
+    lease
+        .labels()
+        .get(LABEL_MODE)
+        .cloned()
+        .unwrap_or_else(|| mode::MESH.to_string())
+}
+
+/// Removes every object of the session that `lease` stands for, rule first, Lease last. The
+/// preview Service is deleted only if ktx made it.
+pub async fn remove_session(kube: &Kube, names: &ServiceNames, lease: &Lease) -> Result<()> {
+    let name = lease.name_any();
+    match lease_mode(lease).as_str() {
+        mode::PREVIEW => {
+            if let Some(svc) = kube.get::<Service>(names.service()).await? {
+                if svc.labels().get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGED_BY_VALUE)
+                {
+                    kube.delete::<Service>(names.service()).await?;
+                }
+            }
+        }
+        mode::EXCHANGE => {}
+        _ => {
+            remove_rules(kube, names, |r| r.lease.as_deref() == Some(name.as_str())).await?;
+            kube.delete::<Service>(&name).await?;
+        }
+    }
+    kube.delete::<Pod>(&name).await?;
+    kube.delete::<Secret>(&name).await?;
+    kube.delete::<Lease>(&name).await
+}
+
+/// Deletes the router (and its account), the routes ConfigMap and the stuntman of S. Only call
+/// when S no longer points at the router.
+pub async fn delete_shared(kube: &Kube, names: &ServiceNames, progress: &Progress) -> Result<()> {
+    let ns = &kube.namespace;
+    kube.delete::<Deployment>(&names.router()).await?;
+    kube.delete::<RoleBinding>(&names.router_account()).await?;
+    kube.delete::<Role>(&names.router_account()).await?;
+    kube.delete::<ServiceAccount>(&names.router_account())
+        .await?;
+    progress.done(format!("Deleted router {ns}/{}", names.router()));
+    kube.delete::<ConfigMap>(&names.routes()).await?;
+    kube.delete::<Service>(&names.stuntman()).await?;
+    progress.done(format!(
+        "Deleted ConfigMap {ns}/{} and Service {ns}/{}",
+        names.routes(),
+        names.stuntman()
+    ));
+    Ok(())
+}
+
+/// Whether any shared object of S exists (a setup that died before switching S leaves some).
+pub async fn has_shared(kube: &Kube, names: &ServiceNames) -> Result<bool> {
+    Ok(kube.get::<Deployment>(&names.router()).await?.is_some()
+        || kube.get::<ConfigMap>(&names.routes()).await?.is_some()
+        || kube.get::<Service>(&names.stuntman()).await?.is_some())
+}
+
+/// Last one out: under the lock on S, if no live session of S remains, removes the dead
+/// sessions' leftovers, restores S, then deletes the shared objects. With `force` (`ktx
+/// recover`), live sessions are removed too.
+pub async fn last_one_out(
+    kube: &Kube,
+    names: &ServiceNames,
+    holder: &str,
+    timeout: Duration,
+    progress: &Progress,
+) -> Result<()> {
+    leave_service(kube, names, holder, timeout, progress, false).await
+}
+
+pub async fn leave_service(
+    kube: &Kube,
+    names: &ServiceNames,
+    holder: &str,
+    timeout: Duration,
+    progress: &Progress,
+    force: bool,
+) -> Result<()> {
+    let ns = &kube.namespace;
+    let service = names.service();
+    let lock = match crate::lock::acquire(kube, service, holder, timeout, progress).await {
+        Ok(l) => Some(l),
+        // S itself was deleted: nothing to restore, the rest can still go.
+        Err(Error::ServiceNotFound { .. }) => None,
+        Err(e) => return Err(e),
+    };
+    let result = async {
+        let leases = session_leases(kube, service).await?;
+        let (live, dead): (Vec<Lease>, Vec<Lease>) =
+            leases.into_iter().partition(|l| is_alive(l) && !force);
+        if !live.is_empty() {
+            let who: Vec<String> = live
+                .iter()
+                .map(|l| format!("{} ({})", l.name_any(), holder_and_since(l).0))
+                .collect();
+            progress.done(format!(
+                "Service {ns}/{service} stays taken over for {} live session(s): {}",
+                live.len(),
+                who.join(", ")
+            ));
+            return Ok(());
+        }
+        for l in &dead {
+            remove_session(kube, names, l).await?;
+            progress.done(format!("Removed session {ns}/{}", l.name_any()));
+        }
+        if let Some(svc) = kube.get::<Service>(service).await? {
+            if let Ok(takeover::State::Taken { mode: m, .. }) = takeover::state(&svc, ns) {
+                if m == mode::EXCHANGE {
+                    crate::scale::back_all(kube, service, timeout, progress).await?;
+                }
+                restore_selector(kube, service).await?;
+                progress.done(format!("Restored the selector of Service {ns}/{service}"));
+            }
+        }
+        if has_shared(kube, names).await? {
+            delete_shared(kube, names, progress).await?;
+        }
+        Ok(())
+    }
+    .await;
+    if let Some(lock) = lock {
+        let released = lock.release().await;
+        result?;
+        released
+    } else {
+        result
+    }
+}

@@ -1,0 +1,294 @@
+//! `ktx mesh SERVICE`: requests that match this session's rule go to the developer's process,
+//! everything else keeps reaching the original workload.
+//!
+//! Setup follows DESIGN.md's order, each step recorded on the undo stack before it acts:
+//! lock S → validate → stuntman → routes + router, wait Ready → switch S's selector (original
+//! saved in the same update) → session Lease → (unlock) → shadow Secret, Pod, Service → tunnel →
+//! shadow Ready → add the rule → wait until the router applied it → print how to reach it.
+//! Teardown is the undo stack: rule → tunnel → shadow → Lease → last one out restores S and
+//! deletes the shared objects.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::jiff::Timestamp;
+use ktx_names::{mode, ServiceNames};
+use kube::ResourceExt;
+
+use crate::cli::MeshArgs;
+use crate::error::{Error, Result};
+use crate::flow::{self, Ctx, Ready};
+use crate::kube::{wait, Kind};
+use crate::leave::{self, is_alive};
+use crate::lock;
+use crate::objects::lease::{self as lease_obj, holder_and_since, LeaseParams};
+use crate::objects::router::{self, RouterParams};
+use crate::objects::routes;
+use crate::objects::shadow::ShadowParams;
+use crate::objects::{check_name, router_selector, selector_string, stuntman};
+use crate::ports;
+use crate::router_metrics;
+use crate::rule::{self, RulePlan};
+use crate::session::LeaseKeeper;
+use crate::shutdown::Shutdown;
+use crate::takeover::{self, State};
+use crate::undo::{ObjKind, Step, Undo};
+
+mod report;
+mod rules;
+
+pub async fn run(ctx: &Ctx, args: &MeshArgs, shutdown: &Shutdown) -> Result<()> {
+    let plan = rule::plan(&args.rule, rule::random_id)?;
+    crate::expose::check_list(&args.expose.expose)?;
+    let names = ServiceNames::new(args.service.as_str());
+    for n in [
+        args.service.clone(),
+        names.stuntman(),
+        names.router(),
+        names.shadow(&plan.session),
+    ] {
+        check_name(&n)?;
+    }
+    let undo = Undo::new();
+    flow::session(ctx, shutdown, &undo, setup(ctx, &names, args, &plan, &undo)).await
+}
+
+/// Creates `obj` if absent (recording its deletion first), or reuses it.
+async fn ensure<K: Kind>(ctx: &Ctx, undo: &Undo, kind: ObjKind, obj: &K) -> Result<()> {
+    let name = obj.name_any();
+    let ns = &ctx.kube.namespace;
+    if ctx.kube.get::<K>(&name).await?.is_some() {
+        ctx.progress.done(format!("Reusing {kind} {ns}/{name}"));
+        return Ok(());
+    }
+    undo.push(Step::Delete {
+        kind,
+        name: name.clone(),
+        shared: true,
+    });
+    ctx.kube.create(obj).await?;
+    ctx.progress.done(format!("Created {kind} {ns}/{name}"));
+    Ok(())
+}
+
+async fn setup(
+    ctx: &Ctx,
+    names: &ServiceNames,
+    args: &MeshArgs,
+    plan: &RulePlan,
+    undo: &Undo,
+) -> Result<Ready> {
+    let kube = &ctx.kube;
+    let ns = kube.namespace.as_str();
+    let service = names.service();
+    let p = &ctx.progress;
+    let timeout = ctx.global.timeout;
+
+    // Leftovers of crashed sessions first (inside setup, so Ctrl-C can stop it).
+    crate::clean::before(ctx, names).await;
+
+    // Lock S.
+    let the_lock = lock::acquire(kube, service, &ctx.holder, timeout, p).await?;
+    let token = the_lock.token().to_string();
+    undo.push(Step::Unlock(the_lock));
+
+    // Validate.
+    let svc = kube
+        .get::<Service>(service)
+        .await?
+        .ok_or_else(|| Error::ServiceNotFound {
+            namespace: ns.to_string(),
+            service: service.to_string(),
+        })?;
+    let leases = leave::session_leases(kube, service).await?;
+    let state = takeover::state(&svc, ns)?;
+    let (original, already_meshed) = match state {
+        State::Free { selector } => (selector, false),
+        State::Taken { mode: m, original } if m == mode::MESH => (original, true),
+        State::Taken { mode: m, .. } => {
+            let holder = leases
+                .iter()
+                .find(|l| is_alive(l))
+                .map(|l| holder_and_since(l).0)
+                .unwrap_or_else(|| "a session that has ended (run `ktx clean`)".into());
+            return Err(Error::TakenOver {
+                namespace: ns.to_string(),
+                service: service.to_string(),
+                mode: m,
+                holder,
+            });
+        }
+    };
+    let lease_name = names.lease(&plan.session);
+    if let Some(mine) = leases.iter().find(|l| l.name_any() == lease_name) {
+        if is_alive(mine) {
+            let (holder, since) = holder_and_since(mine);
+            return Err(Error::SessionExists {
+                service: service.to_string(),
+                session: plan.session.clone(),
+                holder,
+                since,
+            });
+        }
+        leave::remove_session(kube, names, mine).await?;
+        p.done(format!("Removed the expired session {ns}/{lease_name}"));
+    }
+    let my_rule = routes::rule(
+        names,
+        &plan.session,
+        plan.matches.clone(),
+        plan.on_unavailable,
+    );
+    if let Some(cm) = kube.get::<ConfigMap>(&names.routes()).await? {
+        rules::check_rule(names, &cm, &my_rule, &leases)?;
+    }
+    let pods = kube.list::<Pod>(&selector_string(&original)).await?;
+    let spec = svc.spec.clone().unwrap_or_default();
+    let plan_ports = ports::resolve(
+        service,
+        spec.ports.as_deref().unwrap_or(&[]),
+        &pods,
+        &args.expose.expose,
+    )?;
+    p.done(format!(
+        "Service {ns}/{service}: {}; original selector {}",
+        report::describe_ports(&plan_ports),
+        selector_string(&original)
+    ));
+
+    // Shared objects: stuntman, routes, router.
+    ensure(
+        ctx,
+        undo,
+        ObjKind::Service,
+        &stuntman::stuntman(names, ns, &original, spec.ports.as_deref().unwrap_or(&[])),
+    )
+    .await?;
+    ensure(
+        ctx,
+        undo,
+        ObjKind::ConfigMap,
+        &routes::configmap(names, ns, &routes::initial(names)),
+    )
+    .await?;
+    let targets = plan_ports.targets();
+    let rp = RouterParams {
+        image: &ctx.global.router_image,
+        namespace: ns,
+        targets: &targets,
+    };
+    ensure(
+        ctx,
+        undo,
+        ObjKind::ServiceAccount,
+        &router::service_account(names, ns),
+    )
+    .await?;
+    ensure::<Role>(ctx, undo, ObjKind::Role, &router::role(names, ns)).await?;
+    ensure::<RoleBinding>(
+        ctx,
+        undo,
+        ObjKind::RoleBinding,
+        &router::role_binding(names, ns),
+    )
+    .await?;
+    ensure::<Deployment>(
+        ctx,
+        undo,
+        ObjKind::Deployment,
+        &router::deployment(names, &rp),
+    )
+    .await?;
+    wait::deployment(
+        kube,
+        &names.router(),
+        "router",
+        &selector_string(&router_selector(service)),
+        timeout,
+        p,
+    )
+    .await?;
+    p.done(format!("Router {ns}/{} is Ready", names.router()));
+
+    // Switch S to the router, saving the original selector in the same update.
+    if !already_meshed {
+        undo.push(Step::RestoreSelector {
+            service: service.to_string(),
+        });
+    }
+    kube.modify::<Service, _>(service, |svc| {
+        if lock::record(svc).is_none_or(|r| r.token != token) {
+            return Err(Error::Locked {
+                service: service.to_string(),
+                holder: "someone else (our lock expired)".into(),
+                until: "now".into(),
+            });
+        }
+        takeover::switch(svc, &router_selector(service), mode::MESH, ns)
+    })
+    .await?;
+    p.done(format!("Service {ns}/{service} now selects the router"));
+
+    // The session's Lease; from here on the shared objects belong to "last one out".
+    let rule_text = rule::describe(&plan.matches);
+    let lease = lease_obj::lease(
+        names,
+        ns,
+        &LeaseParams {
+            name: &lease_name,
+            session: &plan.session,
+            holder: &ctx.holder,
+            mode: mode::MESH,
+            rule: &rule_text,
+        },
+        Timestamp::now(),
+    );
+    undo.push(Step::Delete {
+        kind: ObjKind::Lease,
+        name: lease_name.clone(),
+        shared: false,
+    });
+    let keeper = LeaseKeeper::create(kube, &lease, service).await?;
+    let lost = keeper.lost();
+    undo.push(Step::EndLease(keeper));
+    if let Some(l) = undo.settle_shared(service) {
+        l.release().await?;
+    }
+
+    // Shadow, tunnel.
+    let exposed = plan_ports.exposed.clone();
+    let sp = ShadowParams {
+        name: &lease_name,
+        namespace: ns,
+        service,
+        session: &plan.session,
+        mode: mode::MESH,
+        image: &ctx.global.shadow_image,
+        targets: &targets,
+        exposed: &exposed,
+    };
+    let tunnel = flow::start_shadow(ctx, undo, &sp, true).await?;
+
+    // The rule, last.
+    let before = router_metrics::table_states(kube, names).await?;
+    undo.push(Step::RemoveRule {
+        service: service.to_string(),
+        session: plan.session.clone(),
+    });
+    rules::add_rule(ctx, names, &my_rule).await?;
+    p.done(format!("Added the rule {rule_text} → {lease_name}"));
+    let confirm = std::time::Duration::from_secs(15).min(timeout);
+    if !router_metrics::wait_applied(kube, &before, confirm, p).await? {
+        p.warn("could not confirm that every router pod applied the rule yet; it should within seconds");
+    } else {
+        p.done("The router applied the rule");
+    }
+
+    let (text, json) = report::report(ctx, &svc, plan, &plan_ports, &rule_text);
+    Ok(Ready {
+        text,
+        json,
+        lost,
+        tunnel,
+    })
+}

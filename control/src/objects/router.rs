@@ -1,0 +1,286 @@
+//! The router of Service S: Deployment `S-ktx-router` and the ServiceAccount, Role and
+//! RoleBinding (all `S-ktx-router`) that let it get, list and watch the routes ConfigMap,
+//! Endpoints and Leases of its namespace — exactly what `router/src/kube.rs` watches.
+//!
+//! The router container listens on every target port of S and carries the container port NAMES
+//! of the workload, so a Service whose targetPort is a name still resolves to the router. Its
+//! flags are the router's own (`router/src/config.rs`); a test parses them with its parser.
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, HTTPGetAction, PodSpec, PodTemplateSpec, Probe, ServiceAccount,
+};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use ktx_names::{role, ServiceNames};
+
+use super::{free_port, labels, meta, router_selector, security_context};
+use crate::ports::ListenPort;
+
+/// Name of the router's admin container port.
+pub const ADMIN_PORT_NAME: &str = "ktx-admin";
+/// The router's admin port, unless S uses it as a target port.
+pub const DEFAULT_ADMIN_PORT: u16 = 9901;
+
+/// What the router Deployment is made of.
+#[derive(Debug, Clone)]
+pub struct RouterParams<'a> {
+    pub image: &'a str,
+    pub namespace: &'a str,
+    /// Every target port of S, with the container port name it must carry.
+    pub targets: &'a [ListenPort],
+}
+
+/// The admin port for these targets (never one of them).
+pub fn admin_port(targets: &[ListenPort]) -> u16 {
+    let taken: Vec<u16> = targets.iter().map(|t| t.number).collect();
+    free_port(DEFAULT_ADMIN_PORT, &taken)
+}
+
+/// The router's command line.
+pub fn args(names: &ServiceNames, p: &RouterParams<'_>) -> Vec<String> {
+    let listen: Vec<String> = p.targets.iter().map(|t| t.number.to_string()).collect();
+    vec![
+        "--listen".into(),
+        listen.join(","),
+        "--admin".into(),
+        format!("0.0.0.0:{}", admin_port(p.targets)),
+        "--routes-configmap".into(),
+        names.routes(),
+        "--namespace".into(),
+        p.namespace.to_string(),
+        "--log-format".into(),
+        "json".into(),
+        // S is restored before the router is deleted, so little is in flight by then.
+        "--drain-timeout".into(),
+        "5s".into(),
+    ]
+}
+
+pub fn deployment(names: &ServiceNames, p: &RouterParams<'_>) -> Deployment {
+    let pod_labels = labels(names.service(), role::ROUTER, None);
+    let admin = admin_port(p.targets);
+    let mut ports: Vec<ContainerPort> = p
+        .targets
+        .iter()
+        .map(|t| ContainerPort {
+            name: t.name.clone(),
+            container_port: i32::from(t.number),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        })
+        .collect();
+    ports.push(ContainerPort {
+        name: Some(ADMIN_PORT_NAME.into()),
+        container_port: i32::from(admin),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    });
+    let probe = |path: &str, period: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(i32::from(admin)),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(2),
+        ..Default::default()
+    };
+    Deployment {
+        metadata: meta(&names.router(), p.namespace, pod_labels.clone()),
+        spec: Some(DeploymentSpec {
+            replicas: Some(1),
+            selector: LabelSelector {
+                match_labels: Some(router_selector(names.service())),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(names.router_account()),
+                    termination_grace_period_seconds: Some(10),
+                    containers: vec![Container {
+                        name: "router".into(),
+                        image: Some(p.image.to_string()),
+                        image_pull_policy: Some("IfNotPresent".into()),
+                        args: Some(args(names, p)),
+                        ports: Some(ports),
+                        readiness_probe: Some(probe("/readyz", 1)),
+                        liveness_probe: Some(probe("/healthz", 10)),
+                        security_context: Some(security_context(
+                            p.targets.iter().map(|t| t.number),
+                        )),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+pub fn service_account(names: &ServiceNames, namespace: &str) -> ServiceAccount {
+    ServiceAccount {
+        metadata: meta(
+            &names.router_account(),
+            namespace,
+            labels(names.service(), role::ROUTER, None),
+        ),
+        ..Default::default()
+    }
+}
+
+/// Read-only access to what the router watches, in this namespace only.
+pub fn role(names: &ServiceNames, namespace: &str) -> Role {
+    let read = || vec!["get".to_string(), "list".to_string(), "watch".to_string()];
+    Role {
+        metadata: meta(
+            &names.router_account(),
+            namespace,
+            labels(names.service(), role::ROUTER, None),
+        ),
+        rules: Some(vec![
+            PolicyRule {
+                api_groups: Some(vec![String::new()]),
+                resources: Some(vec!["configmaps".into(), "endpoints".into()]),
+                verbs: read(),
+                ..Default::default()
+            },
+            PolicyRule {
+                api_groups: Some(vec!["coordination.k8s.io".into()]),
+                resources: Some(vec!["leases".into()]),
+                verbs: read(),
+                ..Default::default()
+            },
+        ]),
+    }
+}
+
+pub fn role_binding(names: &ServiceNames, namespace: &str) -> RoleBinding {
+    RoleBinding {
+        metadata: meta(
+            &names.router_account(),
+            namespace,
+            labels(names.service(), role::ROUTER, None),
+        ),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: names.router_account(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: names.router_account(),
+            namespace: Some(namespace.to_string()),
+            ..Default::default()
+        }]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn targets() -> Vec<ListenPort> {
+        vec![
+            ListenPort {
+                number: 8080,
+                name: Some("http".into()),
+            },
+            ListenPort {
+                number: 9901,
+                name: None,
+            },
+        ]
+    }
+
+    #[test]
+    fn the_router_accepts_its_arguments() {
+        let n = ServiceNames::new("orders");
+        let t = targets();
+        let p = RouterParams {
+            image: "r:1",
+            namespace: "shop",
+            targets: &t,
+        };
+        let a = args(&n, &p);
+        let cfg =
+            ktx_router::Config::try_parse_from(std::iter::once("ktx-router".to_string()).chain(a))
+                .unwrap();
+        assert_eq!(cfg.listen.len(), 2);
+        assert_eq!(cfg.listen[0].port(), 8080);
+        assert_eq!(cfg.routes_configmap.as_deref(), Some("orders-ktx-routes"));
+        assert_eq!(cfg.namespace.as_deref(), Some("shop"));
+        assert_eq!(cfg.admin.port(), 9902, "9901 is a target port here");
+    }
+
+    #[test]
+    fn the_deployment_listens_on_named_target_ports() {
+        let n = ServiceNames::new("orders");
+        let t = targets();
+        let d = deployment(
+            &n,
+            &RouterParams {
+                image: "r:1",
+                namespace: "shop",
+                targets: &t,
+            },
+        );
+        assert_eq!(d.metadata.name.as_deref(), Some("orders-ktx-router"));
+        let spec = d.spec.unwrap();
+        let sel = spec.selector.match_labels.unwrap();
+        let tmpl_labels = spec.template.metadata.unwrap().labels.unwrap();
+        assert!(sel.iter().all(|(k, v)| tmpl_labels.get(k) == Some(v)));
+        assert_eq!(tmpl_labels["app.kubernetes.io/managed-by"], "ktx");
+        let pod = spec.template.spec.unwrap();
+        assert_eq!(
+            pod.service_account_name.as_deref(),
+            Some("orders-ktx-router")
+        );
+        let c = &pod.containers[0];
+        assert_eq!(c.image_pull_policy.as_deref(), Some("IfNotPresent"));
+        let ports = c.ports.as_ref().unwrap();
+        assert_eq!(ports[0].name.as_deref(), Some("http"));
+        assert_eq!(ports[0].container_port, 8080);
+        assert_eq!(ports[2].name.as_deref(), Some("ktx-admin"));
+        let ready = c
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(ready.path.as_deref(), Some("/readyz"));
+        assert_eq!(ready.port, IntOrString::Int(9902));
+    }
+
+    #[test]
+    fn rbac_grants_only_what_the_router_watches() {
+        let n = ServiceNames::new("orders");
+        let r = role(&n, "shop");
+        let rules = r.rules.unwrap();
+        let all_verbs: Vec<&String> = rules.iter().flat_map(|r| &r.verbs).collect();
+        assert!(all_verbs
+            .iter()
+            .all(|v| ["get", "list", "watch"].contains(&v.as_str())));
+        assert_eq!(
+            rules[1].resources.as_deref(),
+            Some(&["leases".to_string()][..])
+        );
+        let b = role_binding(&n, "shop");
+        assert_eq!(b.role_ref.name, "orders-ktx-router");
+        assert_eq!(b.subjects.unwrap()[0].namespace.as_deref(), Some("shop"));
+        assert_eq!(
+            service_account(&n, "shop").metadata.name.as_deref(),
+            Some("orders-ktx-router")
+        );
+    }
+}

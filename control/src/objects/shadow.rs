@@ -1,0 +1,217 @@
+//! The shadow of one session: a Pod running `ktx-shadow` on the Service's target ports, a
+//! Service of the same name (the rule's target; mesh only) and the Secret with the shadow's
+//! half of the tunnel credentials, owned by the Pod so it goes when the Pod goes.
+//!
+//! The shadow is not Ready while no tunnel is up, so its Service has no ready endpoint and the
+//! router falls back; that is what makes a crashed session harmless.
+//!
+//! The shadow's flags ([`args`]) and the mount path of the credentials ([`CREDENTIALS_DIR`])
+//! follow `shadow/src/config.rs` (a binary crate, so no test can parse them from here).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, HTTPGetAction, Pod, PodSpec, Probe, Secret, SecretVolumeSource,
+    Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::ByteString;
+use ktx_names::{role, LABEL_MODE};
+
+use super::{free_port, labels, meta, security_context, shadow_selector};
+use crate::ports::{ExposedPort, ListenPort};
+
+/// Where the Secret is mounted in the shadow container.
+pub const CREDENTIALS_DIR: &str = "/var/run/ktx";
+/// The tunnel port (reached by ktx through the API server's port-forward), unless taken.
+pub const DEFAULT_TUNNEL_PORT: u16 = 7766;
+/// The admin port (`/readyz`, `/metrics`), unless taken.
+pub const DEFAULT_ADMIN_PORT: u16 = 9902;
+
+/// What one shadow is made of.
+#[derive(Debug, Clone)]
+pub struct ShadowParams<'a> {
+    /// Pod, Service and Secret name.
+    pub name: &'a str,
+    pub namespace: &'a str,
+    /// The Service the session belongs to (label `ktx.dev/service`).
+    pub service: &'a str,
+    pub session: &'a str,
+    /// [`ktx_names::mode`] value.
+    pub mode: &'a str,
+    pub image: &'a str,
+    /// Every target port of the Service, with its container port name (so a named targetPort
+    /// resolves to the shadow pod when the Service selects it directly: exchange, preview).
+    pub targets: &'a [ListenPort],
+    /// The ports the shadow forwards through the tunnel.
+    pub exposed: &'a [ExposedPort],
+}
+
+impl ShadowParams<'_> {
+    fn taken(&self) -> Vec<u16> {
+        self.targets.iter().map(|t| t.number).collect()
+    }
+
+    /// The port ktx port-forwards to.
+    pub fn tunnel_port(&self) -> u16 {
+        free_port(DEFAULT_TUNNEL_PORT, &self.taken())
+    }
+
+    pub fn admin_port(&self) -> u16 {
+        let mut taken = self.taken();
+        taken.push(self.tunnel_port());
+        free_port(DEFAULT_ADMIN_PORT, &taken)
+    }
+
+    fn labels(&self) -> BTreeMap<String, String> {
+        let mut l = labels(self.service, role::SHADOW, Some(self.session));
+        l.insert(LABEL_MODE.to_string(), self.mode.to_string());
+        l
+    }
+}
+
+/// The shadow's command line (`shadow/src/config.rs`).
+pub fn args(p: &ShadowParams<'_>) -> Vec<String> {
+    let listen: Vec<String> = p.exposed.iter().map(|e| e.target.to_string()).collect();
+    vec![
+        "--ports".into(),
+        listen.join(","),
+        "--tunnel-port".into(),
+        p.tunnel_port().to_string(),
+        "--admin".into(),
+        format!("0.0.0.0:{}", p.admin_port()),
+        "--tls-dir".into(),
+        CREDENTIALS_DIR.into(),
+        "--log-format".into(),
+        "json".into(),
+    ]
+}
+
+pub fn pod(p: &ShadowParams<'_>) -> Pod {
+    let mut ports: Vec<ContainerPort> = p
+        .targets
+        .iter()
+        .map(|t| ContainerPort {
+            name: t.name.clone(),
+            container_port: i32::from(t.number),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        })
+        .collect();
+    for (name, port) in [
+        ("ktx-tunnel", p.tunnel_port()),
+        ("ktx-admin", p.admin_port()),
+    ] {
+        ports.push(ContainerPort {
+            name: Some(name.into()),
+            container_port: i32::from(port),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        });
+    }
+    Pod {
+        metadata: meta(p.name, p.namespace, p.labels()),
+        spec: Some(PodSpec {
+            restart_policy: Some("Always".into()),
+            termination_grace_period_seconds: Some(2),
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            containers: vec![Container {
+                name: "shadow".into(),
+                image: Some(p.image.to_string()),
+                image_pull_policy: Some("IfNotPresent".into()),
+                args: Some(args(p)),
+                ports: Some(ports),
+                readiness_probe: Some(Probe {
+                    http_get: Some(HTTPGetAction {
+                        path: Some("/readyz".into()),
+                        port: IntOrString::Int(i32::from(p.admin_port())),
+                        ..Default::default()
+                    }),
+                    period_seconds: Some(1),
+                    failure_threshold: Some(1),
+                    timeout_seconds: Some(1),
+                    ..Default::default()
+                }),
+                security_context: Some(security_context(p.exposed.iter().map(|e| e.target))),
+                volume_mounts: Some(vec![VolumeMount {
+                    name: "tunnel-credentials".into(),
+                    mount_path: CREDENTIALS_DIR.into(),
+                    read_only: Some(true),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }],
+            volumes: Some(vec![Volume {
+                name: "tunnel-credentials".into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(p.name.to_string()),
+                    default_mode: Some(0o440),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            security_context: Some(k8s_openapi::api::core::v1::PodSecurityContext {
+                // Lets the non-root user read the mounted key (mode 0440, group 65532).
+                fs_group: Some(65532),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// The Service the router sends a session's requests to. It lists every target port of S (not
+/// only the exposed ones): the router picks a target's endpoints by the port a request came in
+/// on, and a single-port target would otherwise receive every port's traffic.
+pub fn service(p: &ShadowParams<'_>) -> Service {
+    Service {
+        metadata: meta(p.name, p.namespace, p.labels()),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: Some(shadow_selector(p.service, p.session)),
+            ports: Some(
+                p.targets
+                    .iter()
+                    .map(|t| ServicePort {
+                        name: Some(format!("t{}", t.number)),
+                        port: i32::from(t.number),
+                        target_port: Some(IntOrString::Int(i32::from(t.number))),
+                        protocol: Some("TCP".into()),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// The Secret with the shadow's credentials. Created before the pod (so the pod can mount it at
+/// once), then given the pod as owner by [`owned_by`].
+pub fn secret(p: &ShadowParams<'_>, data: BTreeMap<String, Vec<u8>>) -> Secret {
+    Secret {
+        metadata: meta(p.name, p.namespace, p.labels()),
+        type_: Some("Opaque".into()),
+        data: Some(data.into_iter().map(|(k, v)| (k, ByteString(v))).collect()),
+        ..Default::default()
+    }
+}
+
+/// The owner reference that makes the garbage collector delete the Secret with its pod.
+pub fn owned_by(pod_name: &str, pod_uid: &str) -> OwnerReference {
+    OwnerReference {
+        api_version: "v1".into(),
+        kind: "Pod".into(),
+        name: pod_name.to_string(),
+        uid: pod_uid.to_string(),
+        controller: Some(true),
+        block_owner_deletion: Some(false),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,118 @@
+//! The shadow objects of a session on a two-port Service where only one port is exposed.
+
+use super::*;
+
+fn targets() -> Vec<ListenPort> {
+    vec![
+        ListenPort {
+            number: 8080,
+            name: Some("http".into()),
+        },
+        ListenPort {
+            number: 7766,
+            name: None,
+        },
+    ]
+}
+
+fn exposed() -> Vec<ExposedPort> {
+    vec![ExposedPort {
+        local: 3001,
+        port: 80,
+        target: 8080,
+    }]
+}
+
+fn with<R>(f: impl FnOnce(&ShadowParams<'_>) -> R) -> R {
+    let t = targets();
+    let e = exposed();
+    f(&ShadowParams {
+        name: "orders-ktx-mesh-foobar",
+        namespace: "shop",
+        service: "orders",
+        session: "foobar",
+        mode: ktx_names::mode::MESH,
+        image: "s:1",
+        targets: &t,
+        exposed: &e,
+    })
+}
+
+#[test]
+fn ports_never_collide() {
+    with(|p| {
+        assert_eq!(p.tunnel_port(), 7767, "7766 is a target port here");
+        assert_eq!(p.admin_port(), 9902);
+        let a = args(p);
+        assert_eq!(
+            a[..2],
+            ["--ports", "8080"],
+            "only exposed ports are forwarded"
+        );
+        assert_eq!(a[2..4], ["--tunnel-port", "7767"]);
+    });
+}
+
+#[test]
+fn the_pod_mounts_its_secret_and_is_ready_only_with_a_tunnel() {
+    let pod = with(pod);
+    assert_eq!(pod.metadata.name.as_deref(), Some("orders-ktx-mesh-foobar"));
+    let labels = pod.metadata.labels.as_ref().unwrap();
+    assert_eq!(labels["ktx.dev/role"], "shadow");
+    assert_eq!(labels["ktx.dev/mode"], "mesh");
+    let spec = pod.spec.unwrap();
+    assert_eq!(spec.automount_service_account_token, Some(false));
+    let c = &spec.containers[0];
+    let ports = c.ports.as_ref().unwrap();
+    assert_eq!(ports[0].name.as_deref(), Some("http"));
+    assert_eq!(ports[0].container_port, 8080);
+    assert_eq!(
+        c.readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap()
+            .port,
+        IntOrString::Int(9902)
+    );
+    assert_eq!(
+        c.volume_mounts.as_ref().unwrap()[0].mount_path,
+        CREDENTIALS_DIR
+    );
+    let vol = &spec.volumes.unwrap()[0];
+    assert_eq!(
+        vol.secret.as_ref().unwrap().secret_name.as_deref(),
+        Some("orders-ktx-mesh-foobar")
+    );
+}
+
+#[test]
+fn the_service_lists_every_target_port_and_selects_only_this_session() {
+    let svc = with(service);
+    let spec = svc.spec.unwrap();
+    let ports = spec.ports.unwrap();
+    assert_eq!(
+        ports.iter().map(|p| p.port).collect::<Vec<_>>(),
+        vec![8080, 7766]
+    );
+    let sel = spec.selector.unwrap();
+    assert_eq!(sel["ktx.dev/session"], "foobar");
+    assert_eq!(sel["ktx.dev/role"], "shadow");
+    assert_eq!(sel["ktx.dev/service"], "orders");
+    assert_eq!(
+        svc.metadata.labels.unwrap()["app.kubernetes.io/managed-by"],
+        "ktx",
+        "the router's Endpoints watch selects on this label"
+    );
+}
+
+#[test]
+fn the_secret_is_owned_by_the_pod() {
+    let data = BTreeMap::from([("tls.key".to_string(), b"k".to_vec())]);
+    let mut s = with(|p| secret(p, data));
+    assert_eq!(s.data.as_ref().unwrap()["tls.key"].0, b"k");
+    s.metadata.owner_references = Some(vec![owned_by("orders-ktx-mesh-foobar", "uid-1")]);
+    let o = &s.metadata.owner_references.unwrap()[0];
+    assert_eq!((o.kind.as_str(), o.uid.as_str()), ("Pod", "uid-1"));
+}

@@ -1,0 +1,131 @@
+//! `ktx preview NAME`: the developer's process becomes Service NAME in the cluster for as long
+//! as the session runs. Order: session Lease → shadow Secret and Pod → tunnel → shadow Ready →
+//! Service NAME (so the Service never exists without something behind it). Teardown deletes the
+//! Service first.
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::jiff::Timestamp;
+use ktx_names::{mode, ServiceNames};
+
+use crate::cli::PreviewArgs;
+use crate::error::{Error, Result};
+use crate::flow::{self, Ctx, Ready};
+use crate::objects::lease::{self as lease_obj, LeaseParams};
+use crate::objects::shadow::ShadowParams;
+use crate::objects::{check_name, preview};
+use crate::ports::PortPlan;
+use crate::session::LeaseKeeper;
+use crate::shutdown::Shutdown;
+use crate::undo::{ObjKind, Step, Undo};
+
+pub async fn run(ctx: &Ctx, args: &PreviewArgs, shutdown: &Shutdown) -> Result<()> {
+    crate::expose::check_list(&args.expose)?;
+    let names = ServiceNames::new(args.name.as_str());
+    check_name(&args.name)?;
+    check_name(&names.preview())?;
+    let plan = PortPlan::for_new_service(&args.expose)?;
+    let undo = Undo::new();
+    flow::session(ctx, shutdown, &undo, setup(ctx, &names, &plan, &undo)).await
+}
+
+async fn setup(ctx: &Ctx, names: &ServiceNames, plan: &PortPlan, undo: &Undo) -> Result<Ready> {
+    let kube = &ctx.kube;
+    let ns = kube.namespace.as_str();
+    let service = names.service();
+
+    // Leftovers of crashed sessions first (inside setup, so Ctrl-C can stop it).
+    crate::clean::before(ctx, names).await;
+    if kube.get::<Service>(service).await?.is_some() {
+        return Err(Error::PreviewExists {
+            namespace: ns.to_string(),
+            name: service.to_string(),
+        });
+    }
+    let session = crate::rule::random_id();
+    let name = names.preview();
+    let lease = lease_obj::lease(
+        names,
+        ns,
+        &LeaseParams {
+            name: &name,
+            session: &session,
+            holder: &ctx.holder,
+            mode: mode::PREVIEW,
+            rule: "all traffic",
+        },
+        Timestamp::now(),
+    );
+    undo.push(Step::Delete {
+        kind: ObjKind::Lease,
+        name: name.clone(),
+        shared: false,
+    });
+    let keeper = LeaseKeeper::create(kube, &lease, service).await?;
+    let lost = keeper.lost();
+    undo.push(Step::EndLease(keeper));
+
+    let targets = plan.targets();
+    let sp = ShadowParams {
+        name: &name,
+        namespace: ns,
+        service,
+        session: &session,
+        mode: mode::PREVIEW,
+        image: &ctx.global.shadow_image,
+        targets: &targets,
+        exposed: &plan.exposed,
+    };
+    let tunnel = flow::start_shadow(ctx, undo, &sp, false).await?;
+
+    undo.push(Step::Delete {
+        kind: ObjKind::Service,
+        name: service.to_string(),
+        shared: false,
+    });
+    let svc = kube
+        .create(&preview::service(service, ns, &session, plan))
+        .await
+        .map_err(|e| match e {
+            Error::Api { source, .. } if crate::error::status_code(&source) == Some(409) => {
+                Error::PreviewExists {
+                    namespace: ns.to_string(),
+                    name: service.to_string(),
+                }
+            }
+            e => e,
+        })?;
+    ctx.progress.done(format!(
+        "Created Service {ns}/{service} in front of your shadow pod"
+    ));
+
+    let ip = svc
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .unwrap_or_else(|| "CLUSTER-IP".into());
+    let mut text = vec![format!(
+        "Service {ns}/{service} now exists and reaches this machine."
+    )];
+    let mut curls = Vec::new();
+    for e in &plan.exposed {
+        let curl = format!("curl http://{ip}:{}/", e.port);
+        text.push(format!(
+            "  local 127.0.0.1:{} — from a pod: {curl}",
+            e.local
+        ));
+        curls.push(curl);
+    }
+    let json = serde_json::json!({
+        "command": "preview",
+        "namespace": ns,
+        "service": service,
+        "session": session,
+        "clusterIP": ip,
+        "curl": curls,
+    });
+    Ok(Ready {
+        text,
+        json,
+        lost,
+        tunnel,
+    })
+}

@@ -1,0 +1,452 @@
+//! `ktx mesh` against the real cluster, with the real binary: a test backend deployed as the
+//! original workload, another one running on this machine as the developer's process, and
+//! requests from a pod through the Service's ClusterIP (no DNS in the test cluster).
+//!
+//! Each test works in its own namespace and checks, at the end, that the Service is exactly as
+//! before and that no ktx object is left.
+
+#[path = "support/ktx.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use ktx_e2e::{image, secs, testbackend_manifest, Cluster, Namespace};
+use support::{assert_nothing_left, ktx, ktx_run, local_backend, service_fingerprint, Proc};
+
+/// `orders` (Service port 8080 → targetPort `http`) answered by "original".
+fn deploy_orders(ns: &Namespace) {
+    ns.apply(&testbackend_manifest("orders", "original", 1));
+    ns.wait_deployment("orders", secs(120));
+}
+
+/// Requests from a pod to `url`: one per header set, each answered body on its own line
+/// prefixed with the case's index (`0:original`), retried until `expect` holds or 60 s pass.
+fn ask_from_pod(ns: &Namespace, pod: &str, url: &str, cases: &[(&str, &str)]) -> String {
+    let mut script = String::from("for try in $(seq 1 60); do ok=1; out=''; ");
+    for (i, (header, expect)) in cases.iter().enumerate() {
+        let h = if header.is_empty() {
+            String::new()
+        } else {
+            format!("--header '{header}'")
+        };
+        script.push_str(&format!(
+            "b=$(timeout 5 wget -q -O - {h} {url} 2>&1); out=\"$out {i}:$b\"; [ \"$b\" = '{expect}' ] || ok=0; "
+        ));
+    }
+    script.push_str("if [ $ok = 1 ]; then echo \"OK$out\"; exit 0; fi; echo \"try $try:$out\"; sleep 1; done; exit 1");
+    let run = ns.run_pod(
+        pod,
+        &image("busybox"),
+        &["/bin/sh", "-c", &script],
+        secs(120),
+    );
+    assert_eq!(
+        run.phase, "Succeeded",
+        "requests from pod {pod} to {url} did not get the expected answers {cases:?}:\n{}",
+        run.logs
+    );
+    run.logs
+}
+
+#[test]
+fn mesh_sends_marked_requests_to_the_developer_and_ctrl_c_restores_exactly() {
+    let Some(cluster) = Cluster::from_env("mesh_http1") else {
+        return;
+    };
+    support::build();
+    let ns = cluster.namespace("mesh-http1");
+    deploy_orders(&ns);
+    let before = service_fingerprint(&ns, "orders");
+    let ip = ns.cluster_ip("orders");
+    let (_dev, port) = local_backend("developer");
+
+    let started = Instant::now();
+    let mut mesh = Proc::spawn(
+        "ktx mesh",
+        &mut ktx(
+            &ns,
+            &[
+                "mesh",
+                "orders",
+                "--expose",
+                &format!("{port}:8080"),
+                "--versionMark",
+                "foobar",
+                "-o",
+                "json",
+            ],
+        ),
+    );
+    let json = mesh.wait_line(true, "\"command\":\"mesh\"", secs(180));
+    let up = started.elapsed();
+    assert!(json.contains(&format!("http://{ip}:8080/")), "{json}");
+    assert!(json.contains("VERSION: foobar"), "{json}");
+
+    let url = format!("http://{ip}:8080/");
+    let logs = ask_from_pod(
+        &ns,
+        "client",
+        &url,
+        &[("VERSION: foobar", "developer"), ("", "original")],
+    );
+    let first_routed = started.elapsed();
+    eprintln!(
+        "mesh: session up after {:.1}s; first routed request answered {:.1}s after `ktx mesh` started ({})",
+        up.as_secs_f64(),
+        first_routed.as_secs_f64(),
+        logs.trim()
+    );
+
+    let stop = Instant::now();
+    mesh.interrupt();
+    let (ok, out) = mesh.wait_exit(secs(90));
+    eprintln!("mesh: teardown took {:.1}s", stop.elapsed().as_secs_f64());
+    assert!(ok, "ktx mesh did not end cleanly after Ctrl-C:\n{out}");
+    assert_eq!(
+        service_fingerprint(&ns, "orders"),
+        before,
+        "Service orders is not exactly as before"
+    );
+    assert_nothing_left(&ns, secs(60));
+    ask_from_pod(&ns, "after", &url, &[("VERSION: foobar", "original")]);
+}
+
+#[test]
+fn a_failed_setup_leaves_nothing_behind() {
+    let Some(cluster) = Cluster::from_env("mesh_failed_setup") else {
+        return;
+    };
+    support::build();
+    let ns = cluster.namespace("mesh-failed-setup");
+    deploy_orders(&ns);
+    let before = service_fingerprint(&ns, "orders");
+    let (ok, out) = ktx_run(
+        &ns,
+        &[
+            "mesh",
+            "orders",
+            "--expose",
+            "8080",
+            "--routerImage",
+            "ktx.local/no-such-router:dev",
+            "--timeout",
+            "20s",
+        ],
+        secs(120),
+    );
+    assert!(
+        !ok,
+        "ktx mesh succeeded with a router image that does not exist:\n{out}"
+    );
+    assert!(
+        out.contains("router") && out.contains("no-such-router"),
+        "the error does not name the router image:\n{out}"
+    );
+    assert!(out.contains("rolling back"), "{out}");
+    assert_eq!(service_fingerprint(&ns, "orders"), before, "{out}");
+    // The kubelet may still be busy trying to pull the missing image before it kills the pod.
+    assert_nothing_left(&ns, secs(150));
+}
+
+#[test]
+fn ctrl_c_in_the_middle_of_setup_restores_exactly() {
+    let Some(cluster) = Cluster::from_env("mesh_interrupted_setup") else {
+        return;
+    };
+    support::build();
+    let ns = cluster.namespace("mesh-interrupted");
+    deploy_orders(&ns);
+    let before = service_fingerprint(&ns, "orders");
+    let mut mesh = Proc::spawn(
+        "ktx mesh",
+        &mut ktx(
+            &ns,
+            &["mesh", "orders", "--expose", "8080", "--versionMark", "x"],
+        ),
+    );
+    // After the selector switch and the Lease: the most state there is before the shadow.
+    mesh.wait_line(false, "now selects the router", secs(120));
+    mesh.interrupt();
+    let (ok, out) = mesh.wait_exit(secs(90));
+    assert!(!ok, "an interrupted setup must not report success:\n{out}");
+    assert!(out.contains("interrupted"), "{out}");
+    assert_eq!(service_fingerprint(&ns, "orders"), before, "{out}");
+    assert_nothing_left(&ns, secs(60));
+}
+
+#[test]
+fn kill_9_then_clean_restores_the_service() {
+    let Some(cluster) = Cluster::from_env("mesh_kill9_clean") else {
+        return;
+    };
+    support::build();
+    let ns = cluster.namespace("mesh-kill9");
+    deploy_orders(&ns);
+    let before = service_fingerprint(&ns, "orders");
+    let mut mesh = Proc::spawn(
+        "ktx mesh",
+        &mut ktx(
+            &ns,
+            &[
+                "mesh",
+                "orders",
+                "--expose",
+                "8080",
+                "--versionMark",
+                "gone",
+            ],
+        ),
+    );
+    mesh.wait_line(false, "shadow pod", secs(120));
+    mesh.kill9();
+    assert_ne!(
+        service_fingerprint(&ns, "orders"),
+        before,
+        "the Service should still point at the router right after kill -9"
+    );
+
+    // While the Lease is fresh, clean must leave the session alone.
+    let (ok, out) = ktx_run(&ns, &["clean"], secs(60));
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("kept live session"),
+        "clean touched a live session:\n{out}"
+    );
+    assert!(!support::ktx_leftovers(&ns).is_empty());
+
+    // Lease duration (15 s) + clean's grace (10 s), then clean restores everything.
+    std::thread::sleep(Duration::from_secs(27));
+    let (ok, out) = ktx_run(&ns, &["clean"], secs(120));
+    assert!(ok, "{out}");
+    assert!(out.contains("expired session"), "{out}");
+    assert_eq!(service_fingerprint(&ns, "orders"), before, "{out}");
+    assert_nothing_left(&ns, secs(60));
+}
+
+#[test]
+fn refusals_name_the_problem() {
+    let Some(cluster) = Cluster::from_env("mesh_refusals") else {
+        return;
+    };
+    support::build();
+    let ns = cluster.namespace("mesh-refusals");
+    let (ok, out) = ktx_run(&ns, &["mesh", "nope", "--expose", "80"], secs(60));
+    assert!(!ok);
+    assert!(
+        out.contains("Service") && out.contains("nope") && out.contains("not found"),
+        "{out}"
+    );
+
+    ns.apply(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: manual\nspec:\n  ports:\n  - port: 80\n",
+    );
+    let (ok, out) = ktx_run(&ns, &["mesh", "manual", "--expose", "80"], secs(60));
+    assert!(!ok);
+    assert!(out.contains("has no selector"), "{out}");
+
+    deploy_orders(&ns);
+    let (ok, out) = ktx_run(
+        &ns,
+        &["mesh", "orders", "--expose", "3001:http-x"],
+        secs(60),
+    );
+    assert!(!ok);
+    assert!(out.contains("has no port http-x"), "{out}");
+    // The targetPort given where the Service port belongs: explained. (Service port 8080 →
+    // targetPort http = 8080 here, so use a Service with distinct numbers.)
+    ns.apply(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector:\n    app: orders\n  ports:\n  - port: 80\n    targetPort: 8080\n",
+    );
+    let (ok, out) = ktx_run(&ns, &["mesh", "web", "--expose", "3001:8080"], secs(60));
+    assert!(!ok);
+    assert!(out.contains("use --expose 3001:80"), "{out}");
+    assert_nothing_left(&ns, secs(30));
+}
+
+/// `ktx mesh` for `service` with `mark`, `-o json`, waiting until the session is up.
+fn start_mesh(ns: &Namespace, service: &str, port: u16, mark: &str) -> Proc {
+    let mut p = Proc::spawn(
+        &format!("ktx mesh ({mark})"),
+        &mut ktx(
+            ns,
+            &[
+                "mesh",
+                service,
+                "--expose",
+                &format!("{port}:8080"),
+                "--versionMark",
+                mark,
+                "-o",
+                "json",
+            ],
+        ),
+    );
+    p.wait_line(true, "\"command\":\"mesh\"", secs(180));
+    p
+}
+
+#[test]
+fn two_developers_share_a_service_and_the_last_one_restores_it() {
+    let Some(cluster) = Cluster::from_env("mesh_two_developers") else {
+        return;
+    };
+    support::build();
+    let ns = cluster.namespace("mesh-two-devs");
+    deploy_orders(&ns);
+    let before = service_fingerprint(&ns, "orders");
+    let url = format!("http://{}:8080/", ns.cluster_ip("orders"));
+    let (_alice_local, alice_port) = local_backend("alice");
+    let (_bob_local, bob_port) = local_backend("bob");
+
+    let mut alice = start_mesh(&ns, "orders", alice_port, "alice");
+    let mut bob = start_mesh(&ns, "orders", bob_port, "bob");
+
+    // Same conditions as a live session, spelled differently: refused, naming the session.
+    let (ok, out) = ktx_run(
+        &ns,
+        &[
+            "mesh",
+            "orders",
+            "--expose",
+            "8080",
+            "--header",
+            "VERSION=alice",
+        ],
+        secs(60),
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("same conditions as the live session alice"),
+        "{out}"
+    );
+    let (ok, out) = ktx_run(
+        &ns,
+        &["mesh", "orders", "--expose", "8080", "--versionMark", "bob"],
+        secs(60),
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("session bob of Service orders is already running"),
+        "{out}"
+    );
+
+    ask_from_pod(
+        &ns,
+        "both",
+        &url,
+        &[
+            ("VERSION: alice", "alice"),
+            ("VERSION: bob", "bob"),
+            ("", "original"),
+        ],
+    );
+    let (ok, status) = ktx_run(&ns, &["status", "-o", "json"], secs(60));
+    assert!(ok, "{status}");
+    for s in [
+        "\"session\":\"alice\"",
+        "\"session\":\"bob\"",
+        "\"alive\":true",
+    ] {
+        assert!(status.contains(s), "ktx status -o json lacks {s}: {status}");
+    }
+
+    // Alice leaves: Bob's route and the router stay.
+    alice.interrupt();
+    let (ok, out) = alice.wait_exit(secs(90));
+    assert!(ok, "{out}");
+    assert!(out.contains("stays taken over for 1 live session"), "{out}");
+    ask_from_pod(
+        &ns,
+        "bob-only",
+        &url,
+        &[("VERSION: alice", "original"), ("VERSION: bob", "bob")],
+    );
+    assert_ne!(service_fingerprint(&ns, "orders"), before);
+
+    // Bob is the last one out: the Service is exactly as before, nothing is left.
+    bob.interrupt();
+    let (ok, out) = bob.wait_exit(secs(90));
+    assert!(ok, "{out}");
+    assert_eq!(service_fingerprint(&ns, "orders"), before, "{out}");
+    assert_nothing_left(&ns, secs(60));
+}
+
+#[test]
+fn twenty_sessions_joining_and_leaving_at_once_end_consistent() {
+    let Some(cluster) = Cluster::from_env("mesh_twenty") else {
+        return;
+    };
+    support::build();
+    let ns = cluster.namespace("mesh-twenty");
+    deploy_orders(&ns);
+    let before = service_fingerprint(&ns, "orders");
+    let (_dev, port) = local_backend("developer");
+    let spawn = |i: usize| {
+        let mark = format!("dev{i}");
+        Proc::spawn(
+            &format!("ktx mesh ({mark})"),
+            &mut ktx(
+                &ns,
+                &[
+                    "mesh",
+                    "orders",
+                    "--expose",
+                    &format!("{port}:8080"),
+                    "--versionMark",
+                    &mark,
+                    "-o",
+                    "json",
+                ],
+            ),
+        )
+    };
+    let mut first: Vec<Proc> = (0..10).map(spawn).collect();
+    for p in &mut first {
+        p.wait_line(true, "\"command\":\"mesh\"", secs(240));
+    }
+    // The first ten leave while ten more join.
+    for p in &first {
+        p.interrupt();
+    }
+    let mut second: Vec<Proc> = (10..20).map(spawn).collect();
+    for p in &mut first {
+        let (ok, out) = p.wait_exit(secs(120));
+        assert!(ok, "{out}");
+    }
+    for p in &mut second {
+        p.wait_line(true, "\"command\":\"mesh\"", secs(240));
+    }
+    let (ok, status) = ktx_run(&ns, &["status", "-o", "json"], secs(60));
+    assert!(ok, "{status}");
+    assert_eq!(
+        status.matches("\"alive\":true").count(),
+        10,
+        "exactly the ten joined sessions are alive: {status}"
+    );
+    let table = ns.kubectl(&[
+        "get",
+        "configmap",
+        "orders-ktx-routes",
+        "-o",
+        "jsonpath={.data.routes\\.yaml}",
+    ]);
+    assert_eq!(table.matches("session:").count(), 10, "{table}");
+    ask_from_pod(
+        &ns,
+        "mixed",
+        &format!("http://{}:8080/", ns.cluster_ip("orders")),
+        &[
+            ("VERSION: dev3", "original"),
+            ("VERSION: dev13", "developer"),
+        ],
+    );
+    for p in &second {
+        p.interrupt();
+    }
+    for p in &mut second {
+        let (ok, out) = p.wait_exit(secs(120));
+        assert!(ok, "{out}");
+    }
+    assert_eq!(service_fingerprint(&ns, "orders"), before);
+    assert_nothing_left(&ns, secs(120));
+}

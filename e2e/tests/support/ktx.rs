@@ -1,0 +1,272 @@
+//! Running the real `ktx` binary (and a local test backend as the developer's process) from an
+//! end-to-end test: build once, spawn, read its output line by line, send it SIGINT or SIGKILL,
+//! and compare Services before and after.
+//!
+//! No dependencies, like the harness: processes, pipes and kubectl.
+
+// Included by several test binaries; each uses a different part.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::Once;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ktx_e2e::Namespace;
+
+/// `<target>/debug`, where the test binaries' sibling binaries are.
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    // <target>/debug/deps/mesh-<hash>
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binaries live in <target>/<profile>/deps")
+        .to_path_buf()
+}
+
+/// Builds `ktx` and `ktx-testbackend` once per test binary (cheap when up to date).
+pub fn build() {
+    static BUILD: Once = Once::new();
+    BUILD.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "ktx", "-p", "ktx-testbackend"])
+            .status()
+            .expect("cannot run cargo to build ktx");
+        assert!(
+            status.success(),
+            "cargo build -p ktx -p ktx-testbackend failed"
+        );
+    });
+}
+
+pub fn ktx_path() -> PathBuf {
+    std::env::var_os("KTX_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| bin_dir().join("ktx"))
+}
+
+/// A free local port (bound and released; good enough for a test).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free local port")
+}
+
+/// A spawned process with its output delivered line by line.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    stdout: Receiver<String>,
+    stderr: Receiver<String>,
+    /// Every line seen so far (stderr prefixed with `! `), for failure messages.
+    pub seen: Vec<String>,
+}
+
+fn pump(pipe: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let stdout = pump(child.stdout.take().expect("stdout is piped"));
+        let stderr = pump(child.stderr.take().expect("stderr is piped"));
+        Proc {
+            name: name.to_string(),
+            child,
+            stdout,
+            stderr,
+            seen: Vec::new(),
+        }
+    }
+
+    fn drain(&mut self) -> Option<(bool, String)> {
+        if let Ok(l) = self.stderr.try_recv() {
+            self.seen.push(format!("! {l}"));
+            return Some((false, l));
+        }
+        if let Ok(l) = self.stdout.try_recv() {
+            self.seen.push(l.clone());
+            return Some((true, l));
+        }
+        None
+    }
+
+    /// Waits for a line (stdout if `on_stdout`, else stderr) containing `needle`. Panics with
+    /// everything seen if the process ends or `timeout` passes first.
+    pub fn wait_line(&mut self, on_stdout: bool, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            while let Some((out, line)) = self.drain() {
+                if out == on_stdout && line.contains(needle) {
+                    return line;
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // Take what is still in the pipes before giving up.
+                thread::sleep(Duration::from_millis(200));
+                while let Some((out, line)) = self.drain() {
+                    if out == on_stdout && line.contains(needle) {
+                        return line;
+                    }
+                }
+                panic!(
+                    "{} exited ({status}) before printing {needle:?}; output:\n{}",
+                    self.name,
+                    self.seen.join("\n")
+                );
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "{} did not print {needle:?} within {timeout:?}; output:\n{}",
+                    self.name,
+                    self.seen.join("\n")
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {} failed", self.child.id());
+    }
+
+    /// Ctrl-C.
+    pub fn interrupt(&self) {
+        self.signal("-INT");
+    }
+
+    /// kill -9: no cleanup at all.
+    pub fn kill9(&mut self) {
+        self.signal("-KILL");
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the exit; returns whether it succeeded, and everything it printed.
+    pub fn wait_exit(&mut self, timeout: Duration) -> (bool, String) {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                break s;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "{} did not exit within {timeout:?}; output:\n{}",
+                    self.name,
+                    self.seen.join("\n")
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        };
+        thread::sleep(Duration::from_millis(200));
+        while self.drain().is_some() {}
+        (status.success(), self.seen.join("\n"))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `ktx -n NS ARGS...` against the test cluster.
+pub fn ktx(ns: &Namespace, args: &[&str]) -> Command {
+    let mut cmd = Command::new(ktx_path());
+    cmd.arg("-n").arg(ns.name()).args(args);
+    cmd.env("KTX_LOG", "ktx=debug,warn");
+    cmd
+}
+
+/// Runs a ktx command to its end; (success, output).
+pub fn ktx_run(ns: &Namespace, args: &[&str], timeout: Duration) -> (bool, String) {
+    let mut p = Proc::spawn(&format!("ktx {}", args.join(" ")), &mut ktx(ns, args));
+    p.wait_exit(timeout)
+}
+
+/// A local test backend answering with `name` on a free port: the developer's process.
+pub fn local_backend(name: &str) -> (Proc, u16) {
+    let port = free_port();
+    let mut p = Proc::spawn(
+        "local ktx-testbackend",
+        Command::new(bin_dir().join("ktx-testbackend")).args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--name",
+            name,
+        ]),
+    );
+    // It is up once it accepts connections.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the local backend did not start");
+        let _ = p.drain();
+        thread::sleep(Duration::from_millis(50));
+    }
+    (p, port)
+}
+
+/// The parts of a Service that ktx must give back exactly: labels, annotations, selector,
+/// ports, type, clusterIP.
+pub fn service_fingerprint(ns: &Namespace, name: &str) -> String {
+    ns.kubectl(&[
+        "get",
+        "service",
+        name,
+        "-o",
+        "jsonpath={.metadata.labels}|{.metadata.annotations}|{.spec.selector}|{.spec.ports}|{.spec.type}|{.spec.clusterIP}",
+    ])
+}
+
+/// Names of every ktx-managed object left in the namespace (pods that are already
+/// terminating included: they must be gone too).
+pub fn ktx_leftovers(ns: &Namespace) -> String {
+    ns.kubectl(&[
+        "get",
+        "deployments,replicasets,pods,services,configmaps,secrets,leases,serviceaccounts,roles,rolebindings",
+        "-l",
+        "app.kubernetes.io/managed-by=ktx",
+        "-o",
+        "name",
+    ])
+    .trim()
+    .to_string()
+}
+
+/// Waits until no ktx-managed object is left; panics naming them otherwise.
+pub fn assert_nothing_left(ns: &Namespace, timeout: Duration) {
+    let mut last = String::new();
+    let gone = ktx_e2e::poll(timeout, || {
+        last = ktx_leftovers(ns);
+        last.is_empty().then_some(())
+    });
+    assert!(gone.is_some(), "ktx objects left in {}:\n{last}", ns.name());
+}

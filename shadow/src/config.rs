@@ -1,0 +1,114 @@
+//! The shadow's whole configuration: one typed struct, flags for humans and `KTX_SHADOW_*`
+//! environment variables for the pod spec that ktx writes. Doc comments are the `--help`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Port the shadow accepts the tunnel on, unless told otherwise.
+pub const DEFAULT_TUNNEL_PORT: u16 = 7766;
+
+/// ktx-shadow: stands in for a developer's process inside the cluster. Every connection to one
+/// of its ports is carried through the ktx tunnel to the developer's machine.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "ktx-shadow", version, about, long_about = None)]
+pub struct Config {
+    /// Service target ports to listen on, comma separated (e.g. 8080,9090).
+    #[arg(long, env = "KTX_SHADOW_PORTS", value_delimiter = ',', required = true)]
+    pub ports: Vec<u16>,
+
+    /// Address the service ports and the tunnel port listen on.
+    #[arg(long, env = "KTX_SHADOW_LISTEN_ADDR", default_value = "0.0.0.0")]
+    pub listen_addr: IpAddr,
+
+    /// Port for the tunnel from ktx (reached through the API server's port-forward).
+    #[arg(long, env = "KTX_SHADOW_TUNNEL_PORT", default_value_t = DEFAULT_TUNNEL_PORT)]
+    pub tunnel_port: u16,
+
+    /// Admin address for /healthz, /readyz (200 only while a tunnel is up) and /metrics.
+    #[arg(long, env = "KTX_SHADOW_ADMIN", default_value = "0.0.0.0:9902")]
+    pub admin: SocketAddr,
+
+    /// Directory holding tls.crt, tls.key (this shadow's) and peer.crt (ktx's, pinned): the
+    /// session's Secret, mounted.
+    #[arg(long, env = "KTX_SHADOW_TLS_DIR", default_value = "/var/run/ktx")]
+    pub tls_dir: PathBuf,
+
+    /// How often to ping ktx through the tunnel.
+    #[arg(long, env = "KTX_SHADOW_KEEPALIVE_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub keepalive_interval: Duration,
+
+    /// Drop the tunnel (and turn not-ready) when a ping is unanswered this long.
+    #[arg(long, env = "KTX_SHADOW_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub keepalive_timeout: Duration,
+
+    /// A tunnel connection must finish TLS and the version handshake within this.
+    #[arg(long, env = "KTX_SHADOW_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// On SIGTERM, let open connections finish for at most this long.
+    #[arg(long, env = "KTX_SHADOW_DRAIN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    #[command(flatten)]
+    pub tuning: ktx_tunnel::options::TuningArgs,
+
+    /// Worker threads; 0 means one per CPU.
+    #[arg(long, env = "KTX_SHADOW_THREADS", default_value_t = 0)]
+    pub threads: usize,
+
+    /// Log format: `text` for people, `json` in a cluster.
+    #[arg(long, env = "KTX_SHADOW_LOG_FORMAT", default_value = "json")]
+    pub log_format: LogFormat,
+
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `ktx_shadow=debug`.
+    #[arg(long, env = "KTX_SHADOW_LOG", default_value = "info")]
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `250ms`, `2s`, `1m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let err = || format!("{s:?} is not a duration like 500ms, 2s or 1m");
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| s.split_at(i))
+        .ok_or_else(err)?;
+    let n: u64 = num.parse().map_err(|_| err())?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(err()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_and_defaults() {
+        let c = Config::try_parse_from(["ktx-shadow", "--ports", "8080,9090"]).unwrap();
+        assert_eq!(c.ports, [8080, 9090]);
+        assert_eq!(c.tunnel_port, DEFAULT_TUNNEL_PORT);
+        assert_eq!(c.tls_dir, PathBuf::from("/var/run/ktx"));
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert!(Config::try_parse_from(["ktx-shadow"]).is_err());
+        assert!(Config::try_parse_from(["ktx-shadow", "--ports", "x"]).is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert!(parse_duration("2").is_err());
+    }
+}

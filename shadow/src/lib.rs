@@ -1,0 +1,229 @@
+//! `ktx-shadow`: runs in the shadow pod, listens on the Service's target ports and sends every
+//! connection through the tunnel to the developer's machine.
+//!
+//! One readable assembly ([`Shadow::start`]): bind every port → the tunnel port accepts one
+//! authenticated ktx session at a time ([`tunnel`]) → the service ports turn each connection
+//! into a tunnel stream, or reset it at once while no session is up ([`service`]) → the admin
+//! port reports health, readiness (= a session is up) and metrics ([`admin`]). The protocol
+//! itself is the `ktx-tunnel` crate.
+
+pub mod admin;
+pub mod config;
+pub mod metrics;
+mod service;
+pub mod slot;
+mod tunnel;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ktx_tunnel::credentials::{CredentialsError, SideMaterial};
+use ktx_tunnel::shadow::ShadowEndpoint;
+use ktx_tunnel::tls::TlsConfigError;
+use ktx_tunnel::TunnelOptions;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::admin::AdminState;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::slot::{Live, Slot};
+
+/// Everything [`Shadow::start`] needs, already loaded and checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen_addr: IpAddr,
+    /// Service ports; `0` picks a free port (tests).
+    pub ports: Vec<u16>,
+    pub tunnel_port: u16,
+    pub admin: SocketAddr,
+    pub tls: SideMaterial,
+    pub options: TunnelOptions,
+}
+
+/// The shadow could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("load the tunnel credentials from {dir}: {source}")]
+    Credentials {
+        dir: std::path::PathBuf,
+        source: CredentialsError,
+    },
+    #[error(transparent)]
+    Tls(#[from] TlsConfigError),
+    #[error("port {0} is both a service port and the tunnel or admin port")]
+    PortClash(u16),
+    #[error("listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+impl Settings {
+    /// Reads the credentials named by the config.
+    pub fn from_config(cfg: &Config) -> Result<Self, StartError> {
+        let tls =
+            SideMaterial::load_dir(&cfg.tls_dir).map_err(|source| StartError::Credentials {
+                dir: cfg.tls_dir.clone(),
+                source,
+            })?;
+        let mut options = TunnelOptions::new("ktx-shadow");
+        options.keepalive_interval = cfg.keepalive_interval;
+        options.keepalive_timeout = cfg.keepalive_timeout;
+        options.handshake_timeout = cfg.handshake_timeout;
+        options.drain_timeout = cfg.drain_timeout;
+        cfg.tuning.apply(&mut options);
+        Ok(Self {
+            listen_addr: cfg.listen_addr,
+            ports: cfg.ports.clone(),
+            tunnel_port: cfg.tunnel_port,
+            admin: cfg.admin,
+            tls,
+            options,
+        })
+    }
+}
+
+/// A running shadow.
+#[derive(Debug)]
+pub struct Shadow {
+    /// Bound service addresses, in the order of `Settings::ports`.
+    pub service_addrs: Vec<SocketAddr>,
+    pub tunnel_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub metrics: Metrics,
+    slot: Arc<Slot>,
+    draining: Arc<AtomicBool>,
+    stop_service: watch::Sender<bool>,
+    stop_tunnel: watch::Sender<bool>,
+    services: Vec<JoinHandle<()>>,
+    tunnel: JoinHandle<()>,
+    admin: JoinHandle<()>,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+impl Shadow {
+    /// Binds every port and starts serving. Not ready until ktx connects.
+    pub async fn start(settings: Settings) -> Result<Self, StartError> {
+        for p in &settings.ports {
+            if *p != 0 && (*p == settings.tunnel_port || *p == settings.admin.port()) {
+                return Err(StartError::PortClash(*p));
+            }
+        }
+        let mut registry = Registry::default();
+        let metrics = Metrics::new(&mut registry);
+        let slot = Slot::new(metrics.clone());
+        let draining = Arc::new(AtomicBool::new(false));
+        let (stop_service, _) = watch::channel(false);
+        let (stop_tunnel, _) = watch::channel(false);
+
+        let tls = settings.tls.shadow_config()?;
+        let endpoint = ShadowEndpoint::new(tls, settings.options.clone());
+        let tunnel_listener =
+            bind(SocketAddr::new(settings.listen_addr, settings.tunnel_port)).await?;
+        let tunnel_addr = local_addr(&tunnel_listener)?;
+
+        let mut service_addrs = Vec::new();
+        let mut services = Vec::new();
+        for port in &settings.ports {
+            let listener = bind(SocketAddr::new(settings.listen_addr, *port)).await?;
+            let addr = local_addr(&listener)?;
+            service_addrs.push(addr);
+            services.push(tokio::spawn(service::serve(
+                listener,
+                addr.port(),
+                slot.clone(),
+                metrics.clone(),
+                stop_service.subscribe(),
+                settings.options.drain_timeout,
+            )));
+        }
+        let tunnel = tokio::spawn(tunnel::serve(
+            tunnel_listener,
+            endpoint,
+            slot.clone(),
+            metrics.clone(),
+            stop_tunnel.subscribe(),
+        ));
+
+        let admin_listener = bind(settings.admin).await?;
+        let admin_addr = local_addr(&admin_listener)?;
+        let state = AdminState {
+            registry: Arc::new(Mutex::new(registry)),
+            slot: slot.clone(),
+            draining: draining.clone(),
+        };
+        let admin = tokio::spawn(admin::serve(admin_listener, state, stop_tunnel.subscribe()));
+        tracing::info!(
+            ports = ?service_addrs,
+            tunnel = %tunnel_addr,
+            admin = %admin_addr,
+            "shadow listening; not ready until ktx connects"
+        );
+        Ok(Self {
+            service_addrs,
+            tunnel_addr,
+            admin_addr,
+            metrics,
+            slot,
+            draining,
+            stop_service,
+            stop_tunnel,
+            services,
+            tunnel,
+            admin,
+        })
+    }
+
+    /// Whether a tunnel session is up (what `/readyz` reports, draining aside).
+    pub fn is_ready(&self) -> bool {
+        self.slot.current().is_some() && !self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Follows the live session: `Some(id)` while one is up.
+    pub fn session(&self) -> watch::Receiver<Option<Live>> {
+        self.slot.subscribe()
+    }
+
+    /// Not ready at once; stop taking connections; let open ones finish for the drain
+    /// timeout; then close the tunnel and the admin port.
+    pub async fn shutdown(self) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.stop_service.send_replace(true);
+        for s in self.services {
+            let _ = s.await;
+        }
+        self.stop_tunnel.send_replace(true);
+        let _ = self.tunnel.await;
+        let _ = self.admin.await;
+    }
+}
+
+fn local_addr(l: &TcpListener) -> Result<SocketAddr, StartError> {
+    l.local_addr().map_err(|source| StartError::Bind {
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })
+}
+
+/// Resolves once `stop` is set or its sender is gone.
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// After a failed `accept` (typically out of file descriptors), pause briefly instead of
+/// spinning on the same error.
+pub(crate) async fn accept_failed(e: &std::io::Error) {
+    tracing::warn!(error = %e, "accept failed");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
