@@ -8,8 +8,8 @@
 #
 # Scenarios (subjects direct, ktx-tunnel, ssh-R; rows in results.json):
 #   tunnel-1stream     one stream downloads 1 GiB (MiB/s, median of 3; CPU ms/GiB of the tunnel's
-#                      processes); 64-byte request/response paced at 1,000/s on one connection
-#                      (p50/p99); a new connection per request paced at 50/s (new-conn p50/p99)
+#                      processes); 64-byte request/response paced at 1,000/s
+#                      (p50/p99, 10 connections); a new connection per request at 50/s (new-conn p50/p99)
 #   tunnel-100streams  100 streams download at once for 10 s (aggregate MiB/s, slowest and
 #                      fastest stream, Jain's index); 1,000 idle streams (RSS KiB per stream)
 #   tunnel-rtt100      through a relay adding 50 ms each way: one stream downloads 256 MiB;
@@ -271,7 +271,7 @@ EOF
     files+=("$base.tput$i.json")
   done
   cp "$(median_by mib_per_s "${files[@]}")" "$base.tput.json"
-  load latency --target "$TARGET" --rate 1000 --seconds $LAT_S --conns 1 --size 64 >"$base.lat.json"
+  load latency --target "$TARGET" --rate 1000 --seconds $LAT_S --conns 10 --size 64 >"$base.lat.json"
   load latency --target "$TARGET" --rate 50 --seconds $LAT_S --conns 10 --size 64 --new-conn \
     | python3 -c 'import json,sys; d=json.load(sys.stdin); print(json.dumps({"connect_p50_us": d["p50_us"], "connect_p99_us": d["p99_us"], "connect_errors": d["errors"]}))' \
     >"$base.conn.json"
@@ -281,7 +281,8 @@ EOF
 
 hundred_streams() { # hundred_streams SUBJECT
   local s=$1 base=$OUT/tunnel-100streams.$1 rss=null before after
-  load throughput --target "$TARGET" --streams 100 --seconds $FAIR_S >"$base.tput.json"
+  # Idle streams first, on fresh processes: after a throughput run the allocators keep freed
+  # buffers, and new connections would reuse them without growing RSS.
   if [[ $s != direct ]]; then
     before=$(rss_kb)
     rm -f "$TMP/idle.ready" "$TMP/idle.release"
@@ -289,12 +290,13 @@ hundred_streams() { # hundred_streams SUBJECT
       --release-file "$TMP/idle.release" --max-hold 120 >"$base.idle.json" &
     local idle_pid=$!
     for _ in {1..1200}; do [[ -f $TMP/idle.ready ]] && break; sleep 0.1; done
-    sleep 1 # let lazily freed buffers settle before reading RSS
+    sleep 1 # let the last connections' buffers settle before reading RSS
     after=$(rss_kb)
     touch "$TMP/idle.release"
     wait $idle_pid || die "the idle client failed (see $base.idle.json)"
     rss=$(python3 -c "print(round(($after - $before) / $IDLE, 2))")
   fi
+  load throughput --target "$TARGET" --streams 100 --seconds $FAIR_S >"$base.tput.json"
   report row --scenario tunnel-100streams --subject "$s" --json "$base.tput.json" \
     --set p50_us=null --set p99_us=null --set rss_kb="$rss" --set idle_streams=$IDLE >>"$ROWS"
 }
@@ -310,7 +312,8 @@ rtt100() { # rtt100 SUBJECT
     --json "$base.lat.json" --json "$base.conn.json" --set rss_kb=null >>"$ROWS"
 }
 
-log "mode: $MODE; subjects $SUBJECTS; scenarios $SCENARIOS"
+LOAD_START=$(cut -d' ' -f1 /proc/loadavg)
+log "mode: $MODE; subjects $SUBJECTS; scenarios $SCENARIOS; load average $LOAD_START"
 for scenario in ${SCENARIOS//,/ }; do
   for subject in ${SUBJECTS//,/ }; do
     log "$scenario / $subject"
@@ -325,11 +328,11 @@ for scenario in ${SCENARIOS//,/ }; do
 done
 
 # ------------------------------------------------------------------ report
-NOTES+=("Pinning: cluster side (ktx-shadow or sshd, and the load client) on core $CLUSTER_CPU; laptop side (the ktx end or the ssh client, and the sink) on core $LAPTOP_CPU; the 100 ms relay is not pinned. ktx-shadow and the ktx end run one thread each.")
+NOTES+=("Pinning: cluster side (ktx-shadow or sshd, and the load client) on core $CLUSTER_CPU; laptop side (the ktx end or the ssh client, and the sink) on core $LAPTOP_CPU; the 100 ms relay is not pinned. ktx-shadow and the ktx end run one thread each; the ktx end is \`ktx-tunnel-bench ktx\` (the ktx-tunnel client library that \`ktx\` uses, with a TCP connector instead of the API server's port-forward); ktx-shadow re-executes itself with glibc malloc tunables (see shadow/src/main.rs), the ktx end runs with glibc defaults.")
 NOTES+=("ssh-R: OpenSSH sshd on 127.0.0.1:$SSHD_PORT with its own host key and authorized_keys in a temporary directory; \`ssh -N -R 127.0.0.1:$SSH_RPORT:127.0.0.1:$SINK_PORT -c aes128-gcm@openssh.com\` (the cipher kt-connect's Go client prefers; OpenSSH's default chacha20-poly1305 is slower here); default 2 MiB channel windows.")
 NOTES+=("MiB/s: the sink sends, the load client receives (the developer's process answering the cluster). tunnel-100streams runs for a fixed time: aggregate = all bytes / time; per-stream spread and Jain's fairness index (1.0 = perfectly even) over the same window.")
-NOTES+=("Latency: open loop at a fixed rate (1,000/s on one connection on loopback; 50/s over 10 connections at 100 ms); a request due while its connection is still busy counts from its due time, so stalls are not hidden. p50/p99 = 64-byte request and echo on persistent connections; new-conn = connect, send 64 bytes, receive the echo, close, paced at 50/s (20/s at 100 ms) over 10 connections. CPU ms/GiB = user+system time of the tunnel's processes (both ends) per GiB moved.")
-NOTES+=("RSS KiB/idle stream: RSS of both tunnel processes (sshd with its session children, or ktx-shadow and the ktx end) with $IDLE established idle connections minus before, divided by $IDLE.")
+NOTES+=("Latency: open loop at a fixed rate (1,000/s on loopback, 50/s at 100 ms, over 10 connections so that one request's timer slack (tokio's 1 ms timer) never delays the next on the same connection); a request due while its connection is still busy counts from its due time, so stalls are not hidden. p50/p99 = 64-byte request and echo on persistent connections; new-conn = connect, send 64 bytes, receive the echo, close, paced at 50/s (20/s at 100 ms) over 10 connections. CPU ms/GiB = user+system time of the tunnel's processes (both ends) per GiB moved.")
+NOTES+=("RSS KiB/idle stream: RSS of both tunnel processes (sshd with its session children, or ktx-shadow and the ktx end), freshly started, with $IDLE established idle connections (each has carried one byte each way) minus before, divided by $IDLE.")
 NOTES+=("tunnel-rtt100: a relay (ktx-tunnel-bench relay) holds every chunk 50 ms in each direction between the two ends (load client and sink for direct). It adds latency, not a bandwidth limit, and buffers up to 256 MiB per direction, so only windows kept end to end — the SSH channel window, the tunnel's HTTP/2 windows — meet the round trip; TCP's own window does not.")
 NOTES+=("Ports (loopback): sink $SINK_PORT, shadow service $SHADOW_PORT, tunnel $TUNNEL_PORT, admin $ADMIN_PORT, sshd $SSHD_PORT, ssh -R $SSH_RPORT, relay $RELAY_PORT.")
 
@@ -349,6 +352,7 @@ json.dump({
   "machine": "$cpu_model, $(nproc) CPUs, $mem, Linux $(uname -r), $os",
   "versions": "ktx git $rev, $ssh_v",
   "mode": "$MODE",
+  "load": "1-minute load average $LOAD_START at the start, $(cut -d' ' -f1 /proc/loadavg) at the end (anything above 0 is other work sharing the two cores)",
   "notes": [l for l in open(sys.argv[2]).read().splitlines() if l],
 }, open(sys.argv[1], "w"), indent=2)
 EOF

@@ -647,8 +647,13 @@ def cmd_report(a):
                 r["added_" + k] = r[k] - d[k]
             elif r.get(k) is not None or k in r:
                 r.setdefault("added_" + k, None)
+    # loadtests/tunnel.sh writes its own scenarios (tunnel-*) and RESULTS.md section into the
+    # same files: keep them.
+    previous = _load(a.json_out) if os.path.exists(a.json_out) else []
+    kept = [r for r in previous if isinstance(r, dict)
+            and str(r.get("scenario", "")).startswith("tunnel-")]
     with open(a.json_out, "w") as f:
-        json.dump(rows, f, indent=2)
+        json.dump(rows + kept, f, indent=2)
         f.write("\n")
 
     meta = _load(a.meta)
@@ -757,6 +762,12 @@ def cmd_report(a):
         L.append("")
         L.extend(meta["footer"])
     L.extend(ENGINE_CHOICE)
+    if os.path.exists(a.md_out):
+        with open(a.md_out) as f:
+            old = f.read()
+        begin, end = old.find("<!-- tunnel:begin"), old.find("<!-- tunnel:end -->")
+        if begin != -1 and end != -1:
+            L.append("\n" + old[begin:end + len("<!-- tunnel:end -->")])
     with open(a.md_out, "w") as f:
         f.write("\n".join(L) + "\n")
 

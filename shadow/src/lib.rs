@@ -129,15 +129,23 @@ impl Shadow {
 
         let tls = settings.tls.shadow_config()?;
         let endpoint = ShadowEndpoint::new(tls, settings.options.clone());
+
+        // Bind everything before starting anything, so a failure leaves nothing running.
         let tunnel_listener =
             bind(SocketAddr::new(settings.listen_addr, settings.tunnel_port)).await?;
         let tunnel_addr = local_addr(&tunnel_listener)?;
-
-        let mut service_addrs = Vec::new();
-        let mut services = Vec::new();
+        let mut service_listeners = Vec::new();
         for port in &settings.ports {
             let listener = bind(SocketAddr::new(settings.listen_addr, *port)).await?;
             let addr = local_addr(&listener)?;
+            service_listeners.push((listener, addr));
+        }
+        let admin_listener = bind(settings.admin).await?;
+        let admin_addr = local_addr(&admin_listener)?;
+
+        let mut service_addrs = Vec::new();
+        let mut services = Vec::new();
+        for (listener, addr) in service_listeners {
             service_addrs.push(addr);
             services.push(tokio::spawn(service::serve(
                 listener,
@@ -155,9 +163,6 @@ impl Shadow {
             metrics.clone(),
             stop_tunnel.subscribe(),
         ));
-
-        let admin_listener = bind(settings.admin).await?;
-        let admin_addr = local_addr(&admin_listener)?;
         let state = AdminState {
             registry: Arc::new(Mutex::new(registry)),
             slot: slot.clone(),

@@ -61,8 +61,13 @@ pub(crate) async fn serve(
             conn.run(tcp, peer, permit).await;
         });
     }
-    // Sessions watch `stop` themselves; this only waits for them to wind down.
-    while tasks.join_next().await.is_some() {}
+    // Sessions watch `stop` themselves and end at once; a handshake still running would only
+    // end at its timeout, so it is cut.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    tasks.shutdown().await;
 }
 
 struct Connection {

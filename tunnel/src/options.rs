@@ -28,7 +28,8 @@ pub struct TunnelOptions {
     pub max_frame_size: u32,
     /// Bytes one stream may queue inside h2 before its reader waits.
     pub max_send_buffer: usize,
-    /// Largest read from a forwarded socket (one allocation each).
+    /// Largest read from a forwarded socket (one allocation each; reads grow to this size
+    /// only while they come back full).
     pub read_chunk: usize,
     /// Streams the shadow may have open at once (ktx enforces it).
     pub max_concurrent_streams: u32,
@@ -56,7 +57,7 @@ impl TunnelOptions {
             connection_window: 64 << 20,
             max_frame_size: 256 << 10,
             max_send_buffer: 1 << 20,
-            read_chunk: 128 << 10,
+            read_chunk: 256 << 10,
             max_concurrent_streams: 16_384,
             keepalive_interval: Duration::from_secs(5),
             keepalive_timeout: Duration::from_secs(10),
@@ -117,7 +118,7 @@ pub struct TuningArgs {
     /// Largest HTTP/2 frame accepted, in KiB, 16 to 16383 [default: 256].
     #[arg(long, env = "KTX_TUNNEL_MAX_FRAME_KIB")]
     pub max_frame_kib: Option<u32>,
-    /// Largest single read from a forwarded connection, in KiB [default: 128].
+    /// Largest single read from a forwarded connection, in KiB [default: 256].
     #[arg(long, env = "KTX_TUNNEL_READ_CHUNK_KIB")]
     pub read_chunk_kib: Option<usize>,
 }

@@ -117,7 +117,11 @@ async fn socket_to_stream(
     read_chunk: usize,
     observer: &dyn Observer,
 ) -> Result<u64, SpliceError> {
-    let read_chunk = read_chunk.max(1024);
+    let read_chunk = read_chunk.max(MIN_READ);
+    // Reads start small and double while they come back full (a bulk transfer wants few large
+    // reads), and shrink again for small messages (which should not pin large buffers while
+    // they wait in h2's queue).
+    let mut size = MIN_READ;
     let mut total = 0u64;
     loop {
         // Wait for bytes before taking a buffer, so an idle connection holds none.
@@ -126,12 +130,13 @@ async fn socket_to_stream(
             reset = poll_fn(|cx| send.poll_reset(cx)) => return Err(reset_error(reset)),
             ready = rd.as_ref().readable() => ready.map_err(SpliceError::SocketRead)?,
         }
-        let mut buf = BytesMut::with_capacity(read_chunk);
+        let mut buf = BytesMut::with_capacity(size);
         let n = match rd.as_ref().try_read_buf(&mut buf) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(SpliceError::SocketRead(e)),
         };
+        size = next_read_size(size, n, read_chunk);
         if n == 0 {
             send.send_data(Bytes::new(), true)?;
             return Ok(total);
@@ -145,6 +150,19 @@ async fn socket_to_stream(
             let part = chunk.split_to(granted.min(chunk.len()));
             send.send_data(part, false)?;
         }
+    }
+}
+
+/// Smallest socket read buffer.
+const MIN_READ: usize = 16 * 1024;
+
+fn next_read_size(size: usize, got: usize, max: usize) -> usize {
+    if got >= size {
+        (size * 2).min(max)
+    } else if got < size / 4 {
+        (size / 2).max(MIN_READ)
+    } else {
+        size
     }
 }
 
@@ -194,4 +212,24 @@ async fn stream_to_socket(
     }
     wr.shutdown().await.map_err(SpliceError::SocketWrite)?;
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_size_grows_for_bulk_and_shrinks_for_chatter() {
+        let max = 256 * 1024;
+        let mut size = MIN_READ;
+        for _ in 0..10 {
+            size = next_read_size(size, size, max);
+        }
+        assert_eq!(size, max);
+        for _ in 0..10 {
+            size = next_read_size(size, 64, max);
+        }
+        assert_eq!(size, MIN_READ);
+        assert_eq!(next_read_size(64 * 1024, 20 * 1024, max), 64 * 1024);
+    }
 }

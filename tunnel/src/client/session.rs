@@ -59,11 +59,17 @@ pub(crate) async fn run(
             dead = &mut keepalive => break SessionEnd::DeadPeer(dead),
             Some(_) = streams.join_next(), if !streams.is_empty() => {}
             _ = stopped(stop) => {
+                // GOAWAY, then keep driving the connection until the open streams are done.
+                // (The shadow keeps its end open for the next session, so waiting for the
+                // connection itself to close would always take the whole drain timeout.)
                 conn.graceful_shutdown();
                 let _ = tokio::time::timeout(opts.drain_timeout, async {
-                    while let Some(next) = conn.accept().await {
-                        // New streams after GOAWAY are refused by h2; drop any that slip in.
-                        drop(next);
+                    loop {
+                        tokio::select! {
+                            // New streams after GOAWAY are refused by h2; drop any that slip in.
+                            next = conn.accept() => if next.is_none() { break },
+                            joined = streams.join_next() => if joined.is_none() { break },
+                        }
                     }
                 })
                 .await;
