@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+pub use ktx_telemetry::{parse_duration, LogFormat};
 
 /// Port the shadow accepts the tunnel on, unless told otherwise.
 pub const DEFAULT_TUNNEL_PORT: u16 = 7766;
@@ -66,28 +67,6 @@ pub struct Config {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `ktx_shadow=debug`.
     #[arg(long, env = "KTX_SHADOW_LOG", default_value = "info")]
     pub log_level: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-/// `250ms`, `2s`, `1m`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let err = || format!("{s:?} is not a duration like 500ms, 2s or 1m");
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map(|i| s.split_at(i))
-        .ok_or_else(err)?;
-    let n: u64 = num.parse().map_err(|_| err())?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(err()),
-    }
 }
 
 #[cfg(test)]

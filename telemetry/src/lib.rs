@@ -1,0 +1,125 @@
+//! The start-up pieces `ktx-router` and `ktx-shadow` share: the log format flag and the
+//! subscriber it selects, the tokio runtime sized by `--threads`, waiting for SIGTERM or Ctrl-C,
+//! duration flags (`500ms`, `2s`, `1m`), and re-running the binary once with an allocator
+//! setting. It owns no component logic and no metrics.
+
+use std::ffi::OsStr;
+use std::time::Duration;
+
+/// Log format: `text` for people, `json` in a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Why logging or the runtime could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("--log-level {filter:?} is not a valid filter (try `info`): {reason}")]
+    LogFilter { filter: String, reason: String },
+    #[error("start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// Installs the global subscriber: `filter` in tracing's EnvFilter syntax.
+pub fn init_logging(format: LogFormat, filter: &str) -> Result<(), StartError> {
+    let env_filter =
+        tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| StartError::LogFilter {
+            filter: filter.to_string(),
+            reason: e.to_string(),
+        })?;
+    match format {
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(env_filter)
+            .init(),
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(env_filter).init(),
+    }
+    Ok(())
+}
+
+/// `threads == 1`: one current-thread runtime (what the benchmarks pin to a core); `0`: one
+/// worker per CPU; otherwise that many workers.
+pub fn runtime(threads: usize) -> Result<tokio::runtime::Runtime, StartError> {
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if threads > 1 {
+            b.worker_threads(threads);
+        }
+        b
+    };
+    builder.enable_all().build().map_err(StartError::Runtime)
+}
+
+/// Resolves on SIGTERM (Kubernetes stopping the pod) or Ctrl-C. `who` names the binary in the
+/// warning when SIGTERM cannot be watched.
+pub async fn wait_for_signal(who: &str) {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the {who}");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Allocators read their settings from the environment when the process starts, before `main`.
+/// Unless the operator already set `key`, re-run this binary once with `key=value`: same PID,
+/// same arguments. If exec fails the binary carries on with the defaults (and says so).
+pub fn reexec_with_env(binary: &str, key: &str, value: &str) {
+    if std::env::var_os(key).is_some() {
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let mut args = std::env::args_os();
+    let arg0 = args.next().unwrap_or_default();
+    if let Ok(exe) = std::env::current_exe() {
+        let err = std::process::Command::new(exe)
+            .arg0(arg0)
+            .args(args)
+            .env(key, OsStr::new(value))
+            .exec();
+        // exec only returns on failure.
+        eprintln!("{binary}: could not re-exec with {key}={value} ({err}); continuing");
+    }
+}
+
+/// `250ms`, `2s`, `1m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let err = || format!("{s:?} is not a duration like 500ms, 2s or 1m");
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| s.split_at(i))
+        .ok_or_else(err)?;
+    let n: u64 = num.parse().map_err(|_| err())?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(err()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert!(parse_duration("2").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("2h").is_err());
+    }
+}
