@@ -207,6 +207,11 @@ async fn an_incompatible_version_is_refused_with_a_readable_error() {
     let err = tunnel.shutdown().await.unwrap_err();
     assert!(err.is_permanent() && matches!(err, ConnectError::Refused(_)));
     assert_eq!(err.to_string(), want);
+    within(
+        "the refusal to be counted",
+        until(|| shadow.metrics.refused_peers("version") >= 1),
+    )
+    .await;
     assert_eq!(shadow.metrics.refused_peers("version"), 1);
 }
 
@@ -232,7 +237,12 @@ async fn a_second_session_is_refused_until_the_first_ends() {
     .unwrap()
     .clone();
     assert!(format!("{down:?}").contains("busy"), "{down:?}");
-    assert!(rig.shadow.metrics.refused_peers("busy") >= 1);
+    // The peer hears the refusal before the shadow counts it: wait for the count.
+    within(
+        "the refusal to be counted",
+        until(|| rig.shadow.metrics.refused_peers("busy") >= 1),
+    )
+    .await;
     // The first session still carries traffic.
     assert_eq!(round_trip(rig.service(), b"ping").await.unwrap(), b"ping");
 
