@@ -371,10 +371,13 @@ async fn a_silent_peer_is_detected_by_keepalive_on_both_sides() {
 async fn a_stream_to_a_local_port_that_is_down_is_reset_not_hung() {
     let creds = SessionCredentials::generate("t").unwrap();
     let shadow = shadow(creds.shadow(), 1, quick("ktx-shadow")).await;
-    // A port with nothing listening.
-    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // A port with nothing listening. Bound but never listened on, and held for the whole test:
+    // connections to it are refused, and no other test in this process can be given it (a
+    // dropped listener's port went to another test's service once, whose stream count then
+    // saw this test's connection).
+    let closed = tokio::net::TcpSocket::new_v4().unwrap();
+    closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let closed_addr = closed.local_addr().unwrap();
-    drop(closed);
     let connector = Arc::new(TcpConnector {
         addr: shadow.tunnel_addr,
     });
