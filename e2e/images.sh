@@ -4,10 +4,12 @@
 #
 #   e2e/images.sh                      all images; load them if the e2e cluster is up
 #   e2e/images.sh ktx-testbackend busybox
+#   e2e/images.sh ktx                  the ktx CLI image (janitor)
 #   e2e/images.sh --no-load ...        only build the archives
 #
-# Images: ktx.local/ktx-router:TAG, ktx.local/ktx-shadow:TAG, ktx.local/ktx-testbackend:TAG
-# (entrypoint /NAME) and ktx.local/busybox:TAG (Debian's busybox-static, for probes from pods).
+# Images: ktx.local/ktx-router:TAG, ktx.local/ktx-shadow:TAG, ktx.local/ktx-testbackend:TAG and
+# ktx.local/ktx:TAG (the CLI; the chart's janitor runs `ktx janitor`), entrypoint /NAME; and
+# ktx.local/busybox:TAG (Debian's busybox-static, for probes from pods).
 # TAG is $KTX_IMAGE_TAG (default dev). Archives go to $KTX_CACHE/images (default ~/.cache/ktx).
 # The same images for a Docker engine: e2e/Dockerfile (docker build -f e2e/Dockerfile --target NAME .)
 set -Eeuo pipefail
@@ -17,7 +19,7 @@ CACHE=${KTX_CACHE:-$HOME/.cache/ktx}
 TAG=${KTX_IMAGE_TAG:-dev}
 OUT=${KTX_IMAGES_OUT:-$CACHE/images}
 TARGET=x86_64-unknown-linux-gnu
-RUST_IMAGES=(ktx-router ktx-shadow ktx-testbackend)
+RUST_IMAGES=(ktx-router ktx-shadow ktx-testbackend ktx)
 ALL_IMAGES=("${RUST_IMAGES[@]}" busybox)
 
 say() { printf '[ktx-images] %s\n' "$*" >&2; }
@@ -29,8 +31,8 @@ for a in "$@"; do
     case $a in
         --no-load) load=no ;;
         --load) load=yes ;;
-        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        ktx-router|ktx-shadow|ktx-testbackend|busybox) images+=("$a") ;;
+        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        ktx-router|ktx-shadow|ktx-testbackend|ktx|busybox) images+=("$a") ;;
         *) die "unknown image or option: $a (images: ${ALL_IMAGES[*]})" ;;
     esac
 done
@@ -57,7 +59,7 @@ buildah_() {
 # 1. static Rust binaries (glibc, crt-static: no musl target can be installed here)
 crates=()
 for i in "${images[@]}"; do
-    [[ $i == ktx-* ]] && crates+=(-p "$i")
+    [[ $i == ktx-* || $i == ktx ]] && crates+=(-p "$i")
 done
 if ((${#crates[@]})); then
     say "cargo build --release (static) ${crates[*]}"

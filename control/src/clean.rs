@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::cli::{CleanArgs, Output};
 use crate::error::Result;
 use crate::flow::Ctx;
-use crate::leave::{self, is_alive};
+use crate::leave::{self, Judge};
 use crate::objects::{labels, routes, selector_string};
 use crate::takeover;
 
@@ -54,8 +54,18 @@ pub async fn before(ctx: &Ctx, names: &ServiceNames) {
     }
 }
 
-/// Cleans one Service.
+/// Cleans one Service, judging sessions by this machine's clock (with the cleanup grace).
 pub async fn service(ctx: &Ctx, names: &ServiceNames, dry_run: bool) -> Result<Report> {
+    service_judged(ctx, names, dry_run, Judge::WallClock).await
+}
+
+/// Cleans one Service, judging which sessions are alive with `judge`.
+pub async fn service_judged(
+    ctx: &Ctx,
+    names: &ServiceNames,
+    dry_run: bool,
+    judge: Judge<'_>,
+) -> Result<Report> {
     let kube = &ctx.kube;
     let s = names.service();
     let mut report = Report {
@@ -76,7 +86,7 @@ pub async fn service(ctx: &Ctx, names: &ServiceNames, dry_run: bool) -> Result<R
     let exists = |name: &str| leases.iter().any(|l| l.name_any() == name);
 
     for l in &leases {
-        if is_alive(l) {
+        if judge.alive(l) {
             report.live_sessions.push(l.name_any());
         } else {
             report.expired_sessions.push(l.name_any());
@@ -133,8 +143,15 @@ pub async fn service(ctx: &Ctx, names: &ServiceNames, dry_run: bool) -> Result<R
         if taken || leave::has_shared(kube, names).await? {
             report.restored = true;
             if !dry_run {
-                leave::last_one_out(kube, names, &ctx.holder, ctx.global.timeout, &ctx.progress)
-                    .await?;
+                leave::leave_service(
+                    kube,
+                    names,
+                    &ctx.holder,
+                    ctx.global.timeout,
+                    &ctx.progress,
+                    judge,
+                )
+                .await?;
             }
         }
     }

@@ -106,6 +106,10 @@ pub enum Command {
     /// Restores Service SERVICE from its saved selector and removes ktx's objects of it, even
     /// if sessions look alive (use when a Service is stuck).
     Recover(RecoverArgs),
+    /// In-cluster mode (the Helm chart runs it): restores Services whose sessions all stopped
+    /// renewing their Leases, within about 20 s, and removes their ktx objects. Replicas elect
+    /// one leader; `/metrics` and `/healthz` on --metrics-addr.
+    Janitor(JanitorArgs),
     /// Prints a shell completion script, e.g. `ktx completions bash > /etc/bash_completion.d/ktx`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -214,6 +218,24 @@ pub struct CleanArgs {
 pub struct RecoverArgs {
     /// The Service to restore.
     pub service: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct JanitorArgs {
+    /// Where to serve /metrics and /healthz.
+    #[arg(long = "metrics-addr", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: std::net::SocketAddr,
+    /// This replica's name in the leader-election Lease (the chart passes the pod name;
+    /// default: user@host).
+    #[arg(long, env = "KTX_JANITOR_IDENTITY")]
+    pub identity: Option<String>,
+    /// How often to look at the namespace's sessions.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// A session is dead once its Lease's renewTime has not changed, as seen by the janitor,
+    /// for the Lease's duration plus this.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub grace: Duration,
 }
 
 /// `250ms`, `90s`, `2m`.

@@ -12,7 +12,10 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::jiff::Timestamp;
-use ktx_names::{mode, role, ServiceNames, LABEL_MANAGED_BY, LABEL_MODE, MANAGED_BY_VALUE};
+use ktx_names::{
+    mode, role, ServiceNames, LABEL_MANAGED_BY, LABEL_MODE, LABEL_PART_OF, MANAGED_BY_VALUE,
+    PART_OF_VALUE, SHARED_ROUTER_ACCOUNT,
+};
 use ktx_rules::RuleSpec;
 use kube::ResourceExt;
 
@@ -107,15 +110,42 @@ pub async fn remove_session(kube: &Kube, names: &ServiceNames, lease: &Lease) ->
     kube.delete::<Lease>(&name).await
 }
 
-/// Deletes the router (and its account), the routes ConfigMap and the stuntman of S. Only call
-/// when S no longer points at the router.
+/// Whether the namespace has the router ServiceAccount the ktx chart installs (checked by name
+/// and the chart's `app.kubernetes.io/part-of: ktx` label). Unreadable counts as absent: ktx
+/// then makes the router its own account, as without the chart.
+pub async fn shared_router_account(kube: &Kube) -> bool {
+    match kube.get::<ServiceAccount>(SHARED_ROUTER_ACCOUNT).await {
+        Ok(Some(sa)) => sa.labels().get(LABEL_PART_OF).map(String::as_str) == Some(PART_OF_VALUE),
+        Ok(None) => false,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the shared router account; not using it");
+            false
+        }
+    }
+}
+
+/// Deletes the router (and its own account, if it had one), the routes ConfigMap and the
+/// stuntman of S. Only call when S no longer points at the router.
 pub async fn delete_shared(kube: &Kube, names: &ServiceNames, progress: &Progress) -> Result<()> {
     let ns = &kube.namespace;
+    let account = kube
+        .get::<Deployment>(&names.router())
+        .await?
+        .and_then(|d| d.spec?.template.spec?.service_account_name);
     kube.delete::<Deployment>(&names.router()).await?;
-    kube.delete::<RoleBinding>(&names.router_account()).await?;
-    kube.delete::<Role>(&names.router_account()).await?;
-    kube.delete::<ServiceAccount>(&names.router_account())
-        .await?;
+    // A router that ran as the chart's shared account leaves no account of its own (and the
+    // developer's Role from the chart has no rights on Roles); otherwise delete what exists.
+    let own = account.is_none_or(|a| a == names.router_account())
+        && kube
+            .get::<ServiceAccount>(&names.router_account())
+            .await?
+            .is_some();
+    if own {
+        kube.delete::<RoleBinding>(&names.router_account()).await?;
+        kube.delete::<Role>(&names.router_account()).await?;
+        kube.delete::<ServiceAccount>(&names.router_account())
+            .await?;
+    }
     progress.done(format!("Deleted router {ns}/{}", names.router()));
     kube.delete::<ConfigMap>(&names.routes()).await?;
     kube.delete::<Service>(&names.stuntman()).await?;
@@ -144,7 +174,28 @@ pub async fn last_one_out(
     timeout: Duration,
     progress: &Progress,
 ) -> Result<()> {
-    leave_service(kube, names, holder, timeout, progress, false).await
+    leave_service(kube, names, holder, timeout, progress, Judge::WallClock).await
+}
+
+/// How [`leave_service`] decides which sessions are alive.
+#[derive(Clone, Copy)]
+pub enum Judge<'a> {
+    /// [`is_alive`]: renewTime + duration + grace against this machine's clock.
+    WallClock,
+    /// Every session counts as dead (`ktx recover`).
+    Force,
+    /// The caller's own judgement (the janitor watches renewals on its own clock).
+    With(&'a (dyn Fn(&Lease) -> bool + Sync)),
+}
+
+impl Judge<'_> {
+    pub fn alive(&self, lease: &Lease) -> bool {
+        match self {
+            Judge::WallClock => is_alive(lease),
+            Judge::Force => false,
+            Judge::With(f) => f(lease),
+        }
+    }
 }
 
 pub async fn leave_service(
@@ -153,7 +204,7 @@ pub async fn leave_service(
     holder: &str,
     timeout: Duration,
     progress: &Progress,
-    force: bool,
+    judge: Judge<'_>,
 ) -> Result<()> {
     let ns = &kube.namespace;
     let service = names.service();
@@ -166,7 +217,7 @@ pub async fn leave_service(
     let result = async {
         let leases = session_leases(kube, service).await?;
         let (live, dead): (Vec<Lease>, Vec<Lease>) =
-            leases.into_iter().partition(|l| is_alive(l) && !force);
+            leases.into_iter().partition(|l| judge.alive(l));
         if !live.is_empty() {
             let who: Vec<String> = live
                 .iter()

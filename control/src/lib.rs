@@ -1,5 +1,5 @@
 //! `ktx`, as a library: the CLI's types, the cluster objects it builds and the orchestration of
-//! `mesh`, `exchange`, `preview`, `clean`, `recover` and `status`. `main.rs` only parses the
+//! `mesh`, `exchange`, `preview`, `clean`, `recover`, `status` and the in-cluster `janitor`. `main.rs` only parses the
 //! command line, starts logging and calls [`run`]; tests call the same functions in-process.
 //!
 //! Layers, bottom up: pure parsing and builders ([`cli`], [`expose`], [`ports`], [`rule`],
@@ -13,6 +13,7 @@ pub mod error;
 pub mod exchange;
 pub mod expose;
 pub mod flow;
+pub mod janitor;
 pub mod kube;
 pub mod leave;
 pub mod link;
@@ -59,7 +60,13 @@ pub async fn run_with(cli: Cli, shutdown: Shutdown, progress: Progress) -> Resul
     let ctx = Ctx {
         kube,
         global: cli.global.clone(),
-        holder: session::holder(),
+        holder: match &cli.command {
+            Command::Janitor(a) => format!(
+                "ktx janitor {}",
+                a.identity.clone().unwrap_or_else(session::holder)
+            ),
+            _ => session::holder(),
+        },
         progress,
     };
     // Sessions handle stop requests themselves (they roll back); the one-shot commands simply
@@ -76,6 +83,7 @@ pub async fn run_with(cli: Cli, shutdown: Shutdown, progress: Progress) -> Resul
         Command::Mesh(args) => mesh::run(&ctx, args, &shutdown).await,
         Command::Exchange(args) => exchange::run(&ctx, args, &shutdown).await,
         Command::Preview(args) => preview::run(&ctx, args, &shutdown).await,
+        Command::Janitor(args) => janitor::run(&ctx, args, &shutdown).await,
         _ => tokio::select! {
             r = one_shot => r,
             _ = shutdown.reached(1) => Err(Error::Stopped),

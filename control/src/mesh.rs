@@ -12,7 +12,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::jiff::Timestamp;
-use ktx_names::{mode, ServiceNames};
+use ktx_names::{mode, ServiceNames, SHARED_ROUTER_ACCOUNT};
 use kube::ResourceExt;
 
 use crate::cli::MeshArgs;
@@ -172,26 +172,37 @@ async fn setup(
     )
     .await?;
     let targets = plan_ports.targets();
+    // The team's chart installs one router account for the namespace; without it, each router
+    // gets its own account, Role and RoleBinding (which needs rights to create them).
+    let account = if leave::shared_router_account(kube).await {
+        p.done(format!(
+            "Router runs as ServiceAccount {ns}/{SHARED_ROUTER_ACCOUNT} (installed by the ktx chart)"
+        ));
+        SHARED_ROUTER_ACCOUNT.to_string()
+    } else {
+        ensure(
+            ctx,
+            undo,
+            ObjKind::ServiceAccount,
+            &router::service_account(names, ns),
+        )
+        .await?;
+        ensure::<Role>(ctx, undo, ObjKind::Role, &router::role(names, ns)).await?;
+        ensure::<RoleBinding>(
+            ctx,
+            undo,
+            ObjKind::RoleBinding,
+            &router::role_binding(names, ns),
+        )
+        .await?;
+        names.router_account()
+    };
     let rp = RouterParams {
         image: &ctx.global.router_image,
         namespace: ns,
         targets: &targets,
+        account: &account,
     };
-    ensure(
-        ctx,
-        undo,
-        ObjKind::ServiceAccount,
-        &router::service_account(names, ns),
-    )
-    .await?;
-    ensure::<Role>(ctx, undo, ObjKind::Role, &router::role(names, ns)).await?;
-    ensure::<RoleBinding>(
-        ctx,
-        undo,
-        ObjKind::RoleBinding,
-        &router::role_binding(names, ns),
-    )
-    .await?;
     ensure::<Deployment>(
         ctx,
         undo,

@@ -32,7 +32,7 @@ pub async fn run(ctx: &Ctx, args: &RecoverArgs) -> Result<()> {
         &ctx.holder,
         ctx.global.timeout,
         &ctx.progress,
-        true,
+        leave::Judge::Force,
     )
     .await?;
     match ctx.global.output {

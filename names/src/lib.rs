@@ -29,6 +29,17 @@ pub const ANNOTATION_ORIGINAL_REPLICAS: &str = "ktx.dev/original-replicas";
 /// Annotation on a session Lease: the rule's conditions in words, for `ktx status`.
 pub const ANNOTATION_RULE: &str = "ktx.dev/rule";
 
+/// `app.kubernetes.io/part-of` — set to [`PART_OF_VALUE`] on the objects the Helm chart
+/// installs once per namespace (shared router account, janitor).
+pub const LABEL_PART_OF: &str = "app.kubernetes.io/part-of";
+/// Value of [`LABEL_PART_OF`].
+pub const PART_OF_VALUE: &str = "ktx";
+/// The ServiceAccount the chart installs for every router of the namespace. When it exists
+/// (with [`LABEL_PART_OF`]), ktx runs routers as it instead of creating `S-ktx-router`.
+pub const SHARED_ROUTER_ACCOUNT: &str = "ktx-router";
+/// The Lease through which janitor replicas elect the one that acts.
+pub const JANITOR_ELECTION_LEASE: &str = "ktx-janitor";
+
 /// Key of the route table inside the routes ConfigMap.
 pub const ROUTES_KEY: &str = "routes.yaml";
 

@@ -75,6 +75,12 @@ pub struct Config {
     #[arg(long, env = "KTX_ROUTER_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
+    /// On SIGTERM, first keep serving (and accepting) this long while /readyz says not ready,
+    /// so that nodes whose kube-proxy has not yet seen the Service change still reach a
+    /// listening router; then drain.
+    #[arg(long, env = "KTX_ROUTER_SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+
     /// How often the routes file is checked for changes.
     #[arg(long, env = "KTX_ROUTER_RELOAD_INTERVAL", default_value = "50ms", value_parser = parse_duration)]
     pub reload_interval: Duration,

@@ -54,6 +54,7 @@ pub struct Router {
     shutdown: watch::Sender<bool>,
     draining: Arc<AtomicBool>,
     drain_timeout: std::time::Duration,
+    shutdown_delay: std::time::Duration,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -193,13 +194,19 @@ impl Router {
             shutdown: shutdown_tx,
             draining,
             drain_timeout: cfg.drain_timeout,
+            shutdown_delay: cfg.shutdown_delay,
             tasks,
         })
     }
 
-    /// Stops accepting, lets in-flight requests finish (up to the drain timeout), then stops.
+    /// Reports not ready, keeps serving for the shutdown delay, then stops accepting, lets
+    /// in-flight requests finish (up to the drain timeout), and stops.
     pub async fn shutdown(self) {
         self.draining.store(true, Ordering::Relaxed);
+        if !self.shutdown_delay.is_zero() {
+            tracing::info!(delay = ?self.shutdown_delay, "not ready; still serving before the drain");
+            tokio::time::sleep(self.shutdown_delay).await;
+        }
         let _ = self.shutdown.send(true);
         // Every connection task holds a receiver; all dropped means all finished.
         let drained = tokio::time::timeout(self.drain_timeout, self.shutdown.closed()).await;

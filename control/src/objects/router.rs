@@ -30,6 +30,9 @@ pub struct RouterParams<'a> {
     pub namespace: &'a str,
     /// Every target port of S, with the container port name it must carry.
     pub targets: &'a [ListenPort],
+    /// The ServiceAccount the router runs as: `S-ktx-router`, or the chart's shared
+    /// [`ktx_names::SHARED_ROUTER_ACCOUNT`].
+    pub account: &'a str,
 }
 
 /// The admin port for these targets (never one of them).
@@ -52,7 +55,10 @@ pub fn args(names: &ServiceNames, p: &RouterParams<'_>) -> Vec<String> {
         p.namespace.to_string(),
         "--log-format".into(),
         "json".into(),
-        // S is restored before the router is deleted, so little is in flight by then.
+        // S is restored before the router is deleted, so little is in flight by then; but a
+        // node's kube-proxy may still send new connections here for a moment.
+        "--shutdown-delay".into(),
+        "3s".into(),
         "--drain-timeout".into(),
         "5s".into(),
     ]
@@ -101,7 +107,7 @@ pub fn deployment(names: &ServiceNames, p: &RouterParams<'_>) -> Deployment {
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
-                    service_account_name: Some(names.router_account()),
+                    service_account_name: Some(p.account.to_string()),
                     termination_grace_period_seconds: Some(10),
                     containers: vec![Container {
                         name: "router".into(),
@@ -210,6 +216,7 @@ mod tests {
             image: "r:1",
             namespace: "shop",
             targets: &t,
+            account: "orders-ktx-router",
         };
         let a = args(&n, &p);
         let cfg =
@@ -232,6 +239,7 @@ mod tests {
                 image: "r:1",
                 namespace: "shop",
                 targets: &t,
+                account: "orders-ktx-router",
             },
         );
         assert_eq!(d.metadata.name.as_deref(), Some("orders-ktx-router"));

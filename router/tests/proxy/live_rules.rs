@@ -98,3 +98,32 @@ async fn shutdown_drains_in_flight_requests() {
         "admin closed after drain"
     );
 }
+
+#[tokio::test]
+async fn during_the_shutdown_delay_new_connections_are_still_served_but_not_ready() {
+    let (router, _original, _shadow) = Mesh::start_with(|c| {
+        c.shutdown_delay = Duration::from_millis(600);
+    })
+    .await
+    .split();
+    let addr = router.listen_addrs[0];
+    let admin = router.admin_addr;
+    let stopping = tokio::spawn(router.shutdown());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        admin_get(admin, "/readyz").await.0,
+        503,
+        "not ready while stopping"
+    );
+    // A connection opened during the delay (a node whose kube-proxy lags) is served.
+    let mut c = H1::connect(addr).await;
+    let r = c.send(get("/")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(body_string(r).await, format!("{ORIGINAL}\n"));
+    drop(c);
+    stopping.await.unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "listener closed after the delay and the drain"
+    );
+}
