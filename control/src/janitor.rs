@@ -364,7 +364,9 @@ async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>, namespace: 
             })
             .await;
             let head = String::from_utf8_lossy(&buf[..len]);
-            let path = head.split_whitespace().nth(1).unwrap_or("");
+            let target = head.split_whitespace().nth(1).unwrap_or("");
+            // Scrapers and the API server's proxy may add a query (`?timeout=20s`).
+            let path = target.split('?').next().unwrap_or("");
             let (status, body) = match (read, head.starts_with("GET ")) {
                 (Ok(Some(())), true) => match path {
                     "/metrics" => ("200 OK", metrics.render(&namespace)),

@@ -1,15 +1,23 @@
-//! `ktx mesh` with HTTP/2 cleartext (prior knowledge) from a pod through the Service's
-//! ClusterIP. The busybox image has no HTTP/2 client, so the pod writes the frames itself with
-//! `printf` (connection preface, empty SETTINGS, one HEADERS frame with END_STREAM) and `nc`
-//! carries them; the answer's DATA frame holds the backend's name in clear text.
-//!
-//! Not covered here: gRPC from a pod (no gRPC client in the existing images; the router's gRPC
-//! path is covered by the loopback integration tests).
+//! `ktx mesh` over every protocol, from pods through the Service's ClusterIP:
+//! - h2c with the busybox image, which has no HTTP/2 client: the pod writes the frames itself
+//!   with `printf` (connection preface, empty SETTINGS, one HEADERS frame with END_STREAM) and
+//!   `nc` carries them; the answer's DATA frame holds the backend's name in clear text.
+//! - gRPC (unary, server, client and bidi streaming) and WebSocket with real clients:
+//!   `ktx-testbackend client` in a pod of the test backend's image (`support/clients.rs`).
+//! - a raw TCP port of a meshed Service (server-first banner, then echo) passes through the
+//!   router to the original workload untouched.
 
+#[path = "support/clients.rs"]
+mod clients;
 #[path = "support/ktx.rs"]
 mod support;
 
-use ktx_e2e::{image, secs, testbackend_manifest, Cluster, Namespace};
+use std::net::SocketAddr;
+
+use clients::{ask_from_pods, Ask};
+use ktx_e2e::{
+    http_get, image, secs, testbackend_image, testbackend_manifest, yaml_string, Cluster, Namespace,
+};
 use support::{assert_nothing_left, ktx, local_backend, service_fingerprint, Proc};
 
 /// A shell function `h2 HOST PORT [VERSION]` that sends one h2c GET / (with header
@@ -117,4 +125,220 @@ fn mesh_routes_h2c_streams_by_header() {
     assert_eq!(service_fingerprint(&ns, "orders"), before);
     assert_nothing_left(&ns, secs(60));
     ask_h2c_from_pod(&ns, "after", &ip, 8080, &[("foobar", "original")]);
+}
+
+/// `ktx mesh SERVICE --expose LOCAL:8080 --versionMark foobar`, once it says the session is up.
+fn start_mesh(ns: &Namespace, service: &str, local: u16) -> Proc {
+    let mut mesh = Proc::spawn(
+        "ktx mesh",
+        &mut ktx(
+            ns,
+            &[
+                "mesh",
+                service,
+                "--expose",
+                &format!("{local}:8080"),
+                "--versionMark",
+                "foobar",
+                "-o",
+                "json",
+            ],
+        ),
+    );
+    mesh.wait_line(true, "\"command\":\"mesh\"", secs(180));
+    mesh
+}
+
+/// Ctrl-C; the Service is exactly as `before` and no ktx object is left.
+fn end_mesh(ns: &Namespace, mut mesh: Proc, service: &str, before: &str) {
+    mesh.interrupt();
+    let (ok, out) = mesh.wait_exit(secs(90));
+    assert!(ok, "ktx mesh did not end cleanly after Ctrl-C:\n{out}");
+    assert_eq!(service_fingerprint(ns, service), before);
+    assert_nothing_left(ns, secs(60));
+}
+
+/// Counter `name` of the local backend on `port` (`GET /_ktx/stats`).
+fn local_counter(port: u16, name: &str) -> u64 {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let stats = http_get(addr, "/_ktx/stats", secs(5))
+        .unwrap_or_else(|e| panic!("stats of the local backend: {e}"));
+    let key = format!("\"{name}\":");
+    stats
+        .body
+        .split_once(&key)
+        .and_then(|(_, rest)| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no {name} in the local backend's stats: {}", stats.body))
+}
+
+const GRPC_AND_WS: &[&str] = &[
+    "grpc-unary",
+    "grpc-server-stream",
+    "grpc-client-stream",
+    "grpc-bidi",
+    "ws",
+];
+
+#[test]
+fn mesh_routes_grpc_streams_and_websockets_by_header() {
+    let Some(cluster) = Cluster::from_env("protocols_grpc_ws") else {
+        return;
+    };
+    support::build();
+    let ns = cluster.namespace("proto-grpc");
+    ns.apply(&testbackend_manifest("orders", "original", 1));
+    ns.wait_deployment("orders", secs(120));
+    let before = service_fingerprint(&ns, "orders");
+    let addr = format!("{}:8080", ns.cluster_ip("orders"));
+    let (_dev, port) = local_backend("developer");
+
+    let mesh = start_mesh(&ns, "orders", port);
+    // Marked calls reach the developer, unmarked and differently marked ones the original.
+    ask_from_pods(
+        &ns,
+        &[
+            Ask {
+                pod: "marked",
+                addr: &addr,
+                calls: GRPC_AND_WS,
+                header: Some("version=foobar"),
+                expect: "developer",
+            },
+            Ask {
+                pod: "unmarked",
+                addr: &addr,
+                calls: GRPC_AND_WS,
+                header: None,
+                expect: "original",
+            },
+            Ask {
+                pod: "other-mark",
+                addr: &addr,
+                calls: GRPC_AND_WS,
+                header: Some("version=other"),
+                expect: "original",
+            },
+        ],
+    );
+    // The developer's process really served them, through the tunnel.
+    assert!(local_counter(port, "grpc_calls") >= 4);
+    assert!(local_counter(port, "websockets") >= 1);
+    end_mesh(&ns, mesh, "orders", &before);
+}
+
+/// Service `name` with two ports: `http` (8080 → container port `http`, the test backend) and
+/// `raw` (9001 → container port `raw` 9000: raw TCP, a banner with `backend_name`, then echo).
+fn two_port_manifest(name: &str, backend_name: &str) -> String {
+    let image = testbackend_image();
+    let backend_name = yaml_string(backend_name);
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+  labels:
+    app.kubernetes.io/created-by: ktx-e2e
+spec:
+  replicas: 1
+  selector:
+    matchLabels:
+      app: {name}
+  template:
+    metadata:
+      labels:
+        app: {name}
+        app.kubernetes.io/created-by: ktx-e2e
+    spec:
+      terminationGracePeriodSeconds: 2
+      securityContext:
+        runAsNonRoot: true
+        runAsUser: 65532
+        runAsGroup: 65532
+      containers:
+      - name: backend
+        image: {image}
+        imagePullPolicy: IfNotPresent
+        args: ["--listen", "0.0.0.0:8080", "--tcp-listen", "0.0.0.0:9000", "--name", {backend_name}]
+        ports:
+        - name: http
+          containerPort: 8080
+        - name: raw
+          containerPort: 9000
+        readinessProbe:
+          tcpSocket:
+            port: 8080
+          periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+  labels:
+    app.kubernetes.io/created-by: ktx-e2e
+spec:
+  selector:
+    app: {name}
+  ports:
+  - name: http
+    port: 8080
+    targetPort: http
+  - name: raw
+    port: 9001
+    targetPort: raw
+"#
+    )
+}
+
+#[test]
+fn mesh_passes_a_raw_tcp_port_through_untouched() {
+    let Some(cluster) = Cluster::from_env("protocols_raw_tcp") else {
+        return;
+    };
+    support::build();
+    let ns = cluster.namespace("proto-tcp");
+    ns.apply(&two_port_manifest("orders", "original"));
+    ns.wait_deployment("orders", secs(120));
+    let before = service_fingerprint(&ns, "orders");
+    let ip = ns.cluster_ip("orders");
+    let (http_addr, raw_addr) = (format!("{ip}:8080"), format!("{ip}:9001"));
+    let (_dev, port) = local_backend("developer");
+
+    // Only the HTTP port is meshed; the router takes over the selector, so it now fronts the
+    // raw port too. The raw client says nothing until the banner came (the router must give up
+    // sniffing), then sends bytes that are no HTTP and must come back unchanged.
+    let mesh = start_mesh(&ns, "orders", port);
+    ask_from_pods(
+        &ns,
+        &[
+            Ask {
+                pod: "raw",
+                addr: &raw_addr,
+                calls: &["tcp"],
+                header: None,
+                expect: "original",
+            },
+            Ask {
+                pod: "marked-http",
+                addr: &http_addr,
+                calls: &["http1", "h2c"],
+                header: Some("version=foobar"),
+                expect: "developer",
+            },
+        ],
+    );
+    let selector = ns.kubectl(&[
+        "get",
+        "service",
+        "orders",
+        "-o",
+        "jsonpath={.spec.selector}",
+    ]);
+    assert!(
+        selector.contains("\"router\""),
+        "the raw port was asked while the router fronted the Service, selector: {selector}"
+    );
+    end_mesh(&ns, mesh, "orders", &before);
 }

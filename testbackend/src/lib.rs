@@ -17,6 +17,9 @@
 //! | `POST /ktx.test.Echo/*` | gRPC service [`grpc`] |
 //! | `GET /_ktx/stats` | this listener's counters, JSON ([`StatsSnapshot`]); counts itself |
 //!
+//! `--tcp-listen` adds raw TCP ports ([`spawn_tcp`]): a banner with the name, then an echo. The
+//! `client` subcommand ([`client`]) calls any of these and says which backend answered.
+//!
 //! In-process use: [`spawn`] binds (port 0 allowed) and returns a [`Backend`] handle that knows its
 //! address, counts what it served and stops the server when dropped. The binary (`main.rs`) only
 //! parses [`Config`] and calls [`run`].
@@ -24,18 +27,21 @@
 //! This crate does not route, retry or proxy anything: it is the far end of every test.
 
 mod body;
+pub mod client;
 mod config;
 pub mod grpc;
 mod headers;
 mod http;
 mod server;
 mod stats;
+mod tcp;
 pub mod ws;
 
-pub use config::{run, Config};
+pub use config::{run, Command, Config};
 pub use headers::HeadersEcho;
 pub use server::{serve, spawn, Backend};
 pub use stats::{Stats, StatsSnapshot};
+pub use tcp::{spawn_tcp, TcpBackend};
 
 /// The response header naming the instance that answered.
 pub const BACKEND_HEADER: &str = "x-ktx-backend";

@@ -1,13 +1,15 @@
-//! `ktx-testbackend`: parse the config, set up logging and the runtime, serve until SIGTERM.
-//! Everything else lives in the library so tests run the same server in-process.
+//! `ktx-testbackend`: parse the config, set up logging and the runtime, then serve until SIGTERM
+//! (or, with `client`, make the calls asked for). Everything else lives in the library so tests
+//! run the same code in-process.
 
 use std::io::IsTerminal;
+use std::process::ExitCode;
 
 use clap::Parser;
-use ktx_testbackend::Config;
+use ktx_testbackend::{client, Command, Config};
 use tracing_subscriber::EnvFilter;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     let config = Config::parse();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&config.log_level)?)
@@ -19,5 +21,17 @@ fn main() -> anyhow::Result<()> {
     if let Some(threads) = config.threads {
         runtime.worker_threads(threads.max(1));
     }
-    runtime.build()?.block_on(ktx_testbackend::run(config))
+    let runtime = runtime.build()?;
+    match config.command {
+        Some(Command::Client(args)) => match runtime.block_on(client::run(&args)) {
+            Ok(_) => Ok(ExitCode::SUCCESS),
+            Err(error) => {
+                eprintln!("ktx-testbackend client: {error}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        None => runtime
+            .block_on(ktx_testbackend::run(config))
+            .map(|()| ExitCode::SUCCESS),
+    }
 }
