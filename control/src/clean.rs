@@ -141,9 +141,11 @@ pub async fn service_judged(
             None => false,
         };
         if taken || leave::has_shared(kube, names).await? {
+            // A dry run says what would happen; a real one what did (a session that started
+            // meanwhile keeps S).
             report.restored = true;
             if !dry_run {
-                leave::leave_service(
+                report.restored = leave::leave_service(
                     kube,
                     names,
                     &ctx.holder,

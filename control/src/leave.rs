@@ -165,8 +165,7 @@ pub async fn has_shared(kube: &Kube, names: &ServiceNames) -> Result<bool> {
 }
 
 /// Last one out: under the lock on S, if no live session of S remains, removes the dead
-/// sessions' leftovers, restores S, then deletes the shared objects. With `force` (`ktx
-/// recover`), live sessions are removed too.
+/// sessions' leftovers, restores S, then deletes the shared objects.
 pub async fn last_one_out(
     kube: &Kube,
     names: &ServiceNames,
@@ -174,7 +173,9 @@ pub async fn last_one_out(
     timeout: Duration,
     progress: &Progress,
 ) -> Result<()> {
-    leave_service(kube, names, holder, timeout, progress, Judge::WallClock).await
+    leave_service(kube, names, holder, timeout, progress, Judge::WallClock)
+        .await
+        .map(|_| ())
 }
 
 /// How [`leave_service`] decides which sessions are alive.
@@ -198,6 +199,8 @@ impl Judge<'_> {
     }
 }
 
+/// [`last_one_out`] with sessions judged by `judge` ([`Judge::Force`]: `ktx recover`).
+/// Returns whether S was left (false: a live session keeps it).
 pub async fn leave_service(
     kube: &Kube,
     names: &ServiceNames,
@@ -205,7 +208,7 @@ pub async fn leave_service(
     timeout: Duration,
     progress: &Progress,
     judge: Judge<'_>,
-) -> Result<()> {
+) -> Result<bool> {
     let ns = &kube.namespace;
     let service = names.service();
     let lock = match crate::lock::acquire(kube, service, holder, timeout, progress).await {
@@ -228,7 +231,7 @@ pub async fn leave_service(
                 live.len(),
                 who.join(", ")
             ));
-            return Ok(());
+            return Ok(false);
         }
         for l in &dead {
             remove_session(kube, names, l).await?;
@@ -246,13 +249,13 @@ pub async fn leave_service(
         if has_shared(kube, names).await? {
             delete_shared(kube, names, progress).await?;
         }
-        Ok(())
+        Ok(true)
     }
     .await;
     if let Some(lock) = lock {
         let released = lock.release().await;
-        result?;
-        released
+        let left = result?;
+        released.map(|_| left)
     } else {
         result
     }

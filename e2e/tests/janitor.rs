@@ -89,6 +89,21 @@ fn live_leftovers(ns: &Namespace) -> String {
         .join(" ")
 }
 
+/// The janitor pods' logs, for failure messages.
+fn janitor_logs(ns: &Namespace) -> String {
+    ns.cluster()
+        .kubectl(&[
+            "-n",
+            ns.name(),
+            "logs",
+            "--prefix",
+            "--tail=40",
+            "-l",
+            "app.kubernetes.io/name=ktx-janitor",
+        ])
+        .unwrap_or_else(|e| e)
+}
+
 /// The janitor pods' `/metrics`, through the API server's pod proxy.
 fn janitor_metrics(ns: &Namespace) -> Vec<(String, String)> {
     // Running and not terminating: "NAME" alone on its line.
@@ -138,7 +153,7 @@ fn sample(metrics: &str, metric: &str) -> f64 {
 fn client_loop(ns: &Namespace, pod: &str, url: &str, n: u32) -> String {
     let script = format!(
         "i=0; while [ $i -lt {n} ]; do \
-           b=$(timeout 4 wget -q -T 3 -O - {url} 2>&1) && echo \"ok $b\" || echo \"FAIL $i $b\"; \
+           b=$(timeout 4 wget -q -O - {url} 2>&1) && echo \"ok $b\" || echo \"FAIL $i $b\"; \
            i=$((i+1)); sleep 0.2; done"
     );
     let run = ns.run_pod(
@@ -207,9 +222,10 @@ fn janitor_restores_a_mesh_after_kill_9_without_failing_unmarked_requests() {
             || service_fingerprint(&ns, "orders") == before && live_leftovers(&ns).is_empty(),
             || {
                 format!(
-                    "Service now {}\nleft: {}",
+                    "Service now {}\nleft: {}\njanitor:\n{}",
                     service_fingerprint(&ns, "orders"),
-                    live_leftovers(&ns)
+                    live_leftovers(&ns),
+                    janitor_logs(&ns)
                 )
             },
         );
@@ -244,7 +260,13 @@ fn janitor_restores_a_mesh_after_kill_9_without_failing_unmarked_requests() {
         "ktx_janitor_restorations_total{{namespace=\"{}\"}}",
         ns.name()
     );
-    assert_eq!(sample(&m[0].1, &restorations), 1.0, "{}", m[0].1);
+    assert_eq!(
+        sample(&m[0].1, &restorations),
+        1.0,
+        "{}\n{}",
+        m[0].1,
+        janitor_logs(&ns)
+    );
 }
 
 #[test]
@@ -390,7 +412,8 @@ fn two_janitor_replicas_exactly_one_acts() {
         by_pod
             .iter()
             .all(|(p, n)| if *p == leader { *n == 1.0 } else { *n == 0.0 }),
-        "only the leader {leader} acts: {by_pod:?}"
+        "only the leader {leader} acts: {by_pod:?}\n{}",
+        janitor_logs(&ns)
     );
 
     // The leader goes away: the other replica takes over (the leader gives the Lease up on
