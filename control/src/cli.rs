@@ -229,13 +229,25 @@ pub struct JanitorArgs {
     /// default: user@host).
     #[arg(long, env = "KTX_JANITOR_IDENTITY")]
     pub identity: Option<String>,
-    /// How often to look at the namespace's sessions.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    /// How often to look at the namespace's sessions (100ms to 5s: the leader renews its
+    /// election Lease once per round).
+    #[arg(long, default_value = "2s", value_parser = parse_interval)]
     pub interval: Duration,
     /// A session is dead once its Lease's renewTime has not changed, as seen by the janitor,
     /// for the Lease's duration plus this.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub grace: Duration,
+}
+
+/// `--interval` of the janitor: a duration between 100 ms and 5 s.
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(100) || d > Duration::from_secs(5) {
+        return Err(format!(
+            "{s} is out of range: use 100ms to 5s (the leader must renew its Lease well within 15 s)"
+        ));
+    }
+    Ok(d)
 }
 
 /// `250ms`, `90s`, `2m`.

@@ -87,11 +87,17 @@ impl Renewals {
     }
 
     /// Alive unless its renewTime has stood still for its duration plus the grace. A Lease
-    /// without a usable duration counts as [`crate::objects::lease::LEASE_DURATION`].
+    /// without a usable duration counts as [`crate::objects::lease::LEASE_DURATION`]. A Lease
+    /// read later than the last [`Renewals::observe`] whose renewTime moved since is alive: a
+    /// verdict of death always rests on a renewTime seen unchanged for the whole window, however
+    /// long a round takes.
     pub fn alive(&self, lease: &Lease, now: Instant) -> bool {
-        let Some((_, since)) = self.seen.get(&uid(lease)) else {
+        let Some((mark, since)) = self.seen.get(&uid(lease)) else {
             return true;
         };
+        if *mark != renew_mark(lease) {
+            return true;
+        }
         let duration = lease
             .spec
             .as_ref()
@@ -296,9 +302,27 @@ pub struct Metrics {
     pub orphans_removed: AtomicU64,
     pub rounds: AtomicU64,
     pub errors: AtomicU64,
+    /// When the last round ended (for `/healthz`).
+    last_round: std::sync::Mutex<Option<Instant>>,
 }
 
+/// `/healthz` fails once no round has ended for this long: the loop is stuck (a hung API call),
+/// and a restart is the cure. Longer than the longest legitimate wait of a round (the 120 s
+/// default `--timeout` for a lock or a scale-back).
+pub const STUCK_AFTER: Duration = Duration::from_secs(180);
+
 impl Metrics {
+    pub fn round_done(&self, at: Instant) {
+        *self.last_round.lock().unwrap_or_else(|e| e.into_inner()) = Some(at);
+    }
+
+    /// Healthy until a round that has been going on for [`STUCK_AFTER`] (the first one too:
+    /// measured from `started`).
+    pub fn healthy(&self, started: Instant, now: Instant) -> bool {
+        let last = *self.last_round.lock().unwrap_or_else(|e| e.into_inner());
+        now.saturating_duration_since(last.unwrap_or(started)) < STUCK_AFTER
+    }
+
     pub fn render(&self, namespace: &str) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let ns = format!("namespace=\"{namespace}\"");
@@ -339,6 +363,7 @@ impl Metrics {
 
 /// Serves `/metrics` and `/healthz`, one request per connection.
 async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>, namespace: String) {
+    let started = Instant::now();
     loop {
         let Ok((mut sock, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -370,7 +395,13 @@ async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>, namespace: 
             let (status, body) = match (read, head.starts_with("GET ")) {
                 (Ok(Some(())), true) => match path {
                     "/metrics" => ("200 OK", metrics.render(&namespace)),
-                    "/healthz" | "/readyz" => ("200 OK", "ok\n".to_string()),
+                    "/healthz" | "/readyz" if metrics.healthy(started, Instant::now()) => {
+                        ("200 OK", "ok\n".to_string())
+                    }
+                    "/healthz" | "/readyz" => (
+                        "503 Service Unavailable",
+                        format!("no round ended for {STUCK_AFTER:?}: stuck\n"),
+                    ),
                     _ => ("404 Not Found", "try /metrics or /healthz\n".to_string()),
                 },
                 (Ok(Some(())), false) => ("405 Method Not Allowed", "GET only\n".to_string()),
@@ -387,8 +418,8 @@ async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>, namespace: 
 }
 
 /// One round as the leader: clean every Service that ktx objects refer to, judging sessions
-/// by `renewals`.
-async fn act(ctx: &Ctx, renewals: &Renewals, metrics: &Metrics) {
+/// by `renewals`; stops early when our leadership may have passed to a standby.
+async fn act(ctx: &Ctx, renewals: &Renewals, election: &Election, metrics: &Metrics) {
     let services = match clean::services_in_use(ctx).await {
         Ok(s) => s,
         Err(e) => {
@@ -400,6 +431,11 @@ async fn act(ctx: &Ctx, renewals: &Renewals, metrics: &Metrics) {
     };
     for s in services {
         let now = Instant::now();
+        if !election.leading(now) {
+            ctx.progress
+                .warn("this round took long enough that leadership may have passed; stopping it");
+            return;
+        }
         let alive = |l: &Lease| renewals.alive(l, now);
         let names = ServiceNames::new(s.clone());
         match clean::service_judged(ctx, &names, false, Judge::With(&alive)).await {
@@ -451,7 +487,14 @@ pub async fn run(ctx: &Ctx, args: &JanitorArgs, shutdown: &Shutdown) -> Result<(
         metrics.clone(),
         kube.namespace.clone(),
     ));
-    let identity = args.identity.clone().unwrap_or_else(crate::session::holder);
+    // Two janitors started by hand on one machine must not share a name (both would "renew").
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        format!(
+            "{}-{:04x}",
+            crate::session::holder(),
+            crate::random::below(0x10000)
+        )
+    });
     let mut election = Election::new(identity.clone());
     let mut renewals = Renewals::new(args.grace);
     let sessions = format!(
@@ -492,7 +535,7 @@ pub async fn run(ctx: &Ctx, args: &JanitorArgs, shutdown: &Shutdown) -> Result<(
                     .sessions_expired
                     .store((leases.len() - live) as u64, Ordering::Relaxed);
                 if election.leading(Instant::now()) {
-                    act(ctx, &renewals, &metrics).await;
+                    act(ctx, &renewals, &election, &metrics).await;
                 }
             }
             Err(e) => {
@@ -501,6 +544,7 @@ pub async fn run(ctx: &Ctx, args: &JanitorArgs, shutdown: &Shutdown) -> Result<(
                     .warn(format!("could not list session Leases: {e}; retrying"));
             }
         }
+        metrics.round_done(Instant::now());
         tokio::select! {
             _ = tokio::time::sleep(args.interval) => {}
             _ = shutdown.reached(1) => break,
@@ -551,6 +595,20 @@ mod tests {
         assert!(r.alive(&l, t0 + Duration::from_secs(1)));
         // Unknown Leases (created after the last list) are alive.
         assert!(r.alive(&lease("b", None, 0), t0 + Duration::from_secs(100)));
+    }
+
+    #[test]
+    fn a_renewal_read_after_the_last_observation_keeps_the_session_alive() {
+        // A round that took long: the record is old, but the Lease read now was renewed since.
+        let t0 = Instant::now();
+        let mut r = Renewals::new(Duration::from_secs(3));
+        r.observe(&[lease("a", Some("alice"), 1_700_000_000)], t0);
+        let renewed = lease("a", Some("alice"), 1_700_000_100);
+        assert!(r.alive(&renewed, t0 + Duration::from_secs(100)));
+        assert!(!r.alive(
+            &lease("a", Some("alice"), 1_700_000_000),
+            t0 + Duration::from_secs(100)
+        ));
     }
 
     #[test]
@@ -611,6 +669,16 @@ mod tests {
         assert!(!e.leading(t0 + ELECTION_DURATION / 2));
         e.lost();
         assert!(!e.leading(t0));
+    }
+
+    #[test]
+    fn health_fails_only_when_a_round_is_stuck() {
+        let t0 = Instant::now();
+        let m = Metrics::default();
+        assert!(m.healthy(t0, t0 + STUCK_AFTER - Duration::from_secs(1)));
+        assert!(!m.healthy(t0, t0 + STUCK_AFTER));
+        m.round_done(t0 + STUCK_AFTER);
+        assert!(m.healthy(t0, t0 + STUCK_AFTER + Duration::from_secs(1)));
     }
 
     #[test]

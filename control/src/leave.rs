@@ -26,6 +26,11 @@ use crate::objects::{labels, routes, selector_string};
 use crate::progress::Progress;
 use crate::takeover;
 
+/// How long after restoring a meshed Service's selector the router and stuntman stay, so that
+/// connections kube-proxy still sends to the router are answered (measured: one unmarked
+/// request in 250 failed with 503 when the stuntman went at once).
+pub const KUBE_PROXY_SETTLE: Duration = Duration::from_secs(2);
+
 /// Gives Service `service` its original selector back (nothing to do if it is not taken over
 /// or gone).
 pub async fn restore_selector(kube: &Kube, service: &str) -> Result<()> {
@@ -237,16 +242,24 @@ pub async fn leave_service(
             remove_session(kube, names, l).await?;
             progress.done(format!("Removed session {ns}/{}", l.name_any()));
         }
+        let mut restored_mesh = false;
         if let Some(svc) = kube.get::<Service>(service).await? {
             if let Ok(takeover::State::Taken { mode: m, .. }) = takeover::state(&svc, ns) {
                 if m == mode::EXCHANGE {
                     crate::scale::back_all(kube, service, timeout, progress).await?;
                 }
                 restore_selector(kube, service).await?;
+                restored_mesh = m == mode::MESH;
                 progress.done(format!("Restored the selector of Service {ns}/{service}"));
             }
         }
         if has_shared(kube, names).await? {
+            if restored_mesh {
+                // Nodes' kube-proxies follow the selector change within about a second; until
+                // then new connections still reach the router, which sends unmarked requests
+                // to the stuntman. Deleting the stuntman at once would fail those requests.
+                tokio::time::sleep(KUBE_PROXY_SETTLE).await;
+            }
             delete_shared(kube, names, progress).await?;
         }
         Ok(true)

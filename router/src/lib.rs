@@ -56,6 +56,8 @@ pub struct Router {
     drain_timeout: std::time::Duration,
     shutdown_delay: std::time::Duration,
     tasks: Vec<JoinHandle<()>>,
+    /// The API watches (routes ConfigMap, Endpoints, Leases): stopped first on shutdown.
+    watchers: Vec<JoinHandle<()>>,
 }
 
 impl Router {
@@ -73,6 +75,7 @@ impl Router {
         let (fresh_tx, fresh_rx) = watch::channel(in_cluster.then(HashSet::<String>::new));
         let (endpoints_tx, endpoints_rx) = watch::channel(Arc::new(EndpointMap::default()));
         let mut tasks = Vec::new();
+        let mut watcher_tasks = Vec::new();
 
         match (&cfg.routes_file, &cfg.routes_configmap) {
             (Some(path), None) => {
@@ -103,7 +106,7 @@ impl Router {
                 let watchers = crate::kube::start(&cfg, outputs)
                     .await
                     .map_err(|e| StartError::Config(e.to_string()))?;
-                tasks.extend(watchers);
+                watcher_tasks.extend(watchers);
             }
             _ => {
                 return Err(StartError::Config(
@@ -196,6 +199,7 @@ impl Router {
             drain_timeout: cfg.drain_timeout,
             shutdown_delay: cfg.shutdown_delay,
             tasks,
+            watchers: watcher_tasks,
         })
     }
 
@@ -203,6 +207,12 @@ impl Router {
     /// in-flight requests finish (up to the drain timeout), and stops.
     pub async fn shutdown(self) {
         self.draining.store(true, Ordering::Relaxed);
+        // While it stops, the router serves with the table and endpoints it has: the objects
+        // around it are being deleted (ktx deletes the stuntman Service with the router), and
+        // their disappearance must not turn the last requests into 503s.
+        for w in &self.watchers {
+            w.abort();
+        }
         if !self.shutdown_delay.is_zero() {
             tracing::info!(delay = ?self.shutdown_delay, "not ready; still serving before the drain");
             tokio::time::sleep(self.shutdown_delay).await;

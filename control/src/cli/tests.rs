@@ -161,3 +161,20 @@ fn durations() {
     assert!(parse_duration("2").is_err());
     assert!(parse_duration("2h").is_err());
 }
+
+#[test]
+fn janitor_flags() {
+    let cli = parse(&["janitor", "--identity", "j-1", "--interval", "500ms"]).unwrap();
+    let Command::Janitor(a) = cli.command else {
+        panic!("not janitor")
+    };
+    assert_eq!(a.identity.as_deref(), Some("j-1"));
+    assert_eq!(a.interval, Duration::from_millis(500));
+    assert_eq!(a.metrics_addr.port(), 9090);
+    for bad in ["0s", "10s"] {
+        let e = parse(&["janitor", "--interval", bad])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("100ms to 5s"), "{e}");
+    }
+}
