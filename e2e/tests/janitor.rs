@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 
 use chart::{chart_dir, helm_ok, kubeconfig_for_service_account};
 use ktx_e2e::{image, poll, secs, testbackend_manifest, Cluster, Namespace};
-use support::{assert_nothing_left, ktx, ktx_leftovers, local_backend, service_fingerprint, Proc};
+use support::{
+    assert_nothing_left, ktx, ktx_leftovers, live_leftovers, local_backend, service_fingerprint,
+    Proc,
+};
 
 /// The bound: a dead laptop's Service is back within this.
 const RESTORE_WITHIN: Duration = Duration::from_secs(30);
@@ -69,24 +72,6 @@ fn restored_within(
     let done = poll(RESTORE_WITHIN + secs(30), || restored().then(Instant::now));
     let at = done.unwrap_or_else(|| panic!("not restored within 60 s: {}", why()));
     at - since
-}
-
-/// ktx-managed objects not yet deleted: like `ktx_leftovers`, but a pod whose deletion has
-/// begun (Terminating, its containers given their grace period) counts as gone.
-fn live_leftovers(ns: &Namespace) -> String {
-    let out = ns.kubectl(&[
-        "get",
-        "deployments,replicasets,pods,services,configmaps,secrets,leases,serviceaccounts,roles,rolebindings",
-        "-l",
-        "app.kubernetes.io/managed-by=ktx",
-        "-o",
-        "jsonpath={range .items[*]}{.kind}/{.metadata.name} {.metadata.deletionTimestamp}{\"\\n\"}{end}",
-    ]);
-    out.lines()
-        .map(str::trim_end)
-        .filter(|l| !l.is_empty() && !l.contains(' '))
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// The janitor pods' logs, for failure messages.
@@ -229,17 +214,22 @@ fn janitor_restores_a_mesh_after_kill_9_without_failing_unmarked_requests() {
                 )
             },
         );
-        assert_nothing_left(&ns, secs(60));
-        let gone = killed.elapsed();
+        // For the record: when the kubelet has removed the pods too (not asserted; see
+        // `live_leftovers`).
+        let gone = poll(secs(90), || {
+            ktx_leftovers(&ns).is_empty().then(|| killed.elapsed())
+        });
         (client.join().expect("client thread"), (took, gone))
     });
     let (took, gone) = took;
+    let gone = gone.map_or("more than 90 s".to_string(), |g| {
+        format!("{:.1}s", g.as_secs_f64())
+    });
     let ok = logs.lines().filter(|l| l.starts_with("ok ")).count();
     let failed: Vec<&str> = logs.lines().filter(|l| l.starts_with("FAIL")).collect();
     eprintln!(
-        "janitor: mesh Service restored and every ktx object deleted {:.1}s after kill -9 (last pod gone after {:.1}s); client loop: {ok} ok, {} failed",
+        "janitor: mesh Service restored and every ktx object deleted {:.1}s after kill -9 (last pod gone after {gone}); client loop: {ok} ok, {} failed",
         took.as_secs_f64(),
-        gone.as_secs_f64(),
         failed.len()
     );
     assert!(took <= RESTORE_WITHIN, "restored after {took:?}");
