@@ -50,12 +50,26 @@ pub fn ktx_path() -> PathBuf {
         .unwrap_or_else(|| bin_dir().join("ktx"))
 }
 
-/// A free local port (bound and released; good enough for a test).
+/// A free local port for a process the test starts next. Picked in 20000-28999: below the
+/// ephemeral range (32768+), so that no outgoing connection of this machine (kubectl,
+/// port-forwards) can be given it between this check and the process binding it, and below
+/// Kubernetes' NodePort range (30000-32767).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free local port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id()
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+    for _ in 0..1000 {
+        let n = seed.wrapping_add(NEXT.fetch_add(7919, Ordering::Relaxed));
+        let port = 20000 + (n % 9000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free local port in 20000-28999")
 }
 
 /// A spawned process with its output delivered line by line.

@@ -172,16 +172,17 @@ async fn expect_100_continue() {
     assert!(resp.contains("x-ktx-backend: shadow"), "{resp}");
 }
 
-async fn mesh_with_dead_shadow(policy: &str) -> (Mesh, SocketAddr) {
+/// A mesh whose session target is a port nobody listens on. The socket is bound but never
+/// listened on, and must be held for the whole test: a released port can be handed to another
+/// test's backend, which would then answer.
+async fn mesh_with_dead_shadow(policy: &str) -> (Mesh, SocketAddr, tokio::net::TcpSocket) {
     let mesh = Mesh::start().await;
-    // A port that nobody listens on: bind, note, close.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = tokio::net::TcpSocket::new_v4().unwrap();
+    closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let dead = closed.local_addr().unwrap();
     write_routes(&mesh.routes, &one_rule(mesh.original.addr(), dead, policy));
     wait_table_version(&mesh, 2).await;
-    (mesh, dead)
+    (mesh, dead, closed)
 }
 
 pub async fn wait_table_version(mesh: &Mesh, at_least: u64) {
@@ -196,7 +197,7 @@ pub async fn wait_table_version(mesh: &Mesh, at_least: u64) {
 
 #[tokio::test]
 async fn unreachable_session_falls_back_to_the_original() {
-    let (mesh, _) = mesh_with_dead_shadow("fallback").await;
+    let (mesh, _, _closed) = mesh_with_dead_shadow("fallback").await;
     let mut c = H1::connect(mesh.addr()).await;
     let r = c.send(get_marked("/", "foobar")).await;
     assert_eq!(r.status(), 200);
@@ -210,7 +211,7 @@ async fn unreachable_session_falls_back_to_the_original() {
 
 #[tokio::test]
 async fn unreachable_session_with_reject_policy_answers_503_naming_it() {
-    let (mesh, dead) = mesh_with_dead_shadow("reject").await;
+    let (mesh, dead, _closed) = mesh_with_dead_shadow("reject").await;
     let mut c = H1::connect(mesh.addr()).await;
     let r = c.send(get_marked("/", "foobar")).await;
     assert_eq!(r.status(), 503);
