@@ -60,9 +60,29 @@ pub struct Router {
     watchers: Vec<JoinHandle<()>>,
 }
 
+/// Turns `ready` true once the route table is loaded (`table` true) and the first Endpoints map
+/// has been published; stays false if either source ends first.
+async fn ready_when_both(
+    mut table: watch::Receiver<bool>,
+    mut endpoints: watch::Receiver<Arc<EndpointMap>>,
+    ready: watch::Sender<bool>,
+) {
+    if endpoints.changed().await.is_err() {
+        return;
+    }
+    while !*table.borrow_and_update() {
+        if table.changed().await.is_err() {
+            return;
+        }
+    }
+    tracing::info!("first route table and Endpoints list in: ready");
+    let _ = ready.send(true);
+}
+
 impl Router {
     /// Binds every port, starts the route-table source, and serves. Returns once bound; the
-    /// router is ready (see `/readyz`) when the first good route table is loaded.
+    /// router is ready (see `/readyz`) when the first good route table is loaded (in a
+    /// cluster: and the first Endpoints list is in).
     pub async fn start(cfg: Config) -> Result<Router, StartError> {
         let mut registry = Registry::default();
         let metrics = Metrics::new(&mut registry);
@@ -132,6 +152,20 @@ impl Router {
             ready_tx,
             metrics.clone(),
         )));
+
+        // In a cluster, ready also needs the first Endpoints list: before it, every target has no
+        // address and unmarked requests would get 503s the moment a Service selects this pod.
+        let ready_rx = if in_cluster {
+            let (tx, rx) = watch::channel(false);
+            tasks.push(tokio::spawn(ready_when_both(
+                ready_rx,
+                endpoints_rx.clone(),
+                tx,
+            )));
+            rx
+        } else {
+            ready_rx
+        };
 
         let upstreams = Arc::new(Upstreams::new(
             endpoints_rx,
@@ -242,4 +276,49 @@ fn unreachable_table() -> RouteTable {
         rules: Vec::new(),
     })
     .expect("a table with a Service default and no rules always compiles")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    async fn settles(rx: &watch::Receiver<bool>) -> bool {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        *rx.borrow()
+    }
+
+    #[tokio::test]
+    async fn ready_needs_the_table_and_the_first_endpoints_list_in_either_order() {
+        for endpoints_first in [true, false] {
+            let (table_tx, table_rx) = watch::channel(false);
+            let (ep_tx, ep_rx) = watch::channel(Arc::new(EndpointMap::default()));
+            let (ready_tx, ready_rx) = watch::channel(false);
+            tokio::spawn(ready_when_both(table_rx, ep_rx, ready_tx));
+            if endpoints_first {
+                ep_tx.send_replace(Arc::new(EndpointMap::default()));
+            } else {
+                table_tx.send_replace(true);
+            }
+            assert!(!settles(&ready_rx).await, "one of the two is not enough");
+            if endpoints_first {
+                table_tx.send_replace(true);
+            } else {
+                ep_tx.send_replace(Arc::new(EndpointMap::default()));
+            }
+            assert!(settles(&ready_rx).await, "both are in");
+        }
+    }
+
+    #[tokio::test]
+    async fn ready_stays_false_when_the_endpoints_source_ends_first() {
+        let (table_tx, table_rx) = watch::channel(true);
+        let (ep_tx, ep_rx) = watch::channel(Arc::new(EndpointMap::default()));
+        let (ready_tx, ready_rx) = watch::channel(false);
+        tokio::spawn(ready_when_both(table_rx, ep_rx, ready_tx));
+        drop(ep_tx);
+        assert!(!settles(&ready_rx).await);
+        drop(table_tx);
+    }
 }

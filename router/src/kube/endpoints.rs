@@ -66,6 +66,7 @@ pub async fn run(
     out: watch::Sender<Arc<EndpointMap>>,
 ) {
     let mut failing = false;
+    let mut published = false;
     let mut snapshot = Snapshot::default();
     while let Some(r) = events.next().await {
         if out.is_closed() {
@@ -80,8 +81,11 @@ pub async fn run(
         let map = EndpointMap {
             services: snapshot.live().clone(),
         };
+        // The first complete list is always published, even if empty: readiness waits for it.
+        let first = !published;
+        published = true;
         out.send_if_modified(|cur| {
-            if **cur == map {
+            if **cur == map && !first {
                 return false;
             }
             tracing::debug!(services = map.services.len(), "endpoints changed");
@@ -257,5 +261,23 @@ mod tests {
             rx.borrow().services["a"].by_port[&80],
             addrs(&["10.0.0.1:80"])
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_empty_first_list_is_published_too() {
+        // Readiness waits for the first list; a namespace with no ktx Endpoints yet must not
+        // keep the router unready.
+        let (feed, events) = testing::feed();
+        let (tx, rx) = watch::channel(Arc::new(EndpointMap::default()));
+        tokio::spawn(run(
+            events,
+            Watched::new("Endpoints", "endpoints", "dev"),
+            tx,
+        ));
+        feed.send(Ok(Event::Init)).unwrap();
+        feed.send(Ok(Event::InitDone)).unwrap();
+        testing::idle().await;
+        assert!(rx.has_changed().unwrap());
+        assert!(rx.borrow().services.is_empty());
     }
 }
