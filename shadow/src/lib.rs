@@ -3,7 +3,7 @@
 //!
 //! One readable assembly ([`Shadow::start`]): bind every port → the tunnel port accepts one
 //! authenticated ktx session at a time ([`tunnel`]) → the service ports turn each connection
-//! into a tunnel stream, or reset it at once while no session is up ([`service`]) → the admin
+//! into a tunnel stream, and are not listened on while no session is up ([`service`]) → the admin
 //! port reports health, readiness (= a session is up) and metrics ([`admin`]). The protocol
 //! itself is the `ktx-tunnel` crate.
 
@@ -149,7 +149,7 @@ impl Shadow {
             service_addrs.push(addr);
             services.push(tokio::spawn(service::serve(
                 listener,
-                addr.port(),
+                addr,
                 slot.clone(),
                 metrics.clone(),
                 stop_service.subscribe(),

@@ -1,6 +1,10 @@
-//! The service ports: each accepted connection becomes one tunnel stream, or, while no tunnel
-//! is up, is reset at once (callers must not hang on a shadow whose developer is gone).
+//! The service ports: while a tunnel session is up, each accepted connection becomes one tunnel
+//! stream; while none is, the port is not listened on at all, so callers get a refused
+//! connection. A refusal is what the router reads as "this session is unavailable" before it
+//! has sent anything, so marked requests fall back (or get the rule's 503) at once instead of
+//! being reset after they were written.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,19 +16,76 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::metrics::Metrics;
-use crate::slot::Slot;
+use crate::slot::{Live, Slot};
 use crate::stopped;
 
+/// How long to wait before trying again when the port cannot be bound again.
+const REBIND_RETRY: Duration = Duration::from_millis(250);
+
+/// Serves one service port until `stop`. `first` is the socket [`crate::Shadow::start`] bound
+/// (proof that the port is ours); it is closed while no session is up and bound again at
+/// `addr` when one comes.
 pub(crate) async fn serve(
-    listener: TcpListener,
-    port: u16,
+    first: TcpListener,
+    addr: SocketAddr,
     slot: Arc<Slot>,
     metrics: Metrics,
     mut stop: watch::Receiver<bool>,
     drain_timeout: Duration,
 ) {
+    let mut sessions = slot.subscribe();
     let mut streams = JoinSet::new();
     let mut next_id = 0u64;
+    let mut listener = Some(first);
+    loop {
+        // No session: close the port, and wait for one (finishing old streams meanwhile).
+        if sessions.borrow_and_update().is_none() {
+            listener = None;
+            tokio::select! {
+                r = sessions.wait_for(Option::is_some) => if r.is_err() { break },
+                Some(_) = streams.join_next(), if !streams.is_empty() => {}
+                _ = stopped(&mut stop) => break,
+            }
+            continue;
+        }
+        let l = match listener.take() {
+            Some(l) => l,
+            None => match TcpListener::bind(addr).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(%addr, error = %e, "cannot listen on the service port again; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(REBIND_RETRY) => continue,
+                        _ = stopped(&mut stop) => break,
+                    }
+                }
+            },
+        };
+        tokio::select! {
+            () = accept_while_live(&l, addr.port(), &slot, &metrics, &mut streams, &mut next_id) => {}
+            r = sessions.wait_for(Option::is_none) => if r.is_err() { break },
+            _ = stopped(&mut stop) => break,
+        }
+        // The session is over (or about to be): loop, which closes the port.
+        drop(l);
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(drain_timeout, async {
+        while streams.join_next().await.is_some() {}
+    })
+    .await;
+    streams.shutdown().await;
+}
+
+/// Accepts connections and starts one stream each; never returns on its own.
+async fn accept_while_live(
+    listener: &TcpListener,
+    port: u16,
+    slot: &Slot,
+    metrics: &Metrics,
+    streams: &mut JoinSet<()>,
+    next_id: &mut u64,
+) {
     loop {
         let (tcp, peer) = tokio::select! {
             a = listener.accept() => match a {
@@ -35,8 +96,8 @@ pub(crate) async fn serve(
                 }
             },
             Some(_) = streams.join_next(), if !streams.is_empty() => continue,
-            _ = stopped(&mut stop) => break,
         };
+        // The session may have ended between the kernel's accept and ours.
         let Some(live) = slot.current() else {
             metrics.refused_connections.inc();
             tracing::debug!(%peer, port, "no tunnel: connection reset");
@@ -45,34 +106,39 @@ pub(crate) async fn serve(
         };
         // Small writes (interactive protocols) must not wait for Nagle.
         let _ = tcp.set_nodelay(true);
-        next_id += 1;
-        let span = tracing::debug_span!("stream", session = live.id, port, id = next_id);
-        let metrics = metrics.clone();
-        streams.spawn(
-            async move {
-                metrics.streams.inc();
-                metrics.active_streams.inc();
-                let head = StreamHead {
-                    port,
-                    peer: Some(peer),
-                };
-                let result = live.handle.forward(tcp, head, &metrics).await;
-                metrics.active_streams.dec();
-                match result {
-                    Ok(moved) => tracing::debug!(%peer, ?moved, "stream done"),
-                    Err(e) => {
-                        metrics.stream_errors.inc();
-                        tracing::debug!(%peer, error = %e, "stream cut");
-                    }
+        *next_id += 1;
+        spawn_stream(streams, live, tcp, peer, port, *next_id, metrics.clone());
+    }
+}
+
+fn spawn_stream(
+    streams: &mut JoinSet<()>,
+    live: Live,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    port: u16,
+    id: u64,
+    metrics: Metrics,
+) {
+    let span = tracing::debug_span!("stream", session = live.id, port, id);
+    streams.spawn(
+        async move {
+            metrics.streams.inc();
+            metrics.active_streams.inc();
+            let head = StreamHead {
+                port,
+                peer: Some(peer),
+            };
+            let result = live.handle.forward(tcp, head, &metrics).await;
+            metrics.active_streams.dec();
+            match result {
+                Ok(moved) => tracing::debug!(%peer, ?moved, "stream done"),
+                Err(e) => {
+                    metrics.stream_errors.inc();
+                    tracing::debug!(%peer, error = %e, "stream cut");
                 }
             }
-            .instrument(span),
-        );
-    }
-    drop(listener);
-    let _ = tokio::time::timeout(drain_timeout, async {
-        while streams.join_next().await.is_some() {}
-    })
-    .await;
-    streams.shutdown().await;
+        }
+        .instrument(span),
+    );
 }
