@@ -19,7 +19,8 @@ pub mod stuntman;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Capabilities, SecurityContext};
+use k8s_openapi::api::core::v1::{Capabilities, ResourceRequirements, SecurityContext};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use ktx_names as names;
 
@@ -120,6 +121,23 @@ pub fn security_context(listen: impl IntoIterator<Item = u16>) -> SecurityContex
             drop: Some(vec!["ALL".to_string()]),
             add: privileged_port.then(|| vec!["NET_BIND_SERVICE".to_string()]),
         }),
+        ..Default::default()
+    }
+}
+
+/// Requests and limits for a container ktx creates: `(cpu, memory)` each. Namespaces with a
+/// LimitRange or a ResourceQuota refuse pods without them, and the scheduler needs the
+/// requests to place the pod beside the workload it stands in for.
+pub fn resources(request: (&str, &str), limit: (&str, &str)) -> ResourceRequirements {
+    let pair = |(cpu, memory): (&str, &str)| {
+        BTreeMap::from([
+            ("cpu".to_string(), Quantity(cpu.to_string())),
+            ("memory".to_string(), Quantity(memory.to_string())),
+        ])
+    };
+    ResourceRequirements {
+        requests: Some(pair(request)),
+        limits: Some(pair(limit)),
         ..Default::default()
     }
 }

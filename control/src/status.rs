@@ -136,6 +136,7 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
                 "{:<20} {:<14} {:<9} {:<22} {:<8} {:>8}  {:<25} RULE",
                 "SERVICE", "SESSION", "MODE", "HOLDER", "STATE", "REQUESTS", "SINCE"
             );
+            let expired = rows.iter().filter(|r| !r.alive).count();
             for r in rows {
                 println!(
                     "{:<20} {:<14} {:<9} {:<22} {:<8} {:>8}  {:<25} {}",
@@ -147,6 +148,12 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
                     r.requests.map_or("-".to_string(), |n| n.to_string()),
                     r.since,
                     r.rule
+                );
+            }
+            if expired > 0 {
+                println!(
+                    "\n{expired} expired session(s): the next `ktx mesh`, `exchange` or `preview` in this namespace cleans up after them, or now: `ktx -n {} clean`.",
+                    ctx.kube.namespace
                 );
             }
         }

@@ -2,7 +2,9 @@
 //! developer bound only to the chart's Role:
 //! - `kill -9` of `ktx mesh`: the Service is restored and every ktx object is gone within 30 s,
 //!   while a client loop in a pod, without the header, never sees a failed request;
-//! - the same for `exchange` (selector mode) and `exchange --mode scale` (replicas back);
+//! - the same for `exchange` (selector mode), `exchange --mode scale` (replicas back) and
+//!   `preview` (its Service removed); an exchanged Service has nothing behind it between the
+//!   kill and the restoration, so there the client loop runs after the restoration;
 //! - two janitor replicas: exactly one leads and acts; when it goes, the other takes over;
 //! - as a ServiceAccount bound only to the chart's `ktx-developer` Role: mesh, status,
 //!   exchange (both modes), preview and clean work; another namespace is refused.
@@ -301,35 +303,64 @@ fn janitor_restores_exchanged_services_and_scales_back_after_kill_9() {
         ])
     };
     assert_eq!(replicas().trim(), "0", "scale mode scaled payments to 0");
+    let mut preview = start_session(
+        &ns,
+        None,
+        "ktx preview",
+        &["preview", "orders-dev", "--expose", &format!("{port}:80")],
+    );
+    let preview_exists = || {
+        ns.kubectl(&["get", "services", "-o", "name"])
+            .contains("service/orders-dev")
+    };
+    assert!(preview_exists(), "the preview Service was created");
 
     let killed = Instant::now();
     selector.kill9();
     scale.kill9();
+    preview.kill9();
     let took = restored_within(
         killed,
         || {
             service_fingerprint(&ns, "orders") == before_orders
                 && service_fingerprint(&ns, "payments") == before_payments
                 && replicas().trim() == "2"
+                && !preview_exists()
                 && live_leftovers(&ns).is_empty()
         },
         || {
             format!(
-                "orders {}\npayments {}\npayments replicas {}\nleft: {}",
+                "orders {}\npayments {}\npayments replicas {}\npreview Service there: {}\nleft: {}",
                 service_fingerprint(&ns, "orders"),
                 service_fingerprint(&ns, "payments"),
                 replicas(),
+                preview_exists(),
                 live_leftovers(&ns)
             )
         },
     );
-    assert_nothing_left(&ns, secs(60));
     eprintln!(
-        "janitor: exchanged (selector) and exchanged (scale) Services restored, replicas back, every ktx object deleted {:.1}s after kill -9",
+        "janitor: exchanged (selector) and exchanged (scale) Services restored, replicas back, preview Service and every ktx object deleted {:.1}s after kill -9",
         took.as_secs_f64()
     );
     assert!(took <= RESTORE_WITHIN, "restored after {took:?}");
+    assert_nothing_left(&ns, secs(60));
+    // Exchanged Services have no workload behind them between the kill and the restoration
+    // (all their traffic was the developer's), so a client sees failures only then; once
+    // restored, every request reaches the original workload again.
     ns.wait_deployment("payments", secs(120));
+    for svc in ["orders", "payments"] {
+        let url = format!("http://{}:8080/", ns.cluster_ip(svc));
+        let logs = client_loop(&ns, &format!("after-{svc}"), &url, 10);
+        assert!(
+            logs.lines().filter(|l| !l.trim().is_empty()).count() == 10
+                && logs
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .all(|l| l == "ok original"),
+            "{svc} after the restoration:\n{logs}"
+        );
+    }
 }
 
 #[test]

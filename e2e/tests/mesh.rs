@@ -450,3 +450,192 @@ fn twenty_sessions_joining_and_leaving_at_once_end_consistent() {
     assert_eq!(service_fingerprint(&ns, "orders"), before);
     assert_nothing_left(&ns, secs(120));
 }
+
+/// This machine's uptime in seconds: the clock the pods' `/proc/uptime` shows too (one node).
+fn uptime() -> f64 {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .expect("/proc/uptime")
+}
+
+/// One line of the marked client loop: `UPTIME|unmarked|VERSION: fb|VERSION: rj`.
+struct Round<'a> {
+    at: f64,
+    unmarked: &'a str,
+    fallback: &'a str,
+    reject: &'a str,
+}
+
+fn rounds(logs: &str) -> Vec<Round<'_>> {
+    logs.lines()
+        .filter_map(|l| {
+            let mut f = l.split('|');
+            Some(Round {
+                at: f.next()?.trim().parse().ok()?,
+                unmarked: f.next()?.trim(),
+                fallback: f.next()?.trim(),
+                reject: f.next()?.trim(),
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn kill_9_sends_marked_requests_back_at_once_and_the_next_mesh_cleans_up() {
+    let Some(cluster) = Cluster::from_env("mesh_kill9_live") else {
+        return;
+    };
+    support::build();
+    let ns = cluster.namespace("mesh-kill9-live");
+    deploy_orders(&ns);
+    let before = service_fingerprint(&ns, "orders");
+    let url = format!("http://{}:8080/", ns.cluster_ip("orders"));
+    let (_alice_local, alice_port) = local_backend("alice");
+    let (_bob_local, bob_port) = local_backend("bob");
+    // fb falls back to the original when its developer is gone; rj answers 503.
+    let mut fb = start_mesh(&ns, "orders", alice_port, "fb");
+    let mut rj = Proc::spawn(
+        "ktx mesh (rj)",
+        &mut ktx(
+            &ns,
+            &[
+                "mesh",
+                "orders",
+                "--expose",
+                &format!("{bob_port}:8080"),
+                "--versionMark",
+                "rj",
+                "--on-unavailable",
+                "reject",
+                "-o",
+                "json",
+            ],
+        ),
+    );
+    rj.wait_line(true, "\"command\":\"mesh\"", secs(180));
+
+    // 200 rounds, 5 per second, one connection per request: the 503 is told apart from other
+    // failures by the router's `x-ktx-error: shadow` header (busybox wget prints no error body).
+    let script = format!(
+        "i=0; while [ $i -lt 200 ]; do t=$(cut -d' ' -f1 /proc/uptime); \
+           a=$(timeout 4 wget -q -O - {url} 2>&1) || a=FAIL; \
+           f=$(timeout 4 wget -q -O - --header 'VERSION: fb' {url} 2>&1) || f=FAIL; \
+           o=$(timeout 4 wget -S -q -O - --header 'VERSION: rj' {url} 2>&1) && r=$(echo \"$o\" | tail -n 1) \
+             || {{ echo \"$o\" | grep -qi 'x-ktx-error: shadow' && r=503 || r=FAIL; }}; \
+           echo \"$t|$a|$f|$r\"; i=$((i+1)); sleep 0.2; done"
+    );
+    let (logs, killed_at) = std::thread::scope(|s| {
+        let client = s.spawn(|| {
+            let run = ns.run_pod(
+                "marked",
+                &image("busybox"),
+                &["/bin/sh", "-c", &script],
+                secs(240),
+            );
+            assert_eq!(run.phase, "Succeeded", "client loop: {}", run.logs);
+            run.logs
+        });
+        // Kill once the loop has seen both developers answer.
+        let seen = ktx_e2e::poll(secs(90), || {
+            let l = ns
+                .cluster()
+                .kubectl(&["-n", ns.name(), "logs", "marked"])
+                .unwrap_or_default();
+            l.contains("|alice|bob").then_some(())
+        });
+        assert!(seen.is_some(), "the loop never reached both developers");
+        std::thread::sleep(secs(2));
+        let at = uptime();
+        fb.kill9();
+        rj.kill9();
+        (client.join().expect("client thread"), at)
+    });
+
+    let rounds = rounds(&logs);
+    assert!(rounds.len() >= 150, "too few rounds:\n{logs}");
+    assert!(
+        rounds.iter().all(|r| r.unmarked == "original"),
+        "a request without the header was disturbed:\n{logs}"
+    );
+    let (early, late): (Vec<&Round>, Vec<&Round>) = rounds.iter().partition(|r| r.at < killed_at);
+    assert!(
+        early
+            .iter()
+            .all(|r| r.fallback == "alice" && r.reject == "bob"),
+        "before the kill every marked request reaches its developer:\n{logs}"
+    );
+    // How long after the kill each rule's requests behaved as their policy says, for good.
+    let settled = |ok: &dyn Fn(&Round) -> bool| {
+        let last_bad = late.iter().rposition(|r| !ok(r));
+        let first_good = last_bad.map_or(0, |i| i + 1);
+        late.get(first_good).map(|r| r.at - killed_at)
+    };
+    let fell_back = settled(&|r| r.fallback == "original")
+        .unwrap_or_else(|| panic!("VERSION: fb never fell back to the original:\n{logs}"));
+    let rejected = settled(&|r| r.reject == "503")
+        .unwrap_or_else(|| panic!("VERSION: rj never got the session's 503:\n{logs}"));
+    let failed = late.iter().filter(|r| r.fallback == "FAIL").count();
+    eprintln!(
+        "kill -9: marked requests fell back {fell_back:.2}s after the kill ({failed} failed meanwhile), the reject rule answered 503 after {rejected:.2}s"
+    );
+    // "As soon as the tunnel is known dead": the shadow closes its ports when the tunnel ends.
+    assert!(fell_back < 5.0, "fallback took {fell_back:.2}s:\n{logs}");
+    assert!(rejected < 5.0, "503 took {rejected:.2}s:\n{logs}");
+    assert!(
+        failed <= 1,
+        "{failed} marked requests failed instead of falling back:\n{logs}"
+    );
+
+    // Both Leases have expired by now (15 s + clean's 10 s grace): status says so, and the next
+    // mesh of this namespace cleans up after them.
+    std::thread::sleep(secs(3));
+    let (ok, status) = ktx_run(&ns, &["status", "-o", "json"], secs(60));
+    assert!(ok, "{status}");
+    assert!(
+        status.contains("\"session\":\"fb\"")
+            && status.contains("\"session\":\"rj\"")
+            && !status.contains("\"alive\":true"),
+        "both sessions should show as expired: {status}"
+    );
+    let (_carol_local, carol_port) = local_backend("carol");
+    let mut again = start_mesh(&ns, "orders", carol_port, "again");
+    let (ok, status) = ktx_run(&ns, &["status", "-o", "json"], secs(60));
+    assert!(ok, "{status}");
+    assert!(
+        status.contains("\"session\":\"again\"")
+            && !status.contains("\"session\":\"fb\"")
+            && !status.contains("\"session\":\"rj\""),
+        "the new mesh should have removed the expired sessions: {status}"
+    );
+    let shadows = ns.kubectl(&[
+        "get",
+        "pods,services",
+        "-l",
+        "ktx.dev/role=shadow",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name} {.metadata.deletionTimestamp}{\"\\n\"}{end}",
+    ]);
+    assert!(
+        shadows
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.trim().contains(' '))
+            .all(|l| l.contains("again")),
+        "shadows of the dead sessions are still there:\n{shadows}"
+    );
+    ask_from_pod(
+        &ns,
+        "after",
+        &url,
+        &[
+            ("VERSION: again", "carol"),
+            ("VERSION: fb", "original"),
+            ("", "original"),
+        ],
+    );
+    again.interrupt();
+    let (ok, out) = again.wait_exit(secs(90));
+    assert!(ok, "{out}");
+    assert_eq!(service_fingerprint(&ns, "orders"), before, "{out}");
+    assert_nothing_left(&ns, secs(60));
+}

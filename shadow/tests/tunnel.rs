@@ -292,7 +292,11 @@ async fn without_a_tunnel_the_shadow_is_not_ready_and_refuses_connections() {
     tunnel.shutdown().await.unwrap();
     within("not ready again", wait_ready(&shadow, false)).await;
     assert_eq!(http_get(shadow.admin_addr, "/readyz").await, 503);
-    within("the ports to close again", all_refused(&shadow.service_addrs)).await;
+    within(
+        "the ports to close again",
+        all_refused(&shadow.service_addrs),
+    )
+    .await;
 }
 
 /// Resolves once a connection to every address is refused.

@@ -15,8 +15,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use ktx_names::{role, ServiceNames};
 
-use super::{free_port, labels, meta, router_selector, security_context};
+use super::{free_port, labels, meta, resources, router_selector, security_context};
 use crate::ports::ListenPort;
+
+/// The router's requests and limits (cpu, memory): a few MiB idle, about 3 KB per idle
+/// connection; the CPU limit is one core so that a busy shared cluster cannot throttle it below
+/// what one core of nginx would serve.
+pub const ROUTER_REQUEST: (&str, &str) = ("50m", "32Mi");
+pub const ROUTER_LIMIT: (&str, &str) = ("1", "256Mi");
 
 /// Name of the router's admin container port.
 pub const ADMIN_PORT_NAME: &str = "ktx-admin";
@@ -117,6 +123,7 @@ pub fn deployment(names: &ServiceNames, p: &RouterParams<'_>) -> Deployment {
                         ports: Some(ports),
                         readiness_probe: Some(probe("/readyz", 1)),
                         liveness_probe: Some(probe("/healthz", 10)),
+                        resources: Some(resources(ROUTER_REQUEST, ROUTER_LIMIT)),
                         security_context: Some(security_context(
                             p.targets.iter().map(|t| t.number),
                         )),
@@ -268,6 +275,22 @@ mod tests {
             .unwrap();
         assert_eq!(ready.path.as_deref(), Some("/readyz"));
         assert_eq!(ready.port, IntOrString::Int(9902));
+        let res = c.resources.as_ref().unwrap();
+        for (want, got) in [
+            (ROUTER_REQUEST, res.requests.as_ref().unwrap()),
+            (ROUTER_LIMIT, res.limits.as_ref().unwrap()),
+        ] {
+            assert_eq!(got["cpu"].0, want.0);
+            assert_eq!(got["memory"].0, want.1);
+        }
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            sc.run_as_non_root,
+            Some(true),
+            "no target port below 1024 here"
+        );
     }
 
     #[test]

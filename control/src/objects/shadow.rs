@@ -19,8 +19,13 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
 use ktx_names::{role, LABEL_MODE};
 
-use super::{free_port, labels, meta, security_context, shadow_selector};
+use super::{free_port, labels, meta, resources, security_context, shadow_selector};
 use crate::ports::{ExposedPort, ListenPort};
+
+/// The shadow's requests and limits (cpu, memory): one developer's traffic; the tunnel's TLS is
+/// what uses CPU, the 16 MiB stream windows what uses memory under load.
+pub const SHADOW_REQUEST: (&str, &str) = ("20m", "16Mi");
+pub const SHADOW_LIMIT: (&str, &str) = ("1", "256Mi");
 
 /// Where the Secret is mounted in the shadow container.
 pub const CREDENTIALS_DIR: &str = "/var/run/ktx";
@@ -135,6 +140,7 @@ pub fn pod(p: &ShadowParams<'_>) -> Pod {
                     ..Default::default()
                 }),
                 security_context: Some(security_context(p.exposed.iter().map(|e| e.target))),
+                resources: Some(resources(SHADOW_REQUEST, SHADOW_LIMIT)),
                 volume_mounts: Some(vec![VolumeMount {
                     name: "tunnel-credentials".into(),
                     mount_path: CREDENTIALS_DIR.into(),

@@ -80,6 +80,12 @@ fn the_pod_mounts_its_secret_and_is_ready_only_with_a_tunnel() {
         c.volume_mounts.as_ref().unwrap()[0].mount_path,
         CREDENTIALS_DIR
     );
+    let res = c.resources.as_ref().unwrap();
+    assert_eq!(res.requests.as_ref().unwrap()["memory"].0, SHADOW_REQUEST.1);
+    assert_eq!(res.limits.as_ref().unwrap()["cpu"].0, SHADOW_LIMIT.0);
+    let sc = c.security_context.as_ref().unwrap();
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
     let vol = &spec.volumes.unwrap()[0];
     assert_eq!(
         vol.secret.as_ref().unwrap().secret_name.as_deref(),
