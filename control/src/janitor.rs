@@ -30,6 +30,7 @@ use kube::api::PostParams;
 use kube::ResourceExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::clean;
@@ -186,13 +187,23 @@ impl Election {
     /// Whether we may act at `now`: our claim was written within half its duration, so no
     /// standby can have taken over yet.
     pub fn leading(&self, now: Instant) -> bool {
+        claim_fresh(self.renewed, now)
+    }
+
+    /// When our claim was last written, if we hold it.
+    pub fn renewed(&self) -> Option<Instant> {
         self.renewed
-            .is_some_and(|at| now.saturating_duration_since(at) < ELECTION_DURATION / 2)
     }
 
     pub fn identity(&self) -> &str {
         &self.identity
     }
+}
+
+/// A claim written at `renewed` lets us act until half the election's duration has passed, so
+/// no standby can have taken over yet.
+fn claim_fresh(renewed: Option<Instant>, now: Instant) -> bool {
+    renewed.is_some_and(|at| now.saturating_duration_since(at) < ELECTION_DURATION / 2)
 }
 
 fn election_lease(namespace: &str, identity: Option<&str>, now: Timestamp) -> Lease {
@@ -417,9 +428,57 @@ async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>, namespace: 
     }
 }
 
+/// When our claim on the election Lease was last written, as [`campaign`] publishes it.
+type Leadership = watch::Receiver<Option<Instant>>;
+
+/// Whether we may act at `now` (see [`Election::leading`]).
+fn leads(leadership: &Leadership, now: Instant) -> bool {
+    claim_fresh(*leadership.borrow(), now)
+}
+
+/// Resolves once our leadership may have passed to a standby.
+async fn leadership_lost(leadership: &Leadership) {
+    while leads(leadership, Instant::now()) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The election, on its own beat so that a long round never lets the claim lapse: every
+/// `interval`, read and write the election Lease and publish when we last held it.
+async fn campaign(
+    ctx: &Ctx,
+    election: &mut Election,
+    interval: Duration,
+    publish: watch::Sender<Option<Instant>>,
+    metrics: &Metrics,
+) {
+    let mut was_leading = false;
+    loop {
+        let leading = match elect(&ctx.kube, election).await {
+            Ok(l) => l,
+            Err(e) => {
+                metrics.errors.fetch_add(1, Ordering::Relaxed);
+                ctx.progress.warn(format!("leader election: {e}"));
+                false
+            }
+        };
+        publish.send_replace(election.renewed());
+        if leading != was_leading {
+            ctx.progress.done(if leading {
+                format!("{} leads: acting on expired sessions", election.identity())
+            } else {
+                format!("{} stands by (another replica leads)", election.identity())
+            });
+            was_leading = leading;
+        }
+        metrics.leader.store(u64::from(leading), Ordering::Relaxed);
+        tokio::time::sleep(interval).await;
+    }
+}
+
 /// One round as the leader: clean every Service that ktx objects refer to, judging sessions
-/// by `renewals`; stops early when our leadership may have passed to a standby.
-async fn act(ctx: &Ctx, renewals: &Renewals, election: &Election, metrics: &Metrics) {
+/// by `renewals`; stops before the next Service when our leadership may have passed.
+async fn act(ctx: &Ctx, renewals: &Renewals, leadership: &Leadership, metrics: &Metrics) {
     let services = match clean::services_in_use(ctx).await {
         Ok(s) => s,
         Err(e) => {
@@ -431,9 +490,7 @@ async fn act(ctx: &Ctx, renewals: &Renewals, election: &Election, metrics: &Metr
     };
     for s in services {
         let now = Instant::now();
-        if !election.leading(now) {
-            ctx.progress
-                .warn("this round took long enough that leadership may have passed; stopping it");
+        if !leads(leadership, now) {
             return;
         }
         let alive = |l: &Lease| renewals.alive(l, now);
@@ -472,6 +529,55 @@ async fn act(ctx: &Ctx, renewals: &Renewals, election: &Election, metrics: &Metr
     }
 }
 
+/// The janitor's rounds, until SIGTERM: watch the session Leases and, while leading, act. A
+/// round is cut short the moment leadership may have passed (a scale-back can wait for
+/// minutes); what it left half done is idempotent work for whoever leads next.
+async fn rounds(
+    ctx: &Ctx,
+    args: &JanitorArgs,
+    leadership: Leadership,
+    metrics: &Metrics,
+    shutdown: &Shutdown,
+) {
+    let mut renewals = Renewals::new(args.grace);
+    let sessions = format!(
+        "{LABEL_MANAGED_BY}={MANAGED_BY_VALUE},{LABEL_ROLE}={}",
+        role::SESSION
+    );
+    loop {
+        metrics.rounds.fetch_add(1, Ordering::Relaxed);
+        match ctx.kube.list::<Lease>(&sessions).await {
+            Ok(leases) => {
+                let now = Instant::now();
+                renewals.observe(&leases, now);
+                let live = leases.iter().filter(|l| renewals.alive(l, now)).count();
+                metrics.sessions_live.store(live as u64, Ordering::Relaxed);
+                metrics
+                    .sessions_expired
+                    .store((leases.len() - live) as u64, Ordering::Relaxed);
+                if leads(&leadership, Instant::now()) {
+                    tokio::select! {
+                        () = act(ctx, &renewals, &leadership, metrics) => {}
+                        () = leadership_lost(&leadership) => ctx.progress.warn(
+                            "leadership may have passed to another replica; stopping this round"
+                        ),
+                    }
+                }
+            }
+            Err(e) => {
+                metrics.errors.fetch_add(1, Ordering::Relaxed);
+                ctx.progress
+                    .warn(format!("could not list session Leases: {e}; retrying"));
+            }
+        }
+        metrics.round_done(Instant::now());
+        tokio::select! {
+            _ = tokio::time::sleep(args.interval) => {}
+            _ = shutdown.reached(1) => return,
+        }
+    }
+}
+
 /// `ktx janitor`: runs until SIGTERM.
 pub async fn run(ctx: &Ctx, args: &JanitorArgs, shutdown: &Shutdown) -> Result<()> {
     let kube = &ctx.kube;
@@ -496,59 +602,14 @@ pub async fn run(ctx: &Ctx, args: &JanitorArgs, shutdown: &Shutdown) -> Result<(
         )
     });
     let mut election = Election::new(identity.clone());
-    let mut renewals = Renewals::new(args.grace);
-    let sessions = format!(
-        "{LABEL_MANAGED_BY}={MANAGED_BY_VALUE},{LABEL_ROLE}={}",
-        role::SESSION
-    );
     ctx.progress.done(format!(
         "janitor {identity} watching namespace {} every {:?} (metrics on {})",
         kube.namespace, args.interval, args.metrics_addr
     ));
-    let mut was_leading = false;
-    loop {
-        metrics.rounds.fetch_add(1, Ordering::Relaxed);
-        let leading = match elect(kube, &mut election).await {
-            Ok(l) => l,
-            Err(e) => {
-                metrics.errors.fetch_add(1, Ordering::Relaxed);
-                ctx.progress.warn(format!("leader election: {e}"));
-                false
-            }
-        };
-        if leading != was_leading {
-            ctx.progress.done(if leading {
-                format!("{identity} leads: acting on expired sessions")
-            } else {
-                format!("{identity} stands by (another replica leads)")
-            });
-            was_leading = leading;
-        }
-        metrics.leader.store(u64::from(leading), Ordering::Relaxed);
-        match kube.list::<Lease>(&sessions).await {
-            Ok(leases) => {
-                let now = Instant::now();
-                renewals.observe(&leases, now);
-                let live = leases.iter().filter(|l| renewals.alive(l, now)).count();
-                metrics.sessions_live.store(live as u64, Ordering::Relaxed);
-                metrics
-                    .sessions_expired
-                    .store((leases.len() - live) as u64, Ordering::Relaxed);
-                if election.leading(Instant::now()) {
-                    act(ctx, &renewals, &election, &metrics).await;
-                }
-            }
-            Err(e) => {
-                metrics.errors.fetch_add(1, Ordering::Relaxed);
-                ctx.progress
-                    .warn(format!("could not list session Leases: {e}; retrying"));
-            }
-        }
-        metrics.round_done(Instant::now());
-        tokio::select! {
-            _ = tokio::time::sleep(args.interval) => {}
-            _ = shutdown.reached(1) => break,
-        }
+    let (publish, leadership) = watch::channel(None);
+    tokio::select! {
+        () = campaign(ctx, &mut election, args.interval, publish, &metrics) => {}
+        () = rounds(ctx, args, leadership, &metrics, shutdown) => {}
     }
     if election.leading(Instant::now()) {
         release(kube, &election).await;
@@ -669,6 +730,21 @@ mod tests {
         assert!(!e.leading(t0 + ELECTION_DURATION / 2));
         e.lost();
         assert!(!e.leading(t0));
+    }
+
+    #[tokio::test]
+    async fn a_round_stops_once_the_published_claim_is_stale() {
+        let now = Instant::now();
+        let (publish, leadership) = watch::channel(Some(now));
+        assert!(leads(&leadership, now));
+        let still = tokio::time::timeout(Duration::from_millis(20), leadership_lost(&leadership));
+        assert!(still.await.is_err(), "a fresh claim keeps the round going");
+        // The election loop last held the Lease half its duration ago: stop at once.
+        publish.send_replace(now.checked_sub(ELECTION_DURATION / 2));
+        leadership_lost(&leadership).await;
+        publish.send_replace(None);
+        leadership_lost(&leadership).await;
+        assert!(!leads(&leadership, now));
     }
 
     #[test]
