@@ -420,19 +420,27 @@ fn two_janitor_replicas_exactly_one_acts() {
         "ktx_janitor_restorations_total{{namespace=\"{}\"}}",
         ns.name()
     );
+    let removed = format!(
+        "ktx_janitor_sessions_removed_total{{namespace=\"{}\"}}",
+        ns.name()
+    );
     let m = janitor_metrics(&ns);
-    let by_pod: Vec<(String, f64)> = m
+    let by_pod: Vec<(String, f64, f64)> = m
         .iter()
-        .map(|(p, t)| (p.clone(), sample(t, &restorations)))
+        .map(|(p, t)| (p.clone(), sample(t, &restorations), sample(t, &removed)))
         .collect();
     eprintln!(
-        "janitor: two replicas, restored after {:.1}s; restorations per replica {by_pod:?}",
+        "janitor: two replicas, restored after {:.1}s; (restorations, sessions removed) per replica {by_pod:?}",
         took.as_secs_f64()
     );
+    assert!(took <= RESTORE_WITHIN, "restored after {took:?}");
+    assert_eq!(by_pod.len(), 2, "both replicas answer: {by_pod:?}");
     assert!(
-        by_pod
-            .iter()
-            .all(|(p, n)| if *p == leader { *n == 1.0 } else { *n == 0.0 }),
+        by_pod.iter().all(|(p, n, r)| if *p == leader {
+            *n == 1.0 && *r == 1.0
+        } else {
+            *n == 0.0 && *r == 0.0
+        }),
         "only the leader {leader} acts: {by_pod:?}\n{}",
         janitor_logs(&ns)
     );
