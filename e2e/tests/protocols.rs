@@ -4,8 +4,10 @@
 //!   `nc` carries them; the answer's DATA frame holds the backend's name in clear text.
 //! - gRPC (unary, server, client and bidi streaming) and WebSocket with real clients:
 //!   `ktx-testbackend client` in a pod of the test backend's image (`support/clients.rs`).
-//! - a raw TCP port of a meshed Service (server-first banner, then echo) passes through the
-//!   router to the original workload untouched.
+//! - a two-port Service with named targetPorts whose numbers differ from the Service's ports:
+//!   both meshed, HTTP is routed by header and the raw TCP port (server-first banner, then
+//!   echo) passes through the router to the original workload untouched; both exchanged, both
+//!   reach the developer's listeners.
 
 #[path = "support/clients.rs"]
 mod clients;
@@ -283,7 +285,7 @@ spec:
     app: {name}
   ports:
   - name: http
-    port: 8080
+    port: 80
     targetPort: http
   - name: raw
     port: 9001
@@ -293,23 +295,42 @@ spec:
 }
 
 #[test]
-fn mesh_passes_a_raw_tcp_port_through_untouched() {
-    let Some(cluster) = Cluster::from_env("protocols_raw_tcp") else {
+fn multi_port_named_target_ports_mesh_and_exchange() {
+    let Some(cluster) = Cluster::from_env("protocols_multi_port") else {
         return;
     };
     support::build();
     let ns = cluster.namespace("proto-tcp");
+    // Service port 80 → targetPort `http` (8080), 9001 → `raw` (9000): the numbers a client
+    // dials are not the ones the pods listen on.
     ns.apply(&two_port_manifest("orders", "original"));
     ns.wait_deployment("orders", secs(120));
     let before = service_fingerprint(&ns, "orders");
     let ip = ns.cluster_ip("orders");
-    let (http_addr, raw_addr) = (format!("{ip}:8080"), format!("{ip}:9001"));
-    let (_dev, port) = local_backend("developer");
+    let (http_addr, raw_addr) = (format!("{ip}:80"), format!("{ip}:9001"));
+    let (_dev, http, raw) = support::local_backend_with_raw("developer");
+    let expose = format!("{http}:80,{raw}:9001");
 
-    // Only the HTTP port is meshed; the router takes over the selector, so it now fronts the
-    // raw port too. The raw client says nothing until the banner came (the router must give up
-    // sniffing), then sends bytes that are no HTTP and must come back unchanged.
-    let mesh = start_mesh(&ns, "orders", port);
+    // Both ports meshed: HTTP is routed by header; the raw port is no HTTP, so the router passes
+    // it through to the original (the raw client says nothing until the banner came, so the
+    // router must give up sniffing, then sends bytes that are no HTTP and must come back).
+    let mut mesh = Proc::spawn(
+        "ktx mesh (two ports)",
+        &mut ktx(
+            &ns,
+            &[
+                "mesh",
+                "orders",
+                "--expose",
+                &expose,
+                "--versionMark",
+                "foobar",
+                "-o",
+                "json",
+            ],
+        ),
+    );
+    mesh.wait_line(true, "\"command\":\"mesh\"", secs(180));
     ask_from_pods(
         &ns,
         &[
@@ -327,6 +348,13 @@ fn mesh_passes_a_raw_tcp_port_through_untouched() {
                 header: Some("version=foobar"),
                 expect: "developer",
             },
+            Ask {
+                pod: "unmarked-http",
+                addr: &http_addr,
+                calls: &["http1"],
+                header: None,
+                expect: "original",
+            },
         ],
     );
     let selector = ns.kubectl(&[
@@ -341,4 +369,34 @@ fn mesh_passes_a_raw_tcp_port_through_untouched() {
         "the raw port was asked while the router fronted the Service, selector: {selector}"
     );
     end_mesh(&ns, mesh, "orders", &before);
+
+    // Both ports exchanged: everything, HTTP and raw, reaches the developer's two listeners.
+    let mut exchange = Proc::spawn(
+        "ktx exchange (two ports)",
+        &mut ktx(
+            &ns,
+            &["exchange", "orders", "--expose", &expose, "-o", "json"],
+        ),
+    );
+    exchange.wait_line(true, "\"command\":\"exchange\"", secs(180));
+    ask_from_pods(
+        &ns,
+        &[
+            Ask {
+                pod: "raw-exchanged",
+                addr: &raw_addr,
+                calls: &["tcp"],
+                header: None,
+                expect: "developer",
+            },
+            Ask {
+                pod: "http-exchanged",
+                addr: &http_addr,
+                calls: &["http1", "h2c"],
+                header: None,
+                expect: "developer",
+            },
+        ],
+    );
+    end_mesh(&ns, exchange, "orders", &before);
 }

@@ -229,23 +229,44 @@ pub fn ktx_run(ns: &Namespace, args: &[&str], timeout: Duration) -> (bool, Strin
 /// A local test backend answering with `name` on a free port: the developer's process.
 pub fn local_backend(name: &str) -> (Proc, u16) {
     let port = free_port();
+    let p = start_local_backend(name, &[port], &["--listen", &format!("127.0.0.1:{port}")]);
+    (p, port)
+}
+
+/// [`local_backend`] with a raw TCP listener too (banner with its name, then echo): the
+/// developer's process for a two-port Service. (process, HTTP port, raw port)
+pub fn local_backend_with_raw(name: &str) -> (Proc, u16, u16) {
+    let (http, raw) = (free_port(), free_port());
+    let p = start_local_backend(
+        name,
+        &[http, raw],
+        &[
+            "--listen",
+            &format!("127.0.0.1:{http}"),
+            "--tcp-listen",
+            &format!("127.0.0.1:{raw}"),
+        ],
+    );
+    (p, http, raw)
+}
+
+fn start_local_backend(name: &str, ports: &[u16], listen: &[&str]) -> Proc {
     let mut p = Proc::spawn(
         "local ktx-testbackend",
-        Command::new(bin_dir().join("ktx-testbackend")).args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--name",
-            name,
-        ]),
+        Command::new(bin_dir().join("ktx-testbackend"))
+            .args(listen)
+            .args(["--name", name]),
     );
     // It is up once it accepts connections.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the local backend did not start");
-        let _ = p.drain();
-        thread::sleep(Duration::from_millis(50));
+    for port in ports {
+        while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
+            assert!(Instant::now() < deadline, "the local backend did not start");
+            let _ = p.drain();
+            thread::sleep(Duration::from_millis(50));
+        }
     }
-    (p, port)
+    p
 }
 
 /// The parts of a Service that ktx must give back exactly: labels, annotations, selector,
