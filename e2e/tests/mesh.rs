@@ -146,6 +146,39 @@ fn a_failed_setup_leaves_nothing_behind() {
     assert_eq!(service_fingerprint(&ns, "orders"), before, "{out}");
     // The kubelet may still be busy trying to pull the missing image before it kills the pod.
     assert_nothing_left(&ns, secs(150));
+
+    // A failure after the selector switch and the Lease: the shadow's image is missing.
+    let (ok, out) = ktx_run(
+        &ns,
+        &[
+            "mesh",
+            "orders",
+            "--expose",
+            "8080",
+            "--shadowImage",
+            "ktx.local/no-such-shadow:dev",
+            "--timeout",
+            "20s",
+        ],
+        secs(120),
+    );
+    assert!(
+        !ok,
+        "ktx mesh succeeded with a shadow image that does not exist:\n{out}"
+    );
+    assert!(
+        out.contains("no-such-shadow"),
+        "the error does not name the shadow image:\n{out}"
+    );
+    assert!(out.contains("rolling back"), "{out}");
+    assert_eq!(service_fingerprint(&ns, "orders"), before, "{out}");
+    assert_nothing_left(&ns, secs(150));
+    ask_from_pod(
+        &ns,
+        "after",
+        &format!("http://{}:8080/", ns.cluster_ip("orders")),
+        &[("", "original")],
+    );
 }
 
 #[test]
