@@ -382,6 +382,23 @@ fn two_developers_share_a_service_and_the_last_one_restores_it() {
     ] {
         assert!(status.contains(s), "ktx status -o json lacks {s}: {status}");
     }
+    // Requests routed per rule, from the router's metrics: each developer's got answers above.
+    for dev in ["alice", "bob"] {
+        let requests = status
+            .split_once(&format!("\"session\":\"{dev}\""))
+            .and_then(|(_, rest)| rest.split('}').next()?.split_once("\"requests\":"))
+            .and_then(|(_, n)| {
+                n.chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect::<String>()
+                    .parse::<u64>()
+                    .ok()
+            });
+        assert!(
+            requests.is_some_and(|n| n >= 1),
+            "ktx status -o json should count {dev}'s routed requests: {status}"
+        );
+    }
 
     // Alice leaves: Bob's route and the router stay.
     alice.interrupt();
