@@ -1,0 +1,110 @@
+//! The Role the README gives for developers without the chart, read from README.md itself so
+//! the two cannot drift apart, on the real cluster as a ServiceAccount bound to nothing else:
+//! - with one right taken away (`create` on pods: the shadow pod, after the Service's selector
+//!   was switched and the session Lease written), `ktx mesh` fails naming the refusal and rolls
+//!   back exactly, with only the rights it has;
+//! - with the Role exactly as written, `ktx mesh` works (the router gets its own account and
+//!   read-only Role) and Ctrl-C restores the Service.
+
+#[path = "support/chart.rs"]
+mod chart;
+#[path = "support/ktx.rs"]
+mod support;
+
+use chart::{kubeconfig_for_service_account, repo_root};
+use ktx_e2e::{secs, testbackend_manifest, Cluster};
+use support::{assert_nothing_left, ktx, local_backend, service_fingerprint, Proc};
+
+/// The README's developer Role: the YAML block that starts with `kind: Role`.
+fn readme_role() -> String {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
+    readme
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|b| b.split_once("```").map(|(yaml, _)| yaml))
+        .find(|yaml| yaml.contains("kind: Role\n"))
+        .expect("README.md has a ```yaml block with the developer Role")
+        .to_string()
+}
+
+#[test]
+fn the_readme_role_is_enough_and_a_missing_right_rolls_back() {
+    let Some(cluster) = Cluster::from_env("rbac_readme_role") else {
+        return;
+    };
+    support::build();
+    let ns = cluster.namespace("rbac-readme");
+    ns.apply(&testbackend_manifest("orders", "original", 1));
+    ns.wait_deployment("orders", secs(120));
+    let role = readme_role();
+    let pods_rule = "  resources: [pods, secrets]\n  verbs: [get, list, create, patch, delete]\n";
+    assert!(
+        role.contains(pods_rule),
+        "the README's Role changed; update this test:\n{role}"
+    );
+    // Pods and secrets split, so that only pods lose `create`.
+    let without_pod_create = role.replace(
+        pods_rule,
+        "  resources: [secrets]\n  verbs: [get, list, create, patch, delete]\n\
+         - apiGroups: [\"\"]\n  resources: [pods]\n  verbs: [get, list, patch, delete]\n",
+    );
+    ns.apply(&without_pod_create);
+    ns.kubectl(&["create", "serviceaccount", "dev"]);
+    ns.kubectl(&[
+        "create",
+        "rolebinding",
+        "dev",
+        "--role",
+        "ktx-developer",
+        &format!("--serviceaccount={}:dev", ns.name()),
+    ]);
+    let kc = kubeconfig_for_service_account(&ns, "dev");
+    let before = service_fingerprint(&ns, "orders");
+    let (_dev, port) = local_backend("developer");
+    let expose = format!("{port}:8080");
+    let mesh_as_dev = || {
+        let mut cmd = ktx(
+            &ns,
+            &[
+                "mesh",
+                "orders",
+                "--expose",
+                &expose,
+                "--versionMark",
+                "dev",
+                "-o",
+                "json",
+            ],
+        );
+        cmd.arg("--kubeconfig").arg(&kc);
+        Proc::spawn("ktx mesh (as dev)", &mut cmd)
+    };
+
+    let (ok, out) = mesh_as_dev().wait_exit(secs(180));
+    assert!(
+        !ok,
+        "ktx mesh succeeded without the right to create pods:\n{out}"
+    );
+    assert!(
+        out.contains("forbidden") || out.contains("Forbidden"),
+        "the error does not say the API refused:\n{out}"
+    );
+    assert!(out.contains("pods"), "the error does not name pods:\n{out}");
+    assert!(out.contains("rolling back"), "{out}");
+    assert_eq!(service_fingerprint(&ns, "orders"), before, "{out}");
+    assert_nothing_left(&ns, secs(90));
+
+    // The Role exactly as the README writes it.
+    ns.apply(&role);
+    let mut mesh = mesh_as_dev();
+    mesh.wait_line(true, "\"command\":\"mesh\"", secs(180));
+    assert_ne!(service_fingerprint(&ns, "orders"), before);
+    mesh.interrupt();
+    let (ok, out) = mesh.wait_exit(secs(90));
+    assert!(
+        ok,
+        "ktx mesh with the README's Role did not end cleanly:\n{out}"
+    );
+    assert_eq!(service_fingerprint(&ns, "orders"), before, "{out}");
+    assert_nothing_left(&ns, secs(90));
+}
