@@ -13,7 +13,7 @@ pub enum Error {
     Kubeconfig { context: String, reason: String },
 
     /// An API request failed; `action` names the verb and object, `hint` what to check.
-    #[error("{action}: {source}{hint}")]
+    #[error("{action}: {}{hint}", brief(.source))]
     Api {
         action: String,
         hint: String,
@@ -130,6 +130,15 @@ pub fn hint_for(code: Option<u16>, verb: &str, resource: &str, namespace: &str) 
     }
 }
 
+/// An API error as a person reads it: the API server's own message and code, without kube's
+/// debug dump of the whole Status object.
+fn brief(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) if !s.message.is_empty() => format!("{} (HTTP {})", s.message, s.code),
+        other => other.to_string(),
+    }
+}
+
 /// The HTTP status of an API error, if it was one.
 pub fn status_code(e: &kube::Error) -> Option<u16> {
     match e {
@@ -196,5 +205,9 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("permission to create deployments"), "{e}");
+        assert_eq!(
+            e,
+            "create deployments shop/orders-ktx-router: forbidden (HTTP 403); you need permission to create deployments in namespace shop (see the README's \"Permissions\" for the Role ktx needs)"
+        );
     }
 }

@@ -90,7 +90,16 @@ fn the_readme_role_is_enough_and_a_missing_right_rolls_back() {
         "the error does not say the API refused:\n{out}"
     );
     assert!(out.contains("pods"), "the error does not name pods:\n{out}");
+    assert!(
+        out.contains("you need permission to create pods"),
+        "the error does not say what to do:\n{out}"
+    );
     assert!(out.contains("rolling back"), "{out}");
+    let tail: Vec<&str> = out.lines().rev().take(6).collect();
+    eprintln!(
+        "rbac: without pods create, ktx mesh said (last lines):\n{}",
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    );
     assert_eq!(service_fingerprint(&ns, "orders"), before, "{out}");
     assert_nothing_left(&ns, secs(90));
 
