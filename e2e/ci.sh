@@ -68,5 +68,5 @@ phase "building and loading images"
 phase "running the e2e tests"
 export KTX_E2E_REQUIRED=1
 cd "$ROOT"
-cargo test -p ktx-e2e -- --test-threads=1 "$@"
+cargo test -p ktx-e2e -- --test-threads=1 --nocapture "$@"
 phase "e2e tests passed"
