@@ -298,22 +298,24 @@ fn refusals_name_the_problem() {
 
 /// `ktx mesh` for `service` with `mark`, `-o json`, waiting until the session is up.
 fn start_mesh(ns: &Namespace, service: &str, port: u16, mark: &str) -> Proc {
-    let mut p = Proc::spawn(
-        &format!("ktx mesh ({mark})"),
-        &mut ktx(
-            ns,
-            &[
-                "mesh",
-                service,
-                "--expose",
-                &format!("{port}:8080"),
-                "--versionMark",
-                mark,
-                "-o",
-                "json",
-            ],
-        ),
-    );
+    start_mesh_with(ns, service, port, mark, &[])
+}
+
+/// [`start_mesh`] with more flags (`--on-unavailable reject`, ...).
+fn start_mesh_with(ns: &Namespace, service: &str, port: u16, mark: &str, more: &[&str]) -> Proc {
+    let expose = format!("{port}:8080");
+    let mut args = vec![
+        "mesh",
+        service,
+        "--expose",
+        &expose,
+        "--versionMark",
+        mark,
+        "-o",
+        "json",
+    ];
+    args.extend_from_slice(more);
+    let mut p = Proc::spawn(&format!("ktx mesh ({mark})"), &mut ktx(ns, &args));
     p.wait_line(true, "\"command\":\"mesh\"", secs(180));
     p
 }
@@ -547,25 +549,13 @@ fn kill_9_sends_marked_requests_back_at_once_and_the_next_mesh_cleans_up() {
     let (_bob_local, bob_port) = local_backend("bob");
     // fb falls back to the original when its developer is gone; rj answers 503.
     let mut fb = start_mesh(&ns, "orders", alice_port, "fb");
-    let mut rj = Proc::spawn(
-        "ktx mesh (rj)",
-        &mut ktx(
-            &ns,
-            &[
-                "mesh",
-                "orders",
-                "--expose",
-                &format!("{bob_port}:8080"),
-                "--versionMark",
-                "rj",
-                "--on-unavailable",
-                "reject",
-                "-o",
-                "json",
-            ],
-        ),
+    let mut rj = start_mesh_with(
+        &ns,
+        "orders",
+        bob_port,
+        "rj",
+        &["--on-unavailable", "reject"],
     );
-    rj.wait_line(true, "\"command\":\"mesh\"", secs(180));
 
     // 200 rounds, 5 per second, one connection per request. busybox wget shows only the status
     // line of an error (the 503's body naming the session is checked on loopback, in
