@@ -70,3 +70,9 @@ export KTX_E2E_REQUIRED=1
 cd "$ROOT"
 cargo test -p ktx-e2e -- --test-threads=1 --nocapture "$@"
 phase "e2e tests passed"
+
+# The README's first command, exactly as a newcomer runs it (the cluster is up already, so it
+# only rebuilds and loads the images and runs the demo).
+phase "the README's demo: e2e/demo"
+"$ROOT/e2e/demo"
+phase "demo passed"
