@@ -1,8 +1,8 @@
 //! The admin port: `/healthz` (the process runs), `/readyz` (200 only while a tunnel session
-//! is up and the shadow is not draining — Kubernetes then sends traffic elsewhere), `/metrics`.
+//! is up, every service port listens for it and the shadow is not draining — see [`crate::ready`]),
+//! `/metrics`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -16,21 +16,19 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::slot::Slot;
+use crate::ready::Readiness;
 use crate::stopped;
 
 /// What the admin endpoints report.
 #[derive(Debug, Clone)]
 pub struct AdminState {
     pub registry: Arc<Mutex<Registry>>,
-    pub slot: Arc<Slot>,
-    /// Set on shutdown: not ready any more, whatever the tunnel does.
-    pub draining: Arc<AtomicBool>,
+    pub readiness: Arc<Readiness>,
 }
 
 impl AdminState {
     pub fn ready(&self) -> bool {
-        self.slot.current().is_some() && !self.draining.load(Ordering::Relaxed)
+        self.readiness.is_ready()
     }
 }
 

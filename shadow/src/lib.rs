@@ -4,18 +4,18 @@
 //! One readable assembly ([`Shadow::start`]): bind every port → the tunnel port accepts one
 //! authenticated ktx session at a time ([`tunnel`]) → the service ports turn each connection
 //! into a tunnel stream, and are not listened on while no session is up ([`service`]) → the admin
-//! port reports health, readiness (= a session is up) and metrics ([`admin`]). The protocol
-//! itself is the `ktx-tunnel` crate.
+//! port reports health, readiness (a session is up and every port listens for it, [`ready`])
+//! and metrics ([`admin`]). The protocol itself is the `ktx-tunnel` crate.
 
 pub mod admin;
 pub mod config;
 pub mod metrics;
+pub mod ready;
 mod service;
 pub mod slot;
 mod tunnel;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,6 +31,7 @@ use tokio::task::JoinHandle;
 use crate::admin::AdminState;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::ready::Readiness;
 use crate::slot::{Live, Slot};
 
 /// Everything [`Shadow::start`] needs, already loaded and checked.
@@ -98,7 +99,7 @@ pub struct Shadow {
     pub admin_addr: SocketAddr,
     pub metrics: Metrics,
     slot: Arc<Slot>,
-    draining: Arc<AtomicBool>,
+    readiness: Arc<Readiness>,
     stop_service: watch::Sender<bool>,
     stop_tunnel: watch::Sender<bool>,
     services: Vec<JoinHandle<()>>,
@@ -123,7 +124,7 @@ impl Shadow {
         let mut registry = Registry::default();
         let metrics = Metrics::new(&mut registry);
         let slot = Slot::new(metrics.clone());
-        let draining = Arc::new(AtomicBool::new(false));
+        let readiness = Readiness::new(slot.clone(), settings.ports.len());
         let (stop_service, _) = watch::channel(false);
         let (stop_tunnel, _) = watch::channel(false);
 
@@ -151,6 +152,7 @@ impl Shadow {
                 listener,
                 addr,
                 slot.clone(),
+                readiness.clone(),
                 metrics.clone(),
                 stop_service.subscribe(),
                 settings.options.drain_timeout,
@@ -165,8 +167,7 @@ impl Shadow {
         ));
         let state = AdminState {
             registry: Arc::new(Mutex::new(registry)),
-            slot: slot.clone(),
-            draining: draining.clone(),
+            readiness: readiness.clone(),
         };
         let admin = tokio::spawn(admin::serve(admin_listener, state, stop_tunnel.subscribe()));
         tracing::info!(
@@ -181,7 +182,7 @@ impl Shadow {
             admin_addr,
             metrics,
             slot,
-            draining,
+            readiness,
             stop_service,
             stop_tunnel,
             services,
@@ -190,9 +191,15 @@ impl Shadow {
         })
     }
 
-    /// Whether a tunnel session is up (what `/readyz` reports, draining aside).
+    /// Whether a tunnel session is up and every service port listens for it, and the shadow is
+    /// not draining: what `/readyz` reports.
     pub fn is_ready(&self) -> bool {
-        self.slot.current().is_some() && !self.draining.load(Ordering::Relaxed)
+        self.readiness.is_ready()
+    }
+
+    /// Resolves once [`Shadow::is_ready`] is `ready`.
+    pub async fn wait_ready(&self, ready: bool) {
+        self.readiness.wait(ready).await
     }
 
     /// Follows the live session: `Some(id)` while one is up.
@@ -203,7 +210,7 @@ impl Shadow {
     /// Not ready at once; stop taking connections; let open ones finish for the drain
     /// timeout; then close the tunnel and the admin port.
     pub async fn shutdown(self) {
-        self.draining.store(true, Ordering::Relaxed);
+        self.readiness.drain();
         self.stop_service.send_replace(true);
         for s in self.services {
             let _ = s.await;

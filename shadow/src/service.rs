@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::metrics::Metrics;
+use crate::ready::Readiness;
 use crate::slot::{Live, Slot};
 use crate::stopped;
 
@@ -29,6 +30,7 @@ pub(crate) async fn serve(
     first: TcpListener,
     addr: SocketAddr,
     slot: Arc<Slot>,
+    readiness: Arc<Readiness>,
     metrics: Metrics,
     mut stop: watch::Receiver<bool>,
     drain_timeout: Duration,
@@ -61,12 +63,14 @@ pub(crate) async fn serve(
                 }
             },
         };
+        let counted = readiness.listening();
         tokio::select! {
             () = accept_while_live(&l, addr.port(), &slot, &metrics, &mut streams, &mut next_id) => {}
             r = sessions.wait_for(Option::is_none) => if r.is_err() { break },
             _ = stopped(&mut stop) => break,
         }
         // The session is over (or about to be): loop, which closes the port.
+        drop(counted);
         drop(l);
     }
     drop(listener);

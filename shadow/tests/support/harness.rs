@@ -125,11 +125,7 @@ impl Rig {
 
 /// Waits until the shadow's readiness is `ready`.
 pub async fn wait_ready(shadow: &Shadow, ready: bool) {
-    let mut session = shadow.session();
-    session
-        .wait_for(|s| s.is_some() == ready)
-        .await
-        .expect("the shadow is alive");
+    shadow.wait_ready(ready).await;
 }
 
 /// Echoes every byte; after the client's half-close, half-closes too and ends.
