@@ -1,8 +1,7 @@
 //! `ktx clean`: removes what expired sessions left behind and restores their Services. A session
 //! is expired when its Lease has not been renewed for `leaseDurationSeconds` plus a grace; a
-//! live session is never touched. `mesh`, `exchange` and `preview` run [`before`] first (the
-//! Service they are about to use, then the rest of the namespace), so leftovers of a crash
-//! disappear on the next use.
+//! live session is never touched. `mesh`, `exchange` and `preview` run [`before`] on the
+//! Service they are about to use, so leftovers of a crash disappear on the next use.
 //!
 //! Order matters against sessions starting concurrently: shadows and rules are listed BEFORE
 //! the Leases, so any shadow or rule seen belongs to a Lease that already existed when the
@@ -36,25 +35,12 @@ pub struct Report {
     pub restored: bool,
 }
 
-/// Cleans expired leftovers before another command: `names` (the Service it is about to use)
-/// first, then every other Service of the namespace that a crashed session left taken over,
-/// so any later ktx command heals the namespace as `ktx clean` would. Failures only warn.
+/// Cleans expired leftovers of `names` before another command uses it; failures only warn.
+///
+/// Only that Service: sessions are judged here on this machine's clock, and a laptop whose
+/// clock runs ahead must not be able to end teammates' sessions all over the namespace (the
+/// janitor judges on its own observations instead, and `ktx clean` is asked for explicitly).
 pub async fn before(ctx: &Ctx, names: &ServiceNames) {
-    before_one(ctx, names).await;
-    match services_in_use(ctx).await {
-        Ok(all) => {
-            for s in all.into_iter().filter(|s| s != names.service()) {
-                before_one(ctx, &ServiceNames::new(s)).await;
-            }
-        }
-        Err(e) => ctx.progress.warn(format!(
-            "could not look for expired sessions in namespace {}: {e}",
-            ctx.kube.namespace
-        )),
-    }
-}
-
-async fn before_one(ctx: &Ctx, names: &ServiceNames) {
     match service(ctx, names, false).await {
         Ok(r) if !r.expired_sessions.is_empty() || !r.orphans.is_empty() || r.restored => {
             ctx.progress.done(format!(

@@ -152,7 +152,7 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
             }
             if expired > 0 {
                 println!(
-                    "\n{expired} expired session(s): the next `ktx mesh`, `exchange` or `preview` in this namespace cleans up after them, or now: `ktx -n {} clean`.",
+                    "\n{expired} expired session(s): the next `ktx mesh`, `exchange` or `preview` of their Service cleans up after them, or now: `ktx -n {} clean`.",
                     ctx.kube.namespace
                 );
             }

@@ -656,7 +656,7 @@ fn kill_9_sends_marked_requests_back_at_once_and_the_next_mesh_cleans_up() {
     }
 
     // Both Leases have expired by now (15 s + clean's 10 s grace): status says so, and the next
-    // mesh of this namespace cleans up after them.
+    // mesh of this Service cleans up after them.
     std::thread::sleep(secs(3));
     let (ok, status) = ktx_run(&ns, &["status", "-o", "json"], secs(60));
     assert!(ok, "{status}");
