@@ -454,20 +454,34 @@ async fn campaign(
 ) {
     let mut was_leading = false;
     loop {
-        let leading = match elect(&ctx.kube, election).await {
-            Ok(l) => l,
-            Err(e) => {
+        // Bounded: the client has no read timeout, and a hung write must not freeze the claim
+        // we publish (it only goes stale, which stops the rounds from acting).
+        match tokio::time::timeout(ELECTION_DURATION / 4, elect(&ctx.kube, election)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
                 metrics.errors.fetch_add(1, Ordering::Relaxed);
                 ctx.progress.warn(format!("leader election: {e}"));
-                false
             }
-        };
+            Err(_) => {
+                metrics.errors.fetch_add(1, Ordering::Relaxed);
+                ctx.progress.warn(format!(
+                    "leader election: no answer from the API server within {:?}",
+                    ELECTION_DURATION / 4
+                ));
+            }
+        }
         publish.send_replace(election.renewed());
+        // What the rounds will see, not what this attempt returned: a failed read keeps a
+        // claim that is still fresh.
+        let leading = election.leading(Instant::now());
         if leading != was_leading {
             ctx.progress.done(if leading {
                 format!("{} leads: acting on expired sessions", election.identity())
             } else {
-                format!("{} stands by (another replica leads)", election.identity())
+                format!(
+                    "{} stands by (another replica leads, or the election failed)",
+                    election.identity()
+                )
             });
             was_leading = leading;
         }
@@ -555,12 +569,16 @@ async fn rounds(
                 metrics
                     .sessions_expired
                     .store((leases.len() - live) as u64, Ordering::Relaxed);
-                if leads(&leadership, Instant::now()) {
+                let leading = leads(&leadership, Instant::now());
+                metrics.leader.store(u64::from(leading), Ordering::Relaxed);
+                if leading {
                     tokio::select! {
                         () = act(ctx, &renewals, &leadership, metrics) => {}
                         () = leadership_lost(&leadership) => ctx.progress.warn(
                             "leadership may have passed to another replica; stopping this round"
                         ),
+                        // Cut rather than be killed mid-way by the kubelet without releasing.
+                        _ = shutdown.reached(1) => return,
                     }
                 }
             }
@@ -611,9 +629,9 @@ pub async fn run(ctx: &Ctx, args: &JanitorArgs, shutdown: &Shutdown) -> Result<(
         () = campaign(ctx, &mut election, args.interval, publish, &metrics) => {}
         () = rounds(ctx, args, leadership, &metrics, shutdown) => {}
     }
-    if election.leading(Instant::now()) {
-        release(kube, &election).await;
-    }
+    // Whatever the last attempt returned (a reply lost to the cancel, a claim 7.5–15 s old):
+    // `release` gives the Lease up only if it still names us.
+    release(kube, &election).await;
     server.abort();
     ctx.progress.done(format!("janitor {identity} stopped"));
     Ok(())

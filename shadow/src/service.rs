@@ -20,8 +20,10 @@ use crate::ready::Readiness;
 use crate::slot::{Live, Slot};
 use crate::stopped;
 
-/// How long to wait before trying again when the port cannot be bound again.
+/// How long to wait before trying again when the port cannot be bound again, doubling up to
+/// the maximum.
 const REBIND_RETRY: Duration = Duration::from_millis(250);
+const REBIND_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Serves one service port until `stop`. `first` is the socket [`crate::Shadow::start`] bound
 /// (proof that the port is ours); it is closed while no session is up and bound again at
@@ -39,6 +41,7 @@ pub(crate) async fn serve(
     let mut streams = JoinSet::new();
     let mut next_id = 0u64;
     let mut listener = Some(first);
+    let mut retry = REBIND_RETRY;
     loop {
         // No session: close the port, and wait for one (finishing old streams meanwhile).
         if sessions.borrow_and_update().is_none() {
@@ -53,13 +56,20 @@ pub(crate) async fn serve(
         let l = match listener.take() {
             Some(l) => l,
             None => match TcpListener::bind(addr).await {
-                Ok(l) => l,
+                Ok(l) => {
+                    retry = REBIND_RETRY;
+                    l
+                }
                 Err(e) => {
-                    tracing::error!(%addr, error = %e, "cannot listen on the service port again; retrying");
+                    // Not ready meanwhile (the port is not counted), so no traffic is lost to
+                    // it: the router falls back. In a pod nothing else can hold the port.
+                    tracing::error!(%addr, error = %e, ?retry, "cannot listen on the service port again; retrying");
                     tokio::select! {
-                        () = tokio::time::sleep(REBIND_RETRY) => continue,
+                        () = tokio::time::sleep(retry) => {}
                         _ = stopped(&mut stop) => break,
                     }
+                    retry = (retry * 2).min(REBIND_RETRY_MAX);
+                    continue;
                 }
             },
         };
@@ -69,9 +79,11 @@ pub(crate) async fn serve(
             r = sessions.wait_for(Option::is_none) => if r.is_err() { break },
             _ = stopped(&mut stop) => break,
         }
-        // The session is over (or about to be): loop, which closes the port.
         drop(counted);
-        drop(l);
+        // The session is over; if another is already up (a quick reconnect), keep the port.
+        if sessions.borrow_and_update().is_some() {
+            listener = Some(l);
+        }
     }
     drop(listener);
     let _ = tokio::time::timeout(drain_timeout, async {
