@@ -55,6 +55,13 @@ if ! python3 -c 'import sys, pip; assert sys.version_info >= (3, 10)' 2>/dev/nul
     apt-get install -y -qq --no-install-recommends python3 python3-pip >/dev/null
 fi
 
+# The clock-skew test runs one ktx under libfaketime.
+if [[ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ]]; then
+    phase "installing faketime"
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends faketime >/dev/null
+fi
+
 phase "cluster up"
 "$CLUSTER" up >/dev/null
 

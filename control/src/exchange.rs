@@ -9,7 +9,6 @@
 //! back (waiting for them) before S is restored.
 
 use k8s_openapi::api::core::v1::{Pod, Service};
-use k8s_openapi::jiff::Timestamp;
 use ktx_names::{mode, ServiceNames};
 
 use crate::cli::{ExchangeArgs, ExchangeMode};
@@ -107,7 +106,7 @@ async fn setup(
             mode: mode::EXCHANGE,
             rule: "all traffic",
         },
-        Timestamp::now(),
+        crate::clock::now(),
     );
     undo.push(Step::Delete {
         kind: ObjKind::Lease,

@@ -11,7 +11,6 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use k8s_openapi::jiff::Timestamp;
 use ktx_names::{
     mode, role, ServiceNames, LABEL_MANAGED_BY, LABEL_MODE, LABEL_PART_OF, MANAGED_BY_VALUE,
     PART_OF_VALUE, SHARED_ROUTER_ACCOUNT,
@@ -80,7 +79,7 @@ pub async fn session_leases(kube: &Kube, service: &str) -> Result<Vec<Lease>> {
 
 /// Whether a Lease is alive now (with the cleanup grace).
 pub fn is_alive(lease: &Lease) -> bool {
-    freshness(lease, Timestamp::now(), CLEAN_GRACE).is_alive()
+    freshness(lease, crate::clock::now(), CLEAN_GRACE).is_alive()
 }
 
 fn lease_mode(lease: &Lease) -> String {

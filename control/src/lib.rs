@@ -9,6 +9,7 @@
 
 pub mod clean;
 pub mod cli;
+pub mod clock;
 pub mod error;
 pub mod exchange;
 pub mod expose;
@@ -57,6 +58,13 @@ pub async fn run_with(cli: Cli, shutdown: Shutdown, progress: Progress) -> Resul
         return Ok(());
     }
     let kube = kube::Kube::connect(&cli.global).await?;
+    if let Some(offset) = clock::sync(&kube.client).await {
+        progress.warn(format!(
+            "this machine's clock is {:.0} s {} the API server's; ktx uses the API server's time for Leases and locks (fix the clock: NTP)",
+            offset.as_secs_f64().abs(),
+            if offset.is_negative() { "ahead of" } else { "behind" }
+        ));
+    }
     let ctx = Ctx {
         kube,
         global: cli.global.clone(),

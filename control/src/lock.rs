@@ -89,9 +89,9 @@ impl Drop for Lock {
 }
 
 fn fresh_record(holder: &str, token: &str) -> LockRecord {
-    let expires = Timestamp::now()
+    let expires = crate::clock::now()
         .checked_add(TTL)
-        .unwrap_or_else(|_| Timestamp::now());
+        .unwrap_or_else(|_| crate::clock::now());
     LockRecord {
         holder: holder.to_string(),
         token: token.to_string(),
@@ -113,7 +113,7 @@ pub async fn acquire(
         let taken = kube
             .modify::<Service, _>(service, |svc| {
                 if let Some(r) = record(svc) {
-                    if r.token != token && r.is_held(Timestamp::now()) {
+                    if r.token != token && r.is_held(crate::clock::now()) {
                         return Err(Error::Locked {
                             service: service.to_string(),
                             holder: r.holder,
@@ -206,7 +206,7 @@ mod tests {
     #[test]
     fn records_expire_and_unreadable_ones_do_not_block() {
         let r = fresh_record("alice@laptop", "t1");
-        let now = Timestamp::now();
+        let now = crate::clock::now();
         assert!(r.is_held(now));
         assert!(!r.is_held(now.checked_add(TTL + Duration::from_secs(1)).unwrap()));
         let bad = LockRecord {

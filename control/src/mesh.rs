@@ -11,7 +11,6 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use k8s_openapi::jiff::Timestamp;
 use ktx_names::{mode, ServiceNames, SHARED_ROUTER_ACCOUNT};
 use kube::ResourceExt;
 
@@ -252,7 +251,7 @@ async fn setup(
             mode: mode::MESH,
             rule: &rule_text,
         },
-        Timestamp::now(),
+        crate::clock::now(),
     );
     undo.push(Step::Delete {
         kind: ObjKind::Lease,

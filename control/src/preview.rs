@@ -4,7 +4,6 @@
 //! Service first.
 
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::jiff::Timestamp;
 use ktx_names::{mode, ServiceNames};
 
 use crate::cli::PreviewArgs;
@@ -53,7 +52,7 @@ async fn setup(ctx: &Ctx, names: &ServiceNames, plan: &PortPlan, undo: &Undo) ->
             mode: mode::PREVIEW,
             rule: "all traffic",
         },
-        Timestamp::now(),
+        crate::clock::now(),
     );
     undo.push(Step::Delete {
         kind: ObjKind::Lease,

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::ResourceExt;
 use tokio::sync::watch;
@@ -116,7 +115,7 @@ async fn renew_loop(kube: Kube, name: String, lost: watch::Sender<Option<String>
     let mut last_ok = Instant::now();
     loop {
         tokio::time::sleep(RENEW_EVERY).await;
-        let now = MicroTime(Timestamp::now());
+        let now = MicroTime(crate::clock::now());
         let patch = serde_json::json!({ "spec": { "renewTime": now } });
         match api
             .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))

@@ -99,7 +99,7 @@ pub async fn rows(ctx: &Ctx) -> Result<Vec<SessionRow>> {
         "{LABEL_MANAGED_BY}={MANAGED_BY_VALUE},{LABEL_ROLE}={}",
         role::SESSION
     );
-    let now = Timestamp::now();
+    let now = crate::clock::now();
     let mut rows: Vec<SessionRow> = ctx
         .kube
         .list::<Lease>(&sel)

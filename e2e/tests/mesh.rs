@@ -707,3 +707,84 @@ fn kill_9_sends_marked_requests_back_at_once_and_the_next_mesh_cleans_up() {
     assert_eq!(service_fingerprint(&ns, "orders"), before, "{out}");
     assert_nothing_left(&ns, secs(60));
 }
+
+#[test]
+fn a_laptop_whose_clock_runs_ahead_leaves_teammates_sessions_alone() {
+    let Some(cluster) = Cluster::from_env("mesh_clock_ahead") else {
+        return;
+    };
+    // libfaketime (Debian's `faketime`, installed by e2e/ci.sh) moves this machine's clock for
+    // one process only.
+    let faketime = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+    if !std::path::Path::new(faketime).exists() {
+        assert!(
+            std::env::var("KTX_E2E_REQUIRED").is_err(),
+            "{faketime} is missing: apt-get install faketime"
+        );
+        eprintln!("SKIPPED mesh_clock_ahead: {faketime} is missing (apt-get install faketime)");
+        return;
+    }
+    support::build();
+    let ns = cluster.namespace("mesh-clock");
+    deploy_orders(&ns);
+    let before = service_fingerprint(&ns, "orders");
+    let url = format!("http://{}:8080/", ns.cluster_ip("orders"));
+    let (_alice_local, alice_port) = local_backend("alice");
+    let (_carol_local, carol_port) = local_backend("carol");
+    let mut alice = start_mesh(&ns, "orders", alice_port, "alice");
+
+    // Carol's clock is 90 s ahead: by it, Alice's Lease (15 s, renewed every 5 s, + 10 s grace)
+    // expired long ago. Her ktx must judge by the API server's clock, not kill Alice's session.
+    let expose = format!("{carol_port}:8080");
+    let mut cmd = ktx(
+        &ns,
+        &[
+            "mesh",
+            "orders",
+            "--expose",
+            &expose,
+            "--versionMark",
+            "carol",
+            "-o",
+            "json",
+        ],
+    );
+    cmd.env("LD_PRELOAD", faketime)
+        .env("FAKETIME", "+90s")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    let mut carol = Proc::spawn("ktx mesh (carol, clock +90 s)", &mut cmd);
+    let warned = carol.wait_line(false, "clock is", secs(60));
+    assert!(
+        warned.contains("ahead of the API server"),
+        "ktx should say the clock is off: {warned}"
+    );
+    carol.wait_line(true, "\"command\":\"mesh\"", secs(180));
+
+    ask_from_pod(
+        &ns,
+        "both",
+        &url,
+        &[
+            ("VERSION: alice", "alice"),
+            ("VERSION: carol", "carol"),
+            ("", "original"),
+        ],
+    );
+    let (ok, status) = ktx_run(&ns, &["status", "-o", "json"], secs(60));
+    assert!(ok, "{status}");
+    assert!(
+        status.contains("\"session\":\"alice\"")
+            && status.contains("\"session\":\"carol\"")
+            && !status.contains("\"alive\":false"),
+        "both sessions must be alive: {status}"
+    );
+
+    carol.interrupt();
+    let (ok, out) = carol.wait_exit(secs(90));
+    assert!(ok, "{out}");
+    alice.interrupt();
+    let (ok, out) = alice.wait_exit(secs(90));
+    assert!(ok, "{out}");
+    assert_eq!(service_fingerprint(&ns, "orders"), before, "{out}");
+    assert_nothing_left(&ns, secs(60));
+}
