@@ -452,6 +452,7 @@ async fn campaign(
     publish: watch::Sender<Option<Instant>>,
     metrics: &Metrics,
 ) {
+    // The leader gauge is the rounds' to set: they read the claim this publishes.
     let mut was_leading = false;
     loop {
         // Bounded: the client has no read timeout, and a hung write must not freeze the claim
@@ -485,7 +486,6 @@ async fn campaign(
             });
             was_leading = leading;
         }
-        metrics.leader.store(u64::from(leading), Ordering::Relaxed);
         tokio::time::sleep(interval).await;
     }
 }
@@ -560,6 +560,10 @@ async fn rounds(
     );
     loop {
         metrics.rounds.fetch_add(1, Ordering::Relaxed);
+        metrics.leader.store(
+            u64::from(leads(&leadership, Instant::now())),
+            Ordering::Relaxed,
+        );
         match ctx.kube.list::<Lease>(&sessions).await {
             Ok(leases) => {
                 let now = Instant::now();
@@ -569,9 +573,7 @@ async fn rounds(
                 metrics
                     .sessions_expired
                     .store((leases.len() - live) as u64, Ordering::Relaxed);
-                let leading = leads(&leadership, Instant::now());
-                metrics.leader.store(u64::from(leading), Ordering::Relaxed);
-                if leading {
+                if leads(&leadership, Instant::now()) {
                     tokio::select! {
                         () = act(ctx, &renewals, &leadership, metrics) => {}
                         () = leadership_lost(&leadership) => ctx.progress.warn(
