@@ -11,7 +11,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use ktx_e2e::{image, secs, testbackend_manifest, Cluster, Namespace};
-use support::{assert_nothing_left, ktx, ktx_run, local_backend, service_fingerprint, Proc};
+use support::{
+    assert_nothing_left, end_session, ktx, ktx_run, local_backend, mesh_cmd, service_fingerprint,
+    Proc,
+};
 
 /// `orders` (Service port 8080 → targetPort `http`) answered by "original".
 fn deploy_orders(ns: &Namespace) {
@@ -303,19 +306,10 @@ fn start_mesh(ns: &Namespace, service: &str, port: u16, mark: &str) -> Proc {
 
 /// [`start_mesh`] with more flags (`--on-unavailable reject`, ...).
 fn start_mesh_with(ns: &Namespace, service: &str, port: u16, mark: &str, more: &[&str]) -> Proc {
-    let expose = format!("{port}:8080");
-    let mut args = vec![
-        "mesh",
-        service,
-        "--expose",
-        &expose,
-        "--versionMark",
-        mark,
-        "-o",
-        "json",
-    ];
-    args.extend_from_slice(more);
-    let mut p = Proc::spawn(&format!("ktx mesh ({mark})"), &mut ktx(ns, &args));
+    let mut p = Proc::spawn(
+        &format!("ktx mesh ({mark})"),
+        &mut mesh_cmd(ns, service, &format!("{port}:8080"), mark, more),
+    );
     p.wait_line(true, "\"command\":\"mesh\"", secs(180));
     p
 }
@@ -334,7 +328,7 @@ fn two_developers_share_a_service_and_the_last_one_restores_it() {
     let (_bob_local, bob_port) = local_backend("bob");
 
     let mut alice = start_mesh(&ns, "orders", alice_port, "alice");
-    let mut bob = start_mesh(&ns, "orders", bob_port, "bob");
+    let bob = start_mesh(&ns, "orders", bob_port, "bob");
 
     // Same conditions as a live session, spelled differently: refused, naming the session.
     let (ok, out) = ktx_run(
@@ -418,11 +412,7 @@ fn two_developers_share_a_service_and_the_last_one_restores_it() {
     assert_ne!(service_fingerprint(&ns, "orders"), before);
 
     // Bob is the last one out: the Service is exactly as before, nothing is left.
-    bob.interrupt();
-    let (ok, out) = bob.wait_exit(secs(90));
-    assert!(ok, "{out}");
-    assert_eq!(service_fingerprint(&ns, "orders"), before, "{out}");
-    assert_nothing_left(&ns, secs(60));
+    end_session(&ns, bob, "orders", &before, secs(60));
 }
 
 #[test]
@@ -668,7 +658,7 @@ fn kill_9_sends_marked_requests_back_at_once_and_the_next_mesh_cleans_up() {
         "both sessions should show as expired: {status}"
     );
     let (_carol_local, carol_port) = local_backend("carol");
-    let mut again = start_mesh(&ns, "orders", carol_port, "again");
+    let again = start_mesh(&ns, "orders", carol_port, "again");
     let (ok, status) = ktx_run(&ns, &["status", "-o", "json"], secs(60));
     assert!(ok, "{status}");
     assert!(
@@ -702,11 +692,7 @@ fn kill_9_sends_marked_requests_back_at_once_and_the_next_mesh_cleans_up() {
             ("", "original"),
         ],
     );
-    again.interrupt();
-    let (ok, out) = again.wait_exit(secs(90));
-    assert!(ok, "{out}");
-    assert_eq!(service_fingerprint(&ns, "orders"), before, "{out}");
-    assert_nothing_left(&ns, secs(60));
+    end_session(&ns, again, "orders", &before, secs(60));
 }
 
 #[test]
@@ -732,24 +718,11 @@ fn a_laptop_whose_clock_runs_ahead_leaves_teammates_sessions_alone() {
     let url = format!("http://{}:8080/", ns.cluster_ip("orders"));
     let (_alice_local, alice_port) = local_backend("alice");
     let (_carol_local, carol_port) = local_backend("carol");
-    let mut alice = start_mesh(&ns, "orders", alice_port, "alice");
+    let alice = start_mesh(&ns, "orders", alice_port, "alice");
 
     // Carol's clock is 90 s ahead: by it, Alice's Lease (15 s, renewed every 5 s, + 10 s grace)
     // expired long ago. Her ktx must judge by the API server's clock, not kill Alice's session.
-    let expose = format!("{carol_port}:8080");
-    let mut cmd = ktx(
-        &ns,
-        &[
-            "mesh",
-            "orders",
-            "--expose",
-            &expose,
-            "--versionMark",
-            "carol",
-            "-o",
-            "json",
-        ],
-    );
+    let mut cmd = mesh_cmd(&ns, "orders", &format!("{carol_port}:8080"), "carol", &[]);
     cmd.env("LD_PRELOAD", faketime)
         .env("FAKETIME", "+90s")
         .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
@@ -783,9 +756,5 @@ fn a_laptop_whose_clock_runs_ahead_leaves_teammates_sessions_alone() {
     carol.interrupt();
     let (ok, out) = carol.wait_exit(secs(90));
     assert!(ok, "{out}");
-    alice.interrupt();
-    let (ok, out) = alice.wait_exit(secs(90));
-    assert!(ok, "{out}");
-    assert_eq!(service_fingerprint(&ns, "orders"), before, "{out}");
-    assert_nothing_left(&ns, secs(60));
+    end_session(&ns, alice, "orders", &before, secs(60));
 }

@@ -20,7 +20,7 @@ use clients::{ask_from_pods, Ask};
 use ktx_e2e::{
     http_get, image, secs, testbackend_image, testbackend_manifest, yaml_string, Cluster, Namespace,
 };
-use support::{assert_nothing_left, ktx, local_backend, service_fingerprint, Proc};
+use support::{end_session, ktx, local_backend, mesh_cmd, service_fingerprint, Proc};
 
 /// A shell function `h2 HOST PORT [VERSION]` that sends one h2c GET / (with header
 /// `version: VERSION` if given) and prints the raw response frames.
@@ -121,11 +121,7 @@ fn mesh_routes_h2c_streams_by_header() {
         ],
     );
 
-    mesh.interrupt();
-    let (ok, out) = mesh.wait_exit(secs(90));
-    assert!(ok, "ktx mesh did not end cleanly after Ctrl-C:\n{out}");
-    assert_eq!(service_fingerprint(&ns, "orders"), before);
-    assert_nothing_left(&ns, secs(60));
+    end_session(&ns, mesh, "orders", &before, secs(60));
     ask_h2c_from_pod(&ns, "after", &ip, 8080, &[("foobar", "original")]);
 }
 
@@ -133,31 +129,10 @@ fn mesh_routes_h2c_streams_by_header() {
 fn start_mesh(ns: &Namespace, service: &str, local: u16) -> Proc {
     let mut mesh = Proc::spawn(
         "ktx mesh",
-        &mut ktx(
-            ns,
-            &[
-                "mesh",
-                service,
-                "--expose",
-                &format!("{local}:8080"),
-                "--versionMark",
-                "foobar",
-                "-o",
-                "json",
-            ],
-        ),
+        &mut mesh_cmd(ns, service, &format!("{local}:8080"), "foobar", &[]),
     );
     mesh.wait_line(true, "\"command\":\"mesh\"", secs(180));
     mesh
-}
-
-/// Ctrl-C; the Service is exactly as `before` and no ktx object is left.
-fn end_mesh(ns: &Namespace, mut mesh: Proc, service: &str, before: &str) {
-    mesh.interrupt();
-    let (ok, out) = mesh.wait_exit(secs(90));
-    assert!(ok, "ktx mesh did not end cleanly after Ctrl-C:\n{out}");
-    assert_eq!(service_fingerprint(ns, service), before);
-    assert_nothing_left(ns, secs(60));
 }
 
 /// Counter `name` of the local backend on `port` (`GET /_ktx/stats`).
@@ -228,7 +203,7 @@ fn mesh_routes_grpc_streams_and_websockets_by_header() {
     // The developer's process really served them, through the tunnel.
     assert!(local_counter(port, "grpc_calls") >= 4);
     assert!(local_counter(port, "websockets") >= 1);
-    end_mesh(&ns, mesh, "orders", &before);
+    end_session(&ns, mesh, "orders", &before, secs(60));
 }
 
 /// Service `name` with two ports: `http` (8080 → container port `http`, the test backend) and
@@ -316,19 +291,7 @@ fn multi_port_named_target_ports_mesh_and_exchange() {
     // router must give up sniffing, then sends bytes that are no HTTP and must come back).
     let mut mesh = Proc::spawn(
         "ktx mesh (two ports)",
-        &mut ktx(
-            &ns,
-            &[
-                "mesh",
-                "orders",
-                "--expose",
-                &expose,
-                "--versionMark",
-                "foobar",
-                "-o",
-                "json",
-            ],
-        ),
+        &mut mesh_cmd(&ns, "orders", &expose, "foobar", &[]),
     );
     mesh.wait_line(true, "\"command\":\"mesh\"", secs(180));
     ask_from_pods(
@@ -368,7 +331,7 @@ fn multi_port_named_target_ports_mesh_and_exchange() {
         selector.contains("\"router\""),
         "the raw port was asked while the router fronted the Service, selector: {selector}"
     );
-    end_mesh(&ns, mesh, "orders", &before);
+    end_session(&ns, mesh, "orders", &before, secs(60));
 
     // Both ports exchanged: everything, HTTP and raw, reaches the developer's two listeners.
     let mut exchange = Proc::spawn(
@@ -398,5 +361,5 @@ fn multi_port_named_target_ports_mesh_and_exchange() {
             },
         ],
     );
-    end_mesh(&ns, exchange, "orders", &before);
+    end_session(&ns, exchange, "orders", &before, secs(60));
 }

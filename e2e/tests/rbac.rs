@@ -13,7 +13,9 @@ mod support;
 
 use chart::{kubeconfig_for_service_account, repo_root};
 use ktx_e2e::{secs, testbackend_manifest, Cluster};
-use support::{assert_nothing_left, ktx, local_backend, service_fingerprint, Proc};
+use support::{
+    assert_nothing_left, end_session, local_backend, mesh_cmd, service_fingerprint, Proc,
+};
 
 /// The README's developer Role: the YAML block that starts with `kind: Role`.
 fn readme_role() -> String {
@@ -63,19 +65,7 @@ fn the_readme_role_is_enough_and_a_missing_right_rolls_back() {
     let (_dev, port) = local_backend("developer");
     let expose = format!("{port}:8080");
     let mesh_as_dev = || {
-        let mut cmd = ktx(
-            &ns,
-            &[
-                "mesh",
-                "orders",
-                "--expose",
-                &expose,
-                "--versionMark",
-                "dev",
-                "-o",
-                "json",
-            ],
-        );
+        let mut cmd = mesh_cmd(&ns, "orders", &expose, "dev", &[]);
         cmd.arg("--kubeconfig").arg(&kc);
         Proc::spawn("ktx mesh (as dev)", &mut cmd)
     };
@@ -108,12 +98,5 @@ fn the_readme_role_is_enough_and_a_missing_right_rolls_back() {
     let mut mesh = mesh_as_dev();
     mesh.wait_line(true, "\"command\":\"mesh\"", secs(180));
     assert_ne!(service_fingerprint(&ns, "orders"), before);
-    mesh.interrupt();
-    let (ok, out) = mesh.wait_exit(secs(90));
-    assert!(
-        ok,
-        "ktx mesh with the README's Role did not end cleanly:\n{out}"
-    );
-    assert_eq!(service_fingerprint(&ns, "orders"), before, "{out}");
-    assert_nothing_left(&ns, secs(90));
+    end_session(&ns, mesh, "orders", &before, secs(90));
 }

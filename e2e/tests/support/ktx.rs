@@ -220,6 +220,35 @@ pub fn ktx(ns: &Namespace, args: &[&str]) -> Command {
     cmd
 }
 
+/// `ktx mesh SERVICE --expose EXPOSE --versionMark MARK -o json MORE...`, not started yet.
+pub fn mesh_cmd(ns: &Namespace, service: &str, expose: &str, mark: &str, more: &[&str]) -> Command {
+    let mut cmd = ktx(
+        ns,
+        &[
+            "mesh",
+            service,
+            "--expose",
+            expose,
+            "--versionMark",
+            mark,
+            "-o",
+            "json",
+        ],
+    );
+    cmd.args(more);
+    cmd
+}
+
+/// Ctrl-C to a session: it ends cleanly, `service` is exactly `before`, and no ktx object is
+/// left within `within`.
+pub fn end_session(ns: &Namespace, mut p: Proc, service: &str, before: &str, within: Duration) {
+    p.interrupt();
+    let (ok, out) = p.wait_exit(Duration::from_secs(90));
+    assert!(ok, "{} did not end cleanly after Ctrl-C:\n{out}", p.name);
+    assert_eq!(service_fingerprint(ns, service), before, "{out}");
+    assert_nothing_left(ns, within);
+}
+
 /// Runs a ktx command to its end; (success, output).
 pub fn ktx_run(ns: &Namespace, args: &[&str], timeout: Duration) -> (bool, String) {
     let mut p = Proc::spawn(&format!("ktx {}", args.join(" ")), &mut ktx(ns, args));
