@@ -4,7 +4,7 @@ use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::process::{run, Output};
-use crate::{announce, poll, secs, Namespace, REQUIRED_ENV};
+use crate::{announce, poll, secs, Namespace, ASKED_ENV, REQUIRED_ENV};
 
 /// A reachable cluster, driven through kubectl.
 #[derive(Debug, Clone)]
@@ -17,6 +17,15 @@ impl Cluster {
     /// so). Panics instead of skipping when `KTX_E2E_REQUIRED=1`.
     pub fn from_env(test: &str) -> Option<Cluster> {
         let required = std::env::var(REQUIRED_ENV).is_ok_and(|v| v == "1" || v == "true");
+        let asked = required || std::env::var(ASKED_ENV).is_ok_and(|v| v == "1" || v == "true");
+        if !asked {
+            // An exported KUBECONFIG alone never starts the tier: it may name a team's cluster.
+            announce(&format!(
+                "SKIPPED {test}: the end-to-end tier runs only when asked ({ASKED_ENV}=1, as \
+                 `KTX_E2E=1 ./test.sh` and CI do)"
+            ));
+            return None;
+        }
         let kubectl = std::env::var("KTX_E2E_KUBECTL").unwrap_or_else(|_| "kubectl".to_owned());
         let problem = match std::env::var("KUBECONFIG") {
             Err(_) => Some("KUBECONFIG is not set".to_owned()),
