@@ -38,16 +38,40 @@ pub struct Config {
     pub tls_dir: PathBuf,
 
     /// How often to ping ktx through the tunnel.
-    #[arg(long, env = "KTX_SHADOW_KEEPALIVE_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "KTX_SHADOW_KEEPALIVE_INTERVAL", default_value = "500ms", value_parser = parse_duration)]
     pub keepalive_interval: Duration,
 
-    /// Drop the tunnel (and turn not-ready) when a ping is unanswered this long.
-    #[arg(long, env = "KTX_SHADOW_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    /// Drop the tunnel (close the service ports, turn not-ready) when a ping is unanswered this
+    /// long: a laptop that froze or slept, or a paused API server. Short, so the router sends
+    /// marked requests back to their policy's target within seconds; ktx reconnects by itself.
+    #[arg(long, env = "KTX_SHADOW_KEEPALIVE_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub keepalive_timeout: Duration,
 
     /// A tunnel connection must finish TLS and the version handshake within this.
     #[arg(long, env = "KTX_SHADOW_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
+
+    /// How long ktx may take to take a new connection (it answers once the developer's process
+    /// accepted it). Later, the connection is "not taken" and `--on-unavailable` applies: a
+    /// frozen laptop or a paused API server costs a marked request at most this long.
+    #[arg(long, env = "KTX_SHADOW_ANSWER_TIMEOUT", default_value = "1500ms", value_parser = parse_duration)]
+    pub answer_timeout: Duration,
+
+    /// What to do with a connection ktx did not take (nothing listens on the developer's port,
+    /// no answer within --answer-timeout, tunnel lost before the answer); the developer's process
+    /// saw none of it. `fallback`: send it to --fallback (the original workload); `reject`: answer
+    /// HTTP/1.1 or HTTP/2 with a 503 naming --session (reset anything else); `reset`: reset it.
+    #[arg(long, env = "KTX_SHADOW_ON_UNAVAILABLE", default_value = "reset")]
+    pub on_unavailable: String,
+
+    /// Where `fallback` sends connections, per service port: PORT=IP:PORT, or *=IP:PORT for every
+    /// other port; comma separated.
+    #[arg(long, env = "KTX_SHADOW_FALLBACK", value_delimiter = ',')]
+    pub fallback: Vec<crate::unavailable::FallbackRoute>,
+
+    /// The session this shadow serves (named in `reject` answers).
+    #[arg(long, env = "KTX_SHADOW_SESSION", default_value = "")]
+    pub session: String,
 
     /// On SIGTERM, let open connections finish for at most this long.
     #[arg(long, env = "KTX_SHADOW_DRAIN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
@@ -67,6 +91,13 @@ pub struct Config {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `ktx_shadow=debug`.
     #[arg(long, env = "KTX_SHADOW_LOG", default_value = "info")]
     pub log_level: String,
+}
+
+impl Config {
+    /// The policy for connections ktx did not take, from `--on-unavailable` and `--fallback`.
+    pub fn policy(&self) -> Result<crate::unavailable::Policy, String> {
+        crate::unavailable::Policy::from_flags(&self.on_unavailable, &self.fallback)
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub mod ready;
 mod service;
 pub mod slot;
 mod tunnel;
+pub mod unavailable;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -33,6 +34,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::ready::Readiness;
 use crate::slot::{Live, Slot};
+use crate::unavailable::Unavailable;
 
 /// Everything [`Shadow::start`] needs, already loaded and checked.
 #[derive(Debug, Clone)]
@@ -44,6 +46,8 @@ pub struct Settings {
     pub admin: SocketAddr,
     pub tls: SideMaterial,
     pub options: TunnelOptions,
+    /// What happens to connections ktx does not take.
+    pub unavailable: Unavailable,
 }
 
 /// The shadow could not start.
@@ -56,6 +60,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Tls(#[from] TlsConfigError),
+    #[error("{0}")]
+    Policy(String),
     #[error("port {0} is both a service port and the tunnel or admin port")]
     PortClash(u16),
     #[error("listen on {addr}: {source}")]
@@ -78,7 +84,12 @@ impl Settings {
         options.keepalive_timeout = cfg.keepalive_timeout;
         options.handshake_timeout = cfg.handshake_timeout;
         options.drain_timeout = cfg.drain_timeout;
+        options.answer_timeout = cfg.answer_timeout;
         cfg.tuning.apply(&mut options);
+        let unavailable = Unavailable {
+            policy: cfg.policy().map_err(StartError::Policy)?,
+            session: cfg.session.clone(),
+        };
         Ok(Self {
             listen_addr: cfg.listen_addr,
             ports: cfg.ports.clone(),
@@ -86,6 +97,7 @@ impl Settings {
             admin: cfg.admin,
             tls,
             options,
+            unavailable,
         })
     }
 }
@@ -146,14 +158,19 @@ impl Shadow {
 
         let mut service_addrs = Vec::new();
         let mut services = Vec::new();
+        let unavailable = Arc::new(settings.unavailable.clone());
         for (listener, addr) in service_listeners {
             service_addrs.push(addr);
+            let shared = service::Shared {
+                slot: slot.clone(),
+                readiness: readiness.clone(),
+                metrics: metrics.clone(),
+                unavailable: unavailable.clone(),
+            };
             services.push(tokio::spawn(service::serve(
                 listener,
                 addr,
-                slot.clone(),
-                readiness.clone(),
-                metrics.clone(),
+                shared,
                 stop_service.subscribe(),
                 settings.options.drain_timeout,
             )));

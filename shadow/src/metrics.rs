@@ -21,6 +21,14 @@ pub struct DirectionLabel {
     pub direction: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotTakenLabel {
+    /// `refused` (nothing listens on the developer's port), `no_answer`, `tunnel`.
+    pub reason: &'static str,
+    /// What the session's policy did: `fallback`, `reject`, `reset`.
+    pub action: &'static str,
+}
+
 /// Every metric of the shadow.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -39,9 +47,18 @@ pub struct Metrics {
     pub session_up: Gauge,
     pub bytes_to_ktx: Counter,
     pub bytes_from_ktx: Counter,
+    /// Connections ktx did not take, by reason and by what the policy did with them.
+    pub not_taken: Family<NotTakenLabel, Counter>,
 }
 
 impl Metrics {
+    /// Connections ktx did not take for `reason` that the policy handled with `action`.
+    pub fn not_taken(&self, reason: &'static str, action: &'static str) -> u64 {
+        self.not_taken
+            .get_or_create(&NotTakenLabel { reason, action })
+            .get()
+    }
+
     pub fn new(registry: &mut Registry) -> Self {
         let bytes = Family::<DirectionLabel, Counter>::default();
         // One statement each: `get_or_create` returns a lock guard that lives until the end of
@@ -66,12 +83,18 @@ impl Metrics {
             session_up: Gauge::default(),
             bytes_to_ktx: to_ktx,
             bytes_from_ktx: from_ktx,
+            not_taken: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("ktx_shadow");
         r.register(
             "streams",
             "Connections sent through the tunnel",
             m.streams.clone(),
+        );
+        r.register(
+            "not_taken",
+            "Connections ktx did not take (developer's process down, no answer, tunnel lost), by reason and by what the session's policy did",
+            m.not_taken.clone(),
         );
         r.register(
             "active_streams",

@@ -9,21 +9,32 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ktx_tunnel::proto::stream_head::StreamHead;
+use ktx_tunnel::shadow::Forwarded;
 use ktx_tunnel::splice::abort;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, NotTakenLabel};
 use crate::ready::Readiness;
 use crate::slot::{Live, Slot};
 use crate::stopped;
+use crate::unavailable::Unavailable;
 
 /// How long to wait before trying again when the port cannot be bound again, doubling up to
 /// the maximum.
 const REBIND_RETRY: Duration = Duration::from_millis(250);
 const REBIND_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// What every service port shares.
+#[derive(Debug, Clone)]
+pub(crate) struct Shared {
+    pub slot: Arc<Slot>,
+    pub readiness: Arc<Readiness>,
+    pub metrics: Metrics,
+    pub unavailable: Arc<Unavailable>,
+}
 
 /// Serves one service port until `stop`. `first` is the socket [`crate::Shadow::start`] bound
 /// (proof that the port is ours); it is closed while no session is up and bound again at
@@ -31,12 +42,16 @@ const REBIND_RETRY_MAX: Duration = Duration::from_secs(5);
 pub(crate) async fn serve(
     first: TcpListener,
     addr: SocketAddr,
-    slot: Arc<Slot>,
-    readiness: Arc<Readiness>,
-    metrics: Metrics,
+    shared: Shared,
     mut stop: watch::Receiver<bool>,
     drain_timeout: Duration,
 ) {
+    let Shared {
+        slot,
+        readiness,
+        metrics,
+        unavailable,
+    } = shared;
     let mut sessions = slot.subscribe();
     let mut streams = JoinSet::new();
     let mut next_id = 0u64;
@@ -75,7 +90,7 @@ pub(crate) async fn serve(
         };
         let counted = readiness.listening();
         tokio::select! {
-            () = accept_while_live(&l, addr.port(), &slot, &metrics, &mut streams, &mut next_id) => {}
+            () = accept_while_live(&l, addr.port(), &slot, &metrics, &unavailable, &mut streams, &mut next_id) => {}
             r = sessions.wait_for(Option::is_none) => if r.is_err() { break },
             _ = stopped(&mut stop) => break,
         }
@@ -99,6 +114,7 @@ async fn accept_while_live(
     port: u16,
     slot: &Slot,
     metrics: &Metrics,
+    unavailable: &Arc<Unavailable>,
     streams: &mut JoinSet<()>,
     next_id: &mut u64,
 ) {
@@ -123,8 +139,22 @@ async fn accept_while_live(
         // Small writes (interactive protocols) must not wait for Nagle.
         let _ = tcp.set_nodelay(true);
         *next_id += 1;
-        spawn_stream(streams, live, tcp, peer, port, *next_id, metrics.clone());
+        let ctx = StreamCtx {
+            port,
+            id: *next_id,
+            metrics: metrics.clone(),
+            unavailable: unavailable.clone(),
+        };
+        spawn_stream(streams, live, tcp, peer, ctx);
     }
+}
+
+/// What a stream's task needs besides its connection.
+struct StreamCtx {
+    port: u16,
+    id: u64,
+    metrics: Metrics,
+    unavailable: Arc<Unavailable>,
 }
 
 fn spawn_stream(
@@ -132,10 +162,14 @@ fn spawn_stream(
     live: Live,
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
-    port: u16,
-    id: u64,
-    metrics: Metrics,
+    ctx: StreamCtx,
 ) {
+    let StreamCtx {
+        port,
+        id,
+        metrics,
+        unavailable,
+    } = ctx;
     let span = tracing::debug_span!("stream", session = live.id, port, id);
     streams.spawn(
         async move {
@@ -146,14 +180,29 @@ fn spawn_stream(
                 peer: Some(peer),
             };
             let result = live.handle.forward(tcp, head, &metrics).await;
-            metrics.active_streams.dec();
             match result {
-                Ok(moved) => tracing::debug!(%peer, ?moved, "stream done"),
+                Ok(Forwarded::Spliced(moved)) => tracing::debug!(%peer, ?moved, "stream done"),
+                Ok(Forwarded::NotTaken(nt)) => {
+                    let reason = nt.why.label();
+                    tracing::debug!(%peer, why = %nt.why, "ktx did not take the connection");
+                    unavailable
+                        .handle(nt, port, |outcome| {
+                            metrics
+                                .not_taken
+                                .get_or_create(&NotTakenLabel {
+                                    reason,
+                                    action: outcome.label(),
+                                })
+                                .inc();
+                        })
+                        .await;
+                }
                 Err(e) => {
                     metrics.stream_errors.inc();
                     tracing::debug!(%peer, error = %e, "stream cut");
                 }
             }
+            metrics.active_streams.dec();
         }
         .instrument(span),
     );

@@ -43,6 +43,11 @@ pub struct TunnelOptions {
     pub connect_timeout: Duration,
     /// On shutdown, streams get this long to finish before they are cut.
     pub drain_timeout: Duration,
+    /// Shadow side: how long ktx may take to answer a new stream (it answers once the
+    /// developer's process accepted the connection). Without an answer by then the connection
+    /// is "not taken" and the shadow's policy applies (fallback or 503), so a frozen laptop
+    /// costs a marked request at most this long.
+    pub answer_timeout: Duration,
     /// Protocol versions this end offers; tests narrow it to check refusals.
     pub protocol: VersionRange,
     /// Sent in the hello, for messages: e.g. `ktx 0.1.0`.
@@ -64,6 +69,7 @@ impl TunnelOptions {
             handshake_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(2),
+            answer_timeout: Duration::from_millis(1500),
             protocol: VersionRange::CURRENT,
             software: format!("{program} {}", env!("CARGO_PKG_VERSION")),
         }

@@ -11,7 +11,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use h2::client::SendRequest;
 use h2::PingPong;
 use tokio::io::AsyncWriteExt;
@@ -170,6 +170,7 @@ impl ShadowEndpoint {
             handle: SessionHandle {
                 sender,
                 read_chunk: self.options.read_chunk,
+                answer_timeout: self.options.answer_timeout,
             },
             driver: SessionDriver {
                 conn,
@@ -206,6 +207,7 @@ async fn refuse(
 pub struct SessionHandle {
     sender: SendRequest<Bytes>,
     read_chunk: usize,
+    answer_timeout: Duration,
 }
 
 impl std::fmt::Debug for SessionHandle {
@@ -217,30 +219,146 @@ impl std::fmt::Debug for SessionHandle {
 impl SessionHandle {
     /// Sends `tcp` through the tunnel as one stream named by `head`, and splices until both
     /// ways are done. The client's first bytes go out before ktx has answered (no extra round
-    /// trip); if ktx refuses, the connection is reset.
+    /// trip), and a copy of them is kept until it does (at most [`KEEP_UNTIL_ANSWER`] bytes;
+    /// reading pauses beyond that). When ktx does not take the connection — nothing listens on
+    /// the developer's port, no answer within `answer_timeout`, or the tunnel is gone — the
+    /// stream is reset and the socket comes back with those bytes ([`Forwarded::NotTaken`]):
+    /// the developer's process saw none of them, so the caller may hand the connection to
+    /// someone else.
     pub async fn forward(
         &self,
         tcp: TcpStream,
         head: StreamHead,
         observer: &dyn Observer,
-    ) -> Result<Spliced, SpliceError> {
+    ) -> Result<Forwarded, SpliceError> {
         let opened = async {
             let mut sender = self.sender.clone().ready().await?;
             sender.send_request(head.to_request(), false)
         };
-        let (response, send) = match opened.await {
+        let (mut response, mut send) = match opened.await {
             Ok(r) => r,
             Err(e) => {
-                abort(&tcp);
-                return Err(e.into());
+                return Ok(Forwarded::NotTaken(NotTaken {
+                    socket: tcp,
+                    sent: Bytes::new(),
+                    why: NotTakenReason::Tunnel(e.to_string()),
+                }))
             }
         };
-        let recv = async move {
-            let resp = response.await?;
-            check_response(&resp)?;
-            Ok(resp.into_body())
+        let mut kept = BytesMut::new();
+        let mut eof = false;
+        let deadline = tokio::time::sleep(self.answer_timeout);
+        tokio::pin!(deadline);
+        let answer = loop {
+            tokio::select! {
+                biased;
+                r = &mut response => break Some(r),
+                () = &mut deadline => break None,
+                ready = tcp.readable(), if !eof && kept.len() < KEEP_UNTIL_ANSWER => {
+                    if let Err(e) = ready {
+                        send.send_reset(h2::Reason::CANCEL);
+                        abort(&tcp);
+                        return Err(SpliceError::SocketRead(e));
+                    }
+                    let mut buf = BytesMut::with_capacity(KEEP_UNTIL_ANSWER - kept.len());
+                    match tcp.try_read_buf(&mut buf) {
+                        // The client's half-close: the splice reads it again and passes it on.
+                        Ok(0) => eof = true,
+                        Ok(n) => {
+                            kept.extend_from_slice(&buf);
+                            observer.sent(n as u64);
+                            // Queued inside h2 even before capacity is granted: bounded by
+                            // KEEP_UNTIL_ANSWER, like the copy.
+                            if let Err(e) = send.send_data(buf.freeze(), false) {
+                                break Some(Err(e));
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => {
+                            send.send_reset(h2::Reason::CANCEL);
+                            abort(&tcp);
+                            return Err(SpliceError::SocketRead(e));
+                        }
+                    }
+                }
+            }
         };
-        splice(tcp, send, recv, self.read_chunk, observer).await
+        let why = match answer {
+            Some(Ok(resp)) => match check_response(&resp) {
+                Ok(()) => {
+                    let sent = kept.len() as u64;
+                    let body = resp.into_body();
+                    let mut moved =
+                        splice(tcp, send, async { Ok(body) }, self.read_chunk, observer).await?;
+                    moved.to_tunnel += sent;
+                    return Ok(Forwarded::Spliced(moved));
+                }
+                Err(rejected) => NotTakenReason::Refused(rejected.reason),
+            },
+            Some(Err(e)) => NotTakenReason::Tunnel(e.to_string()),
+            None => NotTakenReason::NoAnswer(self.answer_timeout),
+        };
+        send.send_reset(h2::Reason::CANCEL);
+        Ok(Forwarded::NotTaken(NotTaken {
+            socket: tcp,
+            sent: kept.freeze(),
+            why,
+        }))
+    }
+}
+
+/// At most this many of a client's bytes are sent (and kept) before ktx has answered.
+pub const KEEP_UNTIL_ANSWER: usize = 64 * 1024;
+
+/// How a forwarded connection ended.
+#[derive(Debug)]
+pub enum Forwarded {
+    /// ktx took it; the splice finished.
+    Spliced(Spliced),
+    /// ktx did not take it: nothing of it reached the developer's process.
+    NotTaken(NotTaken),
+}
+
+/// A connection ktx did not take, with everything read from it so far.
+#[derive(Debug)]
+pub struct NotTaken {
+    pub socket: TcpStream,
+    /// The client's bytes read so far (sent into a stream ktx never connected).
+    pub sent: Bytes,
+    pub why: NotTakenReason,
+}
+
+/// Why ktx did not take a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotTakenReason {
+    /// ktx answered with an error: e.g. nothing listens on the developer's port.
+    Refused(String),
+    /// ktx did not answer in time (a frozen laptop, a paused API server).
+    NoAnswer(Duration),
+    /// The tunnel failed before ktx answered.
+    Tunnel(String),
+}
+
+impl NotTakenReason {
+    /// A short, stable label for metrics: `refused`, `no_answer`, `tunnel`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            NotTakenReason::Refused(_) => "refused",
+            NotTakenReason::NoAnswer(_) => "no_answer",
+            NotTakenReason::Tunnel(_) => "tunnel",
+        }
+    }
+}
+
+impl std::fmt::Display for NotTakenReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotTakenReason::Refused(r) => write!(f, "the developer's machine refused it: {r}"),
+            NotTakenReason::NoAnswer(d) => {
+                write!(f, "the developer's machine did not answer within {d:?}")
+            }
+            NotTakenReason::Tunnel(e) => write!(f, "the tunnel failed: {e}"),
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use ktx_tunnel::client::{ClientConfig, Status, TcpConnector, Tunnel};
 use ktx_tunnel::credentials::SessionCredentials;
 use ktx_tunnel::proto::stream_head::StreamHead;
-use ktx_tunnel::shadow::ShadowEndpoint;
+use ktx_tunnel::shadow::{Forwarded, ShadowEndpoint};
 use ktx_tunnel::splice::NoObserver;
 use ktx_tunnel::TunnelOptions;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -88,7 +88,10 @@ async fn a_connection_crosses_the_tunnel_and_comes_back() {
         .unwrap()
         .unwrap();
     assert_eq!(echo, b"there and back again");
-    let moved = forwarded.await.unwrap().unwrap();
+    let moved = match forwarded.await.unwrap().unwrap() {
+        Forwarded::Spliced(moved) => moved,
+        Forwarded::NotTaken(n) => panic!("ktx did not take the connection: {}", n.why),
+    };
     assert_eq!((moved.to_tunnel, moved.from_tunnel), (20, 20));
     ktx.shutdown().await.unwrap();
 }

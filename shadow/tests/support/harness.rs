@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ktx_shadow::unavailable::Unavailable;
 use ktx_shadow::{Settings, Shadow};
 use ktx_tunnel::client::{ClientConfig, Connector, PortMap, Status, TcpConnector, Tunnel};
 use ktx_tunnel::credentials::{SessionCredentials, SideMaterial};
@@ -49,8 +50,19 @@ pub fn quick_backoff() -> BackoffPolicy {
     }
 }
 
-/// A shadow on loopback with `ports` service ports (ephemeral) and the given material.
+/// A shadow on loopback with `ports` service ports (ephemeral) and the given material; it
+/// resets connections ktx does not take.
 pub async fn shadow(material: &SideMaterial, ports: usize, options: TunnelOptions) -> Shadow {
+    shadow_with(material, ports, options, Unavailable::default()).await
+}
+
+/// [`shadow`] with a policy for connections ktx does not take.
+pub async fn shadow_with(
+    material: &SideMaterial,
+    ports: usize,
+    options: TunnelOptions,
+    unavailable: Unavailable,
+) -> Shadow {
     Shadow::start(Settings {
         listen_addr: [127, 0, 0, 1].into(),
         ports: vec![0; ports],
@@ -58,6 +70,7 @@ pub async fn shadow(material: &SideMaterial, ports: usize, options: TunnelOption
         admin: SocketAddr::from(([127, 0, 0, 1], 0)),
         tls: material.clone(),
         options,
+        unavailable,
     })
     .await
     .expect("shadow starts")

@@ -1,0 +1,235 @@
+//! The developer's process is down (being rebuilt), or ktx does not answer (a laptop that
+//! sleeps): connections ktx does not take follow the session's policy — the original workload
+//! (`fallback`) or a 503 naming the session (`reject`) — and reach the developer again as soon
+//! as the process listens again. Real shadow, real ktx end, real sockets on loopback.
+
+#[path = "support/harness.rs"]
+mod harness;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use harness::*;
+use ktx_shadow::unavailable::{FallbackRoute, Policy, Unavailable};
+use ktx_tunnel::client::TcpConnector;
+use ktx_tunnel::credentials::SessionCredentials;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+/// An HTTP/1.1 server that answers every request with `name` and closes.
+async fn named_server(listener: TcpListener, name: &'static str) {
+    loop {
+        let Ok((mut s, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let mut got = Vec::new();
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{name}",
+                name.len()
+            );
+            let _ = s.write_all(resp.as_bytes()).await;
+            let _ = s.shutdown().await;
+        });
+    }
+}
+
+async fn serve_named(name: &'static str) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(named_server(l, name));
+    addr
+}
+
+/// One HTTP/1.1 GET through `addr`: (status, body) or the error.
+async fn get(addr: SocketAddr) -> std::io::Result<(u16, String, String)> {
+    let mut s = TcpStream::connect(addr).await?;
+    s.write_all(b"GET /who HTTP/1.1\r\nHost: orders\r\nVERSION: foobar\r\n\r\n")
+        .await?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await?;
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    Ok((status, head.to_string(), body.to_string()))
+}
+
+/// A port on loopback that refuses connections until `listen` is called: the developer's
+/// process, stopped. Bound for the whole test so no other test can be given the port.
+struct LocalPort {
+    addr: SocketAddr,
+    socket: Option<TcpSocket>,
+}
+
+impl LocalPort {
+    fn down() -> LocalPort {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        LocalPort {
+            addr: socket.local_addr().unwrap(),
+            socket: Some(socket),
+        }
+    }
+
+    /// The process starts again: the port listens and answers as "developer".
+    fn listen(&mut self) {
+        let l = self.socket.take().unwrap().listen(128).unwrap();
+        tokio::spawn(named_server(l, "developer"));
+    }
+}
+
+struct Setup {
+    shadow: ktx_shadow::Shadow,
+    tunnel: ktx_tunnel::client::Tunnel,
+}
+
+async fn setup(local: SocketAddr, policy: Policy, answer: Duration) -> Setup {
+    let creds = SessionCredentials::generate("t").unwrap();
+    let mut o = quick("ktx-shadow");
+    o.answer_timeout = answer;
+    let shadow = shadow_with(
+        creds.shadow(),
+        1,
+        o,
+        Unavailable {
+            policy,
+            session: "alice".into(),
+        },
+    )
+    .await;
+    let connector = Arc::new(TcpConnector {
+        addr: shadow.tunnel_addr,
+    });
+    let tunnel = ktx(creds.ktx(), &shadow, local, connector, quick("ktx"));
+    within("the tunnel", tunnel.wait_for_session(1)).await;
+    within("readiness", wait_ready(&shadow, true)).await;
+    Setup { shadow, tunnel }
+}
+
+fn fallback_to(addr: SocketAddr) -> Policy {
+    Policy::Fallback(vec![FallbackRoute {
+        port: None,
+        to: addr,
+    }])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_developers_process_is_down_requests_reach_the_original_then_the_developer_again()
+{
+    let original = serve_named("original").await;
+    let mut local = LocalPort::down();
+    let s = setup(local.addr, fallback_to(original), Duration::from_secs(5)).await;
+    let service = s.shadow.service_addrs[0];
+
+    // Nothing listens on the developer's port: the original answers, not a reset.
+    for _ in 0..3 {
+        let (status, _, body) = within("a fallback answer", get(service)).await.unwrap();
+        assert_eq!((status, body.as_str()), (200, "original"));
+    }
+    assert_eq!(s.shadow.metrics.not_taken("refused", "fallback"), 3);
+    assert_eq!(s.shadow.metrics.stream_errors.get(), 0);
+
+    // The process listens again: the very next request reaches it.
+    local.listen();
+    let (status, _, body) = within("the developer", get(service)).await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "developer"));
+    assert_eq!(s.shadow.metrics.not_taken("refused", "fallback"), 3);
+    s.tunnel.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reject_session_answers_503_naming_the_session_while_the_process_is_down() {
+    let local = LocalPort::down();
+    let s = setup(local.addr, Policy::Reject, Duration::from_secs(5)).await;
+    let (status, head, body) = within("the 503", get(s.shadow.service_addrs[0]))
+        .await
+        .unwrap();
+    assert_eq!(status, 503, "{head}\n{body}");
+    assert!(head.contains("x-ktx-session: alice"), "{head}");
+    assert!(body.contains("session 'alice' is not available"), "{body}");
+    assert_eq!(s.shadow.metrics.not_taken("refused", "reject"), 1);
+    s.tunnel.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reject_session_answers_h2_streams_with_503() {
+    let local = LocalPort::down();
+    let s = setup(local.addr, Policy::Reject, Duration::from_secs(5)).await;
+    let tcp = TcpStream::connect(s.shadow.service_addrs[0]).await.unwrap();
+    let (client, conn) = within("the h2 handshake", h2::client::handshake(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut client = within("h2 ready", client.ready()).await.unwrap();
+    let req = http::Request::get("http://orders/who").body(()).unwrap();
+    let (resp, _) = client.send_request(req, true).unwrap();
+    let resp = within("the h2 answer", resp).await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["x-ktx-session"], "alice");
+    let mut body = resp.into_body();
+    let mut text = Vec::new();
+    while let Some(chunk) = within("the body", body.data()).await {
+        let chunk: Bytes = chunk.unwrap();
+        text.extend_from_slice(&chunk);
+    }
+    assert!(String::from_utf8_lossy(&text).contains("'alice'"));
+    s.tunnel.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_laptop_costs_a_request_at_most_the_answer_timeout() {
+    let original = serve_named("original").await;
+    let mut local = LocalPort::down();
+    local.listen();
+    let creds = SessionCredentials::generate("t").unwrap();
+    let mut o = quick("ktx-shadow");
+    o.answer_timeout = Duration::from_millis(400);
+    // Keepalive slower than the test, so only the answer timeout can save the request.
+    o.keepalive_interval = Duration::from_secs(30);
+    o.keepalive_timeout = Duration::from_secs(60);
+    let shadow = shadow_with(
+        creds.shadow(),
+        1,
+        o,
+        Unavailable {
+            policy: fallback_to(original),
+            session: "alice".into(),
+        },
+    )
+    .await;
+    let relay = Relay::start(shadow.tunnel_addr).await;
+    let mut ko = quick("ktx");
+    ko.keepalive_interval = Duration::from_secs(30);
+    ko.keepalive_timeout = Duration::from_secs(60);
+    let tunnel = ktx(creds.ktx(), &shadow, local.addr, relay.connector(), ko);
+    within("the tunnel", tunnel.wait_for_session(1)).await;
+    within("readiness", wait_ready(&shadow, true)).await;
+    let service = shadow.service_addrs[0];
+    let (_, _, body) = within("the developer", get(service)).await.unwrap();
+    assert_eq!(body, "developer");
+
+    relay.freeze();
+    let started = Instant::now();
+    let (status, _, body) = within("a fallback answer", get(service)).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!((status, body.as_str()), (200, "original"));
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_millis(1500),
+        "answered after {took:?}"
+    );
+    assert_eq!(shadow.metrics.not_taken("no_answer", "fallback"), 1);
+    relay.cut();
+}
