@@ -17,7 +17,7 @@ use crate::flow::{self, Ctx, Ready};
 use crate::leave::{self, is_alive};
 use crate::lock;
 use crate::objects::lease::{self as lease_obj, holder_and_since, LeaseParams};
-use crate::objects::shadow::ShadowParams;
+use crate::objects::shadow::{NotTaken, ShadowParams};
 use crate::objects::{check_name, selector_string, shadow_selector};
 use crate::ports;
 use crate::scale;
@@ -127,6 +127,7 @@ async fn setup(
         image: &ctx.global.shadow_image,
         targets: &targets,
         exposed: &plan.exposed,
+        not_taken: NotTaken::Reject,
     };
     let tunnel = flow::start_shadow(ctx, undo, &sp, false).await?;
 

@@ -12,20 +12,21 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use ktx_names::{mode, ServiceNames, SHARED_ROUTER_ACCOUNT};
+use ktx_rules::OnUnavailable;
 use kube::ResourceExt;
 
 use crate::cli::MeshArgs;
 use crate::error::{Error, Result};
 use crate::flow::{self, Ctx, Ready};
-use crate::kube::{wait, Kind};
+use crate::kube::{wait, Kind, Kube};
 use crate::leave::{self, is_alive};
 use crate::lock;
 use crate::objects::lease::{self as lease_obj, holder_and_since, LeaseParams};
 use crate::objects::router::{self, RouterParams};
 use crate::objects::routes;
-use crate::objects::shadow::ShadowParams;
+use crate::objects::shadow::{NotTaken, ShadowParams};
 use crate::objects::{check_name, router_selector, selector_string, stuntman};
-use crate::ports;
+use crate::ports::{self, ExposedPort};
 use crate::router_metrics;
 use crate::rule::{self, RulePlan};
 use crate::session::LeaseKeeper;
@@ -267,6 +268,12 @@ async fn setup(
 
     // Shadow, tunnel.
     let exposed = plan_ports.exposed.clone();
+    let not_taken = match plan.on_unavailable {
+        OnUnavailable::Reject => NotTaken::Reject,
+        OnUnavailable::Fallback => {
+            NotTaken::Fallback(fallback_routes(kube, names, &exposed).await?)
+        }
+    };
     let sp = ShadowParams {
         name: &lease_name,
         namespace: ns,
@@ -276,6 +283,7 @@ async fn setup(
         image: &ctx.global.shadow_image,
         targets: &targets,
         exposed: &exposed,
+        not_taken,
     };
     let tunnel = flow::start_shadow(ctx, undo, &sp, true).await?;
 
@@ -300,5 +308,29 @@ async fn setup(
         json,
         lost,
         tunnel,
+    })
+}
+
+/// Where the shadow sends a connection that the developer's process never saw: the stuntman
+/// (the original workload) at its ClusterIP, on the Service port of each exposed target port.
+/// A stuntman without a ClusterIP (a headless Service) gets no routes: the shadow then resets
+/// such connections, and the router's fallback still applies whenever the shadow is down.
+async fn fallback_routes(
+    kube: &Kube,
+    names: &ServiceNames,
+    exposed: &[ExposedPort],
+) -> Result<Vec<(u16, std::net::SocketAddr)>> {
+    let stuntman = kube.get::<Service>(&names.stuntman()).await?;
+    let ip = stuntman
+        .as_ref()
+        .and_then(|s| s.spec.as_ref())
+        .and_then(|s| s.cluster_ip.as_deref())
+        .and_then(|ip| ip.parse::<std::net::IpAddr>().ok());
+    Ok(match ip {
+        Some(ip) => exposed
+            .iter()
+            .map(|e| (e.target, std::net::SocketAddr::new(ip, e.port)))
+            .collect(),
+        None => Vec::new(),
     })
 }

@@ -10,7 +10,7 @@ use crate::cli::PreviewArgs;
 use crate::error::{Error, Result};
 use crate::flow::{self, Ctx, Ready};
 use crate::objects::lease::{self as lease_obj, LeaseParams};
-use crate::objects::shadow::ShadowParams;
+use crate::objects::shadow::{NotTaken, ShadowParams};
 use crate::objects::{check_name, preview};
 use crate::ports::PortPlan;
 use crate::session::LeaseKeeper;
@@ -73,6 +73,7 @@ async fn setup(ctx: &Ctx, names: &ServiceNames, plan: &PortPlan, undo: &Undo) ->
         image: &ctx.global.shadow_image,
         targets: &targets,
         exposed: &plan.exposed,
+        not_taken: NotTaken::Reject,
     };
     let tunnel = flow::start_shadow(ctx, undo, &sp, false).await?;
 

@@ -11,8 +11,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, HTTPGetAction, Pod, PodSpec, Probe, Secret, SecretVolumeSource,
-    Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    Container, ContainerPort, EnvVar, HTTPGetAction, Pod, PodSpec, Probe, Secret,
+    SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -51,6 +51,18 @@ pub struct ShadowParams<'a> {
     pub targets: &'a [ListenPort],
     /// The ports the shadow forwards through the tunnel.
     pub exposed: &'a [ExposedPort],
+    /// What the shadow does with a connection ktx does not take (the developer's process is
+    /// down, or the laptop does not answer).
+    pub not_taken: NotTaken,
+}
+
+/// The shadow's `--on-unavailable` policy: the rule's, as the shadow can apply it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotTaken {
+    /// To the original workload: per target port, the stuntman's ClusterIP and Service port.
+    Fallback(Vec<(u16, std::net::SocketAddr)>),
+    /// A 503 naming the session (exchange and preview have no original to fall back to).
+    Reject,
 }
 
 impl ShadowParams<'_> {
@@ -93,6 +105,26 @@ pub fn args(p: &ShadowParams<'_>) -> Vec<String> {
     ]
 }
 
+/// The shadow's settings that older shadow images do not know, as environment variables (an
+/// image one release behind ignores them, where an unknown flag would stop it).
+pub fn env(p: &ShadowParams<'_>) -> Vec<EnvVar> {
+    let var = |name: &str, value: String| EnvVar {
+        name: name.into(),
+        value: Some(value),
+        ..Default::default()
+    };
+    let mut env = vec![var("KTX_SHADOW_SESSION", p.session.to_string())];
+    match &p.not_taken {
+        NotTaken::Reject => env.push(var("KTX_SHADOW_ON_UNAVAILABLE", "reject".into())),
+        NotTaken::Fallback(routes) => {
+            let routes: Vec<String> = routes.iter().map(|(t, to)| format!("{t}={to}")).collect();
+            env.push(var("KTX_SHADOW_ON_UNAVAILABLE", "fallback".into()));
+            env.push(var("KTX_SHADOW_FALLBACK", routes.join(",")));
+        }
+    }
+    env
+}
+
 pub fn pod(p: &ShadowParams<'_>) -> Pod {
     let mut ports: Vec<ContainerPort> = p
         .targets
@@ -127,6 +159,7 @@ pub fn pod(p: &ShadowParams<'_>) -> Pod {
                 image: Some(p.image.to_string()),
                 image_pull_policy: Some("IfNotPresent".into()),
                 args: Some(args(p)),
+                env: Some(env(p)),
                 ports: Some(ports),
                 readiness_probe: Some(Probe {
                     http_get: Some(HTTPGetAction {

@@ -161,7 +161,8 @@ impl Proc {
         }
     }
 
-    fn signal(&self, sig: &str) {
+    /// Sends `sig` (e.g. `-STOP`, `-CONT`) to the process.
+    pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .args([sig, &self.child.id().to_string()])
             .status()
@@ -260,6 +261,11 @@ pub fn local_backend(name: &str) -> (Proc, u16) {
     let port = free_port();
     let p = start_local_backend(name, &[port], &["--listen", &format!("127.0.0.1:{port}")]);
     (p, port)
+}
+
+/// [`local_backend`] on a given port: the developer's process started again after a rebuild.
+pub fn local_backend_on(name: &str, port: u16) -> Proc {
+    start_local_backend(name, &[port], &["--listen", &format!("127.0.0.1:{port}")])
 }
 
 /// [`local_backend`] with a raw TCP listener too (banner with its name, then echo): the

@@ -35,7 +35,35 @@ fn with<R>(f: impl FnOnce(&ShadowParams<'_>) -> R) -> R {
         image: "s:1",
         targets: &t,
         exposed: &e,
+        not_taken: NotTaken::Fallback(vec![(8080, "10.96.0.9:80".parse().unwrap())]),
     })
+}
+
+#[test]
+fn the_shadow_knows_the_rules_policy_and_where_the_original_is() {
+    let show = |env: Vec<EnvVar>| -> String {
+        env.iter()
+            .map(|e| format!("{}={}", e.name, e.value.as_deref().unwrap_or("")))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    with(|p| {
+        assert_eq!(
+            show(env(p)),
+            "KTX_SHADOW_SESSION=foobar KTX_SHADOW_ON_UNAVAILABLE=fallback \
+             KTX_SHADOW_FALLBACK=8080=10.96.0.9:80"
+        );
+        let reject = ShadowParams {
+            not_taken: NotTaken::Reject,
+            ..p.clone()
+        };
+        assert_eq!(
+            show(env(&reject)),
+            "KTX_SHADOW_SESSION=foobar KTX_SHADOW_ON_UNAVAILABLE=reject"
+        );
+        // Environment, not flags: an older shadow image ignores what it does not know.
+        assert!(!args(p).iter().any(|a| a.contains("unavailable")));
+    });
 }
 
 #[test]

@@ -1,0 +1,303 @@
+//! The developer's inner loop on the real cluster: the local process stops (to be rebuilt) and
+//! starts again while ktx keeps running, and the laptop freezes (`kill -STOP` of ktx) and wakes.
+//! Marked requests must follow their rule's policy — `fallback` reaches the original, `reject`
+//! answers the 503 naming the session — and never get a 502 or hang, then reach the developer
+//! again. Requests come from a pod through the Service's ClusterIP, 5 rounds a second.
+
+#[path = "support/ktx.rs"]
+mod support;
+
+use ktx_e2e::{image, secs, testbackend_manifest, Namespace};
+use support::{end_session, local_backend, local_backend_on, mesh_cmd, service_fingerprint, Proc};
+
+/// This machine's uptime in seconds: the clock the pods' `/proc/uptime` shows too (one node).
+fn uptime() -> f64 {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .expect("/proc/uptime")
+}
+
+/// One round of the client loop: when it started, and for each request what answered and when
+/// the answer was complete (uptime). `FAIL` is anything but an answer from a backend or a 503.
+#[derive(Debug)]
+struct Round<'a> {
+    at: f64,
+    unmarked: &'a str,
+    fallback: &'a str,
+    fallback_done: f64,
+    reject: &'a str,
+    reject_done: f64,
+}
+
+fn rounds(logs: &str) -> Vec<Round<'_>> {
+    logs.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('|').map(str::trim).collect();
+            Some(Round {
+                at: f.first()?.parse().ok()?,
+                unmarked: f.get(1)?,
+                fallback: f.get(2)?,
+                fallback_done: f.get(3)?.parse().ok()?,
+                reject: f.get(4)?,
+                reject_done: f.get(5)?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// `n` rounds, 5 per second, one connection per request: unmarked, `VERSION: fb` (fallback
+/// rule), `VERSION: rj` (reject rule). busybox wget shows only the status line of an error; the
+/// original workload never answers 503, so "503" is the reject rule's answer.
+fn loop_script(url: &str, n: u32) -> String {
+    format!(
+        "i=0; while [ $i -lt {n} ]; do t=$(cut -d' ' -f1 /proc/uptime); \
+           a=$(timeout 6 wget -q -O - {url} 2>&1) || a=FAIL; \
+           f=$(timeout 6 wget -q -O - --header 'VERSION: fb' {url} 2>&1) || f=FAIL; \
+           tf=$(cut -d' ' -f1 /proc/uptime); \
+           o=$(timeout 6 wget -q -O - --header 'VERSION: rj' {url} 2>&1) && r=$o \
+             || {{ case \"$o\" in *'HTTP/1.1 503 '*) r=503;; *) r=\"FAIL $o\";; esac; }}; \
+           tr=$(cut -d' ' -f1 /proc/uptime); \
+           echo \"$t|$a|$f|$tf|$r|$tr\"; i=$((i+1)); sleep 0.2; done"
+    )
+}
+
+/// Runs the client loop (`n` rounds) in a pod; `during` runs on this thread once the loop has
+/// seen the fallback rule's developer answer. Returns the loop's output and what `during` did.
+fn with_loop<T: Send>(
+    ns: &Namespace,
+    url: &str,
+    n: u32,
+    during: impl FnOnce() -> T,
+) -> (String, T) {
+    let script = loop_script(url, n);
+    std::thread::scope(|s| {
+        let client = s.spawn(|| {
+            let run = ns.run_pod(
+                "marked",
+                &image("busybox"),
+                &["/bin/sh", "-c", &script],
+                secs(u64::from(n) + 120),
+            );
+            assert_eq!(run.phase, "Succeeded", "client loop: {}", run.logs);
+            run.logs
+        });
+        let seen = ktx_e2e::poll(secs(90), || {
+            let l = ns
+                .cluster()
+                .kubectl(&["-n", ns.name(), "logs", "marked"])
+                .unwrap_or_default();
+            l.contains("|alice|").then_some(())
+        });
+        assert!(seen.is_some(), "the loop never reached the developers");
+        std::thread::sleep(secs(2));
+        let t = during();
+        (client.join().expect("client thread"), t)
+    })
+}
+
+fn start_mesh(ns: &Namespace, port: u16, mark: &str, more: &[&str]) -> Proc {
+    let mut p = Proc::spawn(
+        &format!("ktx mesh {mark}"),
+        &mut mesh_cmd(ns, "orders", &format!("{port}:8080"), mark, more),
+    );
+    p.wait_line(true, "\"command\":\"mesh\"", secs(180));
+    p
+}
+
+/// `orders` answered by "original", meshed twice: `fb` (fallback) → local "alice", `rj`
+/// (reject) → local "bob". Returns (fingerprint before, url, fb, rj, alice, bob, ports).
+struct Meshed {
+    before: String,
+    url: String,
+    fb: Proc,
+    rj: Proc,
+    alice: Proc,
+    bob: Proc,
+    alice_port: u16,
+    bob_port: u16,
+}
+
+fn meshed(ns: &Namespace) -> Meshed {
+    support::build();
+    ns.apply(&testbackend_manifest("orders", "original", 1));
+    ns.wait_deployment("orders", secs(120));
+    let before = service_fingerprint(ns, "orders");
+    let url = format!("http://{}:8080/", ns.cluster_ip("orders"));
+    let (alice, alice_port) = local_backend("alice");
+    let (bob, bob_port) = local_backend("bob");
+    let fb = start_mesh(ns, alice_port, "fb", &[]);
+    let rj = start_mesh(ns, bob_port, "rj", &["--on-unavailable", "reject"]);
+    Meshed {
+        before,
+        url,
+        fb,
+        rj,
+        alice,
+        bob,
+        alice_port,
+        bob_port,
+    }
+}
+
+fn end(ns: &Namespace, m: Meshed) {
+    let mut rj = m.rj;
+    rj.interrupt();
+    let (ok, out) = rj.wait_exit(secs(90));
+    assert!(ok, "ktx mesh rj did not end cleanly after Ctrl-C:\n{out}");
+    end_session(ns, m.fb, "orders", &m.before, secs(120));
+}
+
+fn assert_unmarked_untouched(rounds: &[Round<'_>], logs: &str) {
+    assert!(
+        rounds.iter().all(|r| r.unmarked == "original"),
+        "a request without the header was disturbed:\n{logs}"
+    );
+}
+
+#[test]
+fn restarting_the_local_process_never_gives_a_marked_request_a_502() {
+    let Some(cluster) = ktx_e2e::Cluster::from_env("inner_loop_restart") else {
+        return;
+    };
+    let ns = cluster.namespace("inner-restart");
+    let mut m = meshed(&ns);
+    let (alice_port, bob_port) = (m.alice_port, m.bob_port);
+    let url = m.url.clone();
+    let (logs, (stopped, started)) = with_loop(&ns, &url, 60, || {
+        // The developer stops both processes to rebuild them, and starts them 3 s later.
+        let stopped = uptime();
+        m.alice.kill9();
+        m.bob.kill9();
+        std::thread::sleep(secs(3));
+        let started = uptime();
+        let alice = local_backend_on("alice", alice_port);
+        let bob = local_backend_on("bob", bob_port);
+        m.alice = alice;
+        m.bob = bob;
+        (stopped, started)
+    });
+    let rounds = rounds(&logs);
+    assert!(rounds.len() >= 45, "too few rounds:\n{logs}");
+    assert_unmarked_untouched(&rounds, &logs);
+    // Never a failure (a 502, a reset, a timeout): each request is answered by the developer,
+    // the original (fallback) or the session's 503 (reject).
+    for r in &rounds {
+        assert!(
+            ["alice", "original"].contains(&r.fallback),
+            "VERSION: fb got {:?} at {:.2}s:\n{logs}",
+            r.fallback,
+            r.at - stopped
+        );
+        assert!(
+            ["bob", "503"].contains(&r.reject),
+            "VERSION: rj got {:?} at {:.2}s:\n{logs}",
+            r.reject,
+            r.at - stopped
+        );
+    }
+    // Within 1 s of the stop: the policy; within 1 s of the start: the developer again.
+    let down: Vec<&Round> = rounds
+        .iter()
+        .filter(|r| r.at > stopped + 1.0 && r.reject_done < started)
+        .collect();
+    assert!(down.len() >= 5, "too few rounds while down:\n{logs}");
+    assert!(
+        down.iter()
+            .all(|r| r.fallback == "original" && r.reject == "503"),
+        "from 1 s after the stop, marked requests follow the rule's policy:\n{logs}"
+    );
+    let up: Vec<&Round> = rounds.iter().filter(|r| r.at > started + 1.0).collect();
+    assert!(up.len() >= 5, "too few rounds after the start:\n{logs}");
+    assert!(
+        up.iter()
+            .all(|r| r.fallback == "alice" && r.reject == "bob"),
+        "from 1 s after the start, marked requests reach the developers again:\n{logs}"
+    );
+    let back = rounds
+        .iter()
+        .find(|r| r.at > started && r.fallback == "alice")
+        .map_or(f64::NAN, |r| r.fallback_done - started);
+    let slowest = rounds
+        .iter()
+        .map(|r| r.fallback_done - r.at)
+        .fold(0.0, f64::max);
+    eprintln!(
+        "local restart: {} rounds, 0 failed; down {:.1}s; the developer answered again {back:.2}s \
+         after the start; slowest marked request {slowest:.2}s",
+        rounds.len(),
+        started - stopped
+    );
+    end(&ns, m);
+}
+
+#[test]
+fn a_laptop_that_sleeps_sends_marked_requests_to_their_policy_within_seconds() {
+    let Some(cluster) = ktx_e2e::Cluster::from_env("inner_loop_sleep") else {
+        return;
+    };
+    let ns = cluster.namespace("inner-sleep");
+    let m = meshed(&ns);
+    let url = m.url.clone();
+    let (logs, (froze, woke)) = with_loop(&ns, &url, 150, || {
+        let froze = uptime();
+        m.fb.signal("-STOP");
+        m.rj.signal("-STOP");
+        std::thread::sleep(secs(30));
+        let woke = uptime();
+        m.fb.signal("-CONT");
+        m.rj.signal("-CONT");
+        (froze, woke)
+    });
+    let rounds = rounds(&logs);
+    assert!(rounds.len() >= 100, "too few rounds:\n{logs}");
+    assert_unmarked_untouched(&rounds, &logs);
+    // While frozen: every marked request answered within 2.5 s by its policy's target (the
+    // reject rule's 503 until its Lease goes stale, then the original: the session is dead).
+    for r in rounds.iter().filter(|r| r.at > froze && r.at < woke) {
+        assert!(
+            ["alice", "original"].contains(&r.fallback) && r.fallback_done - r.at < 2.5,
+            "VERSION: fb at {:.2}s after the freeze: {:?} after {:.2}s:\n{logs}",
+            r.at - froze,
+            r.fallback,
+            r.fallback_done - r.at
+        );
+        assert!(
+            ["bob", "503", "original"].contains(&r.reject) && r.reject_done - r.fallback_done < 2.5,
+            "VERSION: rj at {:.2}s after the freeze: {:?}:\n{logs}",
+            r.at - froze,
+            r.reject
+        );
+    }
+    let after = |secs: f64| {
+        rounds
+            .iter()
+            .filter(move |r| r.at > froze + secs && r.at < woke)
+    };
+    assert!(
+        after(2.5).all(|r| r.fallback == "original" && r.reject != "bob"),
+        "from 2.5 s after the freeze no marked request reaches the frozen laptop:\n{logs}"
+    );
+    // Awake: the session resumes by itself within 3 s.
+    let late: Vec<&Round> = rounds.iter().filter(|r| r.at > woke + 3.0).collect();
+    assert!(late.len() >= 5, "too few rounds after waking:\n{logs}");
+    assert!(
+        late.iter()
+            .all(|r| r.fallback == "alice" && r.reject == "bob"),
+        "from 3 s after waking, marked requests reach the developers again:\n{logs}"
+    );
+    let slowest = rounds
+        .iter()
+        .filter(|r| r.at > froze && r.at < woke)
+        .map(|r| (r.fallback_done - r.at).max(r.reject_done - r.fallback_done))
+        .fold(0.0, f64::max);
+    let back = rounds
+        .iter()
+        .find(|r| r.at > woke && r.fallback == "alice")
+        .map_or(f64::NAN, |r| r.fallback_done - woke);
+    eprintln!(
+        "laptop asleep 30 s: slowest marked request while frozen {slowest:.2}s; the developer \
+         answered again {back:.2}s after waking"
+    );
+    end(&ns, m);
+}
