@@ -72,6 +72,11 @@ pub struct Global {
     #[arg(long, global = true, default_value = "120s", value_parser = parse_duration)]
     pub timeout: Duration,
 
+    /// Do not say when nothing listens on a LOCAL port of --expose yet (mesh, exchange,
+    /// preview; kt-connect's flag).
+    #[arg(long = "skipPortChecking", alias = "skip-port-checking", global = true)]
+    pub skip_port_checking: bool,
+
     /// More logs: -v for debug, -vv for trace.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,

@@ -118,6 +118,14 @@ async fn setup(
     undo.push(Step::EndLease(keeper));
 
     let targets = plan.targets();
+    if !ctx.global.skip_port_checking {
+        crate::local::warn_if_not_listening(
+            &ctx.progress,
+            &plan.exposed,
+            "get a 503 naming your session",
+        )
+        .await;
+    }
     let sp = ShadowParams {
         name: &name,
         namespace: ns,

@@ -268,6 +268,13 @@ async fn setup(
 
     // Shadow, tunnel.
     let exposed = plan_ports.exposed.clone();
+    if !ctx.global.skip_port_checking {
+        let meanwhile = match plan.on_unavailable {
+            OnUnavailable::Fallback => "go to the original workload",
+            OnUnavailable::Reject => "get a 503 naming your session",
+        };
+        crate::local::warn_if_not_listening(&ctx.progress, &exposed, meanwhile).await;
+    }
     let not_taken = match plan.on_unavailable {
         OnUnavailable::Reject => NotTaken::Reject,
         OnUnavailable::Fallback => {
