@@ -115,6 +115,7 @@ async fn setup(
     });
     let keeper = LeaseKeeper::create(kube, &lease, service).await?;
     let lost = keeper.lost();
+    let lease_for_local = keeper.name().to_string();
     undo.push(Step::EndLease(keeper));
 
     let targets = plan.targets();
@@ -126,6 +127,7 @@ async fn setup(
         )
         .await;
     }
+    crate::local::report_on_lease(kube.clone(), lease_for_local, plan.exposed.clone());
     let sp = ShadowParams {
         name: &name,
         namespace: ns,

@@ -6,6 +6,11 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use k8s_openapi::api::coordination::v1::Lease;
+use ktx_names::ANNOTATION_LOCAL_PROCESS;
+use kube::api::{Patch, PatchParams};
+
+use crate::kube::Kube;
 use crate::ports::ExposedPort;
 use crate::progress::Progress;
 
@@ -48,6 +53,48 @@ pub async fn warn_if_not_listening(progress: &Progress, exposed: &[ExposedPort],
     ));
 }
 
+/// How often the LOCAL ports are probed for `ktx status`.
+const REPORT_EVERY: Duration = Duration::from_secs(2);
+
+/// What [`report_on_lease`] writes: `listening`, or which ports nothing listens on.
+pub fn describe(down: &[u16]) -> String {
+    if down.is_empty() {
+        return "listening".into();
+    }
+    let ports: Vec<String> = down.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    format!("not listening on {}", ports.join(","))
+}
+
+/// Keeps the session Lease `lease`'s [`ANNOTATION_LOCAL_PROCESS`] current (probing every 2 s,
+/// writing only on change), so `ktx status` can say whether each developer's process is up.
+/// Ends by itself once the Lease is gone; the session's end or ktx's exit ends it too.
+pub fn report_on_lease(kube: Kube, lease: String, exposed: Vec<ExposedPort>) {
+    tokio::spawn(async move {
+        let api = kube.api::<Lease>();
+        let mut last: Option<String> = None;
+        loop {
+            let now = describe(&not_listening(&exposed).await);
+            if last.as_deref() != Some(now.as_str()) {
+                let patch = serde_json::json!({
+                    "metadata": { "annotations": { ANNOTATION_LOCAL_PROCESS: now } }
+                });
+                match api
+                    .patch(&lease, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Ok(_) => last = Some(now),
+                    Err(e) if crate::error::status_code(&e) == Some(404) => return,
+                    // Said again at the next change or probe; the session does not depend on it.
+                    Err(e) => {
+                        tracing::debug!(%lease, error = %e, "could not note the local process's state")
+                    }
+                }
+            }
+            tokio::time::sleep(REPORT_EVERY).await;
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,5 +114,10 @@ mod tests {
         });
         assert!(listening(up).await);
         assert_eq!(not_listening(&exposed).await, vec![down]);
+        assert_eq!(
+            describe(&not_listening(&exposed).await),
+            format!("not listening on 127.0.0.1:{down}")
+        );
+        assert_eq!(describe(&[]), "listening");
     }
 }

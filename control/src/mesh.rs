@@ -261,6 +261,7 @@ async fn setup(
     });
     let keeper = LeaseKeeper::create(kube, &lease, service).await?;
     let lost = keeper.lost();
+    let lease_for_local = keeper.name().to_string();
     undo.push(Step::EndLease(keeper));
     if let Some(l) = undo.settle_shared(service) {
         l.release().await?;
@@ -275,6 +276,7 @@ async fn setup(
         };
         crate::local::warn_if_not_listening(&ctx.progress, &exposed, meanwhile).await;
     }
+    crate::local::report_on_lease(kube.clone(), lease_for_local, exposed.clone());
     let not_taken = match plan.on_unavailable {
         OnUnavailable::Reject => NotTaken::Reject,
         OnUnavailable::Fallback => {

@@ -61,6 +61,7 @@ async fn setup(ctx: &Ctx, names: &ServiceNames, plan: &PortPlan, undo: &Undo) ->
     });
     let keeper = LeaseKeeper::create(kube, &lease, service).await?;
     let lost = keeper.lost();
+    let lease_for_local = keeper.name().to_string();
     undo.push(Step::EndLease(keeper));
 
     let targets = plan.targets();
@@ -72,6 +73,7 @@ async fn setup(ctx: &Ctx, names: &ServiceNames, plan: &PortPlan, undo: &Undo) ->
         )
         .await;
     }
+    crate::local::report_on_lease(kube.clone(), lease_for_local, plan.exposed.clone());
     let sp = ShadowParams {
         name: &name,
         namespace: ns,

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::jiff::Timestamp;
 use ktx_names::{
-    mode, role, ServiceNames, ANNOTATION_RULE, LABEL_MANAGED_BY, LABEL_MODE, LABEL_ROLE,
-    LABEL_SERVICE, LABEL_SESSION, MANAGED_BY_VALUE,
+    mode, role, ServiceNames, ANNOTATION_LOCAL_PROCESS, ANNOTATION_RULE, LABEL_MANAGED_BY,
+    LABEL_MODE, LABEL_ROLE, LABEL_SERVICE, LABEL_SESSION, MANAGED_BY_VALUE,
 };
 use kube::ResourceExt;
 use serde::Serialize;
@@ -35,6 +35,9 @@ pub struct SessionRow {
     pub until: Option<String>,
     /// Requests the router sent to this session's rule (mesh sessions; `None` if unknown).
     pub requests: Option<u64>,
+    /// Whether the developer's process listens on its LOCAL ports, as its ktx last saw it (every
+    /// 2 s): `listening` or `not listening on 127.0.0.1:PORT`; `None` from an older ktx.
+    pub local_process: Option<String>,
 }
 
 fn row(l: &Lease, now: Timestamp) -> SessionRow {
@@ -63,6 +66,7 @@ fn row(l: &Lease, now: Timestamp) -> SessionRow {
             Freshness::Expired { since } => since.map(|s| s.to_string()),
         },
         requests: None,
+        local_process: l.annotations().get(ANNOTATION_LOCAL_PROCESS).cloned(),
     }
 }
 
@@ -133,18 +137,24 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
         }
         Output::Text => {
             println!(
-                "{:<20} {:<14} {:<9} {:<22} {:<8} {:>8}  {:<25} RULE",
-                "SERVICE", "SESSION", "MODE", "HOLDER", "STATE", "REQUESTS", "SINCE"
+                "{:<20} {:<14} {:<9} {:<22} {:<8} {:<13} {:>8}  {:<25} RULE",
+                "SERVICE", "SESSION", "MODE", "HOLDER", "STATE", "LOCAL", "REQUESTS", "SINCE"
             );
             let expired = rows.iter().filter(|r| !r.alive).count();
             for r in rows {
+                let local = match r.local_process.as_deref() {
+                    None => "-",
+                    Some("listening") => "listening",
+                    Some(_) => "NOT LISTENING",
+                };
                 println!(
-                    "{:<20} {:<14} {:<9} {:<22} {:<8} {:>8}  {:<25} {}",
+                    "{:<20} {:<14} {:<9} {:<22} {:<8} {:<13} {:>8}  {:<25} {}",
                     r.service,
                     r.session,
                     r.mode,
                     r.holder,
                     if r.alive { "alive" } else { "expired" },
+                    local,
                     r.requests.map_or("-".to_string(), |n| n.to_string()),
                     r.since,
                     r.rule
@@ -205,5 +215,13 @@ mod tests {
             .as_str()
             .unwrap()
             .starts_with("2023-11-14T22:13:35"));
+        assert_eq!(json["localProcess"], serde_json::Value::Null, "unknown");
+        let mut l = l;
+        l.annotations_mut().insert(
+            ANNOTATION_LOCAL_PROCESS.into(),
+            "not listening on 127.0.0.1:3001".into(),
+        );
+        let json = serde_json::to_value(row(&l, t0)).unwrap();
+        assert_eq!(json["localProcess"], "not listening on 127.0.0.1:3001");
     }
 }

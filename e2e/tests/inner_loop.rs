@@ -8,7 +8,9 @@
 mod support;
 
 use ktx_e2e::{image, secs, testbackend_manifest, Namespace};
-use support::{end_session, local_backend, local_backend_on, mesh_cmd, service_fingerprint, Proc};
+use support::{
+    end_session, ktx_run, local_backend, local_backend_on, mesh_cmd, service_fingerprint, Proc,
+};
 
 /// This machine's uptime in seconds: the clock the pods' `/proc/uptime` shows too (one node).
 fn uptime() -> f64 {
@@ -169,7 +171,28 @@ fn restarting_the_local_process_never_gives_a_marked_request_a_502() {
         let stopped = uptime();
         m.alice.kill9();
         m.bob.kill9();
-        std::thread::sleep(secs(3));
+        // `ktx status` says so (ktx probes its LOCAL ports every 2 s).
+        let mut said_down = false;
+        while uptime() < stopped + 3.0 {
+            let (ok, status) = ktx_run(&ns, &["status", "-o", "json"], secs(10));
+            if ok
+                && status
+                    .matches("\"localProcess\":\"not listening on 127.0.0.1:")
+                    .count()
+                    == 2
+            {
+                said_down = true;
+                break;
+            }
+        }
+        let rest = stopped + 3.0 - uptime();
+        if rest > 0.0 {
+            std::thread::sleep(std::time::Duration::from_secs_f64(rest));
+        }
+        assert!(
+            said_down,
+            "ktx status never showed both local processes down"
+        );
         let started = uptime();
         let alice = local_backend_on("alice", alice_port);
         let bob = local_backend_on("bob", bob_port);
@@ -228,6 +251,13 @@ fn restarting_the_local_process_never_gives_a_marked_request_a_502() {
         rounds.len(),
         started - stopped
     );
+    let (ok, status) = ktx_run(&ns, &["status", "-o", "json"], secs(30));
+    assert!(ok, "{status}");
+    assert_eq!(
+        status.matches("\"localProcess\":\"listening\"").count(),
+        2,
+        "ktx status should show both local processes listening again: {status}"
+    );
     end(&ns, m);
 }
 
@@ -249,9 +279,18 @@ fn a_laptop_that_sleeps_sends_marked_requests_to_their_policy_within_seconds() {
         m.rj.signal("-CONT");
         (froze, woke)
     });
-    let rounds = rounds(&logs);
+    assert_policy_while_frozen(&logs, froze, woke, "laptop asleep 30 s");
+    end(&ns, m);
+}
+
+/// The loop ran while ktx's side was frozen from `froze` to `woke` (uptime): every marked
+/// request answered within 2.5 s by its policy's target — the reject rule's 503 until its Lease
+/// goes stale, then the original (the session counts as dead) — and by the developers again
+/// within 3 s of waking.
+fn assert_policy_while_frozen(logs: &str, froze: f64, woke: f64, what: &str) {
+    let rounds = rounds(logs);
     assert!(rounds.len() >= 100, "too few rounds:\n{logs}");
-    assert_unmarked_untouched(&rounds, &logs);
+    assert_unmarked_untouched(&rounds, logs);
     // While frozen: every marked request answered within 2.5 s by its policy's target (the
     // reject rule's 503 until its Lease goes stale, then the original: the session is dead).
     for r in rounds.iter().filter(|r| r.at > froze && r.at < woke) {
@@ -296,8 +335,53 @@ fn a_laptop_that_sleeps_sends_marked_requests_to_their_policy_within_seconds() {
         .find(|r| r.at > woke && r.fallback == "alice")
         .map_or(f64::NAN, |r| r.fallback_done - woke);
     eprintln!(
-        "laptop asleep 30 s: slowest marked request while frozen {slowest:.2}s; the developer \
-         answered again {back:.2}s after waking"
+        "{what}: slowest marked request while frozen {slowest:.2}s; the developer answered \
+         again {back:.2}s after waking"
     );
+}
+
+#[test]
+fn a_paused_api_server_sends_marked_requests_to_their_policy_within_seconds() {
+    let Some(cluster) = ktx_e2e::Cluster::from_env("inner_loop_api_pause") else {
+        return;
+    };
+    // The tunnel rides on the API server's port-forward: a paused API server is a frozen tunnel.
+    let state = std::env::var("KTX_E2E_STATE").unwrap_or_else(|_| "/var/lib/ktx-e2e".into());
+    let pid_file = format!("{state}/pids/kube-apiserver.pid");
+    let Ok(pid) = std::fs::read_to_string(&pid_file) else {
+        ktx_e2e::announce(&format!(
+            "SKIPPED inner_loop_api_pause: no {pid_file}; this test pauses the API server of \
+             e2e/cluster only"
+        ));
+        return;
+    };
+    let pid = pid.trim().to_string();
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid} (kube-apiserver) failed");
+    };
+    let ns = cluster.namespace("inner-api-pause");
+    let m = meshed(&ns);
+    let url = m.url.clone();
+    let (logs, (froze, woke)) = with_loop(&ns, &url, 150, || {
+        let froze = uptime();
+        signal("-STOP");
+        // Resumed whatever happens here, so a failure cannot leave the cluster paused.
+        struct Resume<'a>(&'a dyn Fn(&str));
+        impl Drop for Resume<'_> {
+            fn drop(&mut self) {
+                (self.0)("-CONT");
+            }
+        }
+        let resume = Resume(&signal);
+        std::thread::sleep(secs(30));
+        let woke = uptime();
+        drop(resume);
+        (froze, woke)
+    });
+    assert_policy_while_frozen(&logs, froze, woke, "API server paused 30 s");
     end(&ns, m);
 }

@@ -28,6 +28,9 @@ pub const LABEL_MODE: &str = ANNOTATION_MODE;
 pub const ANNOTATION_ORIGINAL_REPLICAS: &str = "ktx.dev/original-replicas";
 /// Annotation on a session Lease: the rule's conditions in words, for `ktx status`.
 pub const ANNOTATION_RULE: &str = "ktx.dev/rule";
+/// On a session's Lease: whether the developer's process listens on its LOCAL ports, as ktx
+/// last saw it (`listening`, or `not listening on 127.0.0.1:PORT,...`).
+pub const ANNOTATION_LOCAL_PROCESS: &str = "ktx.dev/local-process";
 
 /// `app.kubernetes.io/part-of` — set to [`PART_OF_VALUE`] on the objects the Helm chart
 /// installs once per namespace (shared router account, janitor).
