@@ -10,6 +10,7 @@ mod proxy {
     mod grpc;
     mod h2c;
     mod http1;
+    mod isolation;
     mod live_rules;
     mod tcp;
     mod websocket;
