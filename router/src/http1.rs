@@ -172,7 +172,7 @@ pub async fn serve(
         {
             Ended::Closed => return,
             Ended::Upgraded(client, upstream) => {
-                crate::tcp::splice_upgraded(client, upstream).await;
+                crate::tcp::splice_upgraded(client, upstream, cfg.splice_idle_timeout).await;
                 return;
             }
             Ended::Parked(parked) => {
