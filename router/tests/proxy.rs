@@ -7,6 +7,7 @@ mod proxy {
     pub mod support;
 
     mod bad_input;
+    mod bounds;
     mod grpc;
     mod h2c;
     mod http1;
