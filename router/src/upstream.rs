@@ -236,3 +236,69 @@ impl Upstreams {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstreams(idle_timeout: Duration) -> Upstreams {
+        let (_tx, rx) = watch::channel(Arc::new(EndpointMap::default()));
+        Upstreams::new(
+            rx,
+            UpstreamConfig {
+                connect_timeout: Duration::from_secs(2),
+                idle_timeout,
+                max_idle_per_addr: 8,
+                h2_streams_per_connection: 100,
+                h2_connections_per_client: 4,
+                h2_stream_slot_timeout: Duration::from_secs(2),
+                h2_stream_window: 1 << 16,
+                h2_connection_window: 1 << 20,
+            },
+        )
+    }
+
+    /// The pool's invariant: an address has an entry only while it has an idle connection, so
+    /// addresses that go away (pods replaced, sessions ended) leave nothing behind.
+    #[tokio::test]
+    async fn the_h1_pool_keeps_no_entry_for_an_address_without_connections() {
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let a = ktx_testbackend::spawn("a", any).await.unwrap();
+        let b = ktx_testbackend::spawn("b", any).await.unwrap();
+        let pool = upstreams(Duration::from_secs(60));
+        for backend in [&a, &b] {
+            let conn = pool.h1(backend.addr(), Side::Upstream).await.unwrap();
+            pool.checkin(conn);
+        }
+        assert_eq!(pool.idle_h1_addrs(), 2);
+
+        // Checked out: the address's list is empty, and so it is gone.
+        let conn = pool.h1(a.addr(), Side::Upstream).await.unwrap();
+        assert_eq!(pool.idle_h1_addrs(), 1);
+        drop(conn);
+
+        // `b` goes away: its idle connection closes, and a sweep drops the entry.
+        b.shutdown(Duration::from_secs(1)).await;
+        for _ in 0..200 {
+            pool.sweep();
+            if pool.idle_h1_addrs() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the pool kept {} address entries", pool.idle_h1_addrs());
+    }
+
+    #[tokio::test]
+    async fn a_sweep_drops_expired_connections_and_their_entries() {
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let a = ktx_testbackend::spawn("a", any).await.unwrap();
+        let pool = upstreams(Duration::from_millis(1));
+        let conn = pool.h1(a.addr(), Side::Upstream).await.unwrap();
+        pool.checkin(conn);
+        assert_eq!(pool.idle_h1_addrs(), 1);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        pool.sweep();
+        assert_eq!(pool.idle_h1_addrs(), 0);
+    }
+}

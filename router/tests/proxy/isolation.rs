@@ -219,3 +219,29 @@ async fn a_stream_with_no_free_slot_gets_503_or_grpc_unavailable() {
     let r = c.clone().get(addr, "/hello", None).await;
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test]
+async fn a_full_upstream_connection_opens_another_up_to_the_cap() {
+    let mesh = Mesh::start_with(|c| {
+        c.upstream_h2_streams = 2;
+        c.upstream_h2_connections = 3;
+    })
+    .await;
+    let addr = mesh.addr();
+    let c = H2::connect(addr).await;
+    // Six streams that stay open together need three connections of two streams each.
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let mut c = c.clone();
+            tokio::spawn(async move { c.get(addr, "/slow?ms=500", None).await.status() })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap(), 200);
+    }
+    assert_eq!(mesh.original.stats().connections(), 3);
+    // A second client connection never shares the first one's upstream connections.
+    let mut other = H2::connect(addr).await;
+    assert_eq!(other.get(addr, "/hello", None).await.status(), 200);
+    assert_eq!(mesh.original.stats().connections(), 4);
+}
