@@ -100,6 +100,20 @@ pub struct Config {
     #[arg(long, env = "KTX_ROUTER_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
 
+    /// Open client connections per source address at most; 0: no per-source limit (the
+    /// default: behind an ingress or SNAT all clients share one address).
+    #[arg(
+        long,
+        env = "KTX_ROUTER_MAX_CONNECTIONS_PER_SOURCE",
+        default_value_t = 0
+    )]
+    pub max_connections_per_source: usize,
+
+    /// Refuse new client connections while the router's resident memory is above this many
+    /// bytes (set it below the pod's memory limit); 0: off.
+    #[arg(long, env = "KTX_ROUTER_MAX_RSS", default_value_t = 200 * 1024 * 1024)]
+    pub max_rss: u64,
+
     /// Concurrent streams per h2c client connection (SETTINGS_MAX_CONCURRENT_STREAMS).
     #[arg(
         long,

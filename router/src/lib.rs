@@ -10,6 +10,7 @@
 //! by [`routes`] (a file) or the Kubernetes watchers; the request path only borrows it.
 
 pub mod admin;
+pub mod admission;
 pub mod body;
 pub mod config;
 pub mod error;
@@ -206,9 +207,13 @@ impl Router {
             h2c_idle_timeout: cfg.h2c_idle_timeout,
             splice_idle_timeout: cfg.splice_idle_timeout,
             silent_upstream_timeout: cfg.silent_upstream_timeout,
-            max_connections: cfg.max_connections,
         });
-        let conn_slots = Arc::new(tokio::sync::Semaphore::new(cfg.max_connections));
+        let admission = Arc::new(admission::Admission::new(
+            cfg.max_connections,
+            cfg.max_connections_per_source,
+            cfg.max_rss,
+            metrics.clone(),
+        ));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
         let mut listen_addrs = Vec::new();
@@ -227,7 +232,7 @@ impl Router {
                 l,
                 Arc::clone(&proxy),
                 Arc::clone(&listen_cfg),
-                Arc::clone(&conn_slots),
+                Arc::clone(&admission),
                 shutdown_rx.clone(),
             )));
         }

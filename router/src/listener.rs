@@ -2,9 +2,9 @@
 //! HTTP/1.1, h2c or plain TCP. Each connection watches the shutdown signal and, when it fires,
 //! finishes its in-flight requests and closes (graceful drain).
 //!
-//! Overload: at most `max_connections` downstream connections are open at once (all ports
-//! together); a connection beyond that is accepted and closed at once, so the client learns
-//! right away instead of waiting in the kernel's backlog, and the open ones keep being served.
+//! Overload (see `admission.rs`): a connection over a limit is accepted and closed at once, so
+//! the client learns right away instead of waiting in the kernel's backlog, and the open ones
+//! keep being served.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,9 +16,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::watch;
 use tracing::Instrument;
 
+use crate::admission::{Admission, Admitted};
 use crate::idle::{quiet_for, Tracked};
 use crate::io::Prefixed;
 use crate::metrics::{ConnGuard, Proto};
@@ -53,8 +54,6 @@ pub struct ListenConfig {
     /// A client silent until the sniff timeout is passed through only if the upstream speaks
     /// within this long.
     pub silent_upstream_timeout: Duration,
-    /// Open downstream connections, all ports together.
-    pub max_connections: usize,
 }
 
 /// Sleeps after a failed accept. EMFILE and friends do not clear by retrying at once, and an
@@ -84,7 +83,7 @@ pub async fn accept_loop(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     cfg: Arc<ListenConfig>,
-    slots: Arc<Semaphore>,
+    admission: Arc<Admission>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
@@ -97,13 +96,15 @@ pub async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 backoff.succeeded();
-                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-                    // Over the cap: close now (the client sees the connection end at once)
-                    // and keep serving the connections already open.
-                    proxy.metrics.refused_connections.inc();
-                    tracing::debug!(%peer, port, "connection cap reached; closing a new connection");
-                    drop(stream);
-                    continue;
+                let slot = match admission.admit(peer.ip()) {
+                    Ok(slot) => slot,
+                    Err(reason) => {
+                        // Overloaded: close now (the client sees the connection end at once)
+                        // and keep serving the connections already open.
+                        tracing::debug!(%peer, port, reason = reason.as_str(), "refused a new connection");
+                        drop(stream);
+                        continue;
+                    }
                 };
                 let proxy = Arc::clone(&proxy);
                 let cfg = Arc::clone(&cfg);
@@ -128,7 +129,7 @@ async fn serve_connection(
     port: u16,
     proxy: Arc<Proxy>,
     cfg: Arc<ListenConfig>,
-    _slot: OwnedSemaphorePermit,
+    _slot: Admitted,
     shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);

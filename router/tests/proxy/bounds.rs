@@ -248,8 +248,31 @@ async fn connections_beyond_the_cap_are_refused_while_open_ones_are_served() {
     }
     let m = mesh.metrics().await;
     assert_eq!(
-        counter(&m, "ktx_router_refused_connections_total"),
+        counter(
+            &m,
+            "ktx_router_refused_connections_total{reason=\"connections\"}"
+        ),
         1.0,
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn new_connections_are_refused_while_memory_is_above_the_limit() {
+    // Any process is above one byte: every new connection is refused, the admin port answers.
+    let mesh = Mesh::start_with(|c| c.max_rss = 1).await;
+    let mut s = TcpStream::connect(mesh.addr()).await.unwrap();
+    s.write_all(b"GET /hello HTTP/1.1\r\nHost: orders\r\n\r\n")
+        .await
+        .unwrap();
+    let got = closed_by_router(&mut s, "a connection while over --max-rss").await;
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+    let m = mesh.metrics().await;
+    assert!(
+        counter(
+            &m,
+            "ktx_router_refused_connections_total{reason=\"memory\"}"
+        ) >= 1.0,
         "{m}"
     );
 }
