@@ -105,9 +105,10 @@ impl<S: AsyncWrite> AsyncWrite for Tracked<S> {
 }
 
 /// Resolves once `activity` has not moved for `first` (the first period) or, after that, for
-/// `idle`. A zero duration never resolves (the bound is off).
+/// `idle`. A zero `first` means `idle` from the start; a zero `idle` turns the bound off after
+/// the first period.
 pub async fn quiet_for(activity: &Activity, first: Duration, idle: Duration) {
-    let mut period = first;
+    let mut period = if first.is_zero() { idle } else { first };
     let mut seen = activity.get();
     loop {
         if period.is_zero() {
@@ -148,6 +149,14 @@ mod tests {
             waited >= Duration::from_millis(600) && waited <= Duration::from_millis(700),
             "{waited:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_zero_first_period_falls_back_to_the_idle_bound() {
+        let a = Activity::default();
+        let t0 = tokio::time::Instant::now();
+        quiet_for(&a, Duration::ZERO, Duration::from_millis(30)).await;
+        assert_eq!(t0.elapsed(), Duration::from_millis(30));
     }
 
     #[tokio::test(start_paused = true)]

@@ -204,6 +204,7 @@ impl Router {
             client_idle_timeout: cfg.client_idle_timeout,
             h2_stream_window: cfg.h2_stream_window,
             h2_connection_window: cfg.h2_connection_window,
+            exchange_stall_timeout: exchange_stall_timeout(&cfg),
             h2c_idle_timeout: cfg.h2c_idle_timeout,
             splice_idle_timeout: cfg.splice_idle_timeout,
             silent_upstream_timeout: cfg.silent_upstream_timeout,
@@ -296,6 +297,16 @@ impl Router {
             t.abort();
         }
     }
+}
+
+/// The longest an HTTP/1.1 exchange may legitimately move no byte: waiting for the upstream's
+/// response head, or between two body frames; one second more so those bounds fire first.
+/// Off when either is off.
+fn exchange_stall_timeout(cfg: &Config) -> std::time::Duration {
+    if cfg.response_header_timeout.is_zero() || cfg.body_idle_timeout.is_zero() {
+        return std::time::Duration::ZERO;
+    }
+    cfg.response_header_timeout.max(cfg.body_idle_timeout) + std::time::Duration::from_secs(1)
 }
 
 /// Drops idle upstream connections past their timeout, and pool entries of addresses that

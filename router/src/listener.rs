@@ -46,6 +46,10 @@ pub struct ListenConfig {
     /// client connection, can make the router buffer of request bodies.
     pub h2_stream_window: u32,
     pub h2_connection_window: u32,
+    /// An HTTP/1.1 connection in the middle of an exchange with no bytes either way for this
+    /// long is closed (the longest legitimate pause: the response-header or the body idle
+    /// timeout).
+    pub exchange_stall_timeout: Duration,
     /// An h2c connection with no bytes either way for this long is closed.
     pub h2c_idle_timeout: Duration,
     /// A TCP passthrough or upgraded connection with no bytes either way for this long is

@@ -329,6 +329,11 @@ impl Proxy {
             }
         }
         let after = self.timeouts.response_header;
+        if after.is_zero() {
+            return sent
+                .await
+                .map_err(|source| ProxyError::UpstreamRequest { side, addr, source });
+        }
         match tokio::time::timeout(after, sent).await {
             Ok(r) => r.map_err(|source| ProxyError::UpstreamRequest { side, addr, source }),
             Err(_) => Err(ProxyError::ResponseHeaderTimeout { side, addr, after }),

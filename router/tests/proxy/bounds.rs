@@ -276,3 +276,34 @@ async fn new_connections_are_refused_while_memory_is_above_the_limit() {
         "{m}"
     );
 }
+
+#[tokio::test]
+async fn an_http1_client_that_stops_reading_its_response_is_closed() {
+    let mesh = Mesh::start_with(|c| {
+        c.body_idle_timeout = BOUND;
+        c.response_header_timeout = BOUND;
+    })
+    .await;
+    let mut s = TcpStream::connect(mesh.addr()).await.unwrap();
+    // A response far larger than every buffer on the way, never read.
+    s.write_all(b"GET /bytes?n=1000000000 HTTP/1.1\r\nHost: orders\r\n\r\n")
+        .await
+        .unwrap();
+    let open = "ktx_router_active_connections{proto=\"http1\"}";
+    // First the response is under way (the router counts the connection)...
+    for _ in 0..(WITHIN.as_millis() / 50) {
+        if counter(&mesh.metrics().await, open) == 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(counter(&mesh.metrics().await, open), 1.0);
+    // ...then, with nothing read, the router gives up on it.
+    for _ in 0..(WITHIN.as_millis() / 50) {
+        if counter(&mesh.metrics().await, open) == 0.0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("a client that stopped reading kept its connection open for {WITHIN:?}");
+}
