@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -11,7 +12,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -23,6 +24,9 @@ pub struct AdminState {
     pub ready: watch::Receiver<bool>,
     /// Set on SIGTERM: not ready any more, so Kubernetes stops sending new connections.
     pub draining: Arc<AtomicBool>,
+    /// A client must send its request head within this long (a slow client cannot hold an
+    /// admin connection open forever).
+    pub header_timeout: Duration,
 }
 
 fn respond(req: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {
@@ -58,12 +62,17 @@ fn respond(req: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>>
 
 /// Serves the admin port until `shutdown` turns true.
 pub async fn serve(listener: TcpListener, state: AdminState, mut shutdown: watch::Receiver<bool>) {
+    let mut backoff = crate::listener::AcceptBackoff::default();
     loop {
         let (stream, peer): (_, SocketAddr) = tokio::select! {
             a = listener.accept() => match a {
-                Ok(a) => a,
+                Ok(a) => {
+                    backoff.succeeded();
+                    a
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "admin accept failed");
+                    backoff.failed().await;
                     continue;
                 }
             },
@@ -71,11 +80,14 @@ pub async fn serve(listener: TcpListener, state: AdminState, mut shutdown: watch
         };
         let state = state.clone();
         tokio::spawn(async move {
+            let header_timeout = state.header_timeout;
             let svc = service_fn(move |req| {
                 let r = respond(&req, &state);
                 async move { Ok::<_, std::convert::Infallible>(r) }
             });
             if let Err(e) = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
                 .serve_connection(TokioIo::new(stream), svc)
                 .await
             {

@@ -1,15 +1,144 @@
-//! The response body type of the router: the upstream's body passed through untouched, or a
-//! short body the router wrote itself (errors). An enum rather than a box: no allocation per
-//! request.
+//! Bodies on both sides of the router, each with an idle bound: the request body sent upstream
+//! ([`RequestBody`]) and the response body sent back ([`RouterBody`]: the upstream's body passed
+//! through, or a short body the router wrote itself). A body that produces no frame for the
+//! body idle timeout ends with [`BodyError::Idle`], which resets that stream (h2) or closes that
+//! connection (HTTP/1.1), so a stalled peer holds its buffers and slot for a bounded time.
+//!
+//! The idle timer is armed only when the inner body is not ready, so a body that is always
+//! ready (a small request, a fast upstream) never touches the timer wheel.
 
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::time::Sleep;
 
 use crate::upstream::{H1Conn, Upstreams};
+
+/// Why a body broke off.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error(transparent)]
+    Transport(#[from] hyper::Error),
+    #[error("no body bytes for {0:?} (body idle timeout)")]
+    Idle(Duration),
+}
+
+pin_project_lite::pin_project! {
+    /// Yields `inner`'s frames, or an error once it has been pending for `idle` in a row.
+    #[derive(Debug)]
+    pub struct IdleBound<B> {
+        #[pin]
+        inner: B,
+        // Boxed (upstream HTTP/2 needs an `Unpin` request body) and made on the first wait.
+        timer: Option<Pin<Box<Sleep>>>,
+        idle: Duration,
+        // True while `timer` runs for the current wait.
+        armed: bool,
+    }
+}
+
+impl<B> IdleBound<B> {
+    pub fn new(inner: B, idle: Duration) -> Self {
+        IdleBound {
+            inner,
+            timer: None,
+            idle,
+            armed: false,
+        }
+    }
+}
+
+impl<B> IdleBound<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BodyError>,
+{
+    fn poll_bounded(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(r) => {
+                *this.armed = false;
+                Poll::Ready(r.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending if this.idle.is_zero() => Poll::Pending,
+            Poll::Pending => {
+                let deadline = tokio::time::Instant::now() + *this.idle;
+                if !*this.armed {
+                    *this.armed = true;
+                    match this.timer.as_mut() {
+                        Some(t) => t.as_mut().reset(deadline),
+                        None => *this.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                    }
+                }
+                let timer = this
+                    .timer
+                    .as_mut()
+                    .expect("the timer is set whenever it is armed");
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::Idle(*this.idle)))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A client's request body on its way upstream. Tells `ended` (when set) once its last
+    /// frame is out: the response-header timeout starts then.
+    #[derive(Debug)]
+    pub struct RequestBody {
+        #[pin]
+        body: IdleBound<Incoming>,
+        ended: Option<Arc<Notify>>,
+    }
+}
+
+impl RequestBody {
+    pub fn new(body: Incoming, idle: Duration, ended: Option<Arc<Notify>>) -> Self {
+        RequestBody {
+            body: IdleBound::new(body, idle),
+            ended,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        let r = this.body.poll_bounded(cx);
+        if let Poll::Ready(None) = r {
+            if let Some(n) = this.ended.take() {
+                n.notify_one();
+            }
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.inner.size_hint()
+    }
+}
 
 /// A pooled HTTP/1.1 connection to give back when the response body it carries has ended.
 #[derive(Debug)]
@@ -30,8 +159,27 @@ pin_project_lite::pin_project! {
     pub enum RouterBody {
         // `pool` is set for HTTP/1.1: the connection goes back to the pool at end of body,
         // with no task per request. Dropped early (client gone), the connection is dropped.
-        Upstream { #[pin] body: Incoming, pool: Option<ReturnToPool> },
+        // `slot` is the HTTP/2 stream slot this response holds until it ends or is dropped.
+        Upstream {
+            #[pin] body: IdleBound<Incoming>,
+            pool: Option<ReturnToPool>,
+            slot: Option<StreamSlot>,
+        },
         Local { data: Option<Bytes> },
+    }
+}
+
+/// One stream's share of an upstream HTTP/2 connection (see `upstream::H2Pool`); freed on drop.
+#[derive(Debug)]
+pub struct StreamSlot {
+    pub(crate) _permit: OwnedSemaphorePermit,
+    pub(crate) in_flight: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -45,28 +193,46 @@ impl RouterBody {
     pub fn empty() -> Self {
         RouterBody::Local { data: None }
     }
+
+    pub fn upstream(
+        body: Incoming,
+        idle: Duration,
+        pool: Option<ReturnToPool>,
+        slot: Option<StreamSlot>,
+    ) -> Self {
+        RouterBody::Upstream {
+            body: IdleBound::new(body, idle),
+            pool,
+            slot,
+        }
+    }
 }
 
 impl Body for RouterBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.project() {
-            RouterBodyProj::Upstream { mut body, pool } => {
-                let r = body.as_mut().poll_frame(cx);
+            RouterBodyProj::Upstream {
+                mut body,
+                pool,
+                slot,
+            } => {
+                let r = body.as_mut().poll_bounded(cx);
                 let ended = match &r {
                     Poll::Ready(None) => true,
-                    Poll::Ready(Some(Ok(_))) => body.is_end_stream(),
+                    Poll::Ready(Some(Ok(_))) => body.inner.is_end_stream(),
                     _ => false,
                 };
                 if ended {
                     if let Some(p) = pool.take() {
                         p.give_back();
                     }
+                    slot.take();
                 }
                 r
             }
@@ -76,14 +242,14 @@ impl Body for RouterBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            RouterBody::Upstream { body, .. } => body.is_end_stream(),
+            RouterBody::Upstream { body, .. } => body.inner.is_end_stream(),
             RouterBody::Local { data } => data.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            RouterBody::Upstream { body, .. } => body.size_hint(),
+            RouterBody::Upstream { body, .. } => body.inner.size_hint(),
             RouterBody::Local { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }

@@ -71,6 +71,84 @@ pub struct Config {
     #[arg(long, env = "KTX_ROUTER_UPSTREAM_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub upstream_idle_timeout: Duration,
 
+    /// Answer 504 when an upstream sends no response head within this long after the request
+    /// (its body included) was sent. 0s: off.
+    #[arg(long, env = "KTX_ROUTER_RESPONSE_HEADER_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub response_header_timeout: Duration,
+
+    /// End a request or response body that moves no bytes for this long (a stalled client
+    /// upload or upstream download); its stream is reset or its connection closed. 0s: off.
+    #[arg(long, env = "KTX_ROUTER_BODY_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    pub body_idle_timeout: Duration,
+
+    /// Close an h2c client connection with no bytes either way for this long (streams that
+    /// keep moving are never cut). 0s: off.
+    #[arg(long, env = "KTX_ROUTER_H2C_IDLE_TIMEOUT", default_value = "300s", value_parser = parse_duration)]
+    pub h2c_idle_timeout: Duration,
+
+    /// Close a TCP passthrough or upgraded (WebSocket) connection with no bytes either way for
+    /// this long. 0s: off.
+    #[arg(long, env = "KTX_ROUTER_SPLICE_IDLE_TIMEOUT", default_value = "3600s", value_parser = parse_duration)]
+    pub splice_idle_timeout: Duration,
+
+    /// A client that sends nothing before --sniff-timeout is passed through (a server that
+    /// speaks first); close it if the server does not speak within this long either.
+    #[arg(long, env = "KTX_ROUTER_SILENT_UPSTREAM_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub silent_upstream_timeout: Duration,
+
+    /// Open client connections at most (all ports); further ones are closed at accept.
+    #[arg(long, env = "KTX_ROUTER_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Open client connections per source address at most; 0: no per-source limit (the
+    /// default: behind an ingress or SNAT all clients share one address).
+    #[arg(
+        long,
+        env = "KTX_ROUTER_MAX_CONNECTIONS_PER_SOURCE",
+        default_value_t = 0
+    )]
+    pub max_connections_per_source: usize,
+
+    /// Refuse new client connections while the router's resident memory is above this many
+    /// bytes (set it below the pod's memory limit); 0: off.
+    #[arg(long, env = "KTX_ROUTER_MAX_RSS", default_value_t = 200 * 1024 * 1024)]
+    pub max_rss: u64,
+
+    /// Concurrent streams per h2c client connection (SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[arg(
+        long,
+        env = "KTX_ROUTER_H2_MAX_CONCURRENT_STREAMS",
+        default_value_t = 256
+    )]
+    pub h2_max_concurrent_streams: u32,
+
+    /// HTTP/2 per-stream receive window (bytes), both toward clients and toward upstreams:
+    /// the most one stalled stream makes the router buffer.
+    #[arg(long, env = "KTX_ROUTER_H2_STREAM_WINDOW", default_value_t = 256 * 1024)]
+    pub h2_stream_window: u32,
+
+    /// HTTP/2 per-connection receive window (bytes), both sides: the most one connection
+    /// makes the router buffer.
+    #[arg(long, env = "KTX_ROUTER_H2_CONNECTION_WINDOW", default_value_t = 1024 * 1024)]
+    pub h2_connection_window: u32,
+
+    /// Streams carried by one upstream HTTP/2 connection; more open another connection.
+    #[arg(long, env = "KTX_ROUTER_UPSTREAM_H2_STREAMS", default_value_t = 100)]
+    pub upstream_h2_streams: usize,
+
+    /// Upstream HTTP/2 connections one client connection may open per address.
+    #[arg(long, env = "KTX_ROUTER_UPSTREAM_H2_CONNECTIONS", default_value_t = 4)]
+    pub upstream_h2_connections: usize,
+
+    /// How long a request waits for a free upstream HTTP/2 stream slot before 503 (gRPC:
+    /// UNAVAILABLE).
+    #[arg(long, env = "KTX_ROUTER_STREAM_SLOT_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub stream_slot_timeout: Duration,
+
+    /// Close an admin-port client that has not sent a complete request head within this time.
+    #[arg(long, env = "KTX_ROUTER_ADMIN_HEADER_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub admin_header_timeout: Duration,
+
     /// On SIGTERM, wait at most this long for in-flight requests before exiting.
     #[arg(long, env = "KTX_ROUTER_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub drain_timeout: Duration,

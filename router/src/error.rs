@@ -66,6 +66,18 @@ pub enum ProxyError {
         addr: SocketAddr,
         source: hyper::Error,
     },
+    #[error("{addr}: every HTTP/2 stream slot of this client stayed busy for {after:?}")]
+    NoStreamSlot {
+        side: Side,
+        addr: SocketAddr,
+        after: Duration,
+    },
+    #[error("{addr} sent no response headers within {after:?} (response header timeout)")]
+    ResponseHeaderTimeout {
+        side: Side,
+        addr: SocketAddr,
+        after: Duration,
+    },
 }
 
 impl ProxyError {
@@ -78,7 +90,9 @@ impl ProxyError {
             | ProxyError::ConnectUpstream { side, .. }
             | ProxyError::ConnectTimeout { side, .. }
             | ProxyError::Handshake { side, .. }
-            | ProxyError::UpstreamRequest { side, .. } => *side,
+            | ProxyError::UpstreamRequest { side, .. }
+            | ProxyError::NoStreamSlot { side, .. }
+            | ProxyError::ResponseHeaderTimeout { side, .. } => *side,
         }
     }
 
@@ -87,8 +101,11 @@ impl ProxyError {
         match self {
             ProxyError::NoEndpoint { .. }
             | ProxyError::SessionUnavailable { .. }
-            | ProxyError::SessionUnreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::ConnectTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            | ProxyError::SessionUnreachable { .. }
+            | ProxyError::NoStreamSlot { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::ConnectTimeout { .. } | ProxyError::ResponseHeaderTimeout { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             ProxyError::ConnectUpstream { .. }
             | ProxyError::Handshake { .. }
             | ProxyError::UpstreamRequest { .. } => StatusCode::BAD_GATEWAY,
@@ -105,6 +122,7 @@ impl ProxyError {
                 | ProxyError::ConnectUpstream { .. }
                 | ProxyError::ConnectTimeout { .. }
                 | ProxyError::Handshake { .. }
+                | ProxyError::NoStreamSlot { .. }
         )
     }
 }

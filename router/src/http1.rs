@@ -172,7 +172,7 @@ pub async fn serve(
         {
             Ended::Closed => return,
             Ended::Upgraded(client, upstream) => {
-                crate::tcp::splice_upgraded(client, upstream).await;
+                crate::tcp::splice_upgraded(client, upstream, cfg.splice_idle_timeout).await;
                 return;
             }
             Ended::Parked(parked) => {
@@ -236,9 +236,23 @@ async fn serve_until_idle(
     let mut seen = activity.snapshot();
     let tick = tokio::time::sleep(cfg.idle_park_after);
     tokio::pin!(tick);
+    // No byte either way for this long while hyper still runs the connection: a client that
+    // stopped reading its response, or any other stall the per-wait timeouts do not end.
+    let mut stall_seen = seen;
+    let stall = tokio::time::sleep(cfg.exchange_stall_timeout);
+    tokio::pin!(stall);
     let result = loop {
         tokio::select! {
             r = poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
+            _ = &mut stall, if !cfg.exchange_stall_timeout.is_zero() => {
+                let now = activity.snapshot();
+                if now == stall_seen {
+                    tracing::debug!(%peer, "http1 connection stalled mid-exchange; closing");
+                    return Ended::Closed;
+                }
+                stall_seen = now;
+                stall.as_mut().reset(tokio::time::Instant::now() + cfg.exchange_stall_timeout);
+            }
             _ = &mut tick, if !parked_by_us && !stopping => {
                 let now = activity.snapshot();
                 if now == seen && last_was_write.load(Ordering::Relaxed) {

@@ -10,11 +10,13 @@
 //! by [`routes`] (a file) or the Kubernetes watchers; the request path only borrows it.
 
 pub mod admin;
+pub mod admission;
 pub mod body;
 pub mod config;
 pub mod error;
 pub mod headers;
 pub mod http1;
+pub mod idle;
 pub mod io;
 pub mod kube;
 pub mod listener;
@@ -173,17 +175,46 @@ impl Router {
                 connect_timeout: cfg.connect_timeout,
                 idle_timeout: cfg.upstream_idle_timeout,
                 max_idle_per_addr: 256,
+                h2_streams_per_connection: cfg.upstream_h2_streams.max(1),
+                h2_connections_per_client: cfg.upstream_h2_connections.max(1),
+                h2_stream_slot_timeout: cfg.stream_slot_timeout,
+                h2_stream_window: cfg.h2_stream_window,
+                h2_connection_window: cfg.h2_connection_window,
             },
         ));
-        let proxy = Arc::new(proxy::Proxy::new(table_rx, upstreams, metrics.clone()));
+        tasks.push(tokio::spawn(sweep_pools(
+            Arc::clone(&upstreams),
+            cfg.upstream_idle_timeout,
+        )));
+        let proxy = Arc::new(proxy::Proxy::new(
+            table_rx,
+            upstreams,
+            metrics.clone(),
+            proxy::Timeouts {
+                response_header: cfg.response_header_timeout,
+                body_idle: cfg.body_idle_timeout,
+            },
+        ));
         let listen_cfg = Arc::new(ListenConfig {
             sniff_timeout: cfg.sniff_timeout,
             header_read_timeout: cfg.header_read_timeout,
             max_header_bytes: cfg.max_header_bytes,
-            h2_max_concurrent_streams: 256,
+            h2_max_concurrent_streams: cfg.h2_max_concurrent_streams,
             idle_park_after: cfg.idle_park_after,
             client_idle_timeout: cfg.client_idle_timeout,
+            h2_stream_window: cfg.h2_stream_window,
+            h2_connection_window: cfg.h2_connection_window,
+            exchange_stall_timeout: exchange_stall_timeout(&cfg),
+            h2c_idle_timeout: cfg.h2c_idle_timeout,
+            splice_idle_timeout: cfg.splice_idle_timeout,
+            silent_upstream_timeout: cfg.silent_upstream_timeout,
         });
+        let admission = Arc::new(admission::Admission::new(
+            cfg.max_connections,
+            cfg.max_connections_per_source,
+            cfg.max_rss,
+            metrics.clone(),
+        ));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
         let mut listen_addrs = Vec::new();
@@ -202,6 +233,7 @@ impl Router {
                 l,
                 Arc::clone(&proxy),
                 Arc::clone(&listen_cfg),
+                Arc::clone(&admission),
                 shutdown_rx.clone(),
             )));
         }
@@ -220,6 +252,7 @@ impl Router {
             registry,
             ready: ready_rx,
             draining: Arc::clone(&draining),
+            header_timeout: cfg.admin_header_timeout,
         };
         tasks.push(tokio::spawn(admin::serve(admin_l, state, shutdown_rx)));
         tracing::info!(listen = ?listen_addrs, admin = %admin_addr, "ktx-router listening");
@@ -263,6 +296,26 @@ impl Router {
         for t in self.tasks {
             t.abort();
         }
+    }
+}
+
+/// The longest an HTTP/1.1 exchange may legitimately move no byte: waiting for the upstream's
+/// response head, or between two body frames; one second more so those bounds fire first.
+/// Off when either is off.
+fn exchange_stall_timeout(cfg: &Config) -> std::time::Duration {
+    if cfg.response_header_timeout.is_zero() || cfg.body_idle_timeout.is_zero() {
+        return std::time::Duration::ZERO;
+    }
+    cfg.response_header_timeout.max(cfg.body_idle_timeout) + std::time::Duration::from_secs(1)
+}
+
+/// Drops idle upstream connections past their timeout, and pool entries of addresses that
+/// have none left, every idle timeout (at least every second).
+async fn sweep_pools(upstreams: Arc<Upstreams>, every: std::time::Duration) {
+    let every = every.max(std::time::Duration::from_secs(1));
+    loop {
+        tokio::time::sleep(every).await;
+        upstreams.sweep();
     }
 }
 

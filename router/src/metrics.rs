@@ -42,6 +42,11 @@ pub struct ProtoLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: &'static str,
 }
@@ -60,6 +65,7 @@ pub struct Metrics {
     pub active_connections: Family<ProtoLabel, Gauge>,
     pub connections: Family<ProtoLabel, Counter>,
     pub parked_connections: Gauge,
+    pub refused_connections: Family<RefusedLabel, Counter>,
     pub table_version: Gauge,
     pub table_rules: Gauge,
     pub table_updates: Family<ResultLabel, Counter>,
@@ -74,6 +80,7 @@ impl Metrics {
             active_connections: Family::default(),
             connections: Family::default(),
             parked_connections: Gauge::default(),
+            refused_connections: Family::default(),
             table_version: Gauge::default(),
             table_rules: Gauge::default(),
             table_updates: Family::default(),
@@ -108,6 +115,11 @@ impl Metrics {
             "parked_connections",
             "Idle HTTP/1.1 keep-alive connections whose buffers are released",
             m.parked_connections.clone(),
+        );
+        r.register(
+            "refused_connections",
+            "Downstream connections closed at accept, by reason (connections, source, memory)",
+            m.refused_connections.clone(),
         );
         r.register(
             "table_version",

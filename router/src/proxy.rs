@@ -3,30 +3,47 @@
 //! the upstream's response back, streaming. Everything the request path reads is either
 //! borrowed from the current route table or owned by the request.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use ktx_rules::{OnUnavailable, RouteTable, Rule, Target};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
-use crate::body::{ReturnToPool, RouterBody};
+use crate::body::{RequestBody, ReturnToPool, RouterBody};
 use crate::error::{ProxyError, Side};
 use crate::headers::{is_upgrade, strip_hop_by_hop};
 use crate::metrics::{Metrics, RequestLabels, RuleLabel};
-use crate::upstream::Upstreams;
+use crate::upstream::{H2Pool, Upstreams};
 
 /// Label of requests that matched no rule.
 const DEFAULT_RULE: &str = "default";
 
-/// HTTP version spoken on both sides of one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wire {
+/// HTTP version spoken on both sides of one request. HTTP/2 requests carry their downstream
+/// connection's upstream pool: one client's streams never share a connection with another's.
+#[derive(Debug, Clone, Copy)]
+pub enum Wire<'a> {
     Http1,
-    H2,
+    H2(&'a H2Pool),
+}
+
+impl Wire<'_> {
+    fn is_http1(self) -> bool {
+        matches!(self, Wire::Http1)
+    }
+}
+
+/// Bounds on waits of the request path.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// From the end of the request body to the upstream's response head.
+    pub response_header: Duration,
+    /// Longest pause between two frames of a request or response body.
+    pub body_idle: Duration,
 }
 
 /// Shared state of the request path.
@@ -35,6 +52,7 @@ pub struct Proxy {
     pub table: watch::Receiver<Arc<RouteTable>>,
     pub upstreams: Arc<Upstreams>,
     pub metrics: Metrics,
+    pub timeouts: Timeouts,
     default_label: Arc<str>,
 }
 
@@ -52,11 +70,13 @@ impl Proxy {
         table: watch::Receiver<Arc<RouteTable>>,
         upstreams: Arc<Upstreams>,
         metrics: Metrics,
+        timeouts: Timeouts,
     ) -> Self {
         Proxy {
             table,
             upstreams,
             metrics,
+            timeouts,
             default_label: Arc::from(DEFAULT_RULE),
         }
     }
@@ -66,9 +86,10 @@ impl Proxy {
         &self,
         req: Request<Incoming>,
         port: u16,
-        wire: Wire,
+        wire: Wire<'_>,
     ) -> Response<RouterBody> {
         let start = Instant::now();
+        let grpc = is_grpc(&req);
         // The table is cloned (an Arc) so a swap mid-request does not change this request's rule.
         let table = Arc::clone(&self.table.borrow());
         let rule = table.route(req.method(), req.uri().path(), req.headers());
@@ -83,7 +104,7 @@ impl Proxy {
                 let label = d.label.clone();
                 (label, self.forward(req, d, &table, port, wire).await)
             }
-            Err((label, e)) => (label, self.error_response(&e)),
+            Err((label, e)) => (label, self.error_response(&e, grpc)),
         };
         self.metrics
             .requests
@@ -149,10 +170,11 @@ impl Proxy {
         d: Decision,
         table: &RouteTable,
         port: u16,
-        wire: Wire,
+        wire: Wire<'_>,
     ) -> Response<RouterBody> {
-        let upgrade = wire == Wire::Http1 && is_upgrade(req.headers());
-        if wire == Wire::Http1 {
+        let grpc = is_grpc(&req);
+        let upgrade = wire.is_http1() && is_upgrade(req.headers());
+        if wire.is_http1() {
             strip_hop_by_hop(req.headers_mut(), upgrade);
         }
         let attempt = self.send(req, d.addr, d.side, wire, upgrade).await;
@@ -188,7 +210,7 @@ impl Proxy {
             },
         };
         tracing::debug!(error = %e, "forward failed");
-        self.error_response(&e)
+        self.error_response(&e, grpc)
     }
 
     /// Sends on a connection to `addr`. On an error before sending, gives the request back.
@@ -198,40 +220,45 @@ impl Proxy {
         mut req: Request<Incoming>,
         addr: SocketAddr,
         side: Side,
-        wire: Wire,
+        wire: Wire<'_>,
         upgrade: bool,
     ) -> Result<Response<RouterBody>, (ProxyError, Option<Request<Incoming>>)> {
         let mut pool = None;
+        let mut slot = None;
         let resp = match wire {
-            Wire::H2 => {
-                let mut tx = match self.upstreams.h2(addr, side).await {
-                    Ok(tx) => tx,
+            Wire::H2(h2) => {
+                let stream = match h2.stream(addr, side).await {
+                    Ok(s) => s,
                     Err(e) => return Err((e, Some(req))),
                 };
+                let mut tx = stream.tx;
+                slot = Some(stream.slot);
                 if let Err(source) = tx.ready().await {
                     return Err((
                         ProxyError::UpstreamRequest { side, addr, source },
                         Some(req),
                     ));
                 }
-                tx.send_request(req)
+                let (req, ended) = self.bound_request(req);
+                self.response_head(tx.send_request(req), ended, addr, side)
                     .await
-                    .map_err(|source| (ProxyError::UpstreamRequest { side, addr, source }, None))?
+                    .map_err(|e| (e, None))?
             }
             Wire::Http1 if upgrade => {
                 let mut conn = match Box::pin(self.upstreams.h1_fresh(addr, side)).await {
                     Ok(c) => c,
                     Err(e) => return Err((e, Some(req))),
                 };
-                let slot = req.extensions_mut().remove::<crate::http1::UpgradeSlot>();
-                let mut resp =
-                    conn.tx.send_request(req).await.map_err(|source| {
-                        (ProxyError::UpstreamRequest { side, addr, source }, None)
-                    })?;
+                let upgrade_slot = req.extensions_mut().remove::<crate::http1::UpgradeSlot>();
+                let (req, ended) = self.bound_request(req);
+                let mut resp = self
+                    .response_head(conn.tx.send_request(req), ended, addr, side)
+                    .await
+                    .map_err(|e| (e, None))?;
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                     // The connection task splices once hyper hands the client's socket back.
-                    if let Some(slot) = slot {
-                        slot.put(hyper::upgrade::on(&mut resp));
+                    if let Some(s) = upgrade_slot {
+                        s.put(hyper::upgrade::on(&mut resp));
                     }
                 }
                 resp
@@ -247,9 +274,11 @@ impl Proxy {
                         Some(req),
                     ));
                 }
-                let resp = conn.tx.send_request(req).await;
-                let resp = resp
-                    .map_err(|source| (ProxyError::UpstreamRequest { side, addr, source }, None))?;
+                let (req, ended) = self.bound_request(req);
+                let resp = self
+                    .response_head(conn.tx.send_request(req), ended, addr, side)
+                    .await
+                    .map_err(|e| (e, None))?;
                 if resp.body().is_end_stream() {
                     self.upstreams.checkin(conn);
                 } else {
@@ -262,19 +291,62 @@ impl Proxy {
             }
         };
         let (mut parts, body) = resp.into_parts();
-        if wire == Wire::Http1 && parts.status != StatusCode::SWITCHING_PROTOCOLS {
+        if wire.is_http1() && parts.status != StatusCode::SWITCHING_PROTOCOLS {
             strip_hop_by_hop(&mut parts.headers, false);
         }
         Ok(Response::from_parts(
             parts,
-            RouterBody::Upstream { body, pool },
+            RouterBody::upstream(body, self.timeouts.body_idle, pool, slot),
         ))
     }
 
-    fn error_response(&self, e: &ProxyError) -> Response<RouterBody> {
+    /// The request with its body under the idle bound, and (for a request with a body) the
+    /// signal that its body has been sent.
+    fn bound_request(&self, req: Request<Incoming>) -> (Request<RequestBody>, Option<Arc<Notify>>) {
+        let (parts, body) = req.into_parts();
+        let ended = (!body.is_end_stream()).then(|| Arc::new(Notify::new()));
+        let body = RequestBody::new(body, self.timeouts.body_idle, ended.clone());
+        (Request::from_parts(parts, body), ended)
+    }
+
+    /// Waits for the upstream's response head: first while the request body is still being
+    /// sent (bounded by the body idle timeout), then at most the response header timeout.
+    async fn response_head(
+        &self,
+        sent: impl Future<Output = Result<Response<Incoming>, hyper::Error>>,
+        body_ended: Option<Arc<Notify>>,
+        addr: SocketAddr,
+        side: Side,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let sent = std::pin::pin!(sent);
+        let mut sent = sent;
+        if let Some(ended) = body_ended {
+            tokio::select! {
+                r = sent.as_mut() => {
+                    return r.map_err(|source| ProxyError::UpstreamRequest { side, addr, source })
+                }
+                _ = ended.notified() => {}
+            }
+        }
+        let after = self.timeouts.response_header;
+        if after.is_zero() {
+            return sent
+                .await
+                .map_err(|source| ProxyError::UpstreamRequest { side, addr, source });
+        }
+        match tokio::time::timeout(after, sent).await {
+            Ok(r) => r.map_err(|source| ProxyError::UpstreamRequest { side, addr, source }),
+            Err(_) => Err(ProxyError::ResponseHeaderTimeout { side, addr, after }),
+        }
+    }
+
+    fn error_response(&self, e: &ProxyError, grpc: bool) -> Response<RouterBody> {
         self.metrics.error(e.side());
         if e.side() != Side::Client {
             tracing::debug!(error = %e, side = e.side().as_str(), "request failed");
+        }
+        if grpc {
+            return grpc_unavailable(e);
         }
         let mut resp = Response::new(RouterBody::local(format!("ktx-router: {e}\n")));
         *resp.status_mut() = e.status();
@@ -286,6 +358,43 @@ impl Proxy {
             .insert("x-ktx-error", HeaderValue::from_static(e.side().as_str()));
         resp
     }
+}
+
+fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// A gRPC "trailers-only" answer: status 200 with `grpc-status: 14` (UNAVAILABLE, what gRPC
+/// maps 502/503/504 to) and the reason in `grpc-message`, so gRPC clients see a gRPC error
+/// rather than a protocol error.
+fn grpc_unavailable(e: &ProxyError) -> Response<RouterBody> {
+    let mut resp = Response::new(RouterBody::empty());
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert("grpc-status", HeaderValue::from_static("14"));
+    if let Ok(v) = HeaderValue::from_str(&grpc_percent_encode(&format!("ktx-router: {e}"))) {
+        h.insert("grpc-message", v);
+    }
+    h.insert("x-ktx-error", HeaderValue::from_static(e.side().as_str()));
+    resp
+}
+
+/// `grpc-message` encoding: printable ASCII except `%` as is, every other byte as `%XX`.
+fn grpc_percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn describe(target: &Target) -> String {

@@ -1,7 +1,7 @@
 //! Where targets are and how to reach them: ready endpoints per target (static, or published by
 //! the Kubernetes watcher), round robin, and pooled upstream connections with TCP_NODELAY and a
 //! connect timeout. HTTP/1.1 connections are reused one exchange at a time; HTTP/2 connections
-//! are shared by every stream to the same address.
+//! belong to one downstream connection each ([`H2Pool`], in `upstream/h2_pool.rs`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -9,14 +9,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
 use ktx_rules::Target;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use crate::body::RequestBody;
 use crate::error::{ProxyError, Side};
+
+mod h2_pool;
+pub use h2_pool::H2Pool;
 
 /// Ready addresses of the Services the router knows, by Service name and then by port.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -36,6 +39,16 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_idle_per_addr: usize,
+    /// Streams one upstream HTTP/2 connection carries at most; the next opens another.
+    pub h2_streams_per_connection: usize,
+    /// Upstream HTTP/2 connections one downstream connection may open to one address.
+    pub h2_connections_per_client: usize,
+    /// How long a stream waits for a slot once all of those are full.
+    pub h2_stream_slot_timeout: Duration,
+    /// Receive windows of upstream HTTP/2 connections (the most a stalled stream, and a
+    /// connection, can make the router buffer).
+    pub h2_stream_window: u32,
+    pub h2_connection_window: u32,
 }
 
 /// Endpoint lookup plus connection pools.
@@ -45,33 +58,32 @@ pub struct Upstreams {
     next: AtomicUsize,
     cfg: UpstreamConfig,
     h1_idle: Mutex<HashMap<SocketAddr, Vec<IdleH1>>>,
-    h2: Mutex<HashMap<SocketAddr, http2::SendRequest<Incoming>>>,
-    /// Serializes opening an h2 connection per address, so a burst of streams shares one.
-    h2_connecting: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 #[derive(Debug)]
 struct IdleH1 {
     since: Instant,
-    tx: http1::SendRequest<Incoming>,
+    tx: http1::SendRequest<RequestBody>,
 }
 
 /// An HTTP/1.1 connection checked out for one exchange.
 #[derive(Debug)]
 pub struct H1Conn {
     pub addr: SocketAddr,
-    pub tx: http1::SendRequest<Incoming>,
+    pub tx: http1::SendRequest<RequestBody>,
 }
 
 impl Upstreams {
+    pub fn config(&self) -> &UpstreamConfig {
+        &self.cfg
+    }
+
     pub fn new(endpoints: watch::Receiver<Arc<EndpointMap>>, cfg: UpstreamConfig) -> Self {
         Upstreams {
             endpoints,
             next: AtomicUsize::new(0),
             cfg,
             h1_idle: Mutex::default(),
-            h2: Mutex::default(),
-            h2_connecting: Mutex::default(),
         }
     }
 
@@ -153,7 +165,7 @@ impl Upstreams {
         Ok(H1Conn { addr, tx })
     }
 
-    fn checkout_h1(&self, addr: SocketAddr) -> Option<http1::SendRequest<Incoming>> {
+    fn checkout_h1(&self, addr: SocketAddr) -> Option<http1::SendRequest<RequestBody>> {
         let mut idle = self
             .h1_idle
             .lock()
@@ -163,18 +175,46 @@ impl Upstreams {
         // still streaming) is skipped but kept; closed and expired ones are dropped.
         let mut i = list.len();
         let mut busy_seen = 0;
+        let mut found = None;
         while i > 0 && busy_seen < 8 {
             i -= 1;
             let c = &list[i];
             if c.tx.is_closed() || c.since.elapsed() >= self.cfg.idle_timeout {
                 list.swap_remove(i);
             } else if c.tx.is_ready() {
-                return Some(list.swap_remove(i).tx);
+                found = Some(list.swap_remove(i).tx);
+                break;
             } else {
                 busy_seen += 1;
             }
         }
-        None
+        if list.is_empty() {
+            // No entry outlives its connections: the map holds only addresses in use.
+            idle.remove(&addr);
+        }
+        found
+    }
+
+    /// Drops closed and expired idle connections, and the entries of addresses left with none
+    /// (an address that went away is never checked out again). Run periodically.
+    pub fn sweep(&self) {
+        let mut idle = self
+            .h1_idle
+            .lock()
+            .expect("pool lock is never held across a panic");
+        idle.retain(|_, list| {
+            list.retain(|c| !c.tx.is_closed() && c.since.elapsed() < self.cfg.idle_timeout);
+            !list.is_empty()
+        });
+    }
+
+    /// Addresses with at least one idle HTTP/1.1 connection (the pool's size, for tests and
+    /// metrics).
+    pub fn idle_h1_addrs(&self) -> usize {
+        self.h1_idle
+            .lock()
+            .expect("pool lock is never held across a panic")
+            .len()
     }
 
     /// Puts a connection back once its response body has ended. Its request body may still
@@ -195,64 +235,70 @@ impl Upstreams {
             });
         }
     }
+}
 
-    /// The shared HTTP/2 connection to `addr`, opened on first use.
-    pub async fn h2(
-        &self,
-        addr: SocketAddr,
-        side: Side,
-    ) -> Result<http2::SendRequest<Incoming>, ProxyError> {
-        if let Some(tx) = self.live_h2(addr) {
-            return Ok(tx);
-        }
-        // Boxed: the rare path; see `h1`.
-        Box::pin(self.open_h2(addr, side)).await
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstreams(idle_timeout: Duration) -> Upstreams {
+        let (_tx, rx) = watch::channel(Arc::new(EndpointMap::default()));
+        Upstreams::new(
+            rx,
+            UpstreamConfig {
+                connect_timeout: Duration::from_secs(2),
+                idle_timeout,
+                max_idle_per_addr: 8,
+                h2_streams_per_connection: 100,
+                h2_connections_per_client: 4,
+                h2_stream_slot_timeout: Duration::from_secs(2),
+                h2_stream_window: 1 << 16,
+                h2_connection_window: 1 << 20,
+            },
+        )
     }
 
-    async fn open_h2(
-        &self,
-        addr: SocketAddr,
-        side: Side,
-    ) -> Result<http2::SendRequest<Incoming>, ProxyError> {
-        let gate = Arc::clone(
-            self.h2_connecting
-                .lock()
-                .expect("pool lock is never held across a panic")
-                .entry(addr)
-                .or_default(),
-        );
-        let _opening = gate.lock().await;
-        // Someone else may have opened it while we waited.
-        if let Some(tx) = self.live_h2(addr) {
-            return Ok(tx);
+    /// The pool's invariant: an address has an entry only while it has an idle connection, so
+    /// addresses that go away (pods replaced, sessions ended) leave nothing behind.
+    #[tokio::test]
+    async fn the_h1_pool_keeps_no_entry_for_an_address_without_connections() {
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let a = ktx_testbackend::spawn("a", any).await.unwrap();
+        let b = ktx_testbackend::spawn("b", any).await.unwrap();
+        let pool = upstreams(Duration::from_secs(60));
+        for backend in [&a, &b] {
+            let conn = pool.h1(backend.addr(), Side::Upstream).await.unwrap();
+            pool.checkin(conn);
         }
-        let io = self.connect(addr, side).await?;
-        let (tx, conn) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .initial_stream_window_size(1 << 20)
-            .initial_connection_window_size(4 << 20)
-            .keep_alive_interval(Duration::from_secs(20))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .handshake(io)
-            .await
-            .map_err(|source| ProxyError::Handshake { side, addr, source })?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%addr, error = %e, "upstream h2 connection ended");
+        assert_eq!(pool.idle_h1_addrs(), 2);
+
+        // Checked out: the address's list is empty, and so it is gone.
+        let conn = pool.h1(a.addr(), Side::Upstream).await.unwrap();
+        assert_eq!(pool.idle_h1_addrs(), 1);
+        drop(conn);
+
+        // `b` goes away: its idle connection closes, and a sweep drops the entry.
+        b.shutdown(Duration::from_secs(1)).await;
+        for _ in 0..200 {
+            pool.sweep();
+            if pool.idle_h1_addrs() == 0 {
+                return;
             }
-        });
-        self.h2
-            .lock()
-            .expect("pool lock is never held across a panic")
-            .insert(addr, tx.clone());
-        Ok(tx)
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the pool kept {} address entries", pool.idle_h1_addrs());
     }
 
-    fn live_h2(&self, addr: SocketAddr) -> Option<http2::SendRequest<Incoming>> {
-        let map = self
-            .h2
-            .lock()
-            .expect("pool lock is never held across a panic");
-        map.get(&addr).filter(|tx| !tx.is_closed()).cloned()
+    #[tokio::test]
+    async fn a_sweep_drops_expired_connections_and_their_entries() {
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let a = ktx_testbackend::spawn("a", any).await.unwrap();
+        let pool = upstreams(Duration::from_millis(1));
+        let conn = pool.h1(a.addr(), Side::Upstream).await.unwrap();
+        pool.checkin(conn);
+        assert_eq!(pool.idle_h1_addrs(), 1);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        pool.sweep();
+        assert_eq!(pool.idle_h1_addrs(), 0);
     }
 }

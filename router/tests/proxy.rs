@@ -7,9 +7,11 @@ mod proxy {
     pub mod support;
 
     mod bad_input;
+    mod bounds;
     mod grpc;
     mod h2c;
     mod http1;
+    mod isolation;
     mod live_rules;
     mod tcp;
     mod websocket;

@@ -26,7 +26,7 @@ async fn streams_of_one_connection_are_routed_one_by_one() {
     }
     assert_eq!(mesh.shadow.stats().requests(), 50);
     assert_eq!(mesh.original.stats().requests(), 50);
-    // Upstream h2 connections are shared: one per backend, not one per stream.
+    // Streams of one client connection share its upstream h2 connections: one per backend.
     assert_eq!(mesh.shadow.stats().connections(), 1);
     assert_eq!(mesh.original.stats().connections(), 1);
     let m = mesh.metrics().await;

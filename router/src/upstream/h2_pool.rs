@@ -1,0 +1,179 @@
+//! Upstream HTTP/2 connections of one downstream h2c connection.
+//!
+//! Each downstream h2c connection gets its own upstream connections: the shape traffic has
+//! without a router, where every client holds its own connection to the backend. A client that
+//! stops reading (zero window) stalls only its own upstream connection's windows; another
+//! client's streams run on other connections and never wait behind it. Per address, a pool
+//! opens a new connection when the open ones carry `h2_streams_per_connection` streams, up to
+//! `h2_connections_per_client`; past that a stream waits at most `h2_stream_slot_timeout` for a
+//! slot and then fails with [`ProxyError::NoStreamSlot`] (503, or gRPC `UNAVAILABLE`).
+//!
+//! The pool dies with its downstream connection; dropping it closes its upstream connections
+//! once their last stream ends.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use hyper::client::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::Upstreams;
+use crate::body::{RequestBody, StreamSlot};
+use crate::error::{ProxyError, Side};
+
+/// The upstream HTTP/2 connections of one downstream connection, by address.
+#[derive(Debug)]
+pub struct H2Pool {
+    upstreams: Arc<Upstreams>,
+    by_addr: Mutex<HashMap<SocketAddr, AddrPool>>,
+    /// Serializes opening connections, so a burst of streams fills one before opening another.
+    opening: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug)]
+struct AddrPool {
+    /// Every stream slot to this address (streams per connection × connections).
+    slots: Arc<Semaphore>,
+    conns: Vec<H2Conn>,
+}
+
+#[derive(Debug)]
+struct H2Conn {
+    tx: http2::SendRequest<RequestBody>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// A stream's connection and the slot it holds until its response ends.
+#[derive(Debug)]
+pub struct H2Stream {
+    pub tx: http2::SendRequest<RequestBody>,
+    pub slot: StreamSlot,
+}
+
+impl H2Pool {
+    pub fn new(upstreams: Arc<Upstreams>) -> Self {
+        H2Pool {
+            upstreams,
+            by_addr: Mutex::default(),
+            opening: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// A connection to `addr` with room for one more stream, waiting a bounded time for a
+    /// slot when every allowed connection is full.
+    pub async fn stream(&self, addr: SocketAddr, side: Side) -> Result<H2Stream, ProxyError> {
+        let cfg = self.upstreams.config();
+        let slots = Arc::clone(
+            &self
+                .lock()
+                .entry(addr)
+                .or_insert_with(|| AddrPool {
+                    slots: Arc::new(Semaphore::new(
+                        cfg.h2_streams_per_connection * cfg.h2_connections_per_client,
+                    )),
+                    conns: Vec::new(),
+                })
+                .slots,
+        );
+        let permit = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                let after = cfg.h2_stream_slot_timeout;
+                match tokio::time::timeout(after, slots.acquire_owned()).await {
+                    Ok(Ok(p)) => p,
+                    // The semaphore is never closed; treat it like running out of time.
+                    Ok(Err(_)) | Err(_) => {
+                        return Err(ProxyError::NoStreamSlot { side, addr, after })
+                    }
+                }
+            }
+        };
+        // Holding a permit guarantees room: on a live connection, or for a new one.
+        let permit = match self.take_room(addr, permit) {
+            Ok(s) => return Ok(s),
+            Err(p) => p,
+        };
+        let _gate = self.opening.lock().await;
+        let permit = match self.take_room(addr, permit) {
+            Ok(s) => return Ok(s),
+            Err(p) => p,
+        };
+        let tx = Box::pin(self.open(addr, side)).await?;
+        let in_flight = Arc::new(AtomicUsize::new(1));
+        if let Some(p) = self.lock().get_mut(&addr) {
+            p.conns.push(H2Conn {
+                tx: tx.clone(),
+                in_flight: Arc::clone(&in_flight),
+            });
+        }
+        Ok(H2Stream {
+            tx,
+            slot: StreamSlot {
+                _permit: permit,
+                in_flight,
+            },
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, AddrPool>> {
+        self.by_addr
+            .lock()
+            .expect("pool lock is never held across a panic")
+    }
+
+    /// A live connection to `addr` under the per-connection stream cap; drops closed ones.
+    fn take_room(
+        &self,
+        addr: SocketAddr,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<H2Stream, OwnedSemaphorePermit> {
+        let cap = self.upstreams.config().h2_streams_per_connection;
+        let mut map = self.lock();
+        let Some(pool) = map.get_mut(&addr) else {
+            return Err(permit);
+        };
+        pool.conns.retain(|c| !c.tx.is_closed());
+        let Some(c) = pool
+            .conns
+            .iter()
+            .find(|c| c.in_flight.load(Ordering::Relaxed) < cap)
+        else {
+            return Err(permit);
+        };
+        c.in_flight.fetch_add(1, Ordering::Relaxed);
+        Ok(H2Stream {
+            tx: c.tx.clone(),
+            slot: StreamSlot {
+                _permit: permit,
+                in_flight: Arc::clone(&c.in_flight),
+            },
+        })
+    }
+
+    async fn open(
+        &self,
+        addr: SocketAddr,
+        side: Side,
+    ) -> Result<http2::SendRequest<RequestBody>, ProxyError> {
+        let cfg = self.upstreams.config();
+        let io = self.upstreams.connect(addr, side).await?;
+        let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .initial_stream_window_size(cfg.h2_stream_window)
+            .initial_connection_window_size(cfg.h2_connection_window)
+            .keep_alive_interval(std::time::Duration::from_secs(20))
+            .keep_alive_timeout(std::time::Duration::from_secs(10))
+            .handshake(io)
+            .await
+            .map_err(|source| ProxyError::Handshake { side, addr, source })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%addr, error = %e, "upstream h2 connection ended");
+            }
+        });
+        Ok(tx)
+    }
+}

@@ -1,0 +1,309 @@
+//! Every wait a peer can stall has a bound, and overload refuses new work while existing work
+//! goes on: response-header and body idle timeouts, idle h2c connections and splices, silent
+//! sockets, the admin port's header timeout, and the connection cap. Each bound is set small
+//! (200 ms) and the test allows seconds, so a slow machine does not make it flaky; without the
+//! bound each scenario hangs until the test's own limit.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::BodyExt;
+use ktx_testbackend::grpc::{EchoClient, EchoRequest};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::support::*;
+
+const BOUND: Duration = Duration::from_millis(200);
+/// How long a test waits for a bounded thing to happen.
+const WITHIN: Duration = Duration::from_secs(5);
+
+/// Reads until the router closes the socket; panics if it is still open after [`WITHIN`].
+async fn closed_by_router(s: &mut TcpStream, what: &str) -> Vec<u8> {
+    let mut got = Vec::new();
+    match tokio::time::timeout(WITHIN, s.read_to_end(&mut got)).await {
+        Ok(_) => got,
+        Err(_) => panic!("{what}: the router kept the connection open for {WITHIN:?}"),
+    }
+}
+
+/// A raw TCP server whose every connection reads what it gets, answers `reply` once, then
+/// stays silent (a stalled upstream).
+async fn stalling_server(reply: &'static [u8]) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(reply).await;
+                // Hold the socket, read and drop whatever comes, never answer again.
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A raw TCP echo server that never speaks first.
+async fn echo_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A router whose default target is `default`, tuned by `tune`.
+async fn router_to(
+    default: SocketAddr,
+    tune: impl FnOnce(&mut ktx_router::Config),
+) -> (ktx_router::Router, RemoveOnDrop) {
+    let routes = temp_path("bounds.yaml");
+    write_routes(&routes, &format!("default: {{ addrs: [\"{default}\"] }}\n"));
+    let mut cfg = config(&routes);
+    tune(&mut cfg);
+    let router = ktx_router::Router::start(cfg).await.unwrap();
+    wait_ready(router.admin_addr).await;
+    (router, RemoveOnDrop(routes))
+}
+
+#[tokio::test]
+async fn an_upstream_that_sends_no_response_head_gets_504() {
+    let mesh = Mesh::start_with(|c| c.response_header_timeout = BOUND).await;
+    let mut c = H1::connect(mesh.addr()).await;
+    let r = tokio::time::timeout(WITHIN, c.send(get("/slow?ms=60000")))
+        .await
+        .expect("no answer while the upstream stalled its response head");
+    assert_eq!(r.status(), 504);
+    assert!(body_string(r).await.contains("response header timeout"));
+}
+
+#[tokio::test]
+async fn a_client_that_stalls_its_request_body_is_cut_off() {
+    let mesh = Mesh::start_with(|c| c.body_idle_timeout = BOUND).await;
+    let mut s = TcpStream::connect(mesh.addr()).await.unwrap();
+    s.write_all(b"POST /sink HTTP/1.1\r\nHost: orders\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let got = closed_by_router(&mut s, "stalled request body").await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(!text.starts_with("HTTP/1.1 200"), "{text}");
+}
+
+#[tokio::test]
+async fn an_upstream_that_stalls_its_response_body_is_cut_off() {
+    let upstream =
+        stalling_server(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789").await;
+    let (router, _routes) = router_to(upstream, |c| c.body_idle_timeout = BOUND).await;
+    let mut c = H1::connect(router.listen_addrs[0]).await;
+    let r = c.send(get("/")).await;
+    assert_eq!(r.status(), 200);
+    let body = tokio::time::timeout(WITHIN, r.into_body().collect())
+        .await
+        .expect("the response body stalled and the router never ended it");
+    assert!(
+        body.is_err(),
+        "a body of 10 of 100 bytes must end in an error"
+    );
+}
+
+#[tokio::test]
+async fn an_idle_h2c_connection_is_closed() {
+    let mesh = Mesh::start_with(|c| c.h2c_idle_timeout = BOUND).await;
+    let tcp = TcpStream::connect(mesh.addr()).await.unwrap();
+    let (_tx, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::time::timeout(WITHIN, conn)
+        .await
+        .expect("an idle h2c connection stayed open")
+        .ok();
+}
+
+#[tokio::test]
+async fn a_grpc_stream_that_keeps_moving_is_not_cut_by_the_idle_timeouts() {
+    let mesh = Mesh::start_with(|c| {
+        c.h2c_idle_timeout = BOUND;
+        c.body_idle_timeout = BOUND;
+    })
+    .await;
+    let mut client = EchoClient::connect(mesh.addr()).await.unwrap();
+    // Each message 100 ms after the previous one: 1.5 s in all, far past the 200 ms bounds.
+    let msgs = futures_util::stream::iter(0..15).then(|i| async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        EchoRequest::new(format!("m{i}"))
+    });
+    let mut s = client.bidi_stream(msgs).await.unwrap().into_inner();
+    let mut got = 0;
+    while let Some(m) = s.next().await {
+        m.expect("a moving stream was cut");
+        got += 1;
+    }
+    assert_eq!(got, 15);
+}
+
+#[tokio::test]
+async fn an_idle_passthrough_is_closed_and_a_moving_one_is_not() {
+    let (router, _routes) = router_to(echo_server().await, |c| {
+        c.splice_idle_timeout = BOUND;
+    })
+    .await;
+    let addr = router.listen_addrs[0];
+    // Moving: a TLS-looking byte every 100 ms for 1.5 s, each echoed.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    for _ in 0..15 {
+        s.write_all(&[0x16]).await.unwrap();
+        let mut b = [0u8; 1];
+        tokio::time::timeout(WITHIN, s.read_exact(&mut b))
+            .await
+            .expect("a moving passthrough was cut")
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Idle: nothing more either way.
+    closed_by_router(&mut s, "idle passthrough").await;
+}
+
+#[tokio::test]
+async fn a_silent_socket_is_closed_when_the_server_does_not_speak_either() {
+    let (router, _routes) = router_to(echo_server().await, |c| {
+        c.sniff_timeout = Duration::from_millis(100);
+        c.silent_upstream_timeout = BOUND;
+    })
+    .await;
+    let mut s = TcpStream::connect(router.listen_addrs[0]).await.unwrap();
+    let got = closed_by_router(&mut s, "silent socket").await;
+    assert!(got.is_empty());
+}
+
+#[tokio::test]
+async fn an_idle_websocket_is_closed_and_a_moving_one_is_not() {
+    let mesh = Mesh::start_with(|c| c.splice_idle_timeout = BOUND).await;
+    let req = format!("ws://{}/ws", mesh.addr())
+        .into_client_request()
+        .unwrap();
+    let stream = TcpStream::connect(mesh.addr()).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(req, stream).await.unwrap();
+    ws.next().await.unwrap().unwrap(); // the backend's greeting
+    for i in 0..15 {
+        ws.send(Message::text(format!("m{i}"))).await.unwrap();
+        let echo = tokio::time::timeout(WITHIN, ws.next())
+            .await
+            .expect("a moving WebSocket was cut")
+            .unwrap()
+            .unwrap();
+        assert_eq!(echo.into_text().unwrap().as_str(), format!("m{i}"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let end = tokio::time::timeout(WITHIN, ws.next())
+        .await
+        .expect("an idle WebSocket stayed open");
+    assert!(!matches!(end, Some(Ok(Message::Text(_)))), "{end:?}");
+}
+
+#[tokio::test]
+async fn the_admin_port_closes_a_client_that_never_finishes_its_head() {
+    let mesh = Mesh::start_with(|c| c.admin_header_timeout = BOUND).await;
+    let mut s = TcpStream::connect(mesh.router.admin_addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    closed_by_router(&mut s, "admin client with half a head").await;
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_are_refused_while_open_ones_are_served() {
+    let mesh = Mesh::start_with(|c| c.max_connections = 2).await;
+    let mut a = H1::connect(mesh.addr()).await;
+    let mut b = H1::connect(mesh.addr()).await;
+    assert_eq!(a.send(get("/hello")).await.status(), 200);
+    assert_eq!(b.send(get("/hello")).await.status(), 200);
+
+    let mut third = TcpStream::connect(mesh.addr()).await.unwrap();
+    third
+        .write_all(b"GET /hello HTTP/1.1\r\nHost: orders\r\n\r\n")
+        .await
+        .unwrap();
+    let got = closed_by_router(&mut third, "a connection over the cap").await;
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+
+    // The open ones keep being served.
+    for c in [&mut a, &mut b] {
+        let r = c.send(get("/hello")).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(body_string(r).await, "hello\n");
+    }
+    let m = mesh.metrics().await;
+    assert_eq!(
+        counter(
+            &m,
+            "ktx_router_refused_connections_total{reason=\"connections\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn new_connections_are_refused_while_memory_is_above_the_limit() {
+    // Any process is above one byte: every new connection is refused, the admin port answers.
+    let mesh = Mesh::start_with(|c| c.max_rss = 1).await;
+    let mut s = TcpStream::connect(mesh.addr()).await.unwrap();
+    s.write_all(b"GET /hello HTTP/1.1\r\nHost: orders\r\n\r\n")
+        .await
+        .unwrap();
+    let got = closed_by_router(&mut s, "a connection while over --max-rss").await;
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+    let m = mesh.metrics().await;
+    assert!(
+        counter(
+            &m,
+            "ktx_router_refused_connections_total{reason=\"memory\"}"
+        ) >= 1.0,
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn an_http1_client_that_stops_reading_its_response_is_closed() {
+    let mesh = Mesh::start_with(|c| {
+        c.body_idle_timeout = BOUND;
+        c.response_header_timeout = BOUND;
+    })
+    .await;
+    let mut s = TcpStream::connect(mesh.addr()).await.unwrap();
+    // A response far larger than every buffer on the way, never read.
+    s.write_all(b"GET /bytes?n=1000000000 HTTP/1.1\r\nHost: orders\r\n\r\n")
+        .await
+        .unwrap();
+    let open = "ktx_router_active_connections{proto=\"http1\"}";
+    // First the response is under way (the router counts the connection)...
+    for _ in 0..(WITHIN.as_millis() / 50) {
+        if counter(&mesh.metrics().await, open) == 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(counter(&mesh.metrics().await, open), 1.0);
+    // ...then, with nothing read, the router gives up on it.
+    for _ in 0..(WITHIN.as_millis() / 50) {
+        if counter(&mesh.metrics().await, open) == 0.0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("a client that stopped reading kept its connection open for {WITHIN:?}");
+}

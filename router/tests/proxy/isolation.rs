@@ -1,0 +1,247 @@
+//! One client's stall never spends another client's window, slot or memory: a real h2 client
+//! that advertises a zero window and never grants any, and a well-behaved client beside it
+//! whose request must still complete quickly.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::Request;
+use http_body_util::BodyExt;
+use http_body_util::Full;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use ktx_testbackend::grpc::{EchoClient, EchoRequest};
+use tokio::net::TcpStream;
+
+use super::support::*;
+
+/// How long the good client may take while the bad one stalls. Straight to the backend it takes
+/// milliseconds; the bound leaves room for a slow CI machine.
+const GOOD_CLIENT_BOUND: Duration = Duration::from_secs(5);
+
+/// Opens an h2c connection with SETTINGS_INITIAL_WINDOW_SIZE=0 (connection window left at the
+/// default 64 KiB, which the first response fills), starts `streams` requests for `path` and
+/// never reads a byte of their bodies. The returned handles keep the streams open; PINGs are
+/// still answered by the connection task.
+async fn stalled_client(
+    addr: SocketAddr,
+    path: &str,
+    streams: usize,
+) -> Vec<h2::client::ResponseFuture> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut tx, conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut held = Vec::new();
+    for _ in 0..streams {
+        tx = tx.ready().await.unwrap();
+        let req = Request::get(format!("http://{addr}{path}"))
+            .body(())
+            .unwrap();
+        let (resp, _) = tx.send_request(req, true).unwrap();
+        held.push(resp);
+    }
+    held
+}
+
+/// Waits until the backend has seen `n` requests (the stalled streams have reached it).
+async fn backend_saw(mesh: &Mesh, n: u64) {
+    for _ in 0..500 {
+        if mesh.original.stats().requests() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "backend saw {} requests, expected {n}",
+        mesh.original.stats().requests()
+    );
+}
+
+#[tokio::test]
+async fn a_zero_window_h2_client_does_not_stall_another_clients_body() {
+    let mesh = Mesh::start().await;
+    let addr = mesh.addr();
+    let held = stalled_client(addr, "/bytes?n=65536", 256).await;
+    backend_saw(&mesh, 256).await;
+
+    let mut good = H2::connect(addr).await;
+    let answered = tokio::time::timeout(GOOD_CLIENT_BOUND, async {
+        let r = good.get(addr, "/hello", None).await;
+        assert_eq!(r.status(), 200);
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"hello\n");
+    })
+    .await;
+    assert!(
+        answered.is_ok(),
+        "a second client's body did not arrive within {GOOD_CLIENT_BOUND:?} while another \
+         client stalled 256 streams"
+    );
+    drop(held);
+}
+
+#[tokio::test]
+async fn a_zero_window_h2_client_does_not_stall_another_clients_grpc_stream() {
+    let mesh = Mesh::start().await;
+    let addr = mesh.addr();
+    let held = stalled_client(addr, "/bytes?n=65536", 256).await;
+    backend_saw(&mesh, 256).await;
+
+    let answered = tokio::time::timeout(GOOD_CLIENT_BOUND, async {
+        let mut plain = EchoClient::connect(addr).await.unwrap();
+        let mut s = plain
+            .server_stream(EchoRequest::new("s"))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut n = 0;
+        while let Some(m) = s.next().await {
+            m.unwrap();
+            n += 1;
+        }
+        assert!(n >= 2, "server stream sent {n} messages");
+    })
+    .await;
+    assert!(
+        answered.is_ok(),
+        "a gRPC server stream did not finish within {GOOD_CLIENT_BOUND:?} while another \
+         client stalled 256 streams"
+    );
+    drop(held);
+}
+
+/// An h2c client connection whose requests carry a body.
+async fn h2_with_bodies(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    let s = TcpStream::connect(addr).await.unwrap();
+    let (tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    tx
+}
+
+fn post(addr: SocketAddr, path: &str, body: Bytes) -> Request<Full<Bytes>> {
+    Request::post(format!("http://{addr}{path}"))
+        .body(Full::new(body))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn uploads_the_upstream_does_not_read_do_not_stall_another_clients_upload() {
+    let mesh = Mesh::start().await;
+    let addr = mesh.addr();
+    // `/slow` never reads its request body: 16 uploads of 1 MiB fill every window on the way.
+    let bad = h2_with_bodies(addr).await;
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        let mut tx = bad.clone();
+        held.push(tokio::spawn(async move {
+            tx.ready().await.unwrap();
+            let _ = tx
+                .send_request(post(
+                    addr,
+                    "/slow?ms=60000",
+                    Bytes::from(vec![b'x'; 1 << 20]),
+                ))
+                .await;
+        }));
+    }
+    backend_saw(&mesh, 16).await;
+
+    let mut good = h2_with_bodies(addr).await;
+    let answered = tokio::time::timeout(GOOD_CLIENT_BOUND, async {
+        good.ready().await.unwrap();
+        let r = good
+            .send_request(post(addr, "/sink", Bytes::from(vec![b'y'; 256 * 1024])))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], format!("{}\n", 256 * 1024).as_bytes());
+    })
+    .await;
+    assert!(
+        answered.is_ok(),
+        "a second client's upload did not complete within {GOOD_CLIENT_BOUND:?} while another \
+         client's uploads sat unread upstream"
+    );
+    for h in held {
+        h.abort();
+    }
+}
+
+#[tokio::test]
+async fn a_stream_with_no_free_slot_gets_503_or_grpc_unavailable() {
+    let mesh = Mesh::start_with(|c| {
+        c.upstream_h2_streams = 1;
+        c.upstream_h2_connections = 1;
+        c.stream_slot_timeout = Duration::from_millis(200);
+    })
+    .await;
+    let addr = mesh.addr();
+    let c = H2::connect(addr).await;
+    // One stream holds the only slot of this client connection to the original.
+    let busy = {
+        let mut c = c.clone();
+        tokio::spawn(async move { c.get(addr, "/slow?ms=3000", None).await.status() })
+    };
+    backend_saw(&mesh, 1).await;
+    let r = tokio::time::timeout(GOOD_CLIENT_BOUND, c.clone().get(addr, "/hello", None))
+        .await
+        .expect("a stream waited unbounded for a slot");
+    assert_eq!(r.status(), 503);
+    assert!(body_string(r).await.contains("stream slot"));
+
+    // The same for gRPC, as a gRPC status: a bidi stream that stays open holds the only
+    // slot of its client connection.
+    let mut grpc = EchoClient::connect(addr).await.unwrap();
+    let open = futures_util::stream::iter([EchoRequest::new("hold")])
+        .chain(futures_util::stream::pending());
+    let mut holding = grpc.bidi_stream(open).await.unwrap().into_inner();
+    holding.next().await.unwrap().unwrap();
+    // A second call on the same tonic channel (same h2c connection) finds no slot.
+    let status = tokio::time::timeout(GOOD_CLIENT_BOUND, grpc.unary(EchoRequest::new("hi")))
+        .await
+        .expect("a gRPC call waited unbounded for a slot");
+    match status {
+        Err(s) => assert_eq!(s.code(), tonic::Code::Unavailable, "{s:?}"),
+        Ok(r) => panic!("expected UNAVAILABLE, got {:?}", r.into_inner()),
+    }
+    // Slots come back: the other streams do not fail once the busy one ends.
+    assert_eq!(busy.await.unwrap(), 200);
+    let r = c.clone().get(addr, "/hello", None).await;
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn a_full_upstream_connection_opens_another_up_to_the_cap() {
+    let mesh = Mesh::start_with(|c| {
+        c.upstream_h2_streams = 2;
+        c.upstream_h2_connections = 3;
+    })
+    .await;
+    let addr = mesh.addr();
+    let c = H2::connect(addr).await;
+    // Six streams that stay open together need three connections of two streams each.
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let mut c = c.clone();
+            tokio::spawn(async move { c.get(addr, "/slow?ms=500", None).await.status() })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap(), 200);
+    }
+    assert_eq!(mesh.original.stats().connections(), 3);
+    // A second client connection never shares the first one's upstream connections.
+    let mut other = H2::connect(addr).await;
+    assert_eq!(other.get(addr, "/hello", None).await.status(), 200);
+    assert_eq!(mesh.original.stats().connections(), 4);
+}
