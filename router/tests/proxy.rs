@@ -13,6 +13,7 @@ mod proxy {
     mod http1;
     mod isolation;
     mod live_rules;
+    mod sessions;
     mod tcp;
     mod websocket;
 }
