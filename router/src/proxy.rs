@@ -227,7 +227,12 @@ impl Proxy {
         let mut slot = None;
         let resp = match wire {
             Wire::H2(h2) => {
-                let stream = match h2.stream(addr, side).await {
+                let stream = if side == Side::Shadow {
+                    h2.single_use(addr, side).await
+                } else {
+                    h2.stream(addr, side).await
+                };
+                let stream = match stream {
                     Ok(s) => s,
                     Err(e) => return Err((e, Some(req))),
                 };
@@ -264,7 +269,14 @@ impl Proxy {
                 resp
             }
             Wire::Http1 => {
-                let mut conn = match self.upstreams.h1(addr, side).await {
+                // A session's shadow: a connection per request (see `single_use`).
+                let single_use = side == Side::Shadow;
+                let conn = if single_use {
+                    Box::pin(self.upstreams.h1_fresh(addr, side)).await
+                } else {
+                    self.upstreams.h1(addr, side).await
+                };
+                let mut conn = match conn {
                     Ok(c) => c,
                     Err(e) => return Err((e, Some(req))),
                 };
@@ -279,7 +291,10 @@ impl Proxy {
                     .response_head(conn.tx.send_request(req), ended, addr, side)
                     .await
                     .map_err(|e| (e, None))?;
-                if resp.body().is_end_stream() {
+                if single_use {
+                    // Dropped: hyper finishes this response, then closes the connection.
+                    drop(conn);
+                } else if resp.body().is_end_stream() {
                     self.upstreams.checkin(conn);
                 } else {
                     pool = Some(ReturnToPool {

@@ -65,6 +65,55 @@ impl H2Pool {
     /// A connection to `addr` with room for one more stream, waiting a bounded time for a
     /// slot when every allowed connection is full.
     pub async fn stream(&self, addr: SocketAddr, side: Side) -> Result<H2Stream, ProxyError> {
+        let permit = self.permit(addr, side).await?;
+        // Holding a permit guarantees room: on a live connection, or for a new one.
+        let permit = match self.take_room(addr, permit) {
+            Ok(s) => return Ok(s),
+            Err(p) => p,
+        };
+        let _gate = self.opening.lock().await;
+        let permit = match self.take_room(addr, permit) {
+            Ok(s) => return Ok(s),
+            Err(p) => p,
+        };
+        let tx = Box::pin(self.open(addr, side)).await?;
+        let in_flight = Arc::new(AtomicUsize::new(1));
+        if let Some(p) = self.lock().get_mut(&addr) {
+            p.conns.push(H2Conn {
+                tx: tx.clone(),
+                in_flight: Arc::clone(&in_flight),
+            });
+        }
+        Ok(H2Stream {
+            tx,
+            slot: StreamSlot {
+                _permit: permit,
+                in_flight,
+            },
+        })
+    }
+
+    /// A stream on a connection of its own, closed when the stream ends: for a session's
+    /// shadow, where a kept connection could outlive what it was connected to (see
+    /// `proxy.rs`). Counted against the same slots as [`H2Pool::stream`].
+    pub async fn single_use(&self, addr: SocketAddr, side: Side) -> Result<H2Stream, ProxyError> {
+        let permit = self.permit(addr, side).await?;
+        let tx = Box::pin(self.open(addr, side)).await?;
+        Ok(H2Stream {
+            tx,
+            slot: StreamSlot {
+                _permit: permit,
+                in_flight: Arc::new(AtomicUsize::new(1)),
+            },
+        })
+    }
+
+    /// A stream slot to `addr`, waiting a bounded time when every allowed one is taken.
+    async fn permit(
+        &self,
+        addr: SocketAddr,
+        side: Side,
+    ) -> Result<OwnedSemaphorePermit, ProxyError> {
         let cfg = self.upstreams.config();
         let slots = Arc::clone(
             &self
@@ -91,31 +140,7 @@ impl H2Pool {
                 }
             }
         };
-        // Holding a permit guarantees room: on a live connection, or for a new one.
-        let permit = match self.take_room(addr, permit) {
-            Ok(s) => return Ok(s),
-            Err(p) => p,
-        };
-        let _gate = self.opening.lock().await;
-        let permit = match self.take_room(addr, permit) {
-            Ok(s) => return Ok(s),
-            Err(p) => p,
-        };
-        let tx = Box::pin(self.open(addr, side)).await?;
-        let in_flight = Arc::new(AtomicUsize::new(1));
-        if let Some(p) = self.lock().get_mut(&addr) {
-            p.conns.push(H2Conn {
-                tx: tx.clone(),
-                in_flight: Arc::clone(&in_flight),
-            });
-        }
-        Ok(H2Stream {
-            tx,
-            slot: StreamSlot {
-                _permit: permit,
-                in_flight,
-            },
-        })
+        Ok(permit)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, AddrPool>> {
