@@ -385,3 +385,98 @@ fn a_paused_api_server_sends_marked_requests_to_their_policy_within_seconds() {
     assert_policy_while_frozen(&logs, froze, woke, "API server paused 30 s");
     end(&ns, m);
 }
+
+#[test]
+fn restarting_the_local_process_during_exchange_gives_a_503_naming_the_session_never_a_502() {
+    let Some(cluster) = ktx_e2e::Cluster::from_env("inner_loop_exchange_restart") else {
+        return;
+    };
+    support::build();
+    let ns = cluster.namespace("inner-exchange");
+    ns.apply(&testbackend_manifest("orders", "original", 1));
+    ns.wait_deployment("orders", secs(120));
+    let before = service_fingerprint(&ns, "orders");
+    let url = format!("http://{}:8080/", ns.cluster_ip("orders"));
+    let (mut dev, port) = local_backend("developer");
+    let mut ex = Proc::spawn(
+        "ktx exchange",
+        &mut support::ktx(
+            &ns,
+            &[
+                "exchange",
+                "orders",
+                "--expose",
+                &format!("{port}:8080"),
+                "-o",
+                "json",
+            ],
+        ),
+    );
+    ex.wait_line(true, "\"command\":\"exchange\"", secs(180));
+    // Exchange has no original to fall back to: every request is the developer's, and while
+    // the process is down each one gets the session's 503. 60 rounds, 5 per second.
+    let script = format!(
+        "i=0; while [ $i -lt 60 ]; do t=$(cut -d' ' -f1 /proc/uptime); \
+           o=$(timeout 6 wget -q -O - {url} 2>&1) && r=$o \
+             || {{ case \"$o\" in *'HTTP/1.1 503 '*) r=503;; *) r=\"FAIL $o\";; esac; }}; \
+           echo \"$t|$r\"; i=$((i+1)); sleep 0.2; done"
+    );
+    let (logs, (stopped, started)) = std::thread::scope(|s| {
+        let client = s.spawn(|| {
+            let run = ns.run_pod(
+                "loop",
+                &image("busybox"),
+                &["/bin/sh", "-c", &script],
+                secs(180),
+            );
+            assert_eq!(run.phase, "Succeeded", "client loop: {}", run.logs);
+            run.logs
+        });
+        let seen = ktx_e2e::poll(secs(90), || {
+            let l = ns
+                .cluster()
+                .kubectl(&["-n", ns.name(), "logs", "loop"])
+                .unwrap_or_default();
+            l.contains("|developer").then_some(())
+        });
+        assert!(seen.is_some(), "the loop never reached the developer");
+        std::thread::sleep(secs(2));
+        let stopped = uptime();
+        dev.kill9();
+        std::thread::sleep(secs(3));
+        let started = uptime();
+        dev = local_backend_on("developer", port);
+        (client.join().expect("client thread"), (stopped, started))
+    });
+    let rounds: Vec<(f64, &str)> = logs
+        .lines()
+        .filter_map(|l| {
+            let (t, r) = l.split_once('|')?;
+            Some((t.trim().parse().ok()?, r.trim()))
+        })
+        .collect();
+    assert!(rounds.len() >= 45, "too few rounds:\n{logs}");
+    assert!(
+        rounds.iter().all(|(_, r)| *r == "developer" || *r == "503"),
+        "every request is answered by the developer or the session's 503:\n{logs}"
+    );
+    assert!(
+        rounds
+            .iter()
+            .filter(|(t, _)| *t > stopped + 1.0 && *t < started - 0.3)
+            .all(|(_, r)| *r == "503"),
+        "from 1 s after the stop, the session's 503:\n{logs}"
+    );
+    let after: Vec<_> = rounds.iter().filter(|(t, _)| *t > started + 1.0).collect();
+    assert!(after.len() >= 5, "too few rounds after the start:\n{logs}");
+    assert!(
+        after.iter().all(|(_, r)| *r == "developer"),
+        "from 1 s after the start, the developer again:\n{logs}"
+    );
+    drop(dev);
+    ex.interrupt();
+    let (ok, out) = ex.wait_exit(secs(90));
+    assert!(ok, "{out}");
+    assert_eq!(service_fingerprint(&ns, "orders"), before, "{out}");
+    support::assert_nothing_left(&ns, secs(60));
+}
