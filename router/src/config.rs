@@ -145,6 +145,18 @@ pub struct Config {
     #[arg(long, env = "KTX_ROUTER_STREAM_SLOT_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub stream_slot_timeout: Duration,
 
+    /// A connection to a session's shadow is reused only if it went idle less than this long
+    /// ago. The shadow stands for a laptop that sleeps and a process that restarts: a quiet
+    /// kept connection may lead into a frozen tunnel (the next request would hang, then fail)
+    /// or to the original workload the shadow fell back to. Busy connections (load) are reused.
+    #[arg(long, env = "KTX_ROUTER_SESSION_REUSE_IDLE", default_value = "100ms", value_parser = parse_duration)]
+    pub session_reuse_idle: Duration,
+
+    /// A connection to a session's shadow takes new requests for at most this long after it
+    /// was opened, so a steady load reaches a restarted developer's process again within it.
+    #[arg(long, env = "KTX_ROUTER_SESSION_REUSE_AGE", default_value = "1s", value_parser = parse_duration)]
+    pub session_reuse_age: Duration,
+
     /// Close an admin-port client that has not sent a complete request head within this time.
     #[arg(long, env = "KTX_ROUTER_ADMIN_HEADER_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub admin_header_timeout: Duration,

@@ -180,6 +180,10 @@ impl Router {
                 h2_stream_slot_timeout: cfg.stream_slot_timeout,
                 h2_stream_window: cfg.h2_stream_window,
                 h2_connection_window: cfg.h2_connection_window,
+                session_reuse: crate::upstream::SessionReuse {
+                    idle: cfg.session_reuse_idle,
+                    age: cfg.session_reuse_age,
+                },
             },
         ));
         tasks.push(tokio::spawn(sweep_pools(

@@ -227,12 +227,7 @@ impl Proxy {
         let mut slot = None;
         let resp = match wire {
             Wire::H2(h2) => {
-                let stream = if side == Side::Shadow {
-                    h2.single_use(addr, side).await
-                } else {
-                    h2.stream(addr, side).await
-                };
-                let stream = match stream {
+                let stream = match h2.stream(addr, side).await {
                     Ok(s) => s,
                     Err(e) => return Err((e, Some(req))),
                 };
@@ -269,14 +264,8 @@ impl Proxy {
                 resp
             }
             Wire::Http1 => {
-                // A session's shadow: a connection per request (see `single_use`).
-                let single_use = side == Side::Shadow;
-                let conn = if single_use {
-                    Box::pin(self.upstreams.h1_fresh(addr, side)).await
-                } else {
-                    self.upstreams.h1(addr, side).await
-                };
-                let mut conn = match conn {
+                // To a session's shadow, reuse is bounded (`upstream::SessionReuse`).
+                let mut conn = match self.upstreams.h1(addr, side).await {
                     Ok(c) => c,
                     Err(e) => return Err((e, Some(req))),
                 };
@@ -291,10 +280,7 @@ impl Proxy {
                     .response_head(conn.tx.send_request(req), ended, addr, side)
                     .await
                     .map_err(|e| (e, None))?;
-                if single_use {
-                    // Dropped: hyper finishes this response, then closes the connection.
-                    drop(conn);
-                } else if resp.body().is_end_stream() {
+                if resp.body().is_end_stream() {
                     self.upstreams.checkin(conn);
                 } else {
                     pool = Some(ReturnToPool {

@@ -49,6 +49,29 @@ pub struct UpstreamConfig {
     /// connection, can make the router buffer).
     pub h2_stream_window: u32,
     pub h2_connection_window: u32,
+    /// How long a connection to a session's shadow may be reused.
+    pub session_reuse: SessionReuse,
+}
+
+/// Reuse of connections to a session's shadow: only while busy or just idle, and only while
+/// young. A shadow stands for a laptop that sleeps and a process that restarts; a quiet kept
+/// connection could lead into a frozen tunnel (a request sent on it hangs, then fails) or to
+/// the original workload the shadow fell back to while the process was down (later requests
+/// would miss the restarted process). A fresh connection lets the shadow decide afresh.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionReuse {
+    /// Reused only if it went idle less than this long ago.
+    pub idle: Duration,
+    /// Reused only if opened less than this long ago.
+    pub age: Duration,
+}
+
+impl SessionReuse {
+    /// Whether a connection born at `born`, idle since `idle_since` (`None`: busy now), may take
+    /// another request.
+    pub fn allows(&self, born: Instant, idle_since: Option<Instant>) -> bool {
+        born.elapsed() < self.age && idle_since.is_none_or(|t| t.elapsed() < self.idle)
+    }
 }
 
 /// Endpoint lookup plus connection pools.
@@ -63,6 +86,7 @@ pub struct Upstreams {
 #[derive(Debug)]
 struct IdleH1 {
     since: Instant,
+    born: Instant,
     tx: http1::SendRequest<RequestBody>,
 }
 
@@ -71,6 +95,8 @@ struct IdleH1 {
 pub struct H1Conn {
     pub addr: SocketAddr,
     pub tx: http1::SendRequest<RequestBody>,
+    /// When it was opened.
+    pub born: Instant,
 }
 
 impl Upstreams {
@@ -142,8 +168,8 @@ impl Upstreams {
 
     /// An idle pooled HTTP/1.1 connection to `addr`, or a new one.
     pub async fn h1(&self, addr: SocketAddr, side: Side) -> Result<H1Conn, ProxyError> {
-        if let Some(tx) = self.checkout_h1(addr) {
-            return Ok(H1Conn { addr, tx });
+        if let Some((tx, born)) = self.checkout_h1(addr, side) {
+            return Ok(H1Conn { addr, tx, born });
         }
         // Boxed: connecting is the rare path, and its state would make every request's
         // future larger (and every request copy it).
@@ -162,10 +188,23 @@ impl Upstreams {
                 tracing::debug!(%addr, error = %e, "upstream connection ended");
             }
         });
-        Ok(H1Conn { addr, tx })
+        Ok(H1Conn {
+            addr,
+            tx,
+            born: Instant::now(),
+        })
     }
 
-    fn checkout_h1(&self, addr: SocketAddr) -> Option<http1::SendRequest<RequestBody>> {
+    fn checkout_h1(
+        &self,
+        addr: SocketAddr,
+        side: Side,
+    ) -> Option<(http1::SendRequest<RequestBody>, Instant)> {
+        let reuse = self.cfg.session_reuse;
+        let usable = |c: &IdleH1| {
+            c.since.elapsed() < self.cfg.idle_timeout
+                && (side != Side::Shadow || reuse.allows(c.born, Some(c.since)))
+        };
         let mut idle = self
             .h1_idle
             .lock()
@@ -179,10 +218,11 @@ impl Upstreams {
         while i > 0 && busy_seen < 8 {
             i -= 1;
             let c = &list[i];
-            if c.tx.is_closed() || c.since.elapsed() >= self.cfg.idle_timeout {
+            if c.tx.is_closed() || !usable(c) {
                 list.swap_remove(i);
             } else if c.tx.is_ready() {
-                found = Some(list.swap_remove(i).tx);
+                let c = list.swap_remove(i);
+                found = Some((c.tx, c.born));
                 break;
             } else {
                 busy_seen += 1;
@@ -231,6 +271,7 @@ impl Upstreams {
         if list.len() < self.cfg.max_idle_per_addr {
             list.push(IdleH1 {
                 since: Instant::now(),
+                born: conn.born,
                 tx: conn.tx,
             });
         }
@@ -254,6 +295,10 @@ mod tests {
                 h2_stream_slot_timeout: Duration::from_secs(2),
                 h2_stream_window: 1 << 16,
                 h2_connection_window: 1 << 20,
+                session_reuse: SessionReuse {
+                    idle: Duration::from_millis(100),
+                    age: Duration::from_secs(1),
+                },
             },
         )
     }

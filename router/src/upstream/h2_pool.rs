@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -44,6 +45,7 @@ struct AddrPool {
 struct H2Conn {
     tx: http2::SendRequest<RequestBody>,
     in_flight: Arc<AtomicUsize>,
+    born: Instant,
 }
 
 /// A stream's connection and the slot it holds until its response ends.
@@ -67,12 +69,12 @@ impl H2Pool {
     pub async fn stream(&self, addr: SocketAddr, side: Side) -> Result<H2Stream, ProxyError> {
         let permit = self.permit(addr, side).await?;
         // Holding a permit guarantees room: on a live connection, or for a new one.
-        let permit = match self.take_room(addr, permit) {
+        let permit = match self.take_room(addr, permit, side) {
             Ok(s) => return Ok(s),
             Err(p) => p,
         };
         let _gate = self.opening.lock().await;
-        let permit = match self.take_room(addr, permit) {
+        let permit = match self.take_room(addr, permit, side) {
             Ok(s) => return Ok(s),
             Err(p) => p,
         };
@@ -82,6 +84,7 @@ impl H2Pool {
             p.conns.push(H2Conn {
                 tx: tx.clone(),
                 in_flight: Arc::clone(&in_flight),
+                born: Instant::now(),
             });
         }
         Ok(H2Stream {
@@ -89,21 +92,6 @@ impl H2Pool {
             slot: StreamSlot {
                 _permit: permit,
                 in_flight,
-            },
-        })
-    }
-
-    /// A stream on a connection of its own, closed when the stream ends: for a session's
-    /// shadow, where a kept connection could outlive what it was connected to (see
-    /// `proxy.rs`). Counted against the same slots as [`H2Pool::stream`].
-    pub async fn single_use(&self, addr: SocketAddr, side: Side) -> Result<H2Stream, ProxyError> {
-        let permit = self.permit(addr, side).await?;
-        let tx = Box::pin(self.open(addr, side)).await?;
-        Ok(H2Stream {
-            tx,
-            slot: StreamSlot {
-                _permit: permit,
-                in_flight: Arc::new(AtomicUsize::new(1)),
             },
         })
     }
@@ -154,18 +142,27 @@ impl H2Pool {
         &self,
         addr: SocketAddr,
         permit: OwnedSemaphorePermit,
+        side: Side,
     ) -> Result<H2Stream, OwnedSemaphorePermit> {
-        let cap = self.upstreams.config().h2_streams_per_connection;
+        let cfg = self.upstreams.config();
+        let cap = cfg.h2_streams_per_connection;
+        let reuse = cfg.session_reuse;
         let mut map = self.lock();
         let Some(pool) = map.get_mut(&addr) else {
             return Err(permit);
         };
-        pool.conns.retain(|c| !c.tx.is_closed());
-        let Some(c) = pool
-            .conns
-            .iter()
-            .find(|c| c.in_flight.load(Ordering::Relaxed) < cap)
-        else {
+        let busy = |c: &H2Conn| c.in_flight.load(Ordering::Relaxed) > 0;
+        if side == Side::Shadow {
+            // A session's shadow: a quiet connection is let go (it closes once nothing holds
+            // it), and only busy, young ones take more streams (`SessionReuse`).
+            pool.conns.retain(|c| !c.tx.is_closed() && busy(c));
+        } else {
+            pool.conns.retain(|c| !c.tx.is_closed());
+        }
+        let Some(c) = pool.conns.iter().find(|c| {
+            c.in_flight.load(Ordering::Relaxed) < cap
+                && (side != Side::Shadow || reuse.allows(c.born, None))
+        }) else {
             return Err(permit);
         };
         c.in_flight.fetch_add(1, Ordering::Relaxed);
