@@ -269,7 +269,7 @@ fn a_laptop_that_sleeps_sends_marked_requests_to_their_policy_within_seconds() {
     let ns = cluster.namespace("inner-sleep");
     let m = meshed(&ns);
     let url = m.url.clone();
-    let (logs, (froze, woke)) = with_loop(&ns, &url, 150, || {
+    let (logs, (froze, woke)) = with_loop(&ns, &url, 230, || {
         let froze = uptime();
         m.fb.signal("-STOP");
         m.rj.signal("-STOP");
@@ -366,7 +366,7 @@ fn a_paused_api_server_sends_marked_requests_to_their_policy_within_seconds() {
     let ns = cluster.namespace("inner-api-pause");
     let m = meshed(&ns);
     let url = m.url.clone();
-    let (logs, (froze, woke)) = with_loop(&ns, &url, 150, || {
+    let (logs, (froze, woke)) = with_loop(&ns, &url, 230, || {
         let froze = uptime();
         signal("-STOP");
         // Resumed whatever happens here, so a failure cannot leave the cluster paused.
