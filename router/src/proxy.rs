@@ -110,7 +110,11 @@ impl Proxy {
             .requests
             .get_or_create(&RequestLabels {
                 rule: label.clone(),
-                status: resp.status().as_u16(),
+                status: resp
+                    .extensions()
+                    .get::<GrpcError>()
+                    .map_or(resp.status(), |e| e.0)
+                    .as_u16(),
             })
             .inc();
         self.metrics
@@ -366,11 +370,17 @@ fn is_grpc<B>(req: &Request<B>) -> bool {
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
+/// The HTTP status a gRPC error answer stands for (it is sent as 200 + `grpc-status`); the
+/// request metric counts this one.
+#[derive(Debug, Clone, Copy)]
+struct GrpcError(StatusCode);
+
 /// A gRPC "trailers-only" answer: status 200 with `grpc-status: 14` (UNAVAILABLE, what gRPC
 /// maps 502/503/504 to) and the reason in `grpc-message`, so gRPC clients see a gRPC error
 /// rather than a protocol error.
 fn grpc_unavailable(e: &ProxyError) -> Response<RouterBody> {
     let mut resp = Response::new(RouterBody::empty());
+    resp.extensions_mut().insert(GrpcError(e.status()));
     let h = resp.headers_mut();
     h.insert(
         http::header::CONTENT_TYPE,
