@@ -53,6 +53,9 @@ pub struct Proxy {
     pub upstreams: Arc<Upstreams>,
     pub metrics: Metrics,
     pub timeouts: Timeouts,
+    /// One upstream HTTP/2 pool for every client (`--upstream-h2-shared`); `None`: a pool per
+    /// client connection.
+    pub shared_h2: Option<Arc<H2Pool>>,
     default_label: Arc<str>,
 }
 
@@ -71,12 +74,15 @@ impl Proxy {
         upstreams: Arc<Upstreams>,
         metrics: Metrics,
         timeouts: Timeouts,
+        shared_h2: bool,
     ) -> Self {
+        let shared_h2 = shared_h2.then(|| Arc::new(H2Pool::new(Arc::clone(&upstreams))));
         Proxy {
             table,
             upstreams,
             metrics,
             timeouts,
+            shared_h2,
             default_label: Arc::from(DEFAULT_RULE),
         }
     }

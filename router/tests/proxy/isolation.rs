@@ -255,3 +255,14 @@ async fn a_full_upstream_connection_opens_another_up_to_the_cap() {
     assert_eq!(other.get(addr, "/hello", None).await.status(), 200);
     assert_eq!(mesh.original.stats().connections(), 4);
 }
+
+#[tokio::test]
+async fn with_shared_upstream_h2_clients_share_connections() {
+    let mesh = Mesh::start_with(|c| c.upstream_h2_shared = true).await;
+    let addr = mesh.addr();
+    for _ in 0..3 {
+        let mut c = H2::connect(addr).await;
+        assert_eq!(c.get(addr, "/hello", None).await.status(), 200);
+    }
+    assert_eq!(mesh.original.stats().connections(), 1);
+}
