@@ -23,8 +23,8 @@ use crate::upstream::{H2Pool, Upstreams};
 /// Label of requests that matched no rule.
 const DEFAULT_RULE: &str = "default";
 
-/// HTTP version spoken on both sides of one request. HTTP/2 requests carry their downstream
-/// connection's upstream pool: one client's streams never share a connection with another's.
+/// HTTP version spoken on both sides of one request. HTTP/2 requests carry the upstream pool
+/// of their downstream connection (its own, unless `--upstream-h2-shared`).
 #[derive(Debug, Clone, Copy)]
 pub enum Wire<'a> {
     Http1,

@@ -9,7 +9,8 @@
 //! slot and then fails with [`ProxyError::NoStreamSlot`] (503, or gRPC `UNAVAILABLE`).
 //!
 //! The pool dies with its downstream connection; dropping it closes its upstream connections
-//! once their last stream ends.
+//! once their last stream ends. With `--upstream-h2-shared` one pool serves every client
+//! instead (less CPU, no isolation between clients).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
