@@ -136,6 +136,14 @@ pub struct Config {
     #[arg(long, env = "KTX_ROUTER_UPSTREAM_H2_STREAMS", default_value_t = 100)]
     pub upstream_h2_streams: usize,
 
+    /// Share upstream HTTP/2 connections among all clients instead of giving each client
+    /// connection its own. Less CPU per request with many h2c clients (more frames per
+    /// syscall), but one client that stops reading can then stall the others' streams on the
+    /// same connection: off by default. --upstream-h2-connections then caps the connections
+    /// per address for all clients together.
+    #[arg(long, env = "KTX_ROUTER_UPSTREAM_H2_SHARED", default_value_t = false)]
+    pub upstream_h2_shared: bool,
+
     /// Upstream HTTP/2 connections one client connection may open per address.
     #[arg(long, env = "KTX_ROUTER_UPSTREAM_H2_CONNECTIONS", default_value_t = 4)]
     pub upstream_h2_connections: usize,

@@ -198,6 +198,7 @@ impl Router {
                 response_header: cfg.response_header_timeout,
                 body_idle: cfg.body_idle_timeout,
             },
+            cfg.upstream_h2_shared,
         ));
         let listen_cfg = Arc::new(ListenConfig {
             sniff_timeout: cfg.sniff_timeout,

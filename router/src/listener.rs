@@ -181,8 +181,12 @@ async fn serve_h2c(
     cfg: Arc<ListenConfig>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    // This connection's own upstream connections: see `upstream::H2Pool`.
-    let pool = Arc::new(H2Pool::new(Arc::clone(&proxy.upstreams)));
+    // This connection's own upstream connections (see `upstream::H2Pool`), unless the
+    // operator chose one pool for all clients (`--upstream-h2-shared`).
+    let pool = match &proxy.shared_h2 {
+        Some(shared) => Arc::clone(shared),
+        None => Arc::new(H2Pool::new(Arc::clone(&proxy.upstreams))),
+    };
     let svc = service_fn(move |req| {
         let p = Arc::clone(&proxy);
         let pool = Arc::clone(&pool);

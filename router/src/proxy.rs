@@ -23,8 +23,8 @@ use crate::upstream::{H2Pool, Upstreams};
 /// Label of requests that matched no rule.
 const DEFAULT_RULE: &str = "default";
 
-/// HTTP version spoken on both sides of one request. HTTP/2 requests carry their downstream
-/// connection's upstream pool: one client's streams never share a connection with another's.
+/// HTTP version spoken on both sides of one request. HTTP/2 requests carry the upstream pool
+/// of their downstream connection (its own, unless `--upstream-h2-shared`).
 #[derive(Debug, Clone, Copy)]
 pub enum Wire<'a> {
     Http1,
@@ -53,6 +53,9 @@ pub struct Proxy {
     pub upstreams: Arc<Upstreams>,
     pub metrics: Metrics,
     pub timeouts: Timeouts,
+    /// One upstream HTTP/2 pool for every client (`--upstream-h2-shared`); `None`: a pool per
+    /// client connection.
+    pub shared_h2: Option<Arc<H2Pool>>,
     default_label: Arc<str>,
 }
 
@@ -71,12 +74,15 @@ impl Proxy {
         upstreams: Arc<Upstreams>,
         metrics: Metrics,
         timeouts: Timeouts,
+        shared_h2: bool,
     ) -> Self {
+        let shared_h2 = shared_h2.then(|| Arc::new(H2Pool::new(Arc::clone(&upstreams))));
         Proxy {
             table,
             upstreams,
             metrics,
             timeouts,
+            shared_h2,
             default_label: Arc::from(DEFAULT_RULE),
         }
     }
@@ -110,7 +116,11 @@ impl Proxy {
             .requests
             .get_or_create(&RequestLabels {
                 rule: label.clone(),
-                status: resp.status().as_u16(),
+                status: resp
+                    .extensions()
+                    .get::<GrpcError>()
+                    .map_or(resp.status(), |e| e.0)
+                    .as_u16(),
             })
             .inc();
         self.metrics
@@ -367,11 +377,17 @@ fn is_grpc<B>(req: &Request<B>) -> bool {
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
+/// The HTTP status a gRPC error answer stands for (it is sent as 200 + `grpc-status`); the
+/// request metric counts this one.
+#[derive(Debug, Clone, Copy)]
+struct GrpcError(StatusCode);
+
 /// A gRPC "trailers-only" answer: status 200 with `grpc-status: 14` (UNAVAILABLE, what gRPC
 /// maps 502/503/504 to) and the reason in `grpc-message`, so gRPC clients see a gRPC error
 /// rather than a protocol error.
 fn grpc_unavailable(e: &ProxyError) -> Response<RouterBody> {
     let mut resp = Response::new(RouterBody::empty());
+    resp.extensions_mut().insert(GrpcError(e.status()));
     let h = resp.headers_mut();
     h.insert(
         http::header::CONTENT_TYPE,

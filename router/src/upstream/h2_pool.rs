@@ -9,7 +9,8 @@
 //! slot and then fails with [`ProxyError::NoStreamSlot`] (503, or gRPC `UNAVAILABLE`).
 //!
 //! The pool dies with its downstream connection; dropping it closes its upstream connections
-//! once their last stream ends.
+//! once their last stream ends. With `--upstream-h2-shared` one pool serves every client
+//! instead (less CPU, no isolation between clients).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -103,18 +104,26 @@ impl H2Pool {
         side: Side,
     ) -> Result<OwnedSemaphorePermit, ProxyError> {
         let cfg = self.upstreams.config();
-        let slots = Arc::clone(
-            &self
-                .lock()
-                .entry(addr)
-                .or_insert_with(|| AddrPool {
-                    slots: Arc::new(Semaphore::new(
-                        cfg.h2_streams_per_connection * cfg.h2_connections_per_client,
-                    )),
-                    conns: Vec::new(),
-                })
-                .slots,
-        );
+        let total = cfg.h2_streams_per_connection * cfg.h2_connections_per_client;
+        let slots = {
+            let mut map = self.lock();
+            if !map.contains_key(&addr) {
+                // A new address (rare): first forget addresses that went away, so the map
+                // holds only addresses with a live connection or a stream in flight.
+                map.retain(|_, p| {
+                    p.conns.retain(|c| !c.tx.is_closed());
+                    !p.conns.is_empty() || p.slots.available_permits() < total
+                });
+            }
+            Arc::clone(
+                &map.entry(addr)
+                    .or_insert_with(|| AddrPool {
+                        slots: Arc::new(Semaphore::new(total)),
+                        conns: Vec::new(),
+                    })
+                    .slots,
+            )
+        };
         let permit = match Arc::clone(&slots).try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
@@ -129,6 +138,11 @@ impl H2Pool {
             }
         };
         Ok(permit)
+    }
+
+    /// Addresses this pool keeps state for (for tests and metrics).
+    pub fn addrs(&self) -> usize {
+        self.lock().len()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, AddrPool>> {
@@ -197,5 +211,51 @@ impl H2Pool {
             }
         });
         Ok(tx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::upstream::{EndpointMap, UpstreamConfig};
+
+    #[tokio::test]
+    async fn addresses_that_went_away_leave_no_entry() {
+        let (_tx, rx) = tokio::sync::watch::channel(Arc::new(EndpointMap::default()));
+        let upstreams = Arc::new(Upstreams::new(
+            rx,
+            UpstreamConfig {
+                connect_timeout: Duration::from_secs(2),
+                idle_timeout: Duration::from_secs(60),
+                max_idle_per_addr: 8,
+                h2_streams_per_connection: 100,
+                h2_connections_per_client: 4,
+                h2_stream_slot_timeout: Duration::from_secs(2),
+                h2_stream_window: 1 << 16,
+                h2_connection_window: 1 << 20,
+            },
+        ));
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let gone = ktx_testbackend::spawn("gone", any).await.unwrap();
+        let stays = ktx_testbackend::spawn("stays", any).await.unwrap();
+        let pool = H2Pool::new(upstreams);
+        drop(pool.stream(gone.addr(), Side::Upstream).await.unwrap());
+        assert_eq!(pool.addrs(), 1);
+        gone.shutdown(Duration::from_secs(1)).await;
+        // The dead address's connection closes; the next new address sweeps its entry.
+        for _ in 0..200 {
+            let s = pool.stream(stays.addr(), Side::Upstream).await.unwrap();
+            drop(s);
+            if pool.addrs() == 1 {
+                return;
+            }
+            // Only a new address sweeps: make `stays` new again by forgetting it.
+            pool.lock().remove(&stays.addr());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the pool kept {} addresses", pool.addrs());
     }
 }

@@ -214,6 +214,16 @@ async fn a_stream_with_no_free_slot_gets_503_or_grpc_unavailable() {
         Err(s) => assert_eq!(s.code(), tonic::Code::Unavailable, "{s:?}"),
         Ok(r) => panic!("expected UNAVAILABLE, got {:?}", r.into_inner()),
     }
+    // Counted as what they stand for: two 503s (one plain, one gRPC).
+    let m = mesh.metrics().await;
+    assert_eq!(
+        counter(
+            &m,
+            "ktx_router_requests_total{rule=\"default\",status=\"503\"}"
+        ),
+        2.0,
+        "{m}"
+    );
     // Slots come back: the other streams do not fail once the busy one ends.
     assert_eq!(busy.await.unwrap(), 200);
     let r = c.clone().get(addr, "/hello", None).await;
@@ -244,4 +254,15 @@ async fn a_full_upstream_connection_opens_another_up_to_the_cap() {
     let mut other = H2::connect(addr).await;
     assert_eq!(other.get(addr, "/hello", None).await.status(), 200);
     assert_eq!(mesh.original.stats().connections(), 4);
+}
+
+#[tokio::test]
+async fn with_shared_upstream_h2_clients_share_connections() {
+    let mesh = Mesh::start_with(|c| c.upstream_h2_shared = true).await;
+    let addr = mesh.addr();
+    for _ in 0..3 {
+        let mut c = H2::connect(addr).await;
+        assert_eq!(c.get(addr, "/hello", None).await.status(), 200);
+    }
+    assert_eq!(mesh.original.stats().connections(), 1);
 }
