@@ -7,10 +7,12 @@ mod proxy {
     pub mod support;
 
     mod bad_input;
+    mod desync;
     mod grpc;
     mod h2c;
     mod http1;
     mod live_rules;
     mod tcp;
     mod websocket;
+    pub mod wire;
 }

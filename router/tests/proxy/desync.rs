@@ -1,0 +1,104 @@
+//! Request desync: bytes a client sent as a request body must never be read as a request of
+//! their own, however late they arrive and whatever the upstream did with the request.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::wire::*;
+
+/// 28 bytes that read as a request of their own.
+const SMUGGLED: &[u8] = b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n";
+
+/// How long the slow client waits before sending its body: many times the park delay, so a
+/// router that parks quiet connections has done so (the client waited 5 s).
+const CLIENT_DELAY: Duration = Duration::from_millis(400);
+
+/// The reproduction: a POST with `Content-Length: 28` answered early by the upstream,
+/// then, after a pause, 28 body bytes that read as `GET /x`. The client gets exactly the one
+/// response; the upstream never parses `GET /x` as a request.
+async fn late_body_is_never_a_request(answer: Answer) {
+    let up = Recorder::spawn(answer).await;
+    let front = Front::start(up.addr, |c| c.idle_park_after = Duration::from_millis(30)).await;
+    let mut s = TcpStream::connect(front.addr()).await.unwrap();
+    s.write_all(b"POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: 28\r\n\r\n")
+        .await
+        .unwrap();
+    // The upstream's early 404 comes back before any body byte was sent.
+    let mut head = Vec::new();
+    while find(&head, b"\r\n\r\n").is_none() {
+        let mut b = [0u8; 256];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut b))
+            .await
+            .expect("early answer")
+            .unwrap();
+        assert!(n > 0, "closed before answering");
+        head.extend_from_slice(&b[..n]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    assert!(head.starts_with("HTTP/1.1 404"), "{head:?}");
+    tokio::time::sleep(CLIENT_DELAY).await;
+    let _ = s.write_all(SMUGGLED).await;
+    let (more, closed) = read_replies(&mut s).await;
+    assert!(
+        more.is_empty(),
+        "a second response for body bytes: {more:?}"
+    );
+    // Give a smuggled request every chance to arrive, then look at what the upstream parsed.
+    let seen = up.wait_for(2).await;
+    assert!(
+        seen.iter().all(|r| !r.line.starts_with("GET /x")),
+        "GET /x reached the upstream as a request: {seen:?}"
+    );
+    assert!(
+        !seen.is_empty() && seen[0].line.starts_with("POST /early"),
+        "{seen:?}"
+    );
+    if answer != Answer::Early {
+        // The body was abandoned mid-way: the connection cannot be reused.
+        assert!(closed, "the connection stays open after an abandoned body");
+    }
+}
+
+#[tokio::test]
+async fn late_body_after_early_answer_and_upstream_close_is_not_a_request() {
+    late_body_is_never_a_request(Answer::EarlyThenClose).await;
+}
+
+#[tokio::test]
+async fn late_body_after_early_answer_and_a_later_upstream_close_is_not_a_request() {
+    // The upstream hangs up after the router has parked the quiet client connection (30 ms)
+    // and before the client's body arrives (400 ms): the request body is abandoned mid-way.
+    late_body_is_never_a_request(Answer::EarlyThenCloseAfter(Duration::from_millis(150))).await;
+}
+
+#[tokio::test]
+async fn late_body_after_early_answer_from_a_draining_upstream_is_not_a_request() {
+    late_body_is_never_a_request(Answer::Early).await;
+}
+
+#[tokio::test]
+async fn late_body_after_testbackend_404_is_not_a_request() {
+    let mesh = super::support::Mesh::start_with(|c| c.idle_park_after = Duration::from_millis(30)).await;
+    let mut s = TcpStream::connect(mesh.addr()).await.unwrap();
+    s.write_all(b"POST /nope HTTP/1.1\r\nHost: x\r\nContent-Length: 28\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while find(&head, b"\r\n\r\n").is_none() {
+        let mut b = [0u8; 256];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut b))
+            .await
+            .expect("early answer")
+            .unwrap();
+        assert!(n > 0, "closed before answering");
+        head.extend_from_slice(&b[..n]);
+    }
+    eprintln!("{}", String::from_utf8_lossy(&head));
+    tokio::time::sleep(CLIENT_DELAY).await;
+    let _ = s.write_all(SMUGGLED).await;
+    let (more, closed) = read_replies(&mut s).await;
+    eprintln!("more={more:?} closed={closed} reqs={}", mesh.original.stats().requests());
+    assert!(more.is_empty());
+}
