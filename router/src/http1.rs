@@ -148,6 +148,17 @@ enum Ended {
     Closed,
 }
 
+/// What the quiet-connection check decided for the current hyper connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quiet {
+    /// Not quiet yet (or never checked).
+    Serving,
+    /// Was idle between exchanges: hand back the socket.
+    Parking,
+    /// Was quiet mid-exchange: let hyper finish it, then close the socket.
+    Closing,
+}
+
 /// Serves HTTP/1.1 on `io` until the client goes away or shutdown is signalled.
 pub async fn serve(
     mut io: Prefixed<TcpStream>,
@@ -231,7 +242,7 @@ async fn serve_until_idle(
             .max_buf_size(cfg.max_header_bytes.max(8192))
             .serve_connection(TokioIo::new(watched), svc),
     );
-    let mut parked_by_us = false;
+    let mut quiet = Quiet::Serving;
     let mut stopping = false;
     let mut seen = activity.snapshot();
     let tick = tokio::time::sleep(cfg.idle_park_after);
@@ -239,12 +250,21 @@ async fn serve_until_idle(
     let result = loop {
         tokio::select! {
             r = poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
-            _ = &mut tick, if !parked_by_us && !stopping => {
+            _ = &mut tick, if quiet == Quiet::Serving && !stopping => {
                 let now = activity.snapshot();
                 if now == seen && last_was_write.load(Ordering::Relaxed) {
-                    // Quiet since a response went out: between requests. Hand back the socket.
+                    // Quiet since a response went out. hyper finishes at once only when the
+                    // last exchange is complete both ways; one still waiting for request body
+                    // bytes (a body the upstream answered early and then abandoned) must not
+                    // be parked, or those bytes would be read as a request of their own.
                     Pin::new(&mut *conn).graceful_shutdown();
-                    parked_by_us = true;
+                    match poll_fn(|cx| Poll::Ready(conn.poll_without_shutdown(cx))).await {
+                        Poll::Ready(r) => {
+                            quiet = Quiet::Parking;
+                            break r;
+                        }
+                        Poll::Pending => quiet = Quiet::Closing,
+                    }
                 } else {
                     seen = now;
                     tick.as_mut().reset(tokio::time::Instant::now() + cfg.idle_park_after);
@@ -280,7 +300,7 @@ async fn serve_until_idle(
     if let Some(upstream) = slot.take() {
         return Ended::Upgraded(Prefixed::new(leftover, stream), upstream);
     }
-    if parked_by_us && !stopping {
+    if quiet == Quiet::Parking && !stopping {
         return Ended::Parked(Prefixed::new(leftover, stream));
     }
     // hyper finished on its own (client asked to close, or shutdown): close as hyper would.

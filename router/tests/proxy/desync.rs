@@ -40,13 +40,15 @@ async fn late_body_is_never_a_request(answer: Answer) {
     assert!(head.starts_with("HTTP/1.1 404"), "{head:?}");
     tokio::time::sleep(CLIENT_DELAY).await;
     let _ = s.write_all(SMUGGLED).await;
-    let (more, closed) = read_replies(&mut s).await;
+    // A router that closes does so at once; one that keeps the connection gets 1 s to answer.
+    let (more, closed) = read_replies(&mut s, Duration::from_secs(1)).await;
     assert!(
         more.is_empty(),
         "a second response for body bytes: {more:?}"
     );
-    // Give a smuggled request every chance to arrive, then look at what the upstream parsed.
-    let seen = up.wait_for(2).await;
+    // Whatever the router forwarded for the client's bytes has reached the upstream by now:
+    // it answered before the client saw EOF or the 1 s passed.
+    let seen = up.wait_for(1).await;
     assert!(
         seen.iter().all(|r| !r.line.starts_with("GET /x")),
         "GET /x reached the upstream as a request: {seen:?}"
@@ -76,29 +78,4 @@ async fn late_body_after_early_answer_and_a_later_upstream_close_is_not_a_reques
 #[tokio::test]
 async fn late_body_after_early_answer_from_a_draining_upstream_is_not_a_request() {
     late_body_is_never_a_request(Answer::Early).await;
-}
-
-#[tokio::test]
-async fn late_body_after_testbackend_404_is_not_a_request() {
-    let mesh = super::support::Mesh::start_with(|c| c.idle_park_after = Duration::from_millis(30)).await;
-    let mut s = TcpStream::connect(mesh.addr()).await.unwrap();
-    s.write_all(b"POST /nope HTTP/1.1\r\nHost: x\r\nContent-Length: 28\r\n\r\n")
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    while find(&head, b"\r\n\r\n").is_none() {
-        let mut b = [0u8; 256];
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut b))
-            .await
-            .expect("early answer")
-            .unwrap();
-        assert!(n > 0, "closed before answering");
-        head.extend_from_slice(&b[..n]);
-    }
-    eprintln!("{}", String::from_utf8_lossy(&head));
-    tokio::time::sleep(CLIENT_DELAY).await;
-    let _ = s.write_all(SMUGGLED).await;
-    let (more, closed) = read_replies(&mut s).await;
-    eprintln!("more={more:?} closed={closed} reqs={}", mesh.original.stats().requests());
-    assert!(more.is_empty());
 }

@@ -137,7 +137,9 @@ async fn record_conn(
         }
         if let Answer::EarlyThenClose | Answer::EarlyThenCloseAfter(_) = answer {
             let _ = sock
-                .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .write_all(
+                    b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                )
                 .await;
             if let Answer::EarlyThenCloseAfter(d) = answer {
                 tokio::time::sleep(d).await;
@@ -211,7 +213,10 @@ fn parse_head(head: &[u8]) -> Option<(String, Vec<(String, String)>)> {
             return None;
         }
         let (n, v) = l.split_once(':')?;
-        if n.is_empty() || n.bytes().any(|b| !(b.is_ascii_alphanumeric() || b"-_!#$%&'*+.^`|~".contains(&b))) {
+        if n.is_empty()
+            || n.bytes()
+                .any(|b| !(b.is_ascii_alphanumeric() || b"-_!#$%&'*+.^`|~".contains(&b)))
+        {
             return None;
         }
         headers.push((n.to_ascii_lowercase(), v.trim().to_string()));
@@ -328,11 +333,11 @@ pub struct Reply {
     pub body: Vec<u8>,
 }
 
-/// Reads responses from `s` until the router closes (or 5 s pass). Returns them and whether the
-/// connection was closed by the router.
-pub async fn read_replies(s: &mut TcpStream) -> (Vec<Reply>, bool) {
+/// Reads responses from `s` until the router closes (or `wait` passes). Returns them and
+/// whether the connection was closed by the router.
+pub async fn read_replies(s: &mut TcpStream, wait: Duration) -> (Vec<Reply>, bool) {
     let mut raw = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+    let closed = tokio::time::timeout(wait, async {
         let mut chunk = [0u8; 8192];
         loop {
             match s.read(&mut chunk).await {
@@ -369,9 +374,9 @@ pub fn parse_replies(mut raw: &[u8]) -> Vec<Reply> {
             b
         } else if lower.contains("transfer-encoding: chunked") {
             let mut b = Vec::new();
-            loop {
-                let Some(i) = find(raw, b"\r\n") else { break };
-                let size = usize::from_str_radix(&String::from_utf8_lossy(&raw[..i]), 16).unwrap_or(0);
+            while let Some(i) = find(raw, b"\r\n") {
+                let size =
+                    usize::from_str_radix(&String::from_utf8_lossy(&raw[..i]), 16).unwrap_or(0);
                 raw = &raw[i + 2..];
                 let take = (size + 2).min(raw.len());
                 b.extend_from_slice(&raw[..size.min(raw.len())]);
