@@ -221,6 +221,7 @@ async fn serve_until_idle(
         let slot = slot.clone();
         service_fn(move |mut req| {
             let proxy = Arc::clone(&proxy);
+            crate::headers::to_origin_form(&mut req);
             req.extensions_mut().insert(slot.clone());
             // Boxed so the connection is Unpin, which `poll_without_shutdown` needs.
             let fut = async move {

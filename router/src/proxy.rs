@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::body::{ReturnToPool, RouterBody};
 use crate::error::{ProxyError, Side};
-use crate::headers::{is_upgrade, strip_hop_by_hop};
+use crate::headers::{is_upgrade, strip_hop_by_hop, strip_request_hop_by_hop};
 use crate::metrics::{Metrics, RequestLabels, RuleLabel};
 use crate::upstream::Upstreams;
 
@@ -153,7 +153,7 @@ impl Proxy {
     ) -> Response<RouterBody> {
         let upgrade = wire == Wire::Http1 && is_upgrade(req.headers());
         if wire == Wire::Http1 {
-            strip_hop_by_hop(req.headers_mut(), upgrade);
+            strip_request_hop_by_hop(req.headers_mut(), upgrade);
         }
         let attempt = self.send(req, d.addr, d.side, wire, upgrade).await;
         let e = match attempt {

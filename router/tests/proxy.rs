@@ -12,6 +12,7 @@ mod proxy {
     mod h2c;
     mod http1;
     mod live_rules;
+    mod smuggling;
     mod tcp;
     mod websocket;
     pub mod wire;
