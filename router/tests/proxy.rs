@@ -8,6 +8,7 @@ mod proxy {
 
     mod bad_input;
     mod desync;
+    mod fuzz;
     mod grpc;
     mod h2c;
     mod http1;

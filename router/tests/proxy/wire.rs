@@ -154,6 +154,8 @@ async fn record_conn(
         }
         let body = match read_body(&mut sock, &mut buf, &headers).await {
             Ok(b) => b,
+            // A body cut short is a client that went away mid-request: not a framing error.
+            Err(why) if why.starts_with("body cut short") => return,
             Err(why) => {
                 garbage.lock().unwrap().push(format!("{line}: {why}"));
                 changed.notify_waiters();
@@ -198,30 +200,51 @@ pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Strict RFC 9112 head parsing: CRLF only, no obs-fold, `name: value` with a token name.
+/// Strict RFC 9112 head parsing: CRLF only, no obs-fold, `name: value` with a token name and
+/// a value of visible characters, spaces, tabs and obs-text (bytes 0x80–0xFF).
 fn parse_head(head: &[u8]) -> Option<(String, Vec<(String, String)>)> {
-    let text = std::str::from_utf8(head).ok()?;
-    let text = text.strip_suffix("\r\n\r\n")?;
-    let mut lines = text.split("\r\n");
-    let line = lines.next()?.to_string();
-    if line.contains('\n') || line.split(' ').count() != 3 {
+    let mut head = head.strip_suffix(b"\r\n\r\n")?;
+    let mut split = Vec::new();
+    while let Some(i) = find(head, b"\r\n") {
+        split.push(&head[..i]);
+        head = &head[i + 2..];
+    }
+    split.push(head);
+    if split
+        .iter()
+        .any(|l| l.contains(&b'\n') || l.contains(&b'\r'))
+    {
+        return None;
+    }
+    let mut lines = split.into_iter();
+    let line = std::str::from_utf8(lines.next()?).ok()?;
+    if line
+        .bytes()
+        .any(|b| !(0x21..0x7f).contains(&b) && b != b' ')
+        || line.split(' ').count() != 3
+    {
         return None;
     }
     let mut headers = Vec::new();
     for l in lines {
-        if l.contains('\n') || l.starts_with([' ', '\t']) {
+        if l.starts_with(b" ") || l.starts_with(b"\t") {
             return None;
         }
-        let (n, v) = l.split_once(':')?;
-        if n.is_empty()
-            || n.bytes()
-                .any(|b| !(b.is_ascii_alphanumeric() || b"-_!#$%&'*+.^`|~".contains(&b)))
-        {
+        let colon = l.iter().position(|&b| b == b':')?;
+        let (n, v) = (&l[..colon], &l[colon + 1..]);
+        let token = |b: &u8| b.is_ascii_alphanumeric() || b"-_!#$%&'*+.^`|~".contains(b);
+        if n.is_empty() || !n.iter().all(token) {
             return None;
         }
-        headers.push((n.to_ascii_lowercase(), v.trim().to_string()));
+        if v.iter().any(|&b| b < 0x20 && b != b'\t' || b == 0x7f) {
+            return None;
+        }
+        headers.push((
+            String::from_utf8_lossy(n).to_ascii_lowercase(),
+            String::from_utf8_lossy(v).trim().to_string(),
+        ));
     }
-    Some((line, headers))
+    Some((line.to_string(), headers))
 }
 
 async fn fill(sock: &mut TcpStream, buf: &mut Vec<u8>, need: usize) -> Result<(), String> {
