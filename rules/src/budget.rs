@@ -206,4 +206,44 @@ mod tests {
             assert_eq!(first_anchor_or_alias(ok), None, "{ok:?}");
         }
     }
+
+    /// Whatever ktx writes (serde_yaml) passes the scan, however its values look.
+    #[test]
+    fn tables_ktx_writes_pass_the_scan() {
+        use crate::spec::{HeaderSpec, MatchSpec, RuleSpec, TargetSpec};
+        use crate::{OnUnavailable, RoutesSpec};
+        let values = [
+            "&a", "*b", "a &b", "x: *y", "- *z", "[*a]", "{k: &v}", "a\n*b", "#*",
+        ];
+        let spec = RoutesSpec {
+            default: TargetSpec {
+                service: Some("s".into()),
+                addrs: vec![],
+            },
+            rules: values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| RuleSpec {
+                    session: format!("*s{i}"),
+                    lease: Some(format!("&l{i}")),
+                    matches: MatchSpec {
+                        headers: vec![HeaderSpec {
+                            name: "version".into(),
+                            exact: Some(v.to_string()),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    },
+                    target: TargetSpec {
+                        service: Some("t".into()),
+                        addrs: vec![],
+                    },
+                    on_unavailable: OnUnavailable::Fallback,
+                })
+                .collect(),
+        };
+        let yaml = spec.to_yaml();
+        assert_eq!(first_anchor_or_alias(&yaml), None, "{yaml}");
+        assert_eq!(RoutesSpec::parse(&yaml).unwrap(), spec);
+    }
 }
