@@ -5,8 +5,12 @@
 //! quiet for a moment after a complete exchange, the hyper connection is shut down *without*
 //! closing the socket (`poll_without_shutdown` + `into_parts`), its buffers are freed, and the
 //! bare socket waits for readability. The next request starts a fresh hyper connection on the
-//! same socket; the client never notices. Upgrades (WebSocket) come out of the same door: the
-//! socket is taken back from hyper and spliced to the upstream's upgraded connection.
+//! same socket; the client never notices. Only a connection between two complete exchanges is
+//! parked: one that went quiet mid-exchange (a request body the upstream answered early and
+//! abandoned) is closed when hyper is done with it, so late body bytes are never read as a
+//! request. Absolute-form targets are made origin-form before routing. Upgrades (WebSocket)
+//! come out of the same door: the socket is taken back from hyper and spliced to the
+//! upstream's upgraded connection.
 
 use std::future::poll_fn;
 use std::io;
