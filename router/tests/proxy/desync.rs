@@ -79,3 +79,32 @@ async fn late_body_after_early_answer_and_a_later_upstream_close_is_not_a_reques
 async fn late_body_after_early_answer_from_a_draining_upstream_is_not_a_request() {
     late_body_is_never_a_request(Answer::Early).await;
 }
+
+/// The other side of the fix: a connection whose POST body was read to its end is still parked
+/// between exchanges and serves the next request.
+#[tokio::test]
+async fn a_complete_post_is_still_parked_and_reused() {
+    use super::support::*;
+    let mesh = Mesh::start_with(|c| c.idle_park_after = Duration::from_millis(30)).await;
+    let mut c = H1::connect(mesh.addr()).await;
+    let post = http::Request::post("/echo")
+        .header("host", "orders")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"hello",
+        )))
+        .unwrap();
+    assert_eq!(body_string(c.send(post).await).await, "hello");
+    let mut parked = 0.0;
+    for _ in 0..200 {
+        parked = counter(&mesh.metrics().await, "ktx_router_parked_connections");
+        if parked >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        parked, 1.0,
+        "the connection was not parked after a complete POST"
+    );
+    assert_eq!(backend_of(&c.send(get("/")).await), ORIGINAL);
+}
