@@ -100,16 +100,31 @@ pub fn to_origin_form<B>(req: &mut http::Request<B>) {
     }
 }
 
+/// True when a request's `Transfer-Encoding` is anything but exactly one `chunked`: other
+/// transfer codings (`gzip, chunked`, or codings split over several field lines) are refused
+/// rather than forwarded, since upstreams disagree on how to read them.
+pub fn has_unsupported_transfer_coding(headers: &HeaderMap) -> bool {
+    let mut codings = headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii);
+    match codings.next() {
+        None => false,
+        Some(first) => !first.eq_ignore_ascii_case(b"chunked") || codings.next().is_some(),
+    }
+}
+
 /// [`strip_hop_by_hop`] for a request read by hyper's HTTP/1.1 server: a chunked request keeps
-/// its `Transfer-Encoding`, so the upstream gets the body whatever the method (hyper's client
-/// sends a `GET` with no framing header as bodiless). hyper's server only accepts a
-/// `Transfer-Encoding` that ends in `chunked` and drops `Content-Length` beside it, so what is
-/// kept is one unambiguous framing.
+/// `Transfer-Encoding: chunked`, so the upstream gets the body whatever the method (hyper's
+/// client sends a `GET` with no framing header as bodiless). hyper's server drops a
+/// `Content-Length` beside it, and other codings are refused before
+/// ([`has_unsupported_transfer_coding`]), so what is kept is one unambiguous framing.
 pub fn strip_request_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    let chunked: Vec<HeaderValue> = headers.get_all(TRANSFER_ENCODING).iter().cloned().collect();
+    let chunked = headers.contains_key(TRANSFER_ENCODING);
     strip_hop_by_hop(headers, upgrade);
-    for v in chunked {
-        headers.append(TRANSFER_ENCODING, v);
+    if chunked {
+        headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
     }
 }
 
@@ -180,14 +195,34 @@ mod tests {
     }
 
     #[test]
+    fn only_a_lone_chunked_coding_is_supported() {
+        for (te, refused) in [
+            (&["chunked"][..], false),
+            (&[" Chunked "], false),
+            (&["gzip, chunked"], true),
+            (&["gzip", "chunked"], true),
+            (&["chunked", "chunked"], true),
+            (&["chunked,"], true),
+            (&["identity"], true),
+        ] {
+            let mut h = HeaderMap::new();
+            for v in te {
+                h.append(TRANSFER_ENCODING, HeaderValue::from_str(v).unwrap());
+            }
+            assert_eq!(has_unsupported_transfer_coding(&h), refused, "{te:?}");
+        }
+        assert!(!has_unsupported_transfer_coding(&HeaderMap::new()));
+    }
+
+    #[test]
     fn requests_keep_chunked_framing() {
         let mut h = map(&[
-            ("transfer-encoding", "gzip"),
             ("transfer-encoding", "chunked"),
+            ("connection", "transfer-encoding"),
         ]);
         strip_request_hop_by_hop(&mut h, false);
         let te: Vec<_> = h.get_all("transfer-encoding").iter().collect();
-        assert_eq!(te, vec!["gzip", "chunked"]);
+        assert_eq!(te, vec!["chunked"]);
         let mut h = map(&[("transfer-encoding", "chunked")]);
         strip_hop_by_hop(&mut h, false);
         assert!(h.is_empty(), "responses are re-framed by hyper");

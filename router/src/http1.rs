@@ -229,6 +229,9 @@ async fn serve_until_idle(
             req.extensions_mut().insert(slot.clone());
             // Boxed so the connection is Unpin, which `poll_without_shutdown` needs.
             let fut = async move {
+                if crate::headers::has_unsupported_transfer_coding(req.headers()) {
+                    return Ok(unsupported_transfer_coding());
+                }
                 Ok::<_, std::convert::Infallible>(proxy.handle(req, port, Wire::Http1).await)
             };
             Box::pin(fut)
@@ -311,6 +314,26 @@ async fn serve_until_idle(
     // hyper finished on its own (client asked to close, or shutdown): close as hyper would.
     let _ = stream.shutdown().await;
     Ended::Closed
+}
+
+/// 501 for a request framed with a transfer coding other than `chunked`; the body cannot be
+/// skipped safely, so the connection is closed after the answer.
+fn unsupported_transfer_coding() -> http::Response<crate::body::RouterBody> {
+    let mut resp = http::Response::new(crate::body::RouterBody::local(
+        "ktx-router: only the chunked transfer coding is supported\n",
+    ));
+    *resp.status_mut() = http::StatusCode::NOT_IMPLEMENTED;
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    h.insert("x-ktx-error", http::HeaderValue::from_static("client"));
+    resp
 }
 
 /// Counts a parked connection for as long as it waits.

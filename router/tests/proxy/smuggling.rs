@@ -225,3 +225,32 @@ async fn chunked_get_body_is_forwarded() {
     assert_eq!(o.seen[0].body, b"abcd");
     assert_eq!(o.replies.len(), 2, "{:?}", o.replies);
 }
+
+/// A transfer coding other than `chunked` (here `gzip, chunked`, or the same split over two
+/// field lines): refused with 501, as nginx does. Forwarded, an upstream that reads only the
+/// first `Transfer-Encoding` line would see a body that is not chunked. Found by the fuzzer.
+#[tokio::test]
+async fn transfer_codings_other_than_chunked_are_refused() {
+    for te in [
+        "Transfer-Encoding: gzip, chunked\r\n",
+        "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+    ] {
+        let o = exchange(
+            format!("POST / HTTP/1.1\r\nHost: x\r\n{te}\r\n4\r\nabcd\r\n0\r\n\r\n{HIDDEN}")
+                .as_bytes(),
+        )
+        .await;
+        assert_eq!(
+            o.replies.iter().map(|r| r.status).collect::<Vec<_>>(),
+            vec![501],
+            "{te:?}"
+        );
+        assert!(o.closed, "{te:?}");
+        assert!(
+            o.seen.is_empty() && o.garbage.is_empty(),
+            "{te:?}: {:?} {:?}",
+            o.seen,
+            o.garbage
+        );
+    }
+}
