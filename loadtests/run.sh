@@ -11,10 +11,12 @@
 #
 # Usage: loadtests/run.sh [--quick] [--subjects LIST] [--scenarios LIST] [--no-build]
 #                         [--no-install] [--out-dir DIR]
-#   --quick        short runs (whole run under two minutes once tools and binaries exist)
+#   --quick        short runs (whole run under two minutes once tools and binaries exist,
+#                  plus about 100 s for the three noisy-* scenarios)
 #   --subjects     comma list of: direct,ktx-router,nginx,haproxy (default: all)
 #   --scenarios    comma list of: http1-keepalive,http1-10k-rules,h2c,grpc-unary,
-#                  stream-100mb,idle-5k,rule-churn (default: all)
+#                  stream-100mb,idle-5k,rule-churn,noisy-h2-window0,noisy-silent-5k,
+#                  noisy-slow-uploads (default: all)
 #   --no-build     use the release binaries already in $CARGO_TARGET_DIR
 #   --no-install   do not apt-get install missing tools
 # Writes loadtests/results.json and loadtests/RESULTS.md (only for a run of all subjects and
@@ -32,7 +34,7 @@ BENCH_PY=$HERE/lib/ktxbench.py
 bench() { "$PY" "$BENCH_PY" "$@"; }
 
 ALL_SUBJECTS="direct,ktx-router,nginx,haproxy"
-ALL_SCENARIOS="http1-keepalive,http1-10k-rules,h2c,grpc-unary,stream-100mb,idle-5k,rule-churn"
+ALL_SCENARIOS="http1-keepalive,http1-10k-rules,h2c,grpc-unary,stream-100mb,idle-5k,rule-churn,noisy-h2-window0,noisy-silent-5k,noisy-slow-uploads"
 QUICK=0 BUILD=1 INSTALL=1 SUBJECTS=$ALL_SUBJECTS SCENARIOS=$ALL_SCENARIOS RESULTS_DIR=""
 
 usage() { sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
@@ -70,6 +72,7 @@ if ((QUICK)); then
   IDLE_CONNS=5000
   IDLE_CHECK_EVERY=5 # after the idle period, reuse every 5th connection to check it is still open
   CHURN_D=2s
+  NOISY_SILENT=5000
   MODE="quick"
 else
   TPUT_D=10s
@@ -81,6 +84,7 @@ else
   IDLE_CONNS=5000
   IDLE_CHECK_EVERY=1
   CHURN_D=10s
+  NOISY_SILENT=5000
   MODE="full"
 fi
 # Everything this script runs gets a high priority (nice -15) on its core, so that a build
@@ -421,6 +425,47 @@ measure_churn() {
     --errors "${misrouted/null/0}" --extra "misrouted=$misrouted" --extra "rule_changes=$changes" >>"$ROWS"
 }
 
+# measure_noisy SUBJECT SCENARIO — a good client's paced latency run (unmarked requests, so the
+# original workload's traffic) alone, then again while one abusive client runs against the same
+# subject: a window-0 h2c client with 256 big streams, 5,000 silent sockets, or 100 slow
+# uploads. p99_us is under abuse, quiet_p99_us alone; rss_kb is the subject's RSS at the end of
+# the abusive run; errors are the good client's failed or unfinished requests under abuse.
+measure_noisy() {
+  local subject=$1 scenario=$2 tag=$RUN/$2.$1 kind conns=0 target=$SUBJ_H1 good pid rss quiet_p50 quiet_p99
+  case $scenario in
+    noisy-h2-window0) kind=h2-window0 target=$SUBJ_H2 good=(-m 1 "http://$SUBJ_H2/hello") ;;
+    noisy-silent-5k) kind=silent conns=$NOISY_SILENT good=(--h1 "http://$SUBJ_H1/hello") ;;
+    noisy-slow-uploads) kind=slow-uploads conns=100 good=(--h1 "http://$SUBJ_H1/hello") ;;
+  esac
+  # good_run TAG — the paced run, bounded in time; prints the latency summary (JSON).
+  good_run() {
+    timeout $((LAT_N / 1000 + 30)) "${PIN0[@]}" h2load -t 1 -c "$LAT_CLIENTS" --rps $((1000 / LAT_CLIENTS)) \
+      -n "$LAT_N" --log-file="$1.lat.log" "${good[@]}" >"$1.lat.txt" 2>&1 || true
+    bench latency "$1.lat.log"
+  }
+  "${PIN0[@]}" h2load -t 1 -c 10 -n "$WARM_N" "${good[@]}" >"$tag.warm.txt" 2>&1 || true
+  quiet
+  good_run "$tag.quiet" >"$tag.quiet.json"
+  read -r quiet_p50 quiet_p99 < <("$PY" -c "import json; d=json.load(open('$tag.quiet.json')); \
+print(d.get('p50_us') or 'null', d.get('p99_us') or 'null')" 2>/dev/null || echo "null null")
+  rm -f "$tag.noisy.status"
+  start_bg "$tag.noisy.log" "${PIN0[@]}" "$PY" "$BENCH_PY" noisy --kind "$kind" --addr "$target" \
+    --conns "$conns" --status "$tag.noisy.status" --max-seconds $((LAT_N / 1000 + 120))
+  pid=$BG_PID
+  for _ in {1..600}; do [[ -s $tag.noisy.status ]] && break; sleep 0.1; done
+  [[ -s $tag.noisy.status ]] || { log "$scenario/$subject: the abusive client did not get going"; stop_pid "$pid"; return 1; }
+  sleep 1 # let the abuse take hold (windows fill, uploads start, sockets sit)
+  good_run "$tag.noisy" >"$tag.noisy.json"
+  rss=$(bench rss "$SUBJ_PID")
+  stop_pid "$pid"
+  local missing
+  missing=$("$PY" -c "import json; d=json.load(open('$tag.noisy.json')); \
+print($LAT_N - d.get('samples', 0) - d.get('bad', 0))" 2>/dev/null || echo "$LAT_N")
+  bench row --scenario "$scenario" --subject "$subject" --latency "$tag.noisy.json" --errors "$missing" \
+    --rss-kb "$rss" --extra "quiet_p50_us=$quiet_p50" --extra "quiet_p99_us=$quiet_p99" \
+    --extra "abuse=$(tr -d ' ' <"$tag.noisy.status")" >>"$ROWS"
+}
+
 # skip_row SCENARIO SUBJECT NOTE — an all-null row that says why.
 skip_row() {
   bench row --scenario "$1" --subject "$2" --extra "note=$3" >>"$ROWS"
@@ -452,6 +497,7 @@ run_one() {
     stream-100mb) measure_stream "$subject" ;;
     idle-5k) measure_idle "$subject" ;;
     rule-churn) measure_churn "$subject" ;;
+    noisy-*) measure_noisy "$subject" "$scenario" ;;
   esac || skip_row "$scenario" "$subject" "measurement failed (see loadtests/out/run/run.log)"
   stop_subject "$subject"
 }
@@ -495,6 +541,7 @@ main() {
   NOTES+=("ktx-router: one port for HTTP/1.1 and h2c (sniffed), ${ROUTER_THREADS[*]:-no --threads flag}; rule-churn rewrites the routes file (atomic rename) every 100 ms. errors in rule-churn = failed requests + requests that reached the stuntman instead of the shadow.")
   NOTES+=("stream-100mb: curl POSTs 100 MiB (-T, so with Expect: 100-continue) to /sink; CPU µs/req is per 100 MiB request; rps is uploads per second; mib_per_s in results.json. nginx runs with proxy_request_buffering off and client_max_body_size 0 so it streams like the others.")
   NOTES+=("idle-5k: $IDLE_CONNS HTTP/1.1 keep-alive connections, one request each, then idle; rss_kb = (RSS after - RSS before) / open connections, summed over the subject's processes; afterwards 1 in ${IDLE_CHECK_EVERY} of them is used again and one found closed counts as an error.")
+  NOTES+=("noisy-*: a good client (h2load, ${LAT_CLIENTS} connections paced to 1k rps, unmarked requests to /hello; h2c for noisy-h2-window0, HTTP/1.1 otherwise) measures latency alone (quiet_p99_us) and then while one abusive client runs against the same subject (p99_us): noisy-h2-window0 = one h2c connection with SETTINGS_INITIAL_WINDOW_SIZE=0 and 256 GET /bytes?n=65536 streams that never grants window; noisy-silent-5k = $NOISY_SILENT TCP connections that send nothing; noisy-slow-uploads = 100 HTTP/1.1 POSTs announcing 100 MiB and sending 1 KiB every 100 ms. rss_kb = the subject's RSS under abuse (KB); errors = the good client's failed or unfinished requests under abuse.")
   [[ -z $ROUTER_MISSING ]] || NOTES+=("ktx-router was NOT measured: $ROUTER_MISSING. Its rows are empty; no numbers were invented.")
 
   local machine versions

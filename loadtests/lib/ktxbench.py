@@ -473,6 +473,139 @@ def cmd_idle(a):
     asyncio.run(_idle(a))
 
 
+# ---------------------------------------------------------------- noisy neighbours
+
+def _h2_frame(ftype, flags, stream, payload=b""):
+    return len(payload).to_bytes(3, "big") + bytes([ftype, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def _hpack_literal(name, value):
+    """Literal header field without indexing, new name, no Huffman (RFC 7541 §6.2.2)."""
+    def string(b):
+        assert len(b) < 127
+        return bytes([len(b)]) + b
+    return b"\x00" + string(name) + string(value)
+
+
+async def _noisy_h2_window0(a, host, port, stop):
+    """One h2c connection with SETTINGS_INITIAL_WINDOW_SIZE=0 that opens `streams` GETs of big
+    bodies, answers PINGs, and never grants any window."""
+    import asyncio
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+    writer.write(_h2_frame(0x4, 0, 0, (0x4).to_bytes(2, "big") + (0).to_bytes(4, "big")))
+    for i in range(a.streams):
+        block = (_hpack_literal(b":method", b"GET") + _hpack_literal(b":scheme", b"http")
+                 + _hpack_literal(b":path", f"/bytes?n={a.bytes}".encode())
+                 + _hpack_literal(b":authority", a.addr.encode()))
+        writer.write(_h2_frame(0x1, 0x5, 2 * i + 1, block))
+    await writer.drain()
+    opened = a.streams
+
+    async def pump():
+        while True:
+            head = await reader.readexactly(9)
+            n = int.from_bytes(head[:3], "big")
+            ftype, flags = head[3], head[4]
+            payload = await reader.readexactly(n)
+            if ftype == 0x6 and not flags & 0x1:  # PING: answer, as a live client does
+                writer.write(_h2_frame(0x6, 0x1, 0, payload))
+            elif ftype == 0x4 and not flags & 0x1:  # SETTINGS: ACK
+                writer.write(_h2_frame(0x4, 0x1, 0))
+            elif ftype == 0x7:  # GOAWAY
+                return
+            await writer.drain()
+
+    task = asyncio.ensure_future(pump())
+    _noisy_status(a, {"conns": 1, "streams": opened})
+    await asyncio.wait([task, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+    task.cancel()
+    writer.close()
+
+
+async def _noisy_silent(a, host, port, stop):
+    """`conns` TCP connections that never send a byte."""
+    import asyncio
+    conns, errors = [], 0
+    sem = asyncio.Semaphore(200)
+
+    async def open_one():
+        nonlocal errors
+        async with sem:
+            try:
+                conns.append(await asyncio.wait_for(asyncio.open_connection(host, port), 10))
+            except Exception:  # noqa: BLE001 - every failure is one error
+                errors += 1
+
+    await asyncio.gather(*(open_one() for _ in range(a.conns)))
+    _noisy_status(a, {"conns": len(conns), "errors": errors})
+    await stop.wait()
+    for _, w in conns:
+        w.close()
+
+
+async def _noisy_slow_uploads(a, host, port, stop):
+    """`conns` HTTP/1.1 POSTs to /sink announcing 100 MB and sending 1 KiB every 100 ms."""
+    import asyncio
+    writers, errors = [], 0
+    head = (f"POST /sink HTTP/1.1\r\nhost: {a.addr}\r\ncontent-length: {100 << 20}\r\n"
+            "content-type: application/octet-stream\r\n\r\n").encode()
+
+    async def open_one():
+        nonlocal errors
+        try:
+            _, w = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
+            w.write(head)
+            await w.drain()
+            writers.append(w)
+        except Exception:  # noqa: BLE001
+            errors += 1
+
+    await asyncio.gather(*(open_one() for _ in range(a.conns)))
+    _noisy_status(a, {"conns": len(writers), "errors": errors})
+    chunk = b"x" * 1024
+    while not stop.is_set():
+        for w in list(writers):
+            try:
+                w.write(chunk)
+            except Exception:  # noqa: BLE001 - the subject closed it: that is allowed
+                writers.remove(w)
+        try:
+            await asyncio.wait_for(stop.wait(), 0.1)
+        except asyncio.TimeoutError:
+            pass
+    for w in writers:
+        w.close()
+
+
+def _noisy_status(a, d):
+    with open(a.status + ".tmp", "w") as f:
+        json.dump(d, f)
+    os.replace(a.status + ".tmp", a.status)
+
+
+async def _noisy(a):
+    import asyncio
+    host, port = a.addr.rsplit(":", 1)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.call_later(a.max_seconds, stop.set)
+    kind = {"h2-window0": _noisy_h2_window0, "silent": _noisy_silent,
+            "slow-uploads": _noisy_slow_uploads}[a.kind]
+    try:
+        await kind(a, host, int(port), stop)
+    except Exception as e:  # noqa: BLE001 - say why, the run goes on
+        _noisy_status(a, {"error": repr(e)})
+
+
+def cmd_noisy(a):
+    """Runs one abusive client (until SIGTERM or --max-seconds) next to a good one; writes
+    --status once the abuse is in place."""
+    import asyncio
+    asyncio.run(_noisy(a))
+
+
 # ---------------------------------------------------------------- rule churn
 
 def cmd_churn(a):
@@ -598,7 +731,7 @@ def build_row(scenario, subject, load=None, lat=None, requests=None, cpu_us=None
 
 SUBJECTS = ["direct", "ktx-router", "nginx", "haproxy"]
 SCENARIOS = ["http1-keepalive", "http1-10k-rules", "h2c", "grpc-unary", "stream-100mb",
-             "idle-5k", "rule-churn"]
+             "idle-5k", "rule-churn", "noisy-h2-window0", "noisy-silent-5k", "noisy-slow-uploads"]
 
 
 def _fmt(v, nd=1):
@@ -694,6 +827,8 @@ def cmd_report(a):
     L.append("| scenario | subject | CPU µs/req | rps | p50 µs | p99 µs | added p50 µs | added p99 µs | errors | RSS KB/conn | notes |")
     L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
+        if r["scenario"].startswith("noisy-"):
+            continue  # their own table below
         note = str(r.get("note", ""))
         fp = r.get("core1_foreign_pct")
         if fp is not None and fp > 5:
@@ -710,6 +845,20 @@ def cmd_report(a):
             _fmt(r.get("p50_us")), _fmt(r.get("p99_us")), _fmt(r.get("added_p50_us")),
             _fmt(r.get("added_p99_us")), _fmt(r.get("errors")), _fmt(r.get("rss_kb"), 2),
             r_note.replace("|", "/")]) + " |")
+
+    noisy = [r for r in rows if r["scenario"].startswith("noisy-")]
+    if noisy:
+        L.append("\n## Noisy neighbours (the good client's latency alone and under abuse)\n")
+        L.append("| scenario | subject | quiet p99 µs | p99 µs under abuse | × quiet | errors | RSS MiB | notes |")
+        L.append("|---|---|---:|---:|---:|---:|---:|---|")
+        for r in noisy:
+            q, p = r.get("quiet_p99_us"), r.get("p99_us")
+            rss = r.get("rss_kb")
+            L.append("| " + " | ".join([
+                r["scenario"], r["subject"], _fmt(q), _fmt(p),
+                _fmt(p / q if isinstance(p, (int, float)) and isinstance(q, (int, float)) and q else None, 2),
+                _fmt(r.get("errors")), _fmt(rss / 1024 if isinstance(rss, (int, float)) else None, 1),
+                str(r.get("note", "")).replace("|", "/")]) + " |")
 
     def cpu(s, j):
         r = by.get((s, j))
@@ -751,6 +900,14 @@ def cmd_report(a):
     r3 = k10 / k1 if k10 and k1 else None
     t.append(("10k rules < 10% more CPU per request than 1 rule", r3 < 1.10 if r3 else None,
               f"ratio {_fmt(r3, 2)} ({_fmt(k10, 2)} vs {_fmt(k1, 2)} µs)"))
+    for s in ("noisy-h2-window0", "noisy-silent-5k", "noisy-slow-uploads"):
+        k, n = by.get((s, "ktx-router"), {}), by.get((s, "nginx"), {})
+        kq, kp, np_ = k.get("quiet_p99_us"), k.get("p99_us"), n.get("p99_us")
+        ok = None
+        if isinstance(kq, (int, float)) and isinstance(kp, (int, float)) and k.get("errors") is not None:
+            ok = kp <= 2 * kq and k["errors"] == 0 and (not isinstance(np_, (int, float)) or kp <= np_)
+        t.append((f"{s}: p99 ≤ 2× quiet, 0 errors, ≤ nginx's p99", ok,
+                  f"{_fmt(kp)} vs quiet {_fmt(kq)} µs, nginx {_fmt(np_)} µs, {_fmt(k.get('errors'))} errors"))
     if foreign and sum(foreign) / len(foreign) > 10:
         L.append("Verdicts below come from this one run on a busy machine (see above): a ratio "
                  "within about ±20% of its threshold is not conclusive either way.\n")
@@ -806,6 +963,11 @@ def main():
     s.add_argument("--header", action="append", default=[]); s.add_argument("--status", required=True)
     s.add_argument("--max-wait", type=float, default=60)
     s.add_argument("--check-every", type=int, default=1); s.set_defaults(f=cmd_idle)
+    s = sub.add_parser("noisy"); s.add_argument("--kind", required=True)
+    s.add_argument("--addr", required=True); s.add_argument("--status", required=True)
+    s.add_argument("--conns", type=int, default=5000); s.add_argument("--streams", type=int, default=256)
+    s.add_argument("--bytes", type=int, default=65536); s.add_argument("--max-seconds", type=float, default=120)
+    s.set_defaults(f=cmd_noisy)
     s = sub.add_parser("churn"); s.add_argument("--kind", required=True)
     s.add_argument("--file", required=True); s.add_argument("--status", required=True)
     s.add_argument("--interval", type=float, default=0.1); s.add_argument("--max-seconds", type=float, default=60)

@@ -183,6 +183,26 @@ pub struct Config {
     #[arg(long, env = "KTX_ROUTER_RELOAD_INTERVAL", default_value = "50ms", value_parser = parse_duration)]
     pub reload_interval: Duration,
 
+    /// Refuse a route table larger than this many bytes (the last good table stays).
+    #[arg(long, env = "KTX_ROUTER_MAX_TABLE_BYTES", default_value_t = ktx_rules::budget::DEFAULT_MAX_BYTES)]
+    pub max_table_bytes: usize,
+
+    /// Refuse a route table with more rules than this.
+    #[arg(long, env = "KTX_ROUTER_MAX_RULES", default_value_t = ktx_rules::budget::DEFAULT_MAX_RULES)]
+    pub max_rules: usize,
+
+    /// Refuse a route table with more regex header conditions than this.
+    #[arg(long, env = "KTX_ROUTER_MAX_REGEXES", default_value_t = ktx_rules::budget::DEFAULT_MAX_REGEXES)]
+    pub max_regexes: usize,
+
+    /// Refuse a regex whose compiled program is larger than this many bytes.
+    #[arg(long, env = "KTX_ROUTER_REGEX_SIZE_LIMIT", default_value_t = ktx_rules::budget::DEFAULT_REGEX_SIZE)]
+    pub regex_size_limit: usize,
+
+    /// Bytes of lazy DFA cache each regex may use while matching.
+    #[arg(long, env = "KTX_ROUTER_REGEX_DFA_SIZE_LIMIT", default_value_t = ktx_rules::budget::DEFAULT_REGEX_DFA_SIZE)]
+    pub regex_dfa_size_limit: usize,
+
     /// Log format: `text` for people, `json` in a cluster.
     #[arg(long, env = "KTX_ROUTER_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -190,6 +210,19 @@ pub struct Config {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `ktx_router=debug`.
     #[arg(long, env = "KTX_ROUTER_LOG", default_value = "info")]
     pub log_level: String,
+}
+
+impl Config {
+    /// The route-table limits these flags set.
+    pub fn table_budget(&self) -> ktx_rules::Budget {
+        ktx_rules::Budget {
+            max_bytes: self.max_table_bytes,
+            max_rules: self.max_rules,
+            max_regexes: self.max_regexes,
+            regex_size: self.regex_size_limit,
+            regex_dfa_size: self.regex_dfa_size_limit,
+        }
+    }
 }
 
 /// `8080` or `127.0.0.1:8080`.

@@ -1,12 +1,16 @@
 //! Hop-by-hop headers (RFC 9110 §7.6.1): they describe one connection, so they are not
 //! forwarded. Removing the client's `Connection: close` is what keeps a pooled upstream
-//! connection open when one client hangs up.
+//! connection open when one client hangs up. A `Connection` header cannot remove what every
+//! hop needs (`Host`, the message framing): that would turn one request into another.
 
-use http::header::{CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Headers a `Connection` option never removes: the request's target host and its framing.
+const NEVER_NOMINATED: [HeaderName; 3] = [HOST, CONTENT_LENGTH, TRANSFER_ENCODING];
 
 /// True for an HTTP/1.1 Upgrade request (`Connection: upgrade` plus an `Upgrade` header).
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -39,7 +43,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
                 .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
                 .collect();
             for n in named {
-                if !(upgrade && n == UPGRADE) {
+                let kept = NEVER_NOMINATED.contains(&n) || (upgrade && n == UPGRADE);
+                if !kept {
                     headers.remove(n);
                 }
             }
@@ -62,6 +67,64 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     } else if headers.contains_key(UPGRADE) {
         headers.remove(UPGRADE);
+    }
+}
+
+/// RFC 9112 §3.2.2: a request in absolute-form (`GET http://a/x`) names its host in the target
+/// and its `Host` header is to be ignored. Upstreams disagree on which one they read, so the
+/// request is forwarded in origin-form (`GET /x`) with `Host` set from the target: one host.
+/// `CONNECT` (authority-form) and origin-form requests are left as they are.
+pub fn to_origin_form<B>(req: &mut http::Request<B>) {
+    if req.method() == http::Method::CONNECT || req.uri().scheme().is_none() {
+        return;
+    }
+    let Some(authority) = req.uri().authority() else {
+        return;
+    };
+    // Without any userinfo (`user@`), which is not part of a Host.
+    let host = match authority.port() {
+        Some(port) => format!("{}:{}", authority.host(), port.as_str()),
+        None => authority.host().to_owned(),
+    };
+    let Ok(host) = HeaderValue::from_str(&host) else {
+        return;
+    };
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .parse::<http::Uri>();
+    if let Ok(target) = target {
+        *req.uri_mut() = target;
+        req.headers_mut().insert(HOST, host);
+    }
+}
+
+/// True when a request's `Transfer-Encoding` is anything but exactly one `chunked`: other
+/// transfer codings (`gzip, chunked`, or codings split over several field lines) are refused
+/// rather than forwarded, since upstreams disagree on how to read them.
+pub fn has_unsupported_transfer_coding(headers: &HeaderMap) -> bool {
+    let mut codings = headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii);
+    match codings.next() {
+        None => false,
+        Some(first) => !first.eq_ignore_ascii_case(b"chunked") || codings.next().is_some(),
+    }
+}
+
+/// [`strip_hop_by_hop`] for a request read by hyper's HTTP/1.1 server: a chunked request keeps
+/// `Transfer-Encoding: chunked`, so the upstream gets the body whatever the method (hyper's
+/// client sends a `GET` with no framing header as bodiless). hyper's server drops a
+/// `Content-Length` beside it, and other codings are refused before
+/// ([`has_unsupported_transfer_coding`]), so what is kept is one unambiguous framing.
+pub fn strip_request_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let chunked = headers.contains_key(TRANSFER_ENCODING);
+    strip_hop_by_hop(headers, upgrade);
+    if chunked {
+        headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
     }
 }
 
@@ -94,6 +157,75 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, vec!["host", "version"]);
+    }
+
+    #[test]
+    fn connection_never_removes_host_or_framing() {
+        let mut h = map(&[
+            ("connection", "host, content-length, transfer-encoding, x-a"),
+            ("host", "orders"),
+            ("content-length", "4"),
+            ("x-a", "1"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        let mut names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, vec!["content-length", "host"]);
+    }
+
+    #[test]
+    fn absolute_form_becomes_origin_form_with_its_host() {
+        let mut r = http::Request::get("http://user@evil:81/x?q=1")
+            .header("host", "orders")
+            .body(())
+            .unwrap();
+        to_origin_form(&mut r);
+        assert_eq!(r.uri(), "/x?q=1");
+        assert_eq!(
+            r.headers().get_all("host").iter().collect::<Vec<_>>(),
+            ["evil:81"]
+        );
+        let mut r = http::Request::get("/y")
+            .header("host", "a")
+            .body(())
+            .unwrap();
+        to_origin_form(&mut r);
+        assert_eq!(r.uri(), "/y");
+        assert_eq!(r.headers()["host"], "a");
+    }
+
+    #[test]
+    fn only_a_lone_chunked_coding_is_supported() {
+        for (te, refused) in [
+            (&["chunked"][..], false),
+            (&[" Chunked "], false),
+            (&["gzip, chunked"], true),
+            (&["gzip", "chunked"], true),
+            (&["chunked", "chunked"], true),
+            (&["chunked,"], true),
+            (&["identity"], true),
+        ] {
+            let mut h = HeaderMap::new();
+            for v in te {
+                h.append(TRANSFER_ENCODING, HeaderValue::from_str(v).unwrap());
+            }
+            assert_eq!(has_unsupported_transfer_coding(&h), refused, "{te:?}");
+        }
+        assert!(!has_unsupported_transfer_coding(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn requests_keep_chunked_framing() {
+        let mut h = map(&[
+            ("transfer-encoding", "chunked"),
+            ("connection", "transfer-encoding"),
+        ]);
+        strip_request_hop_by_hop(&mut h, false);
+        let te: Vec<_> = h.get_all("transfer-encoding").iter().collect();
+        assert_eq!(te, vec!["chunked"]);
+        let mut h = map(&[("transfer-encoding", "chunked")]);
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.is_empty(), "responses are re-framed by hyper");
     }
 
     #[test]

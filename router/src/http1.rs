@@ -5,8 +5,12 @@
 //! quiet for a moment after a complete exchange, the hyper connection is shut down *without*
 //! closing the socket (`poll_without_shutdown` + `into_parts`), its buffers are freed, and the
 //! bare socket waits for readability. The next request starts a fresh hyper connection on the
-//! same socket; the client never notices. Upgrades (WebSocket) come out of the same door: the
-//! socket is taken back from hyper and spliced to the upstream's upgraded connection.
+//! same socket; the client never notices. Only a connection between two complete exchanges is
+//! parked: one that went quiet mid-exchange (a request body the upstream answered early and
+//! abandoned) is closed when hyper is done with it, so late body bytes are never read as a
+//! request. Absolute-form targets are made origin-form before routing. Upgrades (WebSocket)
+//! come out of the same door: the socket is taken back from hyper and spliced to the
+//! upstream's upgraded connection.
 
 use std::future::poll_fn;
 use std::io;
@@ -148,6 +152,17 @@ enum Ended {
     Closed,
 }
 
+/// What the quiet-connection check decided for the current hyper connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quiet {
+    /// Not quiet yet (or never checked).
+    Serving,
+    /// Was idle between exchanges: hand back the socket.
+    Parking,
+    /// Was quiet mid-exchange: let hyper finish it, then close the socket.
+    Closing,
+}
+
 /// Serves HTTP/1.1 on `io` until the client goes away or shutdown is signalled.
 pub async fn serve(
     mut io: Prefixed<TcpStream>,
@@ -210,9 +225,13 @@ async fn serve_until_idle(
         let slot = slot.clone();
         service_fn(move |mut req| {
             let proxy = Arc::clone(&proxy);
+            crate::headers::to_origin_form(&mut req);
             req.extensions_mut().insert(slot.clone());
             // Boxed so the connection is Unpin, which `poll_without_shutdown` needs.
             let fut = async move {
+                if crate::headers::has_unsupported_transfer_coding(req.headers()) {
+                    return Ok(unsupported_transfer_coding());
+                }
                 Ok::<_, std::convert::Infallible>(proxy.handle(req, port, Wire::Http1).await)
             };
             Box::pin(fut)
@@ -231,7 +250,7 @@ async fn serve_until_idle(
             .max_buf_size(cfg.max_header_bytes.max(8192))
             .serve_connection(TokioIo::new(watched), svc),
     );
-    let mut parked_by_us = false;
+    let mut quiet = Quiet::Serving;
     let mut stopping = false;
     let mut seen = activity.snapshot();
     let tick = tokio::time::sleep(cfg.idle_park_after);
@@ -253,12 +272,21 @@ async fn serve_until_idle(
                 stall_seen = now;
                 stall.as_mut().reset(tokio::time::Instant::now() + cfg.exchange_stall_timeout);
             }
-            _ = &mut tick, if !parked_by_us && !stopping => {
+            _ = &mut tick, if quiet == Quiet::Serving && !stopping => {
                 let now = activity.snapshot();
                 if now == seen && last_was_write.load(Ordering::Relaxed) {
-                    // Quiet since a response went out: between requests. Hand back the socket.
+                    // Quiet since a response went out. hyper finishes at once only when the
+                    // last exchange is complete both ways; one still waiting for request body
+                    // bytes (a body the upstream answered early and then abandoned) must not
+                    // be parked, or those bytes would be read as a request of their own.
                     Pin::new(&mut *conn).graceful_shutdown();
-                    parked_by_us = true;
+                    match poll_fn(|cx| Poll::Ready(conn.poll_without_shutdown(cx))).await {
+                        Poll::Ready(r) => {
+                            quiet = Quiet::Parking;
+                            break r;
+                        }
+                        Poll::Pending => quiet = Quiet::Closing,
+                    }
                 } else {
                     seen = now;
                     tick.as_mut().reset(tokio::time::Instant::now() + cfg.idle_park_after);
@@ -294,12 +322,32 @@ async fn serve_until_idle(
     if let Some(upstream) = slot.take() {
         return Ended::Upgraded(Prefixed::new(leftover, stream), upstream);
     }
-    if parked_by_us && !stopping {
+    if quiet == Quiet::Parking && !stopping {
         return Ended::Parked(Prefixed::new(leftover, stream));
     }
     // hyper finished on its own (client asked to close, or shutdown): close as hyper would.
     let _ = stream.shutdown().await;
     Ended::Closed
+}
+
+/// 501 for a request framed with a transfer coding other than `chunked`; the body cannot be
+/// skipped safely, so the connection is closed after the answer.
+fn unsupported_transfer_coding() -> http::Response<crate::body::RouterBody> {
+    let mut resp = http::Response::new(crate::body::RouterBody::local(
+        "ktx-router: only the chunked transfer coding is supported\n",
+    ));
+    *resp.status_mut() = http::StatusCode::NOT_IMPLEMENTED;
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    h.insert("x-ktx-error", http::HeaderValue::from_static("client"));
+    resp
 }
 
 /// Counts a parked connection for as long as it waits.

@@ -107,9 +107,15 @@ impl Router {
                         path: path.display().to_string(),
                         source,
                     })?;
-                let spec =
-                    RoutesSpec::parse(&text).and_then(|s| RouteTable::compile(&s).map(|_| s));
-                spec.map_err(|source| StartError::BadRoutes {
+                let budget = cfg.table_budget();
+                let checked = routes::compile(
+                    &RoutesText {
+                        origin: String::new(),
+                        text,
+                    },
+                    &budget,
+                );
+                checked.map_err(|source| StartError::BadRoutes {
                     path: path.display().to_string(),
                     source,
                 })?;
@@ -153,6 +159,7 @@ impl Router {
             table_tx,
             ready_tx,
             metrics.clone(),
+            cfg.table_budget(),
         )));
 
         // In a cluster, ready also needs the first Endpoints list: before it, every target has no

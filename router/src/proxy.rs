@@ -16,7 +16,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::body::{RequestBody, ReturnToPool, RouterBody};
 use crate::error::{ProxyError, Side};
-use crate::headers::{is_upgrade, strip_hop_by_hop};
+use crate::headers::{is_upgrade, strip_hop_by_hop, strip_request_hop_by_hop};
 use crate::metrics::{Metrics, RequestLabels, RuleLabel};
 use crate::upstream::{H2Pool, Upstreams};
 
@@ -185,7 +185,7 @@ impl Proxy {
         let grpc = is_grpc(&req);
         let upgrade = wire.is_http1() && is_upgrade(req.headers());
         if wire.is_http1() {
-            strip_hop_by_hop(req.headers_mut(), upgrade);
+            strip_request_hop_by_hop(req.headers_mut(), upgrade);
         }
         let attempt = self.send(req, d.addr, d.side, wire, upgrade).await;
         let e = match attempt {

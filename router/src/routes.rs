@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use ktx_rules::{RouteTable, RoutesSpec};
+use ktx_rules::{Budget, RouteTable, RoutesSpec};
 use tokio::sync::watch;
 
 use crate::metrics::{Metrics, ResultLabel};
@@ -19,9 +19,24 @@ pub struct RoutesText {
     pub text: String,
 }
 
-/// Checks `text` into a table, or explains why not.
-pub fn compile(text: &RoutesText) -> Result<RouteTable, ktx_rules::RulesError> {
-    RouteTable::compile(&RoutesSpec::parse(&text.text)?)
+/// Checks `text` into a table within `budget`, or explains why not. CPU-bound (regexes): async
+/// callers run it on a blocking thread.
+pub fn compile(text: &RoutesText, budget: &Budget) -> Result<RouteTable, ktx_rules::RulesError> {
+    RouteTable::compile_within(&RoutesSpec::parse_within(&text.text, budget)?, budget)
+}
+
+/// [`compile`] on a blocking thread, so a large table never stalls the request path's workers.
+async fn compile_off_workers(
+    text: RoutesText,
+    budget: Budget,
+) -> Result<RouteTable, ktx_rules::RulesError> {
+    tokio::task::spawn_blocking(move || compile(&text, &budget))
+        .await
+        .unwrap_or_else(|e| {
+            Err(ktx_rules::RulesError::Parse(format!(
+                "route table check did not finish: {e}"
+            )))
+        })
 }
 
 /// Publishes `effective = table − rules of dead sessions` whenever either input changes.
@@ -35,6 +50,7 @@ pub async fn run_table(
     out: watch::Sender<Arc<RouteTable>>,
     ready: watch::Sender<bool>,
     metrics: Metrics,
+    budget: Budget,
 ) {
     let mut good: Option<RouteTable> = None;
     let mut version: i64 = 0;
@@ -46,7 +62,7 @@ pub async fn run_table(
         if text_changed || good.is_none() {
             let current = texts.borrow_and_update().clone();
             if let Some(t) = current {
-                match compile(&t) {
+                match compile_off_workers(t.clone(), budget).await {
                     Ok(table) => {
                         metrics
                             .table_updates

@@ -84,4 +84,39 @@ mod tests {
         assert_eq!(sniff(b"GE"), Sniffed::NeedMore);
         assert_eq!(sniff(b"ABCDEFGHIJKLMNOPQRST"), Sniffed::Tcp);
     }
+
+    use proptest::prelude::*;
+
+    fn starts() -> impl Strategy<Value = Vec<u8>> {
+        let tail = proptest::collection::vec(any::<u8>(), 0..40);
+        prop_oneof![
+            tail.clone(),
+            (0..=H2_PREFACE.len(), tail.clone()).prop_map(|(n, t)| [&H2_PREFACE[..n], &t].concat()),
+            (
+                prop::sample::select(vec!["GET ", "PRI ", "M-SEARCH ", "OPTIONS", "X"]),
+                tail
+            )
+                .prop_map(|(m, t)| [m.as_bytes(), &t].concat()),
+        ]
+    }
+
+    proptest! {
+        /// Bounded fuzzing: any bytes, read in any split, get a decision by 24 bytes, and a
+        /// decision never changes as more bytes arrive (the listener re-sniffs after each read).
+        #[test]
+        fn decides_within_24_bytes_and_never_changes_its_mind(bytes in starts()) {
+            let mut decided = None;
+            for n in 0..=bytes.len() {
+                let d = sniff(&bytes[..n]);
+                if n >= H2_PREFACE.len() {
+                    prop_assert_ne!(d, Sniffed::NeedMore, "{:?}", &bytes[..n]);
+                }
+                match (decided, d) {
+                    (None, Sniffed::NeedMore) => {}
+                    (None, d) => decided = Some(d),
+                    (Some(first), d) => prop_assert_eq!(first, d, "{:?}", &bytes[..n]),
+                }
+            }
+        }
+    }
 }

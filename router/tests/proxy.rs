@@ -8,12 +8,16 @@ mod proxy {
 
     mod bad_input;
     mod bounds;
+    mod desync;
+    mod fuzz;
     mod grpc;
     mod h2c;
     mod http1;
     mod isolation;
     mod live_rules;
     mod sessions;
+    mod smuggling;
     mod tcp;
     mod websocket;
+    pub mod wire;
 }

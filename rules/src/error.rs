@@ -7,6 +7,24 @@ pub enum RulesError {
     /// The document is not valid YAML/JSON, or has an unknown or mistyped field.
     #[error("cannot parse the route table: {0}")]
     Parse(String),
+    /// The table text is larger than the budget allows.
+    #[error("the route table is {bytes} bytes; at most {max} are accepted")]
+    TableTooLarge { bytes: usize, max: usize },
+    /// The YAML uses an anchor or alias (`&a`, `*a`), which ktx never writes and which could
+    /// expand without bound.
+    #[error(
+        "line {line}: YAML anchors and aliases (&name, *name) are not accepted in a route table"
+    )]
+    YamlAlias { line: usize },
+    /// More rules than the budget allows.
+    #[error("the route table has {rules} rules; at most {max} are accepted")]
+    TooManyRules { rules: usize, max: usize },
+    /// More regex conditions than the budget allows.
+    #[error("{field}: more than {max} regex conditions in one route table")]
+    TooManyRegexes { field: String, max: usize },
+    /// One regex compiles to a larger program than the budget allows.
+    #[error("{field}: the regex compiles to more than {max} bytes; simplify it")]
+    RegexTooLarge { field: String, max: usize },
     /// A field has a value that is not allowed.
     #[error("{field}: {reason}")]
     InvalidField { field: String, reason: String },

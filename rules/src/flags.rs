@@ -96,10 +96,12 @@ impl RuleFlags<'_> {
         }
         m.path_prefix = self.path_prefix.map(str::to_string);
         m.method = self.method.map(str::to_string);
-        Match::compile(&m, "flags").map_err(|e| RulesError::InvalidFlag {
-            flag: "rule flags",
-            value: String::new(),
-            reason: e.to_string(),
+        Match::compile(&m, "flags", &crate::Budget::default()).map_err(|e| {
+            RulesError::InvalidFlag {
+                flag: "rule flags",
+                value: String::new(),
+                reason: e.to_string(),
+            }
         })?;
         Ok(m)
     }

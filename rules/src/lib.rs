@@ -9,12 +9,14 @@
 //! case-insensitive and any value of a repeated header may match.
 
 pub mod baggage;
+pub mod budget;
 pub mod error;
 pub mod flags;
 pub mod matcher;
 pub mod spec;
 pub mod table;
 
+pub use budget::Budget;
 pub use error::RulesError;
 pub use matcher::{HeaderCondition, HeaderValueMatch, Match};
 pub use spec::{OnUnavailable, RoutesSpec, RuleSpec, TargetSpec};

@@ -4,11 +4,11 @@
 //! [`http::HeaderMap`], a method and a path, so the router needs no conversion on its hot path.
 
 use http::{HeaderMap, HeaderName, Method};
-use regex::bytes::Regex;
+use regex::bytes::{Regex, RegexBuilder};
 
 use crate::baggage;
 use crate::spec::MatchSpec;
-use crate::RulesError;
+use crate::{Budget, RulesError};
 
 /// How a header's value is tested.
 #[derive(Debug, Clone)]
@@ -48,9 +48,30 @@ impl HeaderCondition {
     }
 }
 
+/// `re` anchored at both ends, compiled within `budget`. The pattern is first compiled on its
+/// own: only a pattern that stands alone (balanced groups) is wrapped as `^(?:re)$`, so a
+/// pattern like `x)|(.*` cannot close the wrapper early and escape the anchors.
+fn anchored_regex(re: &str, field: &str, budget: &Budget) -> Result<Regex, RulesError> {
+    let build = |pattern: &str| {
+        RegexBuilder::new(pattern)
+            .size_limit(budget.regex_size)
+            .dfa_size_limit(budget.regex_dfa_size)
+            .build()
+            .map_err(|e| match e {
+                regex::Error::CompiledTooBig(_) => RulesError::RegexTooLarge {
+                    field: field.to_string(),
+                    max: budget.regex_size,
+                },
+                e => RulesError::field(field, format!("invalid regex: {e}")),
+            })
+    };
+    build(re)?;
+    build(&format!("^(?:{re})$"))
+}
+
 impl Match {
     /// Checks a wire-form match. `field` is the path used in errors, e.g. `rules[2].match`.
-    pub fn compile(spec: &MatchSpec, field: &str) -> Result<Self, RulesError> {
+    pub fn compile(spec: &MatchSpec, field: &str, budget: &Budget) -> Result<Self, RulesError> {
         if spec.headers.is_empty()
             && spec.baggage.is_empty()
             && spec.path_prefix.is_none()
@@ -88,11 +109,7 @@ impl Match {
             } else if let Some(p) = &h.prefix {
                 HeaderValueMatch::Prefix(p.as_bytes().to_vec())
             } else if let Some(re) = &h.regex {
-                let anchored = format!("^(?:{re})$");
-                let re = Regex::new(&anchored).map_err(|e| {
-                    RulesError::field(format!("{f}.regex"), format!("invalid regex: {e}"))
-                })?;
-                HeaderValueMatch::Regex(re)
+                HeaderValueMatch::Regex(anchored_regex(re, &format!("{f}.regex"), budget)?)
             } else if h.present == Some(true) {
                 HeaderValueMatch::Present
             } else {

@@ -15,7 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::RulesError;
+use crate::{Budget, RulesError};
 
 /// A whole route table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,14 +117,24 @@ impl std::str::FromStr for OnUnavailable {
 }
 
 impl RoutesSpec {
-    /// Parses YAML (JSON is YAML too, but is tried first for its clearer errors).
+    /// Parses YAML (JSON is YAML too, but is tried first for its clearer errors), within the
+    /// default [`Budget`].
     pub fn parse(text: &str) -> Result<Self, RulesError> {
+        Self::parse_within(text, &Budget::default())
+    }
+
+    /// Parses within `budget`: the text's size and YAML aliases are checked before parsing,
+    /// the number of rules right after.
+    pub fn parse_within(text: &str, budget: &Budget) -> Result<Self, RulesError> {
+        budget.check_text(text)?;
         let trimmed = text.trim_start();
-        if trimmed.starts_with('{') {
-            serde_json::from_str(text).map_err(|e| RulesError::Parse(e.to_string()))
+        let spec: Self = if trimmed.starts_with('{') {
+            serde_json::from_str(text).map_err(|e| RulesError::Parse(e.to_string()))?
         } else {
-            serde_yaml::from_str(text).map_err(|e| RulesError::Parse(e.to_string()))
-        }
+            serde_yaml::from_str(text).map_err(|e| RulesError::Parse(e.to_string()))?
+        };
+        budget.check_rules(spec.rules.len())?;
+        Ok(spec)
     }
 
     /// The YAML form, as stored in the routes ConfigMap.

@@ -12,7 +12,7 @@ use http::{HeaderMap, HeaderName, Method};
 
 use crate::matcher::{HeaderValueMatch, Match};
 use crate::spec::{OnUnavailable, RoutesSpec, TargetSpec};
-use crate::RulesError;
+use crate::{Budget, RulesError};
 
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -81,9 +81,18 @@ impl Target {
 }
 
 impl RouteTable {
-    /// Checks and indexes a route table. Refuses two rules with the same conditions.
+    /// Checks and indexes a route table within the default [`Budget`]. Refuses two rules with
+    /// the same conditions.
     pub fn compile(spec: &RoutesSpec) -> Result<Self, RulesError> {
+        Self::compile_within(spec, &Budget::default())
+    }
+
+    /// [`RouteTable::compile`] within `budget` (rule count, regex count and size). Regexes
+    /// compile on the calling thread: async callers run this on a blocking thread.
+    pub fn compile_within(spec: &RoutesSpec, budget: &Budget) -> Result<Self, RulesError> {
+        budget.check_rules(spec.rules.len())?;
         let default = Target::compile(&spec.default, "default")?;
+        let mut regexes = 0usize;
         let mut rules = Vec::with_capacity(spec.rules.len());
         let mut seen: HashMap<String, usize> = HashMap::with_capacity(spec.rules.len());
         for (i, r) in spec.rules.iter().enumerate() {
@@ -94,7 +103,20 @@ impl RouteTable {
                     "must not be empty",
                 ));
             }
-            let matches = Match::compile(&r.matches, &format!("{field}.match"))?;
+            let match_field = format!("{field}.match");
+            regexes += r
+                .matches
+                .headers
+                .iter()
+                .filter(|h| h.regex.is_some())
+                .count();
+            if regexes > budget.max_regexes {
+                return Err(RulesError::TooManyRegexes {
+                    field: match_field,
+                    max: budget.max_regexes,
+                });
+            }
+            let matches = Match::compile(&r.matches, &match_field, budget)?;
             if let Some(&other) = seen.get(&matches.canonical_key()) {
                 return Err(RulesError::DuplicateConditions {
                     field,

@@ -47,8 +47,30 @@ async fn rules_change_under_load_without_errors() {
 
 #[tokio::test]
 async fn a_bad_update_keeps_the_last_good_table() {
-    let mesh = Mesh::start().await;
-    write_routes(&mesh.routes, "default: { addrs: [\"not-an-address\"] }\n");
+    keeps_the_last_good_table_after("default: { addrs: [\"not-an-address\"] }\n".into(), |_| {})
+        .await;
+}
+
+/// A table over budget (here: an alias bomb, refused on the text; and a table with one rule
+/// too many, with the limit set by flag) is refused like any bad table.
+#[tokio::test]
+async fn a_table_over_budget_keeps_the_last_good_table() {
+    let mut bomb = format!(
+        "default: {{ addrs: [\"127.0.0.1:1\"] }}\nrules:\n  - &r {{ session: a, match: {{ headers: [{{ name: v, exact: \"{}\" }}] }}, target: {{ service: t }} }}\n",
+        "x".repeat(4096)
+    );
+    for _ in 0..1_000 {
+        bomb.push_str("  - *r\n");
+    }
+    keeps_the_last_good_table_after(bomb, |_| {}).await;
+    // The test's one rule is within --max-rules 1; a second is one too many.
+    let two = "default: { addrs: [\"127.0.0.1:1\"] }\nrules:\n  - { session: a, match: { method: GET }, target: { service: t } }\n  - { session: b, match: { method: PUT }, target: { service: t } }\n";
+    keeps_the_last_good_table_after(two.into(), |c| c.max_rules = 1).await;
+}
+
+async fn keeps_the_last_good_table_after(bad: String, tune: impl FnOnce(&mut ktx_router::Config)) {
+    let mesh = Mesh::start_with(tune).await;
+    write_routes(&mesh.routes, &bad);
     for _ in 0..300 {
         let m = mesh.metrics().await;
         if counter(&m, "ktx_router_table_updates_total{result=\"rejected\"}") >= 1.0 {
