@@ -143,10 +143,7 @@ pub fn cli(args: &[&str]) -> Cli {
 /// What a command needs, talking to `fake`.
 pub fn ctx(fake: &Fake, cli: &Cli) -> Ctx {
     Ctx {
-        kube: Kube {
-            client: fake.client(),
-            namespace: NS.to_string(),
-        },
+        kube: Kube::new(fake.client(), NS),
         global: cli.global.clone(),
         holder: "alice@laptop".into(),
         progress: Progress::silent(),
