@@ -2,7 +2,9 @@
 //! API server ([`server::Fake`]) — ownership checks, rollback of every setup step, undo order,
 //! restore before delete, last one out. Seconds, on every `cargo test`.
 
+mod dialer;
 mod server;
 mod support;
 
 mod ownership;
+mod rollback;

@@ -303,7 +303,6 @@ impl Fake {
     }
 
     /// Makes the `k`-th write from now on (1-based) fail once with a 500.
-    #[allow(dead_code)]
     pub fn fail_write(&self, k: usize) {
         let mut s = self.lock();
         s.fail_write = Some(s.writes + k);
@@ -315,7 +314,6 @@ impl Fake {
     }
 
     /// Every request so far, in order.
-    #[allow(dead_code)]
     pub fn calls(&self) -> Vec<Call> {
         self.lock().calls.clone()
     }

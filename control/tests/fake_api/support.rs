@@ -18,6 +18,9 @@ use ktx::flow::Ctx;
 use ktx::kube::Kube;
 use ktx::progress::Progress;
 
+use std::sync::Arc;
+
+use super::dialer::ShadowDialer;
 use super::server::{Fake, NS};
 
 pub fn meta(name: &str, labels: &[(&str, &str)]) -> ObjectMeta {
@@ -140,19 +143,27 @@ pub fn cli(args: &[&str]) -> Cli {
     Cli::try_parse_from(argv).expect("a valid command line")
 }
 
-/// What a command needs, talking to `fake`.
+/// What a command needs, talking to `fake` (and to its shadows in-process); progress lines are
+/// recorded.
 pub fn ctx(fake: &Fake, cli: &Cli) -> Ctx {
+    let mut kube = Kube::new(fake.client(), NS);
+    kube.dialer = Some(Arc::new(ShadowDialer(fake.clone())));
     Ctx {
-        kube: Kube::new(fake.client(), NS),
+        kube,
         global: cli.global.clone(),
         holder: "alice@laptop".into(),
-        progress: Progress::silent(),
+        progress: Progress::recording(),
     }
 }
 
 /// Runs one command of `cli` to its end against `fake` (sessions until `shutdown` fires).
 pub async fn run(fake: &Fake, cli: &Cli, shutdown: &ktx::shutdown::Shutdown) -> ktx::Result<()> {
-    let ctx = ctx(fake, cli);
+    run_ctx(&ctx(fake, cli), cli, shutdown).await
+}
+
+/// [`run`] with a context made by [`ctx`].
+pub async fn run_ctx(ctx: &Ctx, cli: &Cli, shutdown: &ktx::shutdown::Shutdown) -> ktx::Result<()> {
+    let ctx = ctx.clone();
     match &cli.command {
         Command::Mesh(a) => ktx::mesh::run(&ctx, a, shutdown).await,
         Command::Exchange(a) => ktx::exchange::run(&ctx, a, shutdown).await,
