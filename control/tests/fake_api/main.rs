@@ -8,3 +8,4 @@ mod support;
 
 mod ownership;
 mod rollback;
+mod teardown;

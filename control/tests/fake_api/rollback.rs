@@ -119,9 +119,11 @@ async fn every_step_rolls_back(args: &[&str]) {
             .collect();
         let step = writes.get(k - 1).map(|c| c.to_string()).unwrap_or_default();
         // A write ktx retries (releasing the lock) may fail once without failing the setup.
-        let retried = writes
-            .get(k - 1)
-            .is_some_and(|failed| writes[k..].iter().any(|c| c == failed));
+        let retried = writes.get(k - 1).is_some_and(|failed| {
+            writes[k..]
+                .iter()
+                .any(|c| c.to_string() == failed.to_string())
+        });
         assert!(
             o.setup.is_err() || retried,
             "{args:?}: a failure of write {k} ({step}) fails the setup, got {:?}",

@@ -34,6 +34,8 @@ pub struct Call {
     /// `services`, `leases`…
     pub resource: String,
     pub name: String,
+    /// The object as stored after a successful write (`Null` for reads, failures, deletes).
+    pub after: Value,
 }
 
 impl std::fmt::Display for Call {
@@ -302,6 +304,19 @@ impl Fake {
             .collect()
     }
 
+    /// Changes a stored object in place, as someone else's write would (a new resourceVersion).
+    pub fn edit(&self, resource: &str, name: &str, f: impl FnOnce(&mut Value)) {
+        let mut s = self.lock();
+        s.version += 1;
+        let version = s.version.to_string();
+        if let Some(v) = s.objects.get_mut(&(resource.to_string(), name.to_string())) {
+            f(v);
+            v["metadata"]["resourceVersion"] = json!(version);
+        }
+        drop(s);
+        self.changed.send_modify(|n| *n += 1);
+    }
+
     /// Makes the `k`-th write from now on (1-based) fail once with a 500.
     pub fn fail_write(&self, k: usize) {
         let mut s = self.lock();
@@ -354,6 +369,7 @@ impl Fake {
             verb,
             resource: resource.clone(),
             name: name.clone().unwrap_or_default(),
+            after: Value::Null,
         });
         if sub.is_some() {
             return status(
@@ -491,6 +507,11 @@ impl Fake {
                 )
             }
         };
+        if verb != "delete" {
+            if let Some(last) = s.calls.last_mut() {
+                last.after = out.1.clone();
+            }
+        }
         drop(s);
         self.changed.send_modify(|n| *n += 1);
         reply(out.0, &out.1)
