@@ -10,7 +10,9 @@ use k8s_openapi::api::core::v1::Secret;
 use ktx_tunnel::client::Status;
 use kube::api::{Patch, PatchParams};
 use kube::ResourceExt;
+use std::time::Duration;
 use tokio::sync::watch;
+
 use tokio::time::Instant;
 
 use crate::cli::{Global, Output};
@@ -190,6 +192,11 @@ async fn rollback(ctx: &Ctx, shutdown: &Shutdown, undo: &Undo) -> Result<()> {
     }
 }
 
+/// How long a session object's create waits out a 409: the objects of a session removed just
+/// before (an expired session of the same name) go with their Lease through the garbage
+/// collector, within a second or two. At most `--timeout`.
+pub const SESSION_NAME_GRACE: Duration = Duration::from_secs(10);
+
 /// Creates `obj` as an object of this run (and, with `owner`, of that session): recorded on
 /// `undo` before it is sent, its UID recorded once created. A name taken by an object ktx did
 /// not make for this session is [`Error::NotOurs`], and nothing of it is touched.
@@ -207,7 +214,34 @@ pub async fn create_own<K: Kind>(
         ownership::mark_session(obj.meta_mut(), o);
     }
     let made = undo.creating(kind, &name, shared);
-    match ctx.kube.create(&obj).await {
+    let deadline = Instant::now() + SESSION_NAME_GRACE.min(ctx.global.timeout);
+    loop {
+        match ctx.kube.create(&obj).await {
+            Err(Error::Api { source, .. })
+                if crate::error::status_code(&source) == Some(409)
+                    && owner.is_some()
+                    && Instant::now() < deadline =>
+            {
+                ctx.progress.waiting(format!(
+                    "{kind} {}/{name} exists; waiting in case it is a removed session's, on its way out",
+                    ctx.kube.namespace
+                ));
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            r => break create_result(ctx, kind, name, owner, &made, r),
+        }
+    }
+}
+
+fn create_result<K: Kind>(
+    ctx: &Ctx,
+    kind: ObjKind,
+    name: String,
+    owner: Option<&SessionOwner>,
+    made: &crate::undo::Made,
+    r: Result<K>,
+) -> Result<K> {
+    match r {
         Ok(k) => {
             made.record(&k);
             Ok(k)
@@ -258,7 +292,7 @@ pub async fn start_shadow(
     let timeout = ctx.global.timeout;
     let creds = link::credentials(p.session)?;
     let secret = shadow::secret(p, creds.shadow_secret_data());
-    create_own(ctx, undo, ObjKind::Secret, false, secret, Some(owner)).await?;
+    let made_secret = create_own(ctx, undo, ObjKind::Secret, false, secret, Some(owner)).await?;
     let pod = create_own(ctx, undo, ObjKind::Pod, false, shadow::pod(p), Some(owner)).await?;
     // The Secret goes with the pod, even if this process dies before its own cleanup (and
     // with the Lease, its other owner).
@@ -266,7 +300,8 @@ pub async fn start_shadow(
         ownership::lease_reference(owner),
         shadow::owned_by(&pod.name_any(), &pod.uid().unwrap_or_default()),
     ];
-    let patch = serde_json::json!({ "metadata": { "ownerReferences": refs } });
+    let secret_uid = made_secret.uid().unwrap_or_default();
+    let patch = serde_json::json!({ "metadata": { "uid": secret_uid, "ownerReferences": refs } });
     kube.api::<Secret>()
         .patch(p.name, &PatchParams::default(), &Patch::Merge(&patch))
         .await

@@ -98,7 +98,7 @@ impl LeaseKeeper {
         };
         let uid = created.uid().unwrap_or_default();
         let (tx, lost) = watch::channel(None);
-        let task = tokio::spawn(renew_loop(kube.clone(), name.clone(), tx));
+        let task = tokio::spawn(renew_loop(kube.clone(), name.clone(), uid.clone(), tx));
         Ok(LeaseKeeper {
             name,
             uid,
@@ -130,21 +130,22 @@ impl LeaseKeeper {
     }
 }
 
-async fn renew_loop(kube: Kube, name: String, lost: watch::Sender<Option<String>>) {
+async fn renew_loop(kube: Kube, name: String, uid: String, lost: watch::Sender<Option<String>>) {
     let api = kube.api::<Lease>();
     let mut last_ok = Instant::now();
     loop {
         tokio::time::sleep(RENEW_EVERY).await;
         let now = MicroTime(crate::clock::now());
-        let patch = serde_json::json!({ "spec": { "renewTime": now } });
+        // The UID makes the patch fail (409) on a Lease of the same name that is not ours.
+        let patch = serde_json::json!({ "metadata": { "uid": uid }, "spec": { "renewTime": now } });
         match api
             .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
             Ok(_) => last_ok = Instant::now(),
-            Err(e) if status_code(&e) == Some(404) => {
+            Err(e) if matches!(status_code(&e), Some(404 | 409)) => {
                 lost.send_replace(Some(format!(
-                    "the session's Lease {}/{name} was deleted (by `ktx recover` or `ktx clean` elsewhere?)",
+                    "the session's Lease {}/{name} was deleted or replaced (by `ktx recover` or `ktx clean` elsewhere?)",
                     kube.namespace
                 )));
                 return;

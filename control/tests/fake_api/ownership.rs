@@ -62,6 +62,18 @@ async fn clean_with_a_forged_lease_deletes_none_of_the_teams_objects() {
         status: None,
     });
     let (look_pod, look_svc) = labelled_lookalikes(&fake, "foo-ktx-mesh-x");
+    // Named and labelled like foo's shared routes, which "last one out" deletes.
+    let routes = fake.seed(&k8s_openapi::api::core::v1::ConfigMap {
+        metadata: meta(
+            "foo-ktx-routes",
+            &[
+                ("app.kubernetes.io/managed-by", "ktx"),
+                ("ktx.dev/service", "foo"),
+                ("ktx.dev/role", "routes"),
+            ],
+        ),
+        ..Default::default()
+    });
     forged_lease(&fake, "db-password", "foo", 15);
 
     let (shutdown, _stop) = ktx::shutdown::Shutdown::manual();
@@ -93,6 +105,11 @@ async fn clean_with_a_forged_lease_deletes_none_of_the_teams_objects() {
         uid_of::<Service>(&fake, "foo-ktx-mesh-x"),
         Some(look_svc),
         "a labelled Service ktx did not make"
+    );
+    assert_eq!(
+        uid_of::<k8s_openapi::api::core::v1::ConfigMap>(&fake, "foo-ktx-routes"),
+        Some(routes),
+        "a labelled ConfigMap ktx did not make"
     );
 }
 
@@ -181,6 +198,52 @@ async fn mesh_refuses_a_name_clash_and_its_rollback_keeps_the_teams_secret() {
     assert!(
         msg.contains(&format!("Secret {NS}/tb-ktx-mesh-foobar")) && msg.contains("not made by ktx"),
         "the error names the object: {msg}"
+    );
+    assert_eq!(
+        fake.snapshot(),
+        before,
+        "the rollback left the namespace as it was"
+    );
+}
+
+#[tokio::test]
+async fn mesh_refuses_to_reuse_a_shared_name_it_did_not_make() {
+    let fake = Fake::new();
+    team_service(&fake, "tb");
+    // The team's own ConfigMap, even with ktx's labels: not made by ktx.
+    let cm = fake.seed(&k8s_openapi::api::core::v1::ConfigMap {
+        metadata: meta(
+            "tb-ktx-routes",
+            &[
+                ("app.kubernetes.io/managed-by", "ktx"),
+                ("ktx.dev/service", "tb"),
+            ],
+        ),
+        ..Default::default()
+    });
+    let before = fake.snapshot();
+    let (shutdown, _stop) = ktx::shutdown::Shutdown::manual();
+    let mesh = cli(&[
+        "mesh",
+        "tb",
+        "--versionMark",
+        "foobar",
+        "--expose",
+        "3001:80",
+    ]);
+    let err = support::run(&fake, &mesh, &shutdown)
+        .await
+        .expect_err("the routes ConfigMap's name is taken");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!(
+            "ConfigMap {NS}/tb-ktx-routes exists and was not made by ktx"
+        )),
+        "{msg}"
+    );
+    assert_eq!(
+        uid_of::<k8s_openapi::api::core::v1::ConfigMap>(&fake, "tb-ktx-routes"),
+        Some(cm)
     );
     assert_eq!(
         fake.snapshot(),

@@ -451,6 +451,15 @@ impl Fake {
                 let Some(current) = s.objects.get(&key(&n)).cloned() else {
                     return not_found(&resource, &n);
                 };
+                if let Some(want) = body["metadata"]["uid"].as_str() {
+                    if current["metadata"]["uid"].as_str() != Some(want) {
+                        return status(
+                            StatusCode::CONFLICT,
+                            "Conflict",
+                            format!("Precondition failed: UID in precondition: {want}, UID in object meta: {}", current["metadata"]["uid"]),
+                        );
+                    }
+                }
                 let mut v = if verb == "update" {
                     if body["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"]
                     {

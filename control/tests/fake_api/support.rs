@@ -138,7 +138,8 @@ pub fn forged_lease(fake: &Fake, name: &str, service: &str, duration_secs: i32) 
 
 /// A ktx command line, parsed as `ktx` parses it.
 pub fn cli(args: &[&str]) -> Cli {
-    let mut argv = vec!["ktx", "-n", NS, "--timeout", "10s"];
+    // --timeout bounds the wait for a name taken by someone else (the name-clash test).
+    let mut argv = vec!["ktx", "-n", NS, "--timeout", "3s"];
     argv.extend_from_slice(args);
     Cli::try_parse_from(argv).expect("a valid command line")
 }
