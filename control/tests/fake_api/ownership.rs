@@ -251,3 +251,47 @@ async fn mesh_refuses_to_reuse_a_shared_name_it_did_not_make() {
         "the rollback left the namespace as it was"
     );
 }
+
+/// Paused time: the renewal's 5 s sleeps pass at once (the fake answers in memory).
+#[tokio::test(start_paused = true)]
+async fn a_session_whose_lease_was_replaced_is_lost_and_renews_nothing() {
+    let fake = Fake::new();
+    team_service(&fake, "tb");
+    let kube = ktx::kube::Kube::new(fake.client(), NS);
+    let names = ktx_names::ServiceNames::new("tb");
+    let params = ktx::objects::lease::LeaseParams {
+        name: "tb-ktx-mesh-foobar",
+        session: "foobar",
+        holder: "alice@laptop",
+        mode: "mesh",
+        rule: "VERSION: foobar",
+    };
+    let lease = ktx::objects::lease::lease(&names, NS, &params, ktx::clock::now());
+    let keeper = ktx::session::LeaseKeeper::create(&kube, &lease, "tb")
+        .await
+        .expect("the Lease is created");
+    let mut lost = keeper.lost();
+    // Someone deletes it and makes their own of that name (a forged Lease, say).
+    let theirs = {
+        let mut l: Lease = fake.get("tb-ktx-mesh-foobar").expect("created");
+        l.metadata.uid = None;
+        l.metadata.resource_version = None;
+        l.spec.as_mut().expect("a spec").holder_identity = Some("mallory@somewhere".into());
+        l
+    };
+    let uid = fake.replace(&theirs);
+    let reason = tokio::time::timeout(Duration::from_secs(60), lost.wait_for(Option::is_some))
+        .await
+        .expect("the keeper notices within a renewal")
+        .expect("the keeper runs")
+        .clone()
+        .expect("a reason");
+    assert!(reason.contains("deleted or replaced"), "{reason}");
+    let now: Lease = fake.get("tb-ktx-mesh-foobar").expect("theirs is there");
+    assert_eq!(now.uid(), Some(uid));
+    assert_eq!(
+        now.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some("mallory@somewhere"),
+        "their Lease was not renewed as ours"
+    );
+}

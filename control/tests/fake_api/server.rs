@@ -283,6 +283,21 @@ impl Fake {
         uid
     }
 
+    /// Deletes whatever is stored under `obj`'s name and stores `obj` as a new object (a new
+    /// UID), as someone else's delete and create would; returns the new UID.
+    pub fn replace<K: serde::Serialize + kube::Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+    ) -> String {
+        let name = obj.meta().name.clone().unwrap_or_default();
+        self.lock()
+            .objects
+            .remove(&(K::plural(&()).to_string(), name));
+        let uid = self.seed(obj);
+        self.changed.send_modify(|n| *n += 1);
+        uid
+    }
+
     /// The stored object, typed.
     pub fn get<K: serde::de::DeserializeOwned + kube::Resource<DynamicType = ()>>(
         &self,
