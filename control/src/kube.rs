@@ -2,7 +2,6 @@
 //! orchestration needs, each turning API errors into [`Error::Api`] that name the object and the
 //! permission involved.
 //!
-//! - [`Kube::create_if_absent`]: shared objects are created once and reused by later sessions;
 //! - [`Kube::modify`]: read-modify-replace with the object's `resourceVersion`, retried on 409
 //!   Conflict — the optimistic concurrency that Service S and the routes ConfigMap rely on;
 //! - [`Kube::delete_uid`] / [`Kube::delete_checked`]: a delete always carries the UID of the
@@ -179,23 +178,6 @@ impl Kube {
             .create(&PostParams::default(), obj)
             .await
             .ctx("create", &resource::<K>(), &self.namespace, &obj.name_any())
-    }
-
-    /// Creates `obj` unless an object of that name exists; returns the object and whether this
-    /// call created it.
-    pub async fn create_if_absent<K: Kind>(&self, obj: &K) -> Result<(K, bool)> {
-        match self.api::<K>().create(&PostParams::default(), obj).await {
-            Ok(k) => Ok((k, true)),
-            Err(e) if status_code(&e) == Some(409) => {
-                let name = obj.name_any();
-                match self.get::<K>(&name).await? {
-                    Some(k) => Ok((k, false)),
-                    // Deleted in between: someone's teardown won the race; try once more.
-                    None => Ok((self.create(obj).await?, true)),
-                }
-            }
-            Err(e) => Err(e).ctx("create", &resource::<K>(), &self.namespace, &obj.name_any()),
-        }
     }
 
     /// Deletes `name` if it still has UID `uid` (its dependents in the background).
