@@ -5,20 +5,19 @@
 //!
 //! Also the shadow part every command shares: Secret, Pod (and Service), tunnel, Ready.
 
+use std::time::Duration;
+
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use ktx_tunnel::client::Status;
 use kube::api::{Patch, PatchParams};
 use kube::ResourceExt;
-use std::time::Duration;
 use tokio::sync::watch;
-
 use tokio::time::Instant;
 
 use crate::cli::{Global, Output};
 use crate::error::{ApiContext, Error, Result};
-use crate::kube::Kind;
-use crate::kube::{wait, Kube};
+use crate::kube::{wait, Kind, Kube};
 use crate::link;
 use crate::objects::shadow::{self, ShadowParams};
 use crate::ownership::{self, SessionOwner};
