@@ -11,7 +11,7 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use ktx_names::{mode, ServiceNames, SHARED_ROUTER_ACCOUNT};
+use ktx_names::{mode, ServiceNames, LABEL_SERVICE, SHARED_ROUTER_ACCOUNT};
 use ktx_rules::OnUnavailable;
 use kube::ResourceExt;
 
@@ -26,10 +26,10 @@ use crate::objects::router::{self, RouterParams};
 use crate::objects::routes;
 use crate::objects::shadow::{NotTaken, ShadowParams};
 use crate::objects::{check_name, router_selector, selector_string, stuntman};
+use crate::ownership;
 use crate::ports::{self, ExposedPort};
 use crate::router_metrics;
 use crate::rule::{self, RulePlan};
-use crate::session::LeaseKeeper;
 use crate::shutdown::Shutdown;
 use crate::takeover::{self, State};
 use crate::undo::{ObjKind, Step, Undo};
@@ -53,20 +53,25 @@ pub async fn run(ctx: &Ctx, args: &MeshArgs, shutdown: &Shutdown) -> Result<()> 
     flow::session(ctx, shutdown, &undo, setup(ctx, &names, args, &plan, &undo)).await
 }
 
-/// Creates `obj` if absent (recording its deletion first), or reuses it.
+/// Reuses the shared object `obj` if ktx made it for this Service, or creates it (recording
+/// its deletion first). An object of that name that ktx did not make is an error, not reused.
 async fn ensure<K: Kind>(ctx: &Ctx, undo: &Undo, kind: ObjKind, obj: &K) -> Result<()> {
     let name = obj.name_any();
     let ns = &ctx.kube.namespace;
-    if ctx.kube.get::<K>(&name).await?.is_some() {
+    let service = obj.labels().get(LABEL_SERVICE).cloned().unwrap_or_default();
+    if let Some(existing) = ctx.kube.get::<K>(&name).await? {
+        if !ownership::is_shared_of(existing.meta(), &service) {
+            return Err(Error::NotOurs {
+                kind: kind.to_string(),
+                namespace: ns.to_string(),
+                name,
+                for_what: String::new(),
+            });
+        }
         ctx.progress.done(format!("Reusing {kind} {ns}/{name}"));
         return Ok(());
     }
-    undo.push(Step::Delete {
-        kind,
-        name: name.clone(),
-        shared: true,
-    });
-    ctx.kube.create(obj).await?;
+    flow::create_own(ctx, undo, kind, true, obj.clone(), None).await?;
     ctx.progress.done(format!("Created {kind} {ns}/{name}"));
     Ok(())
 }
@@ -254,12 +259,8 @@ async fn setup(
         },
         crate::clock::now(),
     );
-    undo.push(Step::Delete {
-        kind: ObjKind::Lease,
-        name: lease_name.clone(),
-        shared: false,
-    });
-    let keeper = LeaseKeeper::create(kube, &lease, service).await?;
+    let keeper = flow::start_lease(ctx, undo, lease, service).await?;
+    let owner = keeper.owner();
     let lost = keeper.lost();
     let lease_for_local = keeper.name().to_string();
     undo.push(Step::EndLease(keeper));
@@ -294,7 +295,7 @@ async fn setup(
         exposed: &exposed,
         not_taken,
     };
-    let tunnel = flow::start_shadow(ctx, undo, &sp, true).await?;
+    let tunnel = flow::start_shadow(ctx, undo, &sp, &owner, true).await?;
 
     // The rule, last.
     let before = router_metrics::table_states(kube, names).await?;

@@ -52,6 +52,7 @@ fn user_from_passwd() -> Option<String> {
 #[derive(Debug)]
 pub struct LeaseKeeper {
     name: String,
+    uid: String,
     task: JoinHandle<()>,
     lost: watch::Receiver<Option<String>>,
 }
@@ -67,8 +68,8 @@ impl LeaseKeeper {
     /// belongs to a running session: refused, naming its holder.
     pub async fn create(kube: &Kube, lease: &Lease, service: &str) -> Result<LeaseKeeper> {
         let name = lease.name_any();
-        match kube.api::<Lease>().create(&Default::default(), lease).await {
-            Ok(_) => {}
+        let created = match kube.api::<Lease>().create(&Default::default(), lease).await {
+            Ok(l) => l,
             Err(e) if status_code(&e) == Some(409) => {
                 let other = kube.get::<Lease>(&name).await?.unwrap_or_default();
                 let (holder, since) = holder_and_since(&other);
@@ -94,14 +95,33 @@ impl LeaseKeeper {
                     source: e,
                 })
             }
-        }
+        };
+        let uid = created.uid().unwrap_or_default();
         let (tx, lost) = watch::channel(None);
-        let task = tokio::spawn(renew_loop(kube.clone(), name.clone(), tx));
-        Ok(LeaseKeeper { name, task, lost })
+        let task = tokio::spawn(renew_loop(kube.clone(), name.clone(), uid.clone(), tx));
+        Ok(LeaseKeeper {
+            name,
+            uid,
+            task,
+            lost,
+        })
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The Lease as owner of the session's objects.
+    pub fn owner(&self) -> crate::ownership::SessionOwner {
+        crate::ownership::SessionOwner {
+            lease: self.name.clone(),
+            uid: self.uid.clone(),
+        }
+    }
+
+    /// The Lease as created (its UID).
+    pub fn uid(&self) -> &str {
+        &self.uid
     }
 
     /// Turns `Some(reason)` when the session can no longer be kept alive.
@@ -110,21 +130,22 @@ impl LeaseKeeper {
     }
 }
 
-async fn renew_loop(kube: Kube, name: String, lost: watch::Sender<Option<String>>) {
+async fn renew_loop(kube: Kube, name: String, uid: String, lost: watch::Sender<Option<String>>) {
     let api = kube.api::<Lease>();
     let mut last_ok = Instant::now();
     loop {
         tokio::time::sleep(RENEW_EVERY).await;
         let now = MicroTime(crate::clock::now());
-        let patch = serde_json::json!({ "spec": { "renewTime": now } });
+        // The UID makes the patch fail (409) on a Lease of the same name that is not ours.
+        let patch = serde_json::json!({ "metadata": { "uid": uid }, "spec": { "renewTime": now } });
         match api
             .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
             Ok(_) => last_ok = Instant::now(),
-            Err(e) if status_code(&e) == Some(404) => {
+            Err(e) if matches!(status_code(&e), Some(404 | 409)) => {
                 lost.send_replace(Some(format!(
-                    "the session's Lease {}/{name} was deleted (by `ktx recover` or `ktx clean` elsewhere?)",
+                    "the session's Lease {}/{name} was deleted or replaced (by `ktx recover` or `ktx clean` elsewhere?)",
                     kube.namespace
                 )));
                 return;
