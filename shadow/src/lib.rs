@@ -37,7 +37,10 @@ use crate::slot::{Live, Slot};
 /// Everything [`Shadow::start`] needs, already loaded and checked.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// Where the service ports listen (every interface in a pod).
     pub listen_addr: IpAddr,
+    /// Where the tunnel port listens (the pod's loopback, which the port-forward reaches).
+    pub tunnel_addr: IpAddr,
     /// Service ports; `0` picks a free port (tests).
     pub ports: Vec<u16>,
     pub tunnel_port: u16,
@@ -81,6 +84,7 @@ impl Settings {
         cfg.tuning.apply(&mut options);
         Ok(Self {
             listen_addr: cfg.listen_addr,
+            tunnel_addr: cfg.tunnel_addr,
             ports: cfg.ports.clone(),
             tunnel_port: cfg.tunnel_port,
             admin: cfg.admin,
@@ -133,7 +137,7 @@ impl Shadow {
 
         // Bind everything before starting anything, so a failure leaves nothing running.
         let tunnel_listener =
-            bind(SocketAddr::new(settings.listen_addr, settings.tunnel_port)).await?;
+            bind(SocketAddr::new(settings.tunnel_addr, settings.tunnel_port)).await?;
         let tunnel_addr = local_addr(&tunnel_listener)?;
         let mut service_listeners = Vec::new();
         for port in &settings.ports {

@@ -53,6 +53,7 @@ pub fn quick_backoff() -> BackoffPolicy {
 pub async fn shadow(material: &SideMaterial, ports: usize, options: TunnelOptions) -> Shadow {
     Shadow::start(Settings {
         listen_addr: [127, 0, 0, 1].into(),
+        tunnel_addr: [127, 0, 0, 1].into(),
         ports: vec![0; ports],
         tunnel_port: 0,
         admin: SocketAddr::from(([127, 0, 0, 1], 0)),
