@@ -132,6 +132,11 @@ pub struct MeshArgs {
     pub expose: ExposeArgs,
     #[command(flatten)]
     pub rule: RuleArgs,
+    /// Router pods, when this session creates the router (later sessions reuse it as it is).
+    /// Two keep the Service up while one is evicted or its node is drained; a
+    /// PodDisruptionBudget lets only one go at a time, and they spread across nodes.
+    #[arg(long = "router-replicas", env = "KTX_ROUTER_REPLICAS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+    pub router_replicas: u16,
 }
 
 /// The conditions of this session's rule (all must hold) and what happens when it is down.

@@ -10,6 +10,7 @@
 //! Waiting for pods lives in [`wait`]; reading a pod's admin port through the API server in
 //! [`proxy`].
 
+pub mod budget;
 pub mod proxy;
 pub mod wait;
 

@@ -201,6 +201,7 @@ async fn setup(
         namespace: ns,
         targets: &targets,
         account: &account,
+        replicas: args.router_replicas,
     };
     ensure::<Deployment>(
         ctx,
@@ -209,6 +210,13 @@ async fn setup(
         &router::deployment(names, &rp),
     )
     .await?;
+    if let Some(uid) = kube
+        .get::<Deployment>(&names.router())
+        .await?
+        .and_then(|d| d.metadata.uid)
+    {
+        crate::kube::budget::create(kube, &router::disruption_budget(names, ns, &uid)).await?;
+    }
     wait::deployment(
         kube,
         &names.router(),

@@ -122,3 +122,41 @@ fn the_secret_is_owned_by_the_pod() {
     let o = &s.metadata.owner_references.unwrap()[0];
     assert_eq!((o.kind.as_str(), o.uid.as_str()), ("Pod", "uid-1"));
 }
+
+/// Pod Security "restricted", also when the exposed target port is below 1024: non-root, and
+/// NET_BIND_SERVICE the only capability (the image's binary carries it as a file capability).
+#[test]
+fn the_pod_passes_pod_security_restricted_on_any_port() {
+    for target in [8080, 80] {
+        let t = [ListenPort {
+            number: target,
+            name: None,
+        }];
+        let e = [ExposedPort {
+            local: 3001,
+            port: 80,
+            target,
+        }];
+        let pod = pod(&ShadowParams {
+            name: "orders-ktx-mesh-foobar",
+            namespace: "shop",
+            service: "orders",
+            session: "foobar",
+            mode: ktx_names::mode::MESH,
+            image: "s:1",
+            targets: &t,
+            exposed: &e,
+        });
+        let spec = pod.spec.unwrap();
+        let v = crate::objects::pod_security::restricted_violations(&spec);
+        assert!(v.is_empty(), "target port {target}: {v:#?}");
+        let sc = spec.containers[0].security_context.clone().unwrap();
+        assert_ne!(sc.run_as_user, Some(0));
+        let add = sc.capabilities.unwrap().add.unwrap_or_default();
+        assert_eq!(
+            add.is_empty(),
+            target >= 1024,
+            "port {target}: adds {add:?}"
+        );
+    }
+}
