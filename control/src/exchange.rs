@@ -152,6 +152,7 @@ async fn setup(
             undo.push(Step::ScaleBack {
                 kind,
                 name: name.clone(),
+                service: service.to_string(),
             });
             scale::down(kube, kind, &name, service).await?;
             p.done(format!(
