@@ -21,6 +21,7 @@ pub mod link;
 pub mod lock;
 pub mod mesh;
 pub mod objects;
+pub mod permissions;
 pub mod ports;
 pub mod preview;
 pub mod progress;

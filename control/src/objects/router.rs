@@ -1,5 +1,5 @@
 //! The router of Service S: Deployment `S-ktx-router` and the ServiceAccount, Role and
-//! RoleBinding (all `S-ktx-router`) that let it get, list and watch the routes ConfigMap,
+//! RoleBinding (all `S-ktx-router`) that let it list and watch its routes ConfigMap,
 //! Endpoints and Leases of its namespace — exactly what `router/src/kube.rs` watches.
 //!
 //! The router container listens on every target port of S and carries the container port NAMES
@@ -204,9 +204,12 @@ pub fn service_account(names: &ServiceNames, namespace: &str) -> ServiceAccount 
     }
 }
 
-/// Read-only access to what the router watches, in this namespace only.
+/// Read-only access to what the router watches (list + watch: kube-runtime's watchers), in
+/// this namespace only; the ConfigMap by name (the router watches it with a `metadata.name`
+/// field selector, which RBAC matches against `resourceNames`). Endpoints and Leases cannot be
+/// named: they are the targets' and sessions', made later.
 pub fn role(names: &ServiceNames, namespace: &str) -> Role {
-    let read = || vec!["get".to_string(), "list".to_string(), "watch".to_string()];
+    let read = || vec!["list".to_string(), "watch".to_string()];
     Role {
         metadata: meta(
             &names.router_account(),
@@ -216,7 +219,14 @@ pub fn role(names: &ServiceNames, namespace: &str) -> Role {
         rules: Some(vec![
             PolicyRule {
                 api_groups: Some(vec![String::new()]),
-                resources: Some(vec!["configmaps".into(), "endpoints".into()]),
+                resources: Some(vec!["configmaps".into()]),
+                resource_names: Some(vec![names.routes()]),
+                verbs: read(),
+                ..Default::default()
+            },
+            PolicyRule {
+                api_groups: Some(vec![String::new()]),
+                resources: Some(vec!["endpoints".into()]),
                 verbs: read(),
                 ..Default::default()
             },
@@ -358,9 +368,9 @@ mod tests {
         let all_verbs: Vec<&String> = rules.iter().flat_map(|r| &r.verbs).collect();
         assert!(all_verbs
             .iter()
-            .all(|v| ["get", "list", "watch"].contains(&v.as_str())));
+            .all(|v| ["list", "watch"].contains(&v.as_str())));
         assert_eq!(
-            rules[1].resources.as_deref(),
+            rules[2].resources.as_deref(),
             Some(&["leases".to_string()][..])
         );
         let b = role_binding(&n, "shop");
