@@ -72,6 +72,15 @@ pub struct Global {
     #[arg(long, global = true, default_value = "120s", value_parser = parse_duration)]
     pub timeout: Duration,
 
+    /// Every API call gives up when the API server sends nothing for this long (the client's
+    /// read and write timeout; a tunnel's keepalive pings keep its port-forward busy), e.g. 30s.
+    #[arg(long = "api-timeout", global = true, env = "KTX_API_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub api_timeout: Duration,
+
+    /// Connecting to the API server gives up after this long.
+    #[arg(long = "api-connect-timeout", global = true, env = "KTX_API_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub api_connect_timeout: Duration,
+
     /// More logs: -v for debug, -vv for trace.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,

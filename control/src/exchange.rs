@@ -113,7 +113,7 @@ async fn setup(
         name: name.clone(),
         shared: false,
     });
-    let keeper = LeaseKeeper::create(kube, &lease, service).await?;
+    let keeper = LeaseKeeper::create(kube, &lease, service, &ctx.progress).await?;
     let lost = keeper.lost();
     undo.push(Step::EndLease(keeper));
 

@@ -266,7 +266,7 @@ async fn setup(
         name: lease_name.clone(),
         shared: false,
     });
-    let keeper = LeaseKeeper::create(kube, &lease, service).await?;
+    let keeper = LeaseKeeper::create(kube, &lease, service, &ctx.progress).await?;
     let lost = keeper.lost();
     undo.push(Step::EndLease(keeper));
     if let Some(l) = undo.settle_shared(service) {

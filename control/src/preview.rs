@@ -59,7 +59,7 @@ async fn setup(ctx: &Ctx, names: &ServiceNames, plan: &PortPlan, undo: &Undo) ->
         name: name.clone(),
         shared: false,
     });
-    let keeper = LeaseKeeper::create(kube, &lease, service).await?;
+    let keeper = LeaseKeeper::create(kube, &lease, service, &ctx.progress).await?;
     let lost = keeper.lost();
     undo.push(Step::EndLease(keeper));
 
