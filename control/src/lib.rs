@@ -18,6 +18,7 @@ pub mod janitor;
 pub mod kube;
 pub mod leave;
 pub mod link;
+pub mod liveness;
 pub mod lock;
 pub mod mesh;
 pub mod objects;

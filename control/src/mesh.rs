@@ -18,7 +18,7 @@ use crate::cli::MeshArgs;
 use crate::error::{Error, Result};
 use crate::flow::{self, Ctx, Ready};
 use crate::kube::{wait, Kind};
-use crate::leave::{self, is_alive};
+use crate::leave;
 use crate::lock;
 use crate::objects::lease::{self as lease_obj, holder_and_since, LeaseParams};
 use crate::objects::router::{self, RouterParams};
@@ -99,7 +99,8 @@ async fn setup(
             namespace: ns.to_string(),
             service: service.to_string(),
         })?;
-    let leases = leave::session_leases(kube, service).await?;
+    // Judged by observed change: a teammate whose clock was stepped is not taken for dead.
+    let (leases, verdict) = crate::liveness::observe(kube, service).await?;
     let state = takeover::state(&svc, ns)?;
     let (original, already_meshed) = match state {
         State::Free { selector } => (selector, false),
@@ -107,7 +108,7 @@ async fn setup(
         State::Taken { mode: m, .. } => {
             let holder = leases
                 .iter()
-                .find(|l| is_alive(l))
+                .find(|l| verdict.alive(l))
                 .map(|l| holder_and_since(l).0)
                 .unwrap_or_else(|| "a session that has ended (run `ktx clean`)".into());
             return Err(Error::TakenOver {
@@ -120,7 +121,7 @@ async fn setup(
     };
     let lease_name = names.lease(&plan.session);
     if let Some(mine) = leases.iter().find(|l| l.name_any() == lease_name) {
-        if is_alive(mine) {
+        if verdict.alive(mine) {
             let (holder, since) = holder_and_since(mine);
             return Err(Error::SessionExists {
                 service: service.to_string(),
@@ -139,7 +140,12 @@ async fn setup(
         plan.on_unavailable,
     );
     if let Some(cm) = kube.get::<ConfigMap>(&names.routes()).await? {
-        rules::check_rule(names, &cm, &my_rule, &leases)?;
+        let live: Vec<_> = leases
+            .iter()
+            .filter(|l| verdict.alive(l))
+            .cloned()
+            .collect();
+        rules::check_rule(names, &cm, &my_rule, &live)?;
     }
     let pods = kube.list::<Pod>(&selector_string(&original)).await?;
     let spec = svc.spec.clone().unwrap_or_default();
