@@ -61,7 +61,7 @@ pub enum StartError {
     Tls(#[from] TlsConfigError),
     #[error("port {0} is both a service port and the tunnel or admin port")]
     PortClash(u16),
-    #[error("listen on {addr}: {source}")]
+    #[error("listen on {addr}: {source}{}", privileged_port_hint(*addr, source))]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
@@ -109,6 +109,19 @@ pub struct Shadow {
     services: Vec<JoinHandle<()>>,
     tunnel: JoinHandle<()>,
     admin: JoinHandle<()>,
+}
+
+/// What to do when a port below 1024 is refused: the shadow runs as a non-root user with every
+/// capability dropped but NET_BIND_SERVICE, which reaches the process only through the file
+/// capability on its binary.
+fn privileged_port_hint(addr: SocketAddr, e: &std::io::Error) -> &'static str {
+    if addr.port() < 1024 && e.kind() == std::io::ErrorKind::PermissionDenied {
+        " (a port below 1024 as a non-root user needs NET_BIND_SERVICE: the image's /ktx-shadow \
+         must carry it as a file capability, `setcap cap_net_bind_service=+ep`, as e2e/images.sh \
+         and e2e/Dockerfile set it; and the container must add NET_BIND_SERVICE, as ktx's pod does)"
+    } else {
+        ""
+    }
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -242,4 +255,27 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
 pub(crate) async fn accept_failed(e: &std::io::Error) {
     tracing::warn!(error = %e, "accept failed");
     tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_low_port_says_how_to_allow_it() {
+        let denied = || std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let e = StartError::Bind {
+            addr: "0.0.0.0:80".parse().unwrap(),
+            source: denied(),
+        };
+        assert!(
+            e.to_string().contains("setcap cap_net_bind_service=+ep"),
+            "{e}"
+        );
+        let e = StartError::Bind {
+            addr: "0.0.0.0:8080".parse().unwrap(),
+            source: denied(),
+        };
+        assert!(!e.to_string().contains("setcap"), "{e}");
+    }
 }

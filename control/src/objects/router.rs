@@ -146,6 +146,9 @@ pub fn deployment(names: &ServiceNames, p: &RouterParams<'_>) -> Deployment {
                         security_context: Some(security_context(
                             p.targets.iter().map(|t| t.number),
                         )),
+                        // A bind refused (a port below 1024 with an image whose binary lacks
+                        // the file capability) shows in ktx's error through the pod status.
+                        termination_message_policy: Some("FallbackToLogsOnError".into()),
                         ..Default::default()
                     }],
                     ..Default::default()

@@ -142,6 +142,8 @@ pub fn pod(p: &ShadowParams<'_>) -> Pod {
                     ..Default::default()
                 }),
                 security_context: Some(security_context(p.exposed.iter().map(|e| e.target))),
+                // A refused bind shows in ktx's error through the pod status.
+                termination_message_policy: Some("FallbackToLogsOnError".into()),
                 resources: Some(resources(SHADOW_REQUEST, SHADOW_LIMIT)),
                 volume_mounts: Some(vec![VolumeMount {
                     name: "tunnel-credentials".into(),

@@ -150,7 +150,13 @@ fn the_pod_passes_pod_security_restricted_on_any_port() {
         let spec = pod.spec.unwrap();
         let v = crate::objects::pod_security::restricted_violations(&spec);
         assert!(v.is_empty(), "target port {target}: {v:#?}");
-        let sc = spec.containers[0].security_context.clone().unwrap();
+        let c = &spec.containers[0];
+        assert_eq!(
+            c.termination_message_policy.as_deref(),
+            Some("FallbackToLogsOnError"),
+            "a refused bind reaches ktx's error"
+        );
+        let sc = c.security_context.clone().unwrap();
         assert_ne!(sc.run_as_user, Some(0));
         let add = sc.capabilities.unwrap().add.unwrap_or_default();
         assert_eq!(
