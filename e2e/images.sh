@@ -129,7 +129,9 @@ for i in "${images[@]}"; do
         if [[ $i == ktx-router || $i == ktx-shadow ]]; then
             # They listen on a Service's target ports, some below 1024, as user 65532 with every
             # capability dropped but NET_BIND_SERVICE (Pod Security "restricted"): the binary
-            # carries that one as a file capability (after strip, which would drop it).
+            # carries that one as a file capability (after strip, which would drop it). A container
+            # that drops it too cannot exec the binary ("operation not permitted"): ktx's pods
+            # always add NET_BIND_SERVICE.
             setcap cap_net_bind_service=+ep "$stage/$i/$i" || die "setcap on $i failed"
         fi
         build_image "$i" "$stage/$i" "[\"/$i\"]"

@@ -112,14 +112,15 @@ pub fn check_name(name: &str) -> Result<(), crate::Error> {
 /// The user and group of ktx's static images (`e2e/images.sh`, `e2e/Dockerfile`).
 pub const IMAGE_USER: i64 = 65532;
 
-/// A container security context for ktx's static images that passes Pod Security "restricted"
-/// ([`pod_security`]): never root, RuntimeDefault seccomp, no privilege escalation, every
-/// capability dropped. For a port below 1024 the container adds NET_BIND_SERVICE: the image's
-/// binary carries it as a file capability (`setcap cap_net_bind_service=+ep`), which a non-root
-/// process keeps through `execve` only when the runtime has it in the permitted set, and which
-/// `no_new_privs` (allowPrivilegeEscalation: false) then does not widen.
-pub fn security_context(listen: impl IntoIterator<Item = u16>) -> SecurityContext {
-    let privileged_port = listen.into_iter().any(|p| p < 1024);
+/// A container security context for ktx's router and shadow images that passes Pod Security
+/// "restricted" ([`pod_security`]): never root, RuntimeDefault seccomp, no privilege escalation,
+/// every capability dropped but NET_BIND_SERVICE, on every port. Their binaries carry
+/// NET_BIND_SERVICE as a file capability (`setcap cap_net_bind_service=+ep`, `e2e/images.sh`) so
+/// that user 65532 can bind target ports below 1024; the kernel refuses to run such a binary
+/// ("exec: operation not permitted") unless the container can grant that capability, so it is
+/// added always, not only for low ports. `no_new_privs` (allowPrivilegeEscalation: false) keeps
+/// it from widening: the process gets at most what the container was given.
+pub fn security_context() -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
         read_only_root_filesystem: Some(true),
@@ -129,7 +130,7 @@ pub fn security_context(listen: impl IntoIterator<Item = u16>) -> SecurityContex
         seccomp_profile: Some(runtime_default()),
         capabilities: Some(Capabilities {
             drop: Some(vec!["ALL".to_string()]),
-            add: privileged_port.then(|| vec![pod_security::NET_BIND_SERVICE.to_string()]),
+            add: Some(vec![pod_security::NET_BIND_SERVICE.to_string()]),
         }),
         ..Default::default()
     }
@@ -206,18 +207,13 @@ mod tests {
     }
 
     #[test]
-    fn low_ports_get_only_net_bind_service() {
-        let sc = security_context([8080]);
+    fn non_root_with_only_net_bind_service() {
+        let sc = security_context();
         assert_eq!(sc.run_as_user, Some(65532));
         assert_eq!(sc.run_as_non_root, Some(true));
-        assert!(sc.capabilities.unwrap().add.is_none());
-        let sc = security_context([80, 8080]);
-        assert_eq!(sc.run_as_user, Some(65532), "non-root also below 1024");
-        assert_eq!(sc.run_as_non_root, Some(true));
-        assert_eq!(
-            sc.capabilities.unwrap().add,
-            Some(vec!["NET_BIND_SERVICE".to_string()])
-        );
+        let caps = sc.capabilities.unwrap();
+        assert_eq!(caps.drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(caps.add, Some(vec!["NET_BIND_SERVICE".to_string()]));
         assert_eq!(free_port(9901, &[9901, 9902]), 9903);
     }
 }

@@ -143,9 +143,7 @@ pub fn deployment(names: &ServiceNames, p: &RouterParams<'_>) -> Deployment {
                         readiness_probe: Some(probe("/readyz", 1)),
                         liveness_probe: Some(probe("/healthz", 10)),
                         resources: Some(resources(ROUTER_REQUEST, ROUTER_LIMIT)),
-                        security_context: Some(security_context(
-                            p.targets.iter().map(|t| t.number),
-                        )),
+                        security_context: Some(security_context()),
                         // A bind refused (a port below 1024 with an image whose binary lacks
                         // the file capability) shows in ktx's error through the pod status.
                         termination_message_policy: Some("FallbackToLogsOnError".into()),

@@ -141,7 +141,7 @@ pub fn pod(p: &ShadowParams<'_>) -> Pod {
                     timeout_seconds: Some(1),
                     ..Default::default()
                 }),
-                security_context: Some(security_context(p.exposed.iter().map(|e| e.target))),
+                security_context: Some(security_context()),
                 // A refused bind shows in ktx's error through the pod status.
                 termination_message_policy: Some("FallbackToLogsOnError".into()),
                 resources: Some(resources(SHADOW_REQUEST, SHADOW_LIMIT)),
