@@ -380,8 +380,20 @@ fn deleting_one_router_pod_fails_no_unmarked_request() {
     let logs = thread::scope(|s| {
         // 30 s of requests, one connection each: before, during and after the deletion.
         let client = s.spawn(|| client_loop(&ns, "client", &url, 150));
+        // The pod may not exist yet: ask without failing.
         let running = poll(secs(60), || {
-            (pod_field(&ns, "client", "{.status.phase}") == "Running").then_some(())
+            ns.cluster()
+                .kubectl(&[
+                    "-n",
+                    ns.name(),
+                    "get",
+                    "pod",
+                    "client",
+                    "-o",
+                    "jsonpath={.status.phase}",
+                ])
+                .is_ok_and(|p| p.trim() == "Running")
+                .then_some(())
         });
         assert!(running.is_some(), "the client pod did not start");
         thread::sleep(secs(5));
