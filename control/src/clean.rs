@@ -66,7 +66,8 @@ pub async fn before(ctx: &Ctx, names: &ServiceNames) {
 
 /// Cleans one Service, judging sessions by this machine's clock (with the cleanup grace).
 pub async fn service(ctx: &Ctx, names: &ServiceNames, dry_run: bool) -> Result<Report> {
-    service_judged(ctx, names, dry_run, Judge::WallClock).await
+    let (_, verdict) = crate::liveness::observe(&ctx.kube, names.service()).await?;
+    service_judged(ctx, names, dry_run, Judge::With(&|l| verdict.alive(l))).await
 }
 
 /// Cleans one Service, judging which sessions are alive with `judge`.

@@ -111,6 +111,7 @@ async fn setup(
     let owner = keeper.owner();
     let lost = keeper.lost();
     let lease_for_local = keeper.name().to_string();
+    let lease_uid = keeper.uid().to_string();
     undo.push(Step::EndLease(keeper));
 
     let targets = plan.targets();
@@ -122,7 +123,6 @@ async fn setup(
         )
         .await;
     }
-    crate::local::report_on_lease(kube.clone(), lease_for_local, plan.exposed.clone());
     let sp = ShadowParams {
         name: &name,
         namespace: ns,
@@ -158,6 +158,7 @@ async fn setup(
             undo.push(Step::ScaleBack {
                 kind,
                 name: name.clone(),
+                service: service.to_string(),
             });
             scale::down(kube, kind, &name, service).await?;
             p.done(format!(
@@ -198,5 +199,10 @@ async fn setup(
         json,
         lost,
         tunnel,
+        local: crate::local::LocalReport {
+            lease: lease_for_local,
+            uid: lease_uid,
+            exposed: plan.exposed.clone(),
+        },
     })
 }

@@ -60,6 +60,9 @@ pub struct Ready {
     pub lost: watch::Receiver<Option<String>>,
     /// The tunnel's state, to report drops and recoveries.
     pub tunnel: watch::Receiver<Status>,
+    /// The session's Lease and LOCAL ports, for `ktx status`'s view of the developer's process
+    /// (noted once the session is up: not a setup step, nothing to undo).
+    pub local: crate::local::LocalReport,
 }
 
 /// Runs `setup`, then holds the session until Ctrl-C/SIGTERM, then tears down. Any failure of
@@ -93,6 +96,7 @@ pub async fn session(
         }
     };
     let took = started.elapsed();
+    crate::local::report_on_lease(ctx.kube.clone(), std::mem::take(&mut ready.local));
     match ctx.global.output {
         Output::Json => {
             let mut json = ready.json.clone();
@@ -271,7 +275,7 @@ pub async fn start_lease(
 ) -> Result<LeaseKeeper> {
     ownership::mark_created(&mut lease.metadata, undo.token());
     let made = undo.creating(ObjKind::Lease, &lease.name_any(), false);
-    let keeper = LeaseKeeper::create(&ctx.kube, &lease, service).await?;
+    let keeper = LeaseKeeper::create(&ctx.kube, &lease, service, &ctx.progress).await?;
     made.set(keeper.uid());
     Ok(keeper)
 }

@@ -12,6 +12,7 @@
 //! Waiting for pods lives in [`wait`]; reading a pod's admin port through the API server in
 //! [`proxy`].
 
+pub mod budget;
 pub mod proxy;
 pub mod wait;
 
@@ -135,6 +136,12 @@ impl Kube {
                 .map_err(|e| bad(e.to_string()))?,
             (None, None) => Config::infer().await.map_err(|e| bad(e.to_string()))?,
         };
+        let mut config = config;
+        // No call may wait for minutes on a hung API server (kube's defaults are ~5 min): a
+        // stuck Lease renewal would go unnoticed, a stuck teardown would hold the terminal.
+        config.connect_timeout = Some(global.api_connect_timeout);
+        config.read_timeout = Some(global.api_timeout);
+        config.write_timeout = Some(global.api_timeout);
         let namespace = global
             .namespace
             .clone()

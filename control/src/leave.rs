@@ -234,7 +234,9 @@ pub async fn last_one_out(
     timeout: Duration,
     progress: &Progress,
 ) -> Result<()> {
-    leave_service(kube, names, holder, timeout, progress, Judge::WallClock)
+    let (_, verdict) = crate::liveness::observe(kube, names.service()).await?;
+    let judge = |l: &Lease| verdict.alive(l);
+    leave_service(kube, names, holder, timeout, progress, Judge::With(&judge))
         .await
         .map(|_| ())
 }
@@ -242,7 +244,8 @@ pub async fn last_one_out(
 /// How [`leave_service`] decides which sessions are alive.
 #[derive(Clone, Copy)]
 pub enum Judge<'a> {
-    /// [`is_alive`]: renewTime + duration + grace against this machine's clock.
+    /// [`is_alive`]: renewTime + duration + grace against this machine's clock. Destructive
+    /// decisions use [`crate::liveness`] instead (observed change).
     WallClock,
     /// Every session counts as dead (`ktx recover`).
     Force,

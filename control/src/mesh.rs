@@ -19,7 +19,7 @@ use crate::cli::MeshArgs;
 use crate::error::{Error, Result};
 use crate::flow::{self, Ctx, Ready};
 use crate::kube::{wait, Kind, Kube};
-use crate::leave::{self, is_alive};
+use crate::leave;
 use crate::lock;
 use crate::objects::lease::{self as lease_obj, holder_and_since, LeaseParams};
 use crate::objects::router::{self, RouterParams};
@@ -105,7 +105,8 @@ async fn setup(
             namespace: ns.to_string(),
             service: service.to_string(),
         })?;
-    let leases = leave::session_leases(kube, service).await?;
+    // Judged by observed change: a teammate whose clock was stepped is not taken for dead.
+    let (leases, verdict) = crate::liveness::observe(kube, service).await?;
     let state = takeover::state(&svc, ns)?;
     let (original, already_meshed) = match state {
         State::Free { selector } => (selector, false),
@@ -113,7 +114,7 @@ async fn setup(
         State::Taken { mode: m, .. } => {
             let holder = leases
                 .iter()
-                .find(|l| is_alive(l))
+                .find(|l| verdict.alive(l))
                 .map(|l| holder_and_since(l).0)
                 .unwrap_or_else(|| "a session that has ended (run `ktx clean`)".into());
             return Err(Error::TakenOver {
@@ -126,7 +127,7 @@ async fn setup(
     };
     let lease_name = names.lease(&plan.session);
     if let Some(mine) = leases.iter().find(|l| l.name_any() == lease_name) {
-        if is_alive(mine) {
+        if verdict.alive(mine) {
             let (holder, since) = holder_and_since(mine);
             return Err(Error::SessionExists {
                 service: service.to_string(),
@@ -145,7 +146,12 @@ async fn setup(
         plan.on_unavailable,
     );
     if let Some(cm) = kube.get::<ConfigMap>(&names.routes()).await? {
-        rules::check_rule(names, &cm, &my_rule, &leases)?;
+        let live: Vec<_> = leases
+            .iter()
+            .filter(|l| verdict.alive(l))
+            .cloned()
+            .collect();
+        rules::check_rule(names, &cm, &my_rule, &live)?;
     }
     let pods = kube.list::<Pod>(&selector_string(&original)).await?;
     let spec = svc.spec.clone().unwrap_or_default();
@@ -207,6 +213,7 @@ async fn setup(
         namespace: ns,
         targets: &targets,
         account: &account,
+        replicas: args.router_replicas,
     };
     ensure::<Deployment>(
         ctx,
@@ -215,6 +222,13 @@ async fn setup(
         &router::deployment(names, &rp),
     )
     .await?;
+    if let Some(uid) = kube
+        .get::<Deployment>(&names.router())
+        .await?
+        .and_then(|d| d.metadata.uid)
+    {
+        crate::kube::budget::create(kube, &router::disruption_budget(names, ns, &uid)).await?;
+    }
     wait::deployment(
         kube,
         &names.router(),
@@ -263,6 +277,7 @@ async fn setup(
     let owner = keeper.owner();
     let lost = keeper.lost();
     let lease_for_local = keeper.name().to_string();
+    let lease_uid = keeper.uid().to_string();
     undo.push(Step::EndLease(keeper));
     if let Some(l) = undo.settle_shared(service) {
         l.release().await?;
@@ -277,7 +292,6 @@ async fn setup(
         };
         crate::local::warn_if_not_listening(&ctx.progress, &exposed, meanwhile).await;
     }
-    crate::local::report_on_lease(kube.clone(), lease_for_local, exposed.clone());
     let not_taken = match plan.on_unavailable {
         OnUnavailable::Reject => NotTaken::Reject,
         OnUnavailable::Fallback => {
@@ -318,6 +332,11 @@ async fn setup(
         json,
         lost,
         tunnel,
+        local: crate::local::LocalReport {
+            lease: lease_for_local,
+            uid: lease_uid,
+            exposed: exposed.clone(),
+        },
     })
 }
 

@@ -57,6 +57,7 @@ async fn setup(ctx: &Ctx, names: &ServiceNames, plan: &PortPlan, undo: &Undo) ->
     let owner = keeper.owner();
     let lost = keeper.lost();
     let lease_for_local = keeper.name().to_string();
+    let lease_uid = keeper.uid().to_string();
     undo.push(Step::EndLease(keeper));
 
     let targets = plan.targets();
@@ -68,7 +69,6 @@ async fn setup(ctx: &Ctx, names: &ServiceNames, plan: &PortPlan, undo: &Undo) ->
         )
         .await;
     }
-    crate::local::report_on_lease(kube.clone(), lease_for_local, plan.exposed.clone());
     let sp = ShadowParams {
         name: &name,
         namespace: ns,
@@ -131,5 +131,10 @@ async fn setup(ctx: &Ctx, names: &ServiceNames, plan: &PortPlan, undo: &Undo) ->
         json,
         lost,
         tunnel,
+        local: crate::local::LocalReport {
+            lease: lease_for_local,
+            uid: lease_uid,
+            exposed: plan.exposed.clone(),
+        },
     })
 }

@@ -137,9 +137,11 @@ pub enum Step {
     CloseTunnel(Link),
     /// Remove the session's rule from S's routes ConfigMap.
     RemoveRule { service: String, session: String },
-    /// Scale a workload back to the count saved on it, and wait for it.
+    /// Scale a workload back to the count saved on Service S, and wait for it.
     ScaleBack {
         kind: crate::scale::WorkloadKind,
+        /// The Service whose annotation holds the saved count.
+        service: String,
         name: String,
     },
     /// Last one out: if no live session of S remains, restore S and delete the shared objects.
@@ -163,7 +165,7 @@ impl Step {
             Step::LeaveShared { service } => {
                 format!("restore Service {ns}/{service} if no other session uses it")
             }
-            Step::ScaleBack { kind, name } => format!("scale {kind:?} {ns}/{name} back"),
+            Step::ScaleBack { kind, name, .. } => format!("scale {kind:?} {ns}/{name} back"),
         }
     }
 
@@ -179,7 +181,7 @@ impl Step {
             Step::CloseTunnel(_) => "Closed the tunnel".into(),
             Step::RemoveRule { session, .. } => format!("Removed the rule of session {session}"),
             Step::LeaveShared { service } => format!("Left Service {ns}/{service}"),
-            Step::ScaleBack { kind, name } => format!("Scaled {kind:?} {ns}/{name} back"),
+            Step::ScaleBack { kind, name, .. } => format!("Scaled {kind:?} {ns}/{name} back"),
         }
     }
 
@@ -364,9 +366,11 @@ async fn run_step(step: Step, env: &UndoEnv) -> Result<()> {
         Step::RemoveRule { service, session } => {
             retry(|| crate::leave::remove_rule(kube, &service, &session)).await
         }
-        Step::ScaleBack { kind, name } => {
-            crate::scale::back(kube, kind, &name, env.timeout, &env.progress).await
-        }
+        Step::ScaleBack {
+            kind,
+            name,
+            service,
+        } => crate::scale::back(kube, kind, &name, &service, env.timeout, &env.progress).await,
         Step::LeaveShared { service } => {
             crate::leave::last_one_out(
                 kube,

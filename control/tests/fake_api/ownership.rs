@@ -267,9 +267,10 @@ async fn a_session_whose_lease_was_replaced_is_lost_and_renews_nothing() {
         rule: "VERSION: foobar",
     };
     let lease = ktx::objects::lease::lease(&names, NS, &params, ktx::clock::now());
-    let keeper = ktx::session::LeaseKeeper::create(&kube, &lease, "tb")
-        .await
-        .expect("the Lease is created");
+    let keeper =
+        ktx::session::LeaseKeeper::create(&kube, &lease, "tb", &ktx::progress::Progress::silent())
+            .await
+            .expect("the Lease is created");
     let mut lost = keeper.lost();
     // Someone deletes it and makes their own of that name (a forged Lease, say).
     let theirs = {

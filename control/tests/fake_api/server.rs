@@ -132,6 +132,19 @@ fn parse_path(path: &str) -> Option<(String, Option<String>, Option<String>)> {
     }
 }
 
+/// The `autoscaling/v1` Scale of a workload object.
+fn scale_of(obj: &Value) -> Value {
+    json!({
+        "apiVersion": "autoscaling/v1", "kind": "Scale",
+        "metadata": {
+            "name": obj["metadata"]["name"], "namespace": NS,
+            "uid": obj["metadata"]["uid"], "resourceVersion": obj["metadata"]["resourceVersion"],
+        },
+        "spec": { "replicas": obj["spec"]["replicas"] },
+        "status": { "replicas": obj["spec"]["replicas"] },
+    })
+}
+
 fn labels_match(obj: &Value, selector: &str) -> bool {
     let labels = &obj["metadata"]["labels"];
     selector
@@ -386,7 +399,11 @@ impl Fake {
             name: name.clone().unwrap_or_default(),
             after: Value::Null,
         });
-        if sub.is_some() {
+        // The `scale` subresource of workloads (exchange --mode scale): a view of the object's
+        // replicas; a patch of it is a patch of the object's spec.replicas.
+        let scale = sub.as_deref() == Some("scale")
+            && matches!(resource.as_str(), "deployments" | "statefulsets");
+        if sub.is_some() && !scale {
             return status(
                 StatusCode::NOT_FOUND,
                 "NotFound",
@@ -440,6 +457,7 @@ impl Fake {
             "get" => {
                 let n = name.expect("get has a name");
                 return match s.objects.get(&key(&n)) {
+                    Some(v) if scale => reply(StatusCode::OK, &scale_of(v)),
                     Some(v) => reply(StatusCode::OK, v),
                     None => not_found(&resource, &n),
                 };
@@ -538,6 +556,9 @@ impl Fake {
         }
         drop(s);
         self.changed.send_modify(|n| *n += 1);
+        if scale {
+            return reply(out.0, &scale_of(&out.1));
+        }
         reply(out.0, &out.1)
     }
 
