@@ -39,7 +39,7 @@ done
 ((${#images[@]})) || images=("${ALL_IMAGES[@]}")
 
 need=()
-for p in buildah busybox-static; do
+for p in buildah busybox-static libcap2-bin; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
 done
 if ((${#need[@]})); then
@@ -87,6 +87,26 @@ build_image() {  # NAME SRC_DIR ENTRYPOINT_JSON
     say "built $ref -> $OUT/$name.oci.tar"
 }
 
+# Whether the layer holding /FILE in oci-archive ARCHIVE keeps its security.capability xattr.
+has_file_capability() {  # ARCHIVE FILE
+    python3 - "$1" "$2" <<'PY'
+import io, sys, tarfile
+outer = tarfile.open(sys.argv[1])
+for m in outer.getmembers():
+    if not (m.isfile() and m.name.startswith("blobs/")):
+        continue
+    try:
+        layer = tarfile.open(fileobj=io.BytesIO(outer.extractfile(m).read()))
+        entries = layer.getmembers()
+    except (tarfile.ReadError, EOFError, OSError):
+        continue
+    for e in entries:
+        if e.name.lstrip("./") == sys.argv[2] and "SCHILY.xattr.security.capability" in e.pax_headers:
+            sys.exit(0)
+sys.exit(1)
+PY
+}
+
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 for i in "${images[@]}"; do
@@ -106,7 +126,20 @@ for i in "${images[@]}"; do
         install -m 0755 "$bin" "$stage/$i/$i"
         # the release profile keeps line tables for backtraces; the image does not need them
         if command -v strip >/dev/null; then strip --strip-debug "$stage/$i/$i"; fi
+        if [[ $i == ktx-router || $i == ktx-shadow ]]; then
+            # They listen on a Service's target ports, some below 1024, as user 65532 with every
+            # capability dropped but NET_BIND_SERVICE (Pod Security "restricted"): the binary
+            # carries that one as a file capability (after strip, which would drop it). A container
+            # that drops it too cannot exec the binary ("operation not permitted"): ktx's pods
+            # always add NET_BIND_SERVICE.
+            setcap cap_net_bind_service=+ep "$stage/$i/$i" || die "setcap on $i failed"
+        fi
         build_image "$i" "$stage/$i" "[\"/$i\"]"
+        if [[ $i == ktx-router || $i == ktx-shadow ]]; then
+            has_file_capability "$OUT/$i.oci.tar" "$i" \
+                || die "$i lost its file capability on the way into $OUT/$i.oci.tar"
+            say "$i carries cap_net_bind_service=+ep in the image"
+        fi
     fi
 done
 

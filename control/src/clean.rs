@@ -6,12 +6,17 @@
 //! Order matters against sessions starting concurrently: shadows and rules are listed BEFORE
 //! the Leases, so any shadow or rule seen belongs to a Lease that already existed when the
 //! Leases were listed (setup creates the Lease first) — nothing new is mistaken for an orphan.
+//!
+//! An orphan is an object that names, as its owner, the UID of a session Lease that no longer
+//! exists ([`crate::ownership`]). Objects with ktx's labels but no such owner — a team's copy of
+//! a manifest, objects of an older ktx — are left alone and logged.
 
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use ktx_names::{role, ServiceNames, LABEL_MANAGED_BY, LABEL_SERVICE, MANAGED_BY_VALUE};
 use kube::ResourceExt;
 use serde::Serialize;
@@ -21,6 +26,7 @@ use crate::error::Result;
 use crate::flow::Ctx;
 use crate::leave::{self, Judge};
 use crate::objects::{labels, routes, selector_string};
+use crate::ownership;
 use crate::takeover;
 
 /// What a clean of one Service did (or would do, in a dry run).
@@ -60,7 +66,8 @@ pub async fn before(ctx: &Ctx, names: &ServiceNames) {
 
 /// Cleans one Service, judging sessions by this machine's clock (with the cleanup grace).
 pub async fn service(ctx: &Ctx, names: &ServiceNames, dry_run: bool) -> Result<Report> {
-    service_judged(ctx, names, dry_run, Judge::WallClock).await
+    let (_, verdict) = crate::liveness::observe(&ctx.kube, names.service()).await?;
+    service_judged(ctx, names, dry_run, Judge::With(&|l| verdict.alive(l))).await
 }
 
 /// Cleans one Service, judging which sessions are alive with `judge`.
@@ -88,6 +95,15 @@ pub async fn service_judged(
     };
     let leases = leave::session_leases(kube, s).await?;
     let exists = |name: &str| leases.iter().any(|l| l.name_any() == name);
+    let lease_uids: BTreeSet<String> = leases.iter().filter_map(|l| l.uid()).collect();
+    // An orphan names a session Lease that is gone; without an owner, it is not ktx's to judge.
+    let orphaned = |m: &ObjectMeta| match ownership::session_uid(m) {
+        Some(uid) => !lease_uids.contains(uid),
+        None => {
+            tracing::info!(name = ?m.name, "left alone: ktx's labels but no session owner");
+            false
+        }
+    };
 
     for l in &leases {
         if judge.alive(l) {
@@ -99,27 +115,34 @@ pub async fn service_judged(
             }
         }
     }
-    let mut orphan_names: BTreeSet<String> = BTreeSet::new();
     // Pods already on their way out are not leftovers.
-    orphan_names.extend(
-        shadows
-            .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .map(|p| p.name_any())
-            .filter(|n| !exists(n)),
-    );
-    orphan_names.extend(
-        shadow_svcs
-            .iter()
-            .map(|p| p.name_any())
-            .filter(|n| !exists(n)),
-    );
-    for name in &orphan_names {
-        report.orphans.push(format!("shadow {name}"));
-        if !dry_run {
-            kube.delete::<Service>(name).await?;
-            kube.delete::<Pod>(name).await?;
-            kube.delete::<Secret>(name).await?;
+    let pods: Vec<&Pod> = shadows
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none() && orphaned(&p.metadata))
+        .collect();
+    let svcs: Vec<&Service> = shadow_svcs
+        .iter()
+        .filter(|s| orphaned(&s.metadata))
+        .collect();
+    let orphan_names: BTreeSet<String> = pods
+        .iter()
+        .map(|p| p.name_any())
+        .chain(svcs.iter().map(|s| s.name_any()))
+        .collect();
+    report
+        .orphans
+        .extend(orphan_names.iter().map(|n| format!("shadow {n}")));
+    if !dry_run {
+        // Their Secrets list the Pod and the Lease as owners: the garbage collector takes them.
+        for svc in svcs {
+            if let Some(uid) = svc.uid() {
+                kube.delete_uid::<Service>(&svc.name_any(), &uid).await?;
+            }
+        }
+        for pod in pods {
+            if let Some(uid) = pod.uid() {
+                kube.delete_uid::<Pod>(&pod.name_any(), &uid).await?;
+            }
         }
     }
     let orphan_rules: Vec<String> = rules

@@ -77,6 +77,15 @@ pub struct Global {
     #[arg(long = "skipPortChecking", alias = "skip-port-checking", global = true)]
     pub skip_port_checking: bool,
 
+    /// Every API call gives up when the API server sends nothing for this long (the client's
+    /// read and write timeout; a tunnel's keepalive pings keep its port-forward busy), e.g. 30s.
+    #[arg(long = "api-timeout", global = true, env = "KTX_API_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub api_timeout: Duration,
+
+    /// Connecting to the API server gives up after this long.
+    #[arg(long = "api-connect-timeout", global = true, env = "KTX_API_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub api_connect_timeout: Duration,
+
     /// More logs: -v for debug, -vv for trace.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -137,6 +146,11 @@ pub struct MeshArgs {
     pub expose: ExposeArgs,
     #[command(flatten)]
     pub rule: RuleArgs,
+    /// Router pods, when this session creates the router (later sessions reuse it as it is).
+    /// Two keep the Service up while one is evicted or its node is drained; a
+    /// PodDisruptionBudget lets only one go at a time, and they spread across nodes.
+    #[arg(long = "router-replicas", env = "KTX_ROUTER_REPLICAS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+    pub router_replicas: u16,
 }
 
 /// The conditions of this session's rule (all must hold) and what happens when it is down.

@@ -50,6 +50,15 @@ pub enum Error {
         holder: String,
     },
 
+    #[error("{kind} {namespace}/{name} exists and was not made by ktx{for_what}; rename or remove it (ktx deletes only what it made)")]
+    NotOurs {
+        kind: String,
+        namespace: String,
+        name: String,
+        /// `""` or ` for this session`.
+        for_what: String,
+    },
+
     #[error("Service {name} already exists in namespace {namespace}; choose another name for the preview")]
     PreviewExists { namespace: String, name: String },
 

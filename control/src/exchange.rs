@@ -21,10 +21,9 @@ use crate::objects::shadow::{NotTaken, ShadowParams};
 use crate::objects::{check_name, selector_string, shadow_selector};
 use crate::ports;
 use crate::scale;
-use crate::session::LeaseKeeper;
 use crate::shutdown::Shutdown;
 use crate::takeover::{self, State};
-use crate::undo::{ObjKind, Step, Undo};
+use crate::undo::{Step, Undo};
 
 pub async fn run(ctx: &Ctx, args: &ExchangeArgs, shutdown: &Shutdown) -> Result<()> {
     crate::expose::check_list(&args.expose.expose)?;
@@ -108,14 +107,11 @@ async fn setup(
         },
         crate::clock::now(),
     );
-    undo.push(Step::Delete {
-        kind: ObjKind::Lease,
-        name: name.clone(),
-        shared: false,
-    });
-    let keeper = LeaseKeeper::create(kube, &lease, service).await?;
+    let keeper = flow::start_lease(ctx, undo, lease, service).await?;
+    let owner = keeper.owner();
     let lost = keeper.lost();
     let lease_for_local = keeper.name().to_string();
+    let lease_uid = keeper.uid().to_string();
     undo.push(Step::EndLease(keeper));
 
     let targets = plan.targets();
@@ -127,7 +123,6 @@ async fn setup(
         )
         .await;
     }
-    crate::local::report_on_lease(kube.clone(), lease_for_local, plan.exposed.clone());
     let sp = ShadowParams {
         name: &name,
         namespace: ns,
@@ -139,7 +134,7 @@ async fn setup(
         exposed: &plan.exposed,
         not_taken: NotTaken::Reject,
     };
-    let tunnel = flow::start_shadow(ctx, undo, &sp, false).await?;
+    let tunnel = flow::start_shadow(ctx, undo, &sp, &owner, false).await?;
 
     undo.push(Step::RestoreSelector {
         service: service.to_string(),
@@ -163,6 +158,7 @@ async fn setup(
             undo.push(Step::ScaleBack {
                 kind,
                 name: name.clone(),
+                service: service.to_string(),
             });
             scale::down(kube, kind, &name, service).await?;
             p.done(format!(
@@ -203,5 +199,10 @@ async fn setup(
         json,
         lost,
         tunnel,
+        local: crate::local::LocalReport {
+            lease: lease_for_local,
+            uid: lease_uid,
+            exposed: plan.exposed.clone(),
+        },
     })
 }

@@ -5,7 +5,10 @@
 //!
 //! Also the shadow part every command shares: Secret, Pod (and Service), tunnel, Ready.
 
-use k8s_openapi::api::core::v1::{Secret, Service};
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
 use ktx_tunnel::client::Status;
 use kube::api::{Patch, PatchParams};
 use kube::ResourceExt;
@@ -14,10 +17,12 @@ use tokio::time::Instant;
 
 use crate::cli::{Global, Output};
 use crate::error::{ApiContext, Error, Result};
-use crate::kube::{wait, Kube};
+use crate::kube::{wait, Kind, Kube};
 use crate::link;
 use crate::objects::shadow::{self, ShadowParams};
+use crate::ownership::{self, SessionOwner};
 use crate::progress::Progress;
+use crate::session::LeaseKeeper;
 use crate::shutdown::Shutdown;
 use crate::undo::{ObjKind, Step, Undo, UndoEnv};
 
@@ -32,9 +37,11 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn undo_env(&self) -> UndoEnv {
+    /// What `undo`'s steps need.
+    pub fn undo_env(&self, undo: &Undo) -> UndoEnv {
         UndoEnv {
             kube: self.kube.clone(),
+            token: undo.token().to_string(),
             holder: self.holder.clone(),
             timeout: self.global.timeout,
             progress: self.progress.clone(),
@@ -53,6 +60,9 @@ pub struct Ready {
     pub lost: watch::Receiver<Option<String>>,
     /// The tunnel's state, to report drops and recoveries.
     pub tunnel: watch::Receiver<Status>,
+    /// The session's Lease and LOCAL ports, for `ktx status`'s view of the developer's process
+    /// (noted once the session is up: not a setup step, nothing to undo).
+    pub local: crate::local::LocalReport,
 }
 
 /// Runs `setup`, then holds the session until Ctrl-C/SIGTERM, then tears down. Any failure of
@@ -86,6 +96,7 @@ pub async fn session(
         }
     };
     let took = started.elapsed();
+    crate::local::report_on_lease(ctx.kube.clone(), std::mem::take(&mut ready.local));
     match ctx.global.output {
         Output::Json => {
             let mut json = ready.json.clone();
@@ -162,7 +173,7 @@ async fn hold(ctx: &Ctx, shutdown: &Shutdown, ready: &mut Ready) -> Option<Strin
 /// Runs the undo stack. A second stop request says what is going on; a third abandons the rest
 /// to `ktx clean`.
 async fn rollback(ctx: &Ctx, shutdown: &Shutdown, undo: &Undo) -> Result<()> {
-    let env = ctx.undo_env();
+    let env = ctx.undo_env(undo);
     let base = shutdown.count();
     let run = undo.run(&env);
     tokio::pin!(run);
@@ -184,45 +195,130 @@ async fn rollback(ctx: &Ctx, shutdown: &Shutdown, undo: &Undo) -> Result<()> {
     }
 }
 
+/// How long a session object's create waits out a 409: the objects of a session removed just
+/// before (an expired session of the same name) go with their Lease through the garbage
+/// collector, within a second or two. At most `--timeout`.
+pub const SESSION_NAME_GRACE: Duration = Duration::from_secs(10);
+
+/// Creates `obj` as an object of this run (and, with `owner`, of that session): recorded on
+/// `undo` before it is sent, its UID recorded once created. A name taken by an object ktx did
+/// not make for this session is [`Error::NotOurs`], and nothing of it is touched.
+pub async fn create_own<K: Kind>(
+    ctx: &Ctx,
+    undo: &Undo,
+    kind: ObjKind,
+    shared: bool,
+    mut obj: K,
+    owner: Option<&SessionOwner>,
+) -> Result<K> {
+    let name = obj.name_any();
+    ownership::mark_created(obj.meta_mut(), undo.token());
+    if let Some(o) = owner {
+        ownership::mark_session(obj.meta_mut(), o);
+    }
+    let made = undo.creating(kind, &name, shared);
+    let deadline = Instant::now() + SESSION_NAME_GRACE.min(ctx.global.timeout);
+    loop {
+        match ctx.kube.create(&obj).await {
+            Err(Error::Api { source, .. })
+                if crate::error::status_code(&source) == Some(409)
+                    && owner.is_some()
+                    && Instant::now() < deadline =>
+            {
+                ctx.progress.waiting(format!(
+                    "{kind} {}/{name} exists; waiting in case it is a removed session's, on its way out",
+                    ctx.kube.namespace
+                ));
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            r => break create_result(ctx, kind, name, owner, &made, r),
+        }
+    }
+}
+
+fn create_result<K: Kind>(
+    ctx: &Ctx,
+    kind: ObjKind,
+    name: String,
+    owner: Option<&SessionOwner>,
+    made: &crate::undo::Made,
+    r: Result<K>,
+) -> Result<K> {
+    match r {
+        Ok(k) => {
+            made.record(&k);
+            Ok(k)
+        }
+        Err(Error::Api { source, .. }) if crate::error::status_code(&source) == Some(409) => {
+            Err(Error::NotOurs {
+                kind: kind.to_string(),
+                namespace: ctx.kube.namespace.clone(),
+                name,
+                for_what: if owner.is_some() {
+                    " for this session".into()
+                } else {
+                    String::new()
+                },
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates the session's Lease (marked as this run's, recorded on `undo` first) and starts
+/// renewing it; its UID is what the session's objects name as their owner.
+pub async fn start_lease(
+    ctx: &Ctx,
+    undo: &Undo,
+    mut lease: Lease,
+    service: &str,
+) -> Result<LeaseKeeper> {
+    ownership::mark_created(&mut lease.metadata, undo.token());
+    let made = undo.creating(ObjKind::Lease, &lease.name_any(), false);
+    let keeper = LeaseKeeper::create(&ctx.kube, &lease, service, &ctx.progress).await?;
+    made.set(keeper.uid());
+    Ok(keeper)
+}
+
 /// Creates the shadow of a session (Secret, Pod, and its Service if `with_service`), brings the
-/// tunnel up and waits until the pod is Ready. Every object is on `undo` before it is created.
+/// tunnel up and waits until the pod is Ready. Every object is on `undo` before it is created,
+/// carries the session's Lease as owner and is deleted only by its UID.
 pub async fn start_shadow(
     ctx: &Ctx,
     undo: &Undo,
     p: &ShadowParams<'_>,
+    owner: &SessionOwner,
     with_service: bool,
 ) -> Result<watch::Receiver<Status>> {
     let kube = &ctx.kube;
     let ns = &kube.namespace;
     let timeout = ctx.global.timeout;
     let creds = link::credentials(p.session)?;
-    undo.push(Step::Delete {
-        kind: ObjKind::Secret,
-        name: p.name.to_string(),
-        shared: false,
-    });
-    kube.create(&shadow::secret(p, creds.shadow_secret_data()))
-        .await?;
-    undo.push(Step::Delete {
-        kind: ObjKind::Pod,
-        name: p.name.to_string(),
-        shared: false,
-    });
-    let pod = kube.create(&shadow::pod(p)).await?;
-    // The Secret goes with the pod, even if this process dies before its own cleanup.
-    let owner = shadow::owned_by(&pod.name_any(), &pod.uid().unwrap_or_default());
-    let patch = serde_json::json!({ "metadata": { "ownerReferences": [owner] } });
+    let secret = shadow::secret(p, creds.shadow_secret_data());
+    let made_secret = create_own(ctx, undo, ObjKind::Secret, false, secret, Some(owner)).await?;
+    let pod = create_own(ctx, undo, ObjKind::Pod, false, shadow::pod(p), Some(owner)).await?;
+    // The Secret goes with the pod, even if this process dies before its own cleanup (and
+    // with the Lease, its other owner).
+    let refs = [
+        ownership::lease_reference(owner),
+        shadow::owned_by(&pod.name_any(), &pod.uid().unwrap_or_default()),
+    ];
+    let secret_uid = made_secret.uid().unwrap_or_default();
+    let patch = serde_json::json!({ "metadata": { "uid": secret_uid, "ownerReferences": refs } });
     kube.api::<Secret>()
         .patch(p.name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .ctx("patch", "secrets", ns, p.name)?;
     if with_service {
-        undo.push(Step::Delete {
-            kind: ObjKind::Service,
-            name: p.name.to_string(),
-            shared: false,
-        });
-        kube.create::<Service>(&shadow::service(p)).await?;
+        create_own(
+            ctx,
+            undo,
+            ObjKind::Service,
+            false,
+            shadow::service(p),
+            Some(owner),
+        )
+        .await?;
     }
     ctx.progress
         .done(format!("Created shadow pod {ns}/{} and its Secret", p.name));

@@ -2,14 +2,17 @@
 //! orchestration needs, each turning API errors into [`Error::Api`] that name the object and the
 //! permission involved.
 //!
-//! - [`Kube::create_if_absent`]: shared objects are created once and reused by later sessions;
 //! - [`Kube::modify`]: read-modify-replace with the object's `resourceVersion`, retried on 409
 //!   Conflict — the optimistic concurrency that Service S and the routes ConfigMap rely on;
-//! - [`Kube::delete`]: 404 counts as done, so every undo step can be repeated.
+//! - [`Kube::delete_uid`] / [`Kube::delete_checked`]: a delete always carries the UID of the
+//!   object ktx proved its own ([`crate::ownership`]) as a precondition, so an object replaced
+//!   by someone else in between is never deleted; 404 counts as done, so every undo step can
+//!   be repeated. There is no delete by name alone.
 //!
 //! Waiting for pods lives in [`wait`]; reading a pod's admin port through the API server in
 //! [`proxy`].
 
+pub mod budget;
 pub mod proxy;
 pub mod wait;
 
@@ -17,7 +20,10 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use std::sync::Arc;
+
+use ktx_tunnel::client::Connector;
+use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -64,11 +70,30 @@ pub fn resource<K: Kind>() -> String {
 /// How many times a conflicting update is retried before giving up.
 const CONFLICT_ATTEMPTS: u32 = 20;
 
+/// How ktx reaches a port of a pod: the API server's port-forward, unless a test gives another
+/// way (an in-process shadow behind a fake API server).
+pub trait Dialer: Send + Sync + 'static {
+    fn connector(&self, pod: &str, port: u16) -> Arc<dyn Connector>;
+}
+
 /// A client and the namespace every command works in.
 #[derive(Clone)]
 pub struct Kube {
     pub client: Client,
     pub namespace: String,
+    /// `None`: the API server's port-forward ([`crate::tunnel::PortForwardConnector`]).
+    pub dialer: Option<Arc<dyn Dialer>>,
+}
+
+/// What a checked delete did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    /// The object was ours and is deleted.
+    Deleted,
+    /// There was nothing to delete.
+    Gone,
+    /// An object of that name exists but is not the one ktx proved its own: left alone.
+    NotOurs,
 }
 
 impl std::fmt::Debug for Kube {
@@ -111,12 +136,27 @@ impl Kube {
                 .map_err(|e| bad(e.to_string()))?,
             (None, None) => Config::infer().await.map_err(|e| bad(e.to_string()))?,
         };
+        let mut config = config;
+        // No call may wait for minutes on a hung API server (kube's defaults are ~5 min): a
+        // stuck Lease renewal would go unnoticed, a stuck teardown would hold the terminal.
+        config.connect_timeout = Some(global.api_connect_timeout);
+        config.read_timeout = Some(global.api_timeout);
+        config.write_timeout = Some(global.api_timeout);
         let namespace = global
             .namespace
             .clone()
             .unwrap_or_else(|| config.default_namespace.clone());
         let client = Client::try_from(config).map_err(|e| bad(e.to_string()))?;
-        Ok(Kube { client, namespace })
+        Ok(Kube::new(client, namespace))
+    }
+
+    /// A client on `namespace`, reaching pods through the API server's port-forward.
+    pub fn new(client: Client, namespace: impl Into<String>) -> Kube {
+        Kube {
+            client,
+            namespace: namespace.into(),
+            dialer: None,
+        }
     }
 
     pub fn api<K: Kind>(&self) -> Api<K> {
@@ -147,33 +187,44 @@ impl Kube {
             .ctx("create", &resource::<K>(), &self.namespace, &obj.name_any())
     }
 
-    /// Creates `obj` unless an object of that name exists; returns the object and whether this
-    /// call created it.
-    pub async fn create_if_absent<K: Kind>(&self, obj: &K) -> Result<(K, bool)> {
-        match self.api::<K>().create(&PostParams::default(), obj).await {
-            Ok(k) => Ok((k, true)),
-            Err(e) if status_code(&e) == Some(409) => {
-                let name = obj.name_any();
-                match self.get::<K>(&name).await? {
-                    Some(k) => Ok((k, false)),
-                    // Deleted in between: someone's teardown won the race; try once more.
-                    None => Ok((self.create(obj).await?, true)),
-                }
-            }
-            Err(e) => Err(e).ctx("create", &resource::<K>(), &self.namespace, &obj.name_any()),
+    /// Deletes `name` if it still has UID `uid` (its dependents in the background).
+    pub async fn delete_uid<K: Kind>(&self, name: &str, uid: &str) -> Result<Deleted> {
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: Some(uid.to_string()),
+                resource_version: None,
+            }),
+            ..DeleteParams::background()
+        };
+        match self.api::<K>().delete(name, &dp).await {
+            Ok(_) => Ok(Deleted::Deleted),
+            Err(e) if status_code(&e) == Some(404) => Ok(Deleted::Gone),
+            // The precondition failed: the object of that name is another one now.
+            Err(e) if status_code(&e) == Some(409) => Ok(Deleted::NotOurs),
+            Err(e) => Err(e).ctx("delete", &resource::<K>(), &self.namespace, name),
         }
     }
 
-    /// Deletes `name` (its dependents in the background); already gone counts as done.
-    pub async fn delete<K: Kind>(&self, name: &str) -> Result<()> {
-        match self
-            .api::<K>()
-            .delete(name, &DeleteParams::background())
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if status_code(&e) == Some(404) => Ok(()),
-            Err(e) => Err(e).ctx("delete", &resource::<K>(), &self.namespace, name),
+    /// Reads `name` and deletes it (with its UID as precondition) only if `ours` says it is
+    /// ktx's; otherwise leaves it and says so.
+    pub async fn delete_checked<K: Kind>(
+        &self,
+        name: &str,
+        ours: impl Fn(&K) -> bool,
+    ) -> Result<Deleted> {
+        let Some(obj) = self.get::<K>(name).await? else {
+            return Ok(Deleted::Gone);
+        };
+        match obj.uid() {
+            Some(uid) if ours(&obj) => self.delete_uid::<K>(name, &uid).await,
+            _ => {
+                tracing::info!(
+                    kind = K::kind(&()).as_ref(),
+                    name,
+                    "left alone: not made by ktx for this"
+                );
+                Ok(Deleted::NotOurs)
+            }
         }
     }
 

@@ -4,24 +4,30 @@
 //! they belong to one session. The shared ones (S's selector, router, routes, stuntman) are
 //! handled by [`last_one_out`] under the lock on S, and only when no live session of S remains;
 //! S is restored before anything it may point at is deleted.
+//!
+//! Nothing is deleted by name: a session's objects only if they name the UID of the Lease being
+//! removed, the shared ones only if ktx made them for S ([`crate::ownership`]), each with its
+//! UID as the delete's precondition. A Lease that someone else made with ktx's labels owns
+//! nothing, so removing "its" session deletes at most that Lease.
 
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use ktx_names::{
-    mode, role, ServiceNames, LABEL_MANAGED_BY, LABEL_MODE, LABEL_PART_OF, MANAGED_BY_VALUE,
-    PART_OF_VALUE, SHARED_ROUTER_ACCOUNT,
+    mode, role, ServiceNames, LABEL_MODE, LABEL_PART_OF, PART_OF_VALUE, SHARED_ROUTER_ACCOUNT,
 };
 use ktx_rules::RuleSpec;
 use kube::ResourceExt;
 
 use crate::error::{Error, Result};
-use crate::kube::Kube;
+use crate::kube::{Deleted, Kube};
 use crate::objects::lease::{freshness, holder_and_since, CLEAN_GRACE};
 use crate::objects::{labels, routes, selector_string};
+use crate::ownership;
 use crate::progress::Progress;
 use crate::takeover;
 
@@ -47,6 +53,10 @@ pub async fn remove_rules(
 ) -> Result<usize> {
     let mut removed = 0;
     kube.modify::<ConfigMap, _>(&names.routes(), |cm| {
+        if !ownership::is_shared_of(&cm.metadata, names.service()) {
+            removed = 0;
+            return Ok(false);
+        }
         let spec = routes::read(names, cm)?;
         match routes::without_dead(&spec, |r| !drop(r)) {
             Some(smaller) => {
@@ -90,28 +100,31 @@ fn lease_mode(lease: &Lease) -> String {
         .unwrap_or_else(|| mode::MESH.to_string())
 }
 
-/// Removes every object of the session that `lease` stands for, rule first, Lease last. The
-/// preview Service is deleted only if ktx made it.
+/// Removes every object of the session that `lease` stands for, rule first, Lease last: each
+/// only if it names this Lease's UID as its owner. The Secret is not read: it lists the Pod and
+/// the Lease as owners, and the garbage collector deletes it with them.
 pub async fn remove_session(kube: &Kube, names: &ServiceNames, lease: &Lease) -> Result<()> {
     let name = lease.name_any();
+    let Some(uid) = lease.uid() else {
+        return Ok(());
+    };
+    let mine = |m: &ObjectMeta| ownership::owned_by_session(m, &name, &uid);
     match lease_mode(lease).as_str() {
         mode::PREVIEW => {
-            if let Some(svc) = kube.get::<Service>(names.service()).await? {
-                if svc.labels().get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGED_BY_VALUE)
-                {
-                    kube.delete::<Service>(names.service()).await?;
-                }
-            }
+            kube.delete_checked::<Service>(names.service(), |s| mine(&s.metadata))
+                .await?;
         }
         mode::EXCHANGE => {}
         _ => {
             remove_rules(kube, names, |r| r.lease.as_deref() == Some(name.as_str())).await?;
-            kube.delete::<Service>(&name).await?;
+            kube.delete_checked::<Service>(&name, |s| mine(&s.metadata))
+                .await?;
         }
     }
-    kube.delete::<Pod>(&name).await?;
-    kube.delete::<Secret>(&name).await?;
-    kube.delete::<Lease>(&name).await
+    kube.delete_checked::<Pod>(&name, |p| mine(&p.metadata))
+        .await?;
+    kube.delete_uid::<Lease>(&name, &uid).await?;
+    Ok(())
 }
 
 /// Whether the namespace has the router ServiceAccount the ktx chart installs (checked by name
@@ -129,35 +142,79 @@ pub async fn shared_router_account(kube: &Kube) -> bool {
 }
 
 /// Deletes the router (and its own account, if it had one), the routes ConfigMap and the
-/// stuntman of S. Only call when S no longer points at the router.
+/// stuntman of S — each only if ktx made it for S. Only call when S no longer points at the
+/// router.
 pub async fn delete_shared(kube: &Kube, names: &ServiceNames, progress: &Progress) -> Result<()> {
     let ns = &kube.namespace;
-    let account = kube
-        .get::<Deployment>(&names.router())
-        .await?
-        .and_then(|d| d.spec?.template.spec?.service_account_name);
-    kube.delete::<Deployment>(&names.router()).await?;
+    let service = names.service();
+    let ours = |m: &ObjectMeta| ownership::is_shared_of(m, service);
+    let mut kept = Vec::new();
+    let mut note = |what: String, d: Deleted| {
+        if d == Deleted::NotOurs {
+            kept.push(what);
+        }
+    };
+    let router = kube.get::<Deployment>(&names.router()).await?;
+    let account = router.as_ref().and_then(|d| {
+        d.spec
+            .as_ref()?
+            .template
+            .spec
+            .as_ref()?
+            .service_account_name
+            .clone()
+    });
+    if let Some(d) = &router {
+        let done = match d.uid() {
+            Some(uid) if ours(&d.metadata) => {
+                kube.delete_uid::<Deployment>(&names.router(), &uid).await?
+            }
+            _ => Deleted::NotOurs,
+        };
+        note(format!("Deployment {ns}/{}", names.router()), done);
+    }
     // A router that ran as the chart's shared account leaves no account of its own (and the
     // developer's Role from the chart has no rights on Roles); otherwise delete what exists.
     let own = account.is_none_or(|a| a == names.router_account())
         && kube
             .get::<ServiceAccount>(&names.router_account())
             .await?
-            .is_some();
+            .is_some_and(|sa| ours(&sa.metadata));
     if own {
-        kube.delete::<RoleBinding>(&names.router_account()).await?;
-        kube.delete::<Role>(&names.router_account()).await?;
-        kube.delete::<ServiceAccount>(&names.router_account())
+        let n = names.router_account();
+        let d = kube
+            .delete_checked::<RoleBinding>(&n, |o| ours(&o.metadata))
             .await?;
+        note(format!("RoleBinding {ns}/{n}"), d);
+        let d = kube
+            .delete_checked::<Role>(&n, |o| ours(&o.metadata))
+            .await?;
+        note(format!("Role {ns}/{n}"), d);
+        let d = kube
+            .delete_checked::<ServiceAccount>(&n, |o| ours(&o.metadata))
+            .await?;
+        note(format!("ServiceAccount {ns}/{n}"), d);
     }
     progress.done(format!("Deleted router {ns}/{}", names.router()));
-    kube.delete::<ConfigMap>(&names.routes()).await?;
-    kube.delete::<Service>(&names.stuntman()).await?;
+    let d = kube
+        .delete_checked::<ConfigMap>(&names.routes(), |o| ours(&o.metadata))
+        .await?;
+    note(format!("ConfigMap {ns}/{}", names.routes()), d);
+    let d = kube
+        .delete_checked::<Service>(&names.stuntman(), |o| ours(&o.metadata))
+        .await?;
+    note(format!("Service {ns}/{}", names.stuntman()), d);
     progress.done(format!(
         "Deleted ConfigMap {ns}/{} and Service {ns}/{}",
         names.routes(),
         names.stuntman()
     ));
+    if !kept.is_empty() {
+        progress.warn(format!(
+            "kept {}: named like ktx's objects of Service {ns}/{service}, but not made by ktx",
+            kept.join(", ")
+        ));
+    }
     Ok(())
 }
 
@@ -177,7 +234,9 @@ pub async fn last_one_out(
     timeout: Duration,
     progress: &Progress,
 ) -> Result<()> {
-    leave_service(kube, names, holder, timeout, progress, Judge::WallClock)
+    let (_, verdict) = crate::liveness::observe(kube, names.service()).await?;
+    let judge = |l: &Lease| verdict.alive(l);
+    leave_service(kube, names, holder, timeout, progress, Judge::With(&judge))
         .await
         .map(|_| ())
 }
@@ -185,7 +244,8 @@ pub async fn last_one_out(
 /// How [`leave_service`] decides which sessions are alive.
 #[derive(Clone, Copy)]
 pub enum Judge<'a> {
-    /// [`is_alive`]: renewTime + duration + grace against this machine's clock.
+    /// [`is_alive`]: renewTime + duration + grace against this machine's clock. Destructive
+    /// decisions use [`crate::liveness`] instead (observed change).
     WallClock,
     /// Every session counts as dead (`ktx recover`).
     Force,

@@ -3,7 +3,7 @@
 //! command line, starts logging and calls [`run`]; tests call the same functions in-process.
 //!
 //! Layers, bottom up: pure parsing and builders ([`cli`], [`expose`], [`ports`], [`rule`],
-//! [`objects`], [`takeover`]) → the cluster ([`kube`], [`lock`], [`session`], [`link`]) → the
+//! [`objects`], [`ownership`], [`takeover`]) → the cluster ([`kube`], [`lock`], [`session`], [`link`]) → the
 //! undo stack ([`undo`], [`leave`]) → the commands ([`mesh`], [`exchange`], [`preview`],
 //! [`clean`], [`recover`], [`status`]), which share a session's life cycle through [`flow`].
 
@@ -18,10 +18,13 @@ pub mod janitor;
 pub mod kube;
 pub mod leave;
 pub mod link;
+pub mod liveness;
 pub mod local;
 pub mod lock;
 pub mod mesh;
 pub mod objects;
+pub mod ownership;
+pub mod permissions;
 pub mod ports;
 pub mod preview;
 pub mod progress;

@@ -56,6 +56,15 @@ pub async fn warn_if_not_listening(progress: &Progress, exposed: &[ExposedPort],
 /// How often the LOCAL ports are probed for `ktx status`.
 const REPORT_EVERY: Duration = Duration::from_secs(2);
 
+/// Whose process [`report_on_lease`] watches: the session's Lease (name and UID) and its
+/// exposed ports.
+#[derive(Debug, Clone, Default)]
+pub struct LocalReport {
+    pub lease: String,
+    pub uid: String,
+    pub exposed: Vec<ExposedPort>,
+}
+
 /// What [`report_on_lease`] writes: `listening`, or which ports nothing listens on.
 pub fn describe(down: &[u16]) -> String {
     if down.is_empty() {
@@ -68,22 +77,28 @@ pub fn describe(down: &[u16]) -> String {
 /// Keeps the session Lease `lease`'s [`ANNOTATION_LOCAL_PROCESS`] current (probing every 2 s,
 /// writing only on change), so `ktx status` can say whether each developer's process is up.
 /// Ends by itself once the Lease is gone; the session's end or ktx's exit ends it too.
-pub fn report_on_lease(kube: Kube, lease: String, exposed: Vec<ExposedPort>) {
+pub fn report_on_lease(kube: Kube, report: LocalReport) {
+    let LocalReport {
+        lease,
+        uid,
+        exposed,
+    } = report;
     tokio::spawn(async move {
         let api = kube.api::<Lease>();
         let mut last: Option<String> = None;
         loop {
             let now = describe(&not_listening(&exposed).await);
             if last.as_deref() != Some(now.as_str()) {
+                // The UID makes the patch fail (409) on a Lease of that name that is not ours.
                 let patch = serde_json::json!({
-                    "metadata": { "annotations": { ANNOTATION_LOCAL_PROCESS: now } }
+                    "metadata": { "uid": uid, "annotations": { ANNOTATION_LOCAL_PROCESS: now } }
                 });
                 match api
                     .patch(&lease, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
                 {
                     Ok(_) => last = Some(now),
-                    Err(e) if crate::error::status_code(&e) == Some(404) => return,
+                    Err(e) if matches!(crate::error::status_code(&e), Some(404 | 409)) => return,
                     // Said again at the next change or probe; the session does not depend on it.
                     Err(e) => {
                         tracing::debug!(%lease, error = %e, "could not note the local process's state")

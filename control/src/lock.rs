@@ -24,6 +24,8 @@ use crate::progress::Progress;
 pub const TTL: Duration = Duration::from_secs(30);
 const RENEW_EVERY: Duration = Duration::from_secs(10);
 const RETRY: Duration = Duration::from_millis(500);
+/// Attempts at releasing the lock before giving up (it then expires after [`TTL`]).
+const RELEASE_ATTEMPTS: u32 = 3;
 
 /// The annotation's value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,20 +184,34 @@ impl Lock {
     }
 
     /// Removes the lock (if it is still ours; a lock taken over after expiry is left alone).
+    /// A failed write is retried a few times: a lock left behind blocks every teammate (and
+    /// this session's own teardown) until it expires.
     pub async fn release(self) -> Result<()> {
         self.renew.abort();
         let token = self.token.clone();
-        self.kube
-            .modify::<Service, _>(&self.service, |svc| {
-                if record(svc).is_some_and(|r| r.token == token) {
-                    set_record(svc, None);
-                    Ok(true)
-                } else {
-                    Ok(false)
+        let mut attempt = 0;
+        loop {
+            let r = self
+                .kube
+                .modify::<Service, _>(&self.service, |svc| {
+                    if record(svc).is_some_and(|r| r.token == token) {
+                        set_record(svc, None);
+                        Ok(true)
+                    } else {
+                        Ok(false)
+                    }
+                })
+                .await;
+            match r {
+                Ok(_) => return Ok(()),
+                Err(e) if attempt + 1 < RELEASE_ATTEMPTS => {
+                    tracing::debug!(service = %self.service, attempt, error = %e, "could not release the lock; retrying");
+                    tokio::time::sleep(RETRY * (1 << attempt)).await;
+                    attempt += 1;
                 }
-            })
-            .await?;
-        Ok(())
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 

@@ -11,7 +11,7 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use ktx_names::{mode, ServiceNames, SHARED_ROUTER_ACCOUNT};
+use ktx_names::{mode, ServiceNames, LABEL_SERVICE, SHARED_ROUTER_ACCOUNT};
 use ktx_rules::OnUnavailable;
 use kube::ResourceExt;
 
@@ -19,17 +19,17 @@ use crate::cli::MeshArgs;
 use crate::error::{Error, Result};
 use crate::flow::{self, Ctx, Ready};
 use crate::kube::{wait, Kind, Kube};
-use crate::leave::{self, is_alive};
+use crate::leave;
 use crate::lock;
 use crate::objects::lease::{self as lease_obj, holder_and_since, LeaseParams};
 use crate::objects::router::{self, RouterParams};
 use crate::objects::routes;
 use crate::objects::shadow::{NotTaken, ShadowParams};
 use crate::objects::{check_name, router_selector, selector_string, stuntman};
+use crate::ownership;
 use crate::ports::{self, ExposedPort};
 use crate::router_metrics;
 use crate::rule::{self, RulePlan};
-use crate::session::LeaseKeeper;
 use crate::shutdown::Shutdown;
 use crate::takeover::{self, State};
 use crate::undo::{ObjKind, Step, Undo};
@@ -53,20 +53,25 @@ pub async fn run(ctx: &Ctx, args: &MeshArgs, shutdown: &Shutdown) -> Result<()> 
     flow::session(ctx, shutdown, &undo, setup(ctx, &names, args, &plan, &undo)).await
 }
 
-/// Creates `obj` if absent (recording its deletion first), or reuses it.
+/// Reuses the shared object `obj` if ktx made it for this Service, or creates it (recording
+/// its deletion first). An object of that name that ktx did not make is an error, not reused.
 async fn ensure<K: Kind>(ctx: &Ctx, undo: &Undo, kind: ObjKind, obj: &K) -> Result<()> {
     let name = obj.name_any();
     let ns = &ctx.kube.namespace;
-    if ctx.kube.get::<K>(&name).await?.is_some() {
+    let service = obj.labels().get(LABEL_SERVICE).cloned().unwrap_or_default();
+    if let Some(existing) = ctx.kube.get::<K>(&name).await? {
+        if !ownership::is_shared_of(existing.meta(), &service) {
+            return Err(Error::NotOurs {
+                kind: kind.to_string(),
+                namespace: ns.to_string(),
+                name,
+                for_what: String::new(),
+            });
+        }
         ctx.progress.done(format!("Reusing {kind} {ns}/{name}"));
         return Ok(());
     }
-    undo.push(Step::Delete {
-        kind,
-        name: name.clone(),
-        shared: true,
-    });
-    ctx.kube.create(obj).await?;
+    flow::create_own(ctx, undo, kind, true, obj.clone(), None).await?;
     ctx.progress.done(format!("Created {kind} {ns}/{name}"));
     Ok(())
 }
@@ -100,7 +105,8 @@ async fn setup(
             namespace: ns.to_string(),
             service: service.to_string(),
         })?;
-    let leases = leave::session_leases(kube, service).await?;
+    // Judged by observed change: a teammate whose clock was stepped is not taken for dead.
+    let (leases, verdict) = crate::liveness::observe(kube, service).await?;
     let state = takeover::state(&svc, ns)?;
     let (original, already_meshed) = match state {
         State::Free { selector } => (selector, false),
@@ -108,7 +114,7 @@ async fn setup(
         State::Taken { mode: m, .. } => {
             let holder = leases
                 .iter()
-                .find(|l| is_alive(l))
+                .find(|l| verdict.alive(l))
                 .map(|l| holder_and_since(l).0)
                 .unwrap_or_else(|| "a session that has ended (run `ktx clean`)".into());
             return Err(Error::TakenOver {
@@ -121,7 +127,7 @@ async fn setup(
     };
     let lease_name = names.lease(&plan.session);
     if let Some(mine) = leases.iter().find(|l| l.name_any() == lease_name) {
-        if is_alive(mine) {
+        if verdict.alive(mine) {
             let (holder, since) = holder_and_since(mine);
             return Err(Error::SessionExists {
                 service: service.to_string(),
@@ -140,7 +146,12 @@ async fn setup(
         plan.on_unavailable,
     );
     if let Some(cm) = kube.get::<ConfigMap>(&names.routes()).await? {
-        rules::check_rule(names, &cm, &my_rule, &leases)?;
+        let live: Vec<_> = leases
+            .iter()
+            .filter(|l| verdict.alive(l))
+            .cloned()
+            .collect();
+        rules::check_rule(names, &cm, &my_rule, &live)?;
     }
     let pods = kube.list::<Pod>(&selector_string(&original)).await?;
     let spec = svc.spec.clone().unwrap_or_default();
@@ -202,6 +213,7 @@ async fn setup(
         namespace: ns,
         targets: &targets,
         account: &account,
+        replicas: args.router_replicas,
     };
     ensure::<Deployment>(
         ctx,
@@ -210,6 +222,13 @@ async fn setup(
         &router::deployment(names, &rp),
     )
     .await?;
+    if let Some(uid) = kube
+        .get::<Deployment>(&names.router())
+        .await?
+        .and_then(|d| d.metadata.uid)
+    {
+        crate::kube::budget::create(kube, &router::disruption_budget(names, ns, &uid)).await?;
+    }
     wait::deployment(
         kube,
         &names.router(),
@@ -254,14 +273,11 @@ async fn setup(
         },
         crate::clock::now(),
     );
-    undo.push(Step::Delete {
-        kind: ObjKind::Lease,
-        name: lease_name.clone(),
-        shared: false,
-    });
-    let keeper = LeaseKeeper::create(kube, &lease, service).await?;
+    let keeper = flow::start_lease(ctx, undo, lease, service).await?;
+    let owner = keeper.owner();
     let lost = keeper.lost();
     let lease_for_local = keeper.name().to_string();
+    let lease_uid = keeper.uid().to_string();
     undo.push(Step::EndLease(keeper));
     if let Some(l) = undo.settle_shared(service) {
         l.release().await?;
@@ -276,7 +292,6 @@ async fn setup(
         };
         crate::local::warn_if_not_listening(&ctx.progress, &exposed, meanwhile).await;
     }
-    crate::local::report_on_lease(kube.clone(), lease_for_local, exposed.clone());
     let not_taken = match plan.on_unavailable {
         OnUnavailable::Reject => NotTaken::Reject,
         OnUnavailable::Fallback => {
@@ -294,7 +309,7 @@ async fn setup(
         exposed: &exposed,
         not_taken,
     };
-    let tunnel = flow::start_shadow(ctx, undo, &sp, true).await?;
+    let tunnel = flow::start_shadow(ctx, undo, &sp, &owner, true).await?;
 
     // The rule, last.
     let before = router_metrics::table_states(kube, names).await?;
@@ -317,6 +332,11 @@ async fn setup(
         json,
         lost,
         tunnel,
+        local: crate::local::LocalReport {
+            lease: lease_for_local,
+            uid: lease_uid,
+            exposed: exposed.clone(),
+        },
     })
 }
 

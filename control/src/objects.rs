@@ -11,6 +11,7 @@
 //! - [`shadow`]: the shadow Pod, Service and Secret of one session.
 
 pub mod lease;
+pub mod pod_security;
 pub mod preview;
 pub mod router;
 pub mod routes;
@@ -19,7 +20,9 @@ pub mod stuntman;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Capabilities, ResourceRequirements, SecurityContext};
+use k8s_openapi::api::core::v1::{
+    Capabilities, PodSecurityContext, ResourceRequirements, SeccompProfile, SecurityContext,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use ktx_names as names;
@@ -106,22 +109,48 @@ pub fn check_name(name: &str) -> Result<(), crate::Error> {
     Ok(())
 }
 
-/// A container security context for ktx's static images (user 65532). Binding a port below
-/// 1024 needs NET_BIND_SERVICE, which Kubernetes grants only to root (no ambient capabilities),
-/// so then the container runs as root with that single capability.
-pub fn security_context(listen: impl IntoIterator<Item = u16>) -> SecurityContext {
-    let privileged_port = listen.into_iter().any(|p| p < 1024);
+/// The user and group of ktx's static images (`e2e/images.sh`, `e2e/Dockerfile`).
+pub const IMAGE_USER: i64 = 65532;
+
+/// A container security context for ktx's router and shadow images that passes Pod Security
+/// "restricted" ([`pod_security`]): never root, RuntimeDefault seccomp, no privilege escalation,
+/// every capability dropped but NET_BIND_SERVICE, on every port. Their binaries carry
+/// NET_BIND_SERVICE as a file capability (`setcap cap_net_bind_service=+ep`, `e2e/images.sh`) so
+/// that user 65532 can bind target ports below 1024; the kernel refuses to run such a binary
+/// ("exec: operation not permitted") unless the container can grant that capability, so it is
+/// added always, not only for low ports. `no_new_privs` (allowPrivilegeEscalation: false) keeps
+/// it from widening: the process gets at most what the container was given.
+pub fn security_context() -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
         read_only_root_filesystem: Some(true),
-        run_as_non_root: Some(!privileged_port),
-        run_as_user: Some(if privileged_port { 0 } else { 65532 }),
-        run_as_group: Some(65532),
+        run_as_non_root: Some(true),
+        run_as_user: Some(IMAGE_USER),
+        run_as_group: Some(IMAGE_USER),
+        seccomp_profile: Some(runtime_default()),
         capabilities: Some(Capabilities {
             drop: Some(vec!["ALL".to_string()]),
-            add: privileged_port.then(|| vec!["NET_BIND_SERVICE".to_string()]),
+            add: Some(vec![pod_security::NET_BIND_SERVICE.to_string()]),
         }),
         ..Default::default()
+    }
+}
+
+/// The pod-level half of "restricted": non-root and RuntimeDefault seccomp for every container;
+/// `fsGroup` lets the non-root user read mounted Secrets (mode 0440).
+pub fn pod_security_context() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        seccomp_profile: Some(runtime_default()),
+        fs_group: Some(IMAGE_USER),
+        ..Default::default()
+    }
+}
+
+fn runtime_default() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".into(),
+        localhost_profile: None,
     }
 }
 
@@ -178,17 +207,13 @@ mod tests {
     }
 
     #[test]
-    fn low_ports_get_only_net_bind_service() {
-        let sc = security_context([8080]);
+    fn non_root_with_only_net_bind_service() {
+        let sc = security_context();
         assert_eq!(sc.run_as_user, Some(65532));
         assert_eq!(sc.run_as_non_root, Some(true));
-        assert!(sc.capabilities.unwrap().add.is_none());
-        let sc = security_context([80, 8080]);
-        assert_eq!(sc.run_as_user, Some(0));
-        assert_eq!(
-            sc.capabilities.unwrap().add,
-            Some(vec!["NET_BIND_SERVICE".to_string()])
-        );
+        let caps = sc.capabilities.unwrap();
+        assert_eq!(caps.drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(caps.add, Some(vec!["NET_BIND_SERVICE".to_string()]));
         assert_eq!(free_port(9901, &[9901, 9902]), 9903);
     }
 }

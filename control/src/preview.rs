@@ -13,7 +13,6 @@ use crate::objects::lease::{self as lease_obj, LeaseParams};
 use crate::objects::shadow::{NotTaken, ShadowParams};
 use crate::objects::{check_name, preview};
 use crate::ports::PortPlan;
-use crate::session::LeaseKeeper;
 use crate::shutdown::Shutdown;
 use crate::undo::{ObjKind, Step, Undo};
 
@@ -54,14 +53,11 @@ async fn setup(ctx: &Ctx, names: &ServiceNames, plan: &PortPlan, undo: &Undo) ->
         },
         crate::clock::now(),
     );
-    undo.push(Step::Delete {
-        kind: ObjKind::Lease,
-        name: name.clone(),
-        shared: false,
-    });
-    let keeper = LeaseKeeper::create(kube, &lease, service).await?;
+    let keeper = flow::start_lease(ctx, undo, lease, service).await?;
+    let owner = keeper.owner();
     let lost = keeper.lost();
     let lease_for_local = keeper.name().to_string();
+    let lease_uid = keeper.uid().to_string();
     undo.push(Step::EndLease(keeper));
 
     let targets = plan.targets();
@@ -73,7 +69,6 @@ async fn setup(ctx: &Ctx, names: &ServiceNames, plan: &PortPlan, undo: &Undo) ->
         )
         .await;
     }
-    crate::local::report_on_lease(kube.clone(), lease_for_local, plan.exposed.clone());
     let sp = ShadowParams {
         name: &name,
         namespace: ns,
@@ -85,25 +80,24 @@ async fn setup(ctx: &Ctx, names: &ServiceNames, plan: &PortPlan, undo: &Undo) ->
         exposed: &plan.exposed,
         not_taken: NotTaken::Reject,
     };
-    let tunnel = flow::start_shadow(ctx, undo, &sp, false).await?;
+    let tunnel = flow::start_shadow(ctx, undo, &sp, &owner, false).await?;
 
-    undo.push(Step::Delete {
-        kind: ObjKind::Service,
-        name: service.to_string(),
-        shared: false,
-    });
-    let svc = kube
-        .create(&preview::service(service, ns, &session, plan))
-        .await
-        .map_err(|e| match e {
-            Error::Api { source, .. } if crate::error::status_code(&source) == Some(409) => {
-                Error::PreviewExists {
-                    namespace: ns.to_string(),
-                    name: service.to_string(),
-                }
-            }
-            e => e,
-        })?;
+    let svc = flow::create_own(
+        ctx,
+        undo,
+        ObjKind::Service,
+        false,
+        preview::service(service, ns, &session, plan),
+        Some(&owner),
+    )
+    .await
+    .map_err(|e| match e {
+        Error::NotOurs { .. } => Error::PreviewExists {
+            namespace: ns.to_string(),
+            name: service.to_string(),
+        },
+        e => e,
+    })?;
     ctx.progress.done(format!(
         "Created Service {ns}/{service} in front of your shadow pod"
     ));
@@ -137,5 +131,10 @@ async fn setup(ctx: &Ctx, names: &ServiceNames, plan: &PortPlan, undo: &Undo) ->
         json,
         lost,
         tunnel,
+        local: crate::local::LocalReport {
+            lease: lease_for_local,
+            uid: lease_uid,
+            exposed: plan.exposed.clone(),
+        },
     })
 }

@@ -19,6 +19,8 @@ pub struct Progress {
     tty: bool,
     quiet: bool,
     state: Arc<Mutex<State>>,
+    /// Set by [`Progress::recording`]: lines are kept here instead of printed.
+    log: Option<Arc<tokio::sync::watch::Sender<Vec<String>>>>,
 }
 
 const FRAMES: &[&str] = &["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
@@ -34,6 +36,7 @@ impl Progress {
                 waiting: None,
                 frame: 0,
             })),
+            log: None,
         };
         if p.tty {
             let weak = Arc::downgrade(&p.state);
@@ -68,10 +71,41 @@ impl Progress {
                 waiting: None,
                 frame: 0,
             })),
+            log: None,
         }
     }
 
+    /// A display that keeps its finished lines (`✓ …`, `! …`) instead of printing them, for
+    /// tests to wait on ([`Progress::until`]) and read ([`Progress::lines`]).
+    pub fn recording() -> Progress {
+        Progress {
+            log: Some(Arc::new(tokio::sync::watch::channel(Vec::new()).0)),
+            ..Progress::silent()
+        }
+    }
+
+    /// The lines kept so far (empty unless [`Progress::recording`]).
+    pub fn lines(&self) -> Vec<String> {
+        self.log
+            .as_ref()
+            .map(|l| l.borrow().clone())
+            .unwrap_or_default()
+    }
+
+    /// Resolves once a kept line satisfies `pred` (never, unless [`Progress::recording`]).
+    pub async fn until(&self, pred: impl Fn(&str) -> bool) {
+        let Some(log) = &self.log else {
+            return std::future::pending().await;
+        };
+        let mut rx = log.subscribe();
+        let _ = rx.wait_for(|lines| lines.iter().any(|l| pred(l))).await;
+    }
+
     fn line(&self, mark: &str, msg: &str) {
+        if let Some(log) = &self.log {
+            log.send_modify(|l| l.push(format!("{mark} {msg}")));
+            return;
+        }
         if self.quiet {
             return;
         }

@@ -2,9 +2,10 @@
 //! background task for as long as the session runs. The router and `ktx clean` judge the
 //! session by it, so the renewal must not stall behind anything else ktx does.
 //!
-//! If the Lease disappears (someone ran `ktx recover`) or cannot be renewed for a whole lease
+//! Renewals that fail or hang for a third of the Lease are reported to the developer at once. If
+//! the Lease disappears (someone ran `ktx recover`) or cannot be renewed for a whole lease
 //! duration, the keeper reports the session as lost and the session ends itself rather than
-//! pretend to be alive.
+//! pretend to be alive. All of it is timed on the monotonic clock.
 
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use tokio::time::Instant;
 use crate::error::{status_code, Error, Result};
 use crate::kube::Kube;
 use crate::objects::lease::{holder_and_since, LEASE_DURATION, RENEW_EVERY};
+use crate::progress::Progress;
 
 /// `user@host`: who holds a session or a lock, for other developers' messages.
 pub fn holder() -> String {
@@ -52,6 +54,7 @@ fn user_from_passwd() -> Option<String> {
 #[derive(Debug)]
 pub struct LeaseKeeper {
     name: String,
+    uid: String,
     task: JoinHandle<()>,
     lost: watch::Receiver<Option<String>>,
 }
@@ -63,12 +66,18 @@ impl Drop for LeaseKeeper {
 }
 
 impl LeaseKeeper {
-    /// Creates `lease` and starts renewing it. A Lease of the same name that already exists
-    /// belongs to a running session: refused, naming its holder.
-    pub async fn create(kube: &Kube, lease: &Lease, service: &str) -> Result<LeaseKeeper> {
+    /// Creates `lease` and starts renewing it; renewal trouble is reported on `progress` as it
+    /// happens. A Lease of the same name that already exists belongs to a running session:
+    /// refused, naming its holder.
+    pub async fn create(
+        kube: &Kube,
+        lease: &Lease,
+        service: &str,
+        progress: &Progress,
+    ) -> Result<LeaseKeeper> {
         let name = lease.name_any();
-        match kube.api::<Lease>().create(&Default::default(), lease).await {
-            Ok(_) => {}
+        let created = match kube.api::<Lease>().create(&Default::default(), lease).await {
+            Ok(l) => l,
             Err(e) if status_code(&e) == Some(409) => {
                 let other = kube.get::<Lease>(&name).await?.unwrap_or_default();
                 let (holder, since) = holder_and_since(&other);
@@ -94,14 +103,58 @@ impl LeaseKeeper {
                     source: e,
                 })
             }
-        }
+        };
+        let uid = created.uid().unwrap_or_default();
         let (tx, lost) = watch::channel(None);
-        let task = tokio::spawn(renew_loop(kube.clone(), name.clone(), tx));
-        Ok(LeaseKeeper { name, task, lost })
+        let what = format!("the session's Lease {}/{name}", kube.namespace);
+        let api = kube.api::<Lease>();
+        let lease_name = name.clone();
+        let lease_uid = uid.clone();
+        let renew = move || {
+            let api = api.clone();
+            let name = lease_name.clone();
+            let uid = lease_uid.clone();
+            async move {
+                let now = MicroTime(crate::clock::now());
+                // The UID makes the patch fail (409) on a Lease of the same name that is not
+                // ours.
+                let patch =
+                    serde_json::json!({ "metadata": { "uid": uid }, "spec": { "renewTime": now } });
+                match api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Ok(_) => Renewal::Done,
+                    Err(e) if matches!(status_code(&e), Some(404 | 409)) => Renewal::Gone,
+                    Err(e) => Renewal::Failed(e.to_string()),
+                }
+            }
+        };
+        let progress = progress.clone();
+        let task = tokio::spawn(keep_renewed(renew, what, tx, move |m| progress.warn(m)));
+        Ok(LeaseKeeper {
+            name,
+            uid,
+            task,
+            lost,
+        })
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The Lease as owner of the session's objects.
+    pub fn owner(&self) -> crate::ownership::SessionOwner {
+        crate::ownership::SessionOwner {
+            lease: self.name.clone(),
+            uid: self.uid.clone(),
+        }
+    }
+
+    /// The Lease as created (its UID).
+    pub fn uid(&self) -> &str {
+        &self.uid
     }
 
     /// Turns `Some(reason)` when the session can no longer be kept alive.
@@ -110,35 +163,107 @@ impl LeaseKeeper {
     }
 }
 
-async fn renew_loop(kube: Kube, name: String, lost: watch::Sender<Option<String>>) {
-    let api = kube.api::<Lease>();
+/// What one renewal call came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Renewal {
+    Done,
+    /// The Lease is gone (`ktx recover`, or `ktx clean` elsewhere).
+    Gone,
+    Failed(String),
+}
+
+/// One renewal call may take this long; then it counts as failed and the next one starts.
+pub const RENEW_CALL_TIMEOUT: Duration = Duration::from_secs(4);
+/// After a failed renewal, the next try comes this soon.
+pub const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// Renewals failing (or hanging) this long past their due time are reported to the developer
+/// at once: a third of the Lease, which leaves the last third to act (network, VPN, expired
+/// credentials) before the router stops sending requests here.
+pub const REPORT_AFTER: Duration = Duration::from_secs(LEASE_DURATION.as_secs() / 3);
+/// No renewal for this long ends the session: the router is about to see the Lease expire.
+pub const LOST_AFTER: Duration = Duration::from_secs(LEASE_DURATION.as_secs() - 1);
+
+/// Calls `renew` every [`RENEW_EVERY`] (each call within [`RENEW_CALL_TIMEOUT`], retried every
+/// [`RETRY_EVERY`] after a failure). Time is this process's monotonic clock only: a step of
+/// the wall clock (NTP, a laptop waking) changes nothing here. When renewals have failed or
+/// hung for [`REPORT_AFTER`] past their due time, `report` is told at once (also while a call
+/// still hangs), and again when a renewal works again; after [`LOST_AFTER`] without a renewal,
+/// or when the Lease is gone, `lost` says why and the loop ends.
+pub async fn keep_renewed<F, Fut>(
+    mut renew: F,
+    what: String,
+    lost: watch::Sender<Option<String>>,
+    report: impl Fn(String),
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Renewal>,
+{
     let mut last_ok = Instant::now();
+    let mut next = last_ok + RENEW_EVERY;
+    let mut last_error = String::from("no answer yet");
+    let mut reported = false;
+    let trouble = |last_ok: Instant, last_error: &str| {
+        format!(
+            "{what} has not been renewed for {:?} (last error: {last_error}); if this lasts {LEASE_DURATION:?}, the router stops sending your requests here",
+            last_ok.elapsed()
+        )
+    };
     loop {
-        tokio::time::sleep(RENEW_EVERY).await;
-        let now = MicroTime(crate::clock::now());
-        let patch = serde_json::json!({ "spec": { "renewTime": now } });
-        match api
-            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => last_ok = Instant::now(),
-            Err(e) if status_code(&e) == Some(404) => {
+        tokio::time::sleep_until(next).await;
+        let report_at = last_ok + RENEW_EVERY + REPORT_AFTER;
+        let call = tokio::time::timeout(RENEW_CALL_TIMEOUT, renew());
+        tokio::pin!(call);
+        let outcome = loop {
+            tokio::select! {
+                r = &mut call => break r.unwrap_or_else(|_| {
+                    Renewal::Failed(format!("no answer within {RENEW_CALL_TIMEOUT:?}"))
+                }),
+                () = tokio::time::sleep_until(report_at), if !reported => {
+                    reported = true;
+                    report(trouble(last_ok, &last_error));
+                }
+                () = tokio::time::sleep_until(last_ok + LOST_AFTER) => {
+                    break Renewal::Failed(format!("no answer within {:?}", last_ok.elapsed()));
+                }
+            }
+        };
+        match outcome {
+            Renewal::Done => {
+                if reported {
+                    report(format!(
+                        "{what} is renewed again after {:?}",
+                        last_ok.elapsed()
+                    ));
+                }
+                reported = false;
+                last_ok = Instant::now();
+                next = last_ok + RENEW_EVERY;
+            }
+            Renewal::Gone => {
                 lost.send_replace(Some(format!(
-                    "the session's Lease {}/{name} was deleted (by `ktx recover` or `ktx clean` elsewhere?)",
-                    kube.namespace
+                    "{what} was deleted or replaced (by `ktx recover` or `ktx clean` elsewhere?)"
                 )));
                 return;
             }
-            Err(e) => {
+            Renewal::Failed(e) => {
                 let silent_for = last_ok.elapsed();
-                tracing::warn!(lease = %name, error = %e, ?silent_for, "could not renew the session's Lease; retrying");
-                if silent_for >= LEASE_DURATION - Duration::from_secs(1) {
-                    lost.send_replace(Some(format!(
-                        "the session's Lease {}/{name} could not be renewed for {silent_for:?} ({e}); the router has stopped sending requests here",
-                        kube.namespace
-                    )));
+                tracing::warn!(lease = %what, error = %e, ?silent_for, "could not renew the session's Lease; retrying");
+                last_error = e;
+                if !reported && Instant::now() >= report_at {
+                    reported = true;
+                    report(trouble(last_ok, &last_error));
                 }
+                if silent_for >= LOST_AFTER {
+                    lost.send_replace(Some(format!(
+                        "{what} could not be renewed for {silent_for:?} ({last_error}); the router has stopped sending requests here"
+                    )));
+                    return;
+                }
+                next = Instant::now() + RETRY_EVERY;
             }
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -3,6 +3,11 @@
 //! at least everything that was done. Undoing runs the stack backwards; a normal session end is
 //! the same run, so teardown and rollback cannot drift apart.
 //!
+//! A delete step deletes only what this run made: the UID its create returned (as a delete
+//! precondition), or — when the create's answer never arrived — an object carrying this run's
+//! token ([`crate::ownership`]). An object of the same name that someone else made (the create
+//! got 409) is never touched.
+//!
 //! Every step is idempotent (deleting a missing object, restoring a restored Service, removing
 //! a rule that is not there all succeed). A failing step is retried, then reported, and the
 //! rest still run — except that once restoring Service S has failed, the shared objects S may
@@ -17,10 +22,13 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use ktx_names::ServiceNames;
 
+use std::sync::{Arc, Mutex};
+
 use crate::error::{Error, Result};
-use crate::kube::Kube;
+use crate::kube::{Deleted, Kind, Kube};
 use crate::link::Link;
 use crate::lock::Lock;
+use crate::ownership;
 use crate::progress::Progress;
 use crate::session::LeaseKeeper;
 
@@ -45,18 +53,66 @@ impl fmt::Display for ObjKind {
 }
 
 impl ObjKind {
-    pub async fn delete(self, kube: &Kube, name: &str) -> Result<()> {
+    /// Deletes `name` if it is what this run made: UID `uid` when known, else an object that
+    /// carries `token`.
+    pub async fn delete_made(
+        self,
+        kube: &Kube,
+        name: &str,
+        uid: Option<&str>,
+        token: &str,
+    ) -> Result<Deleted> {
         match self {
-            ObjKind::Service => kube.delete::<Service>(name).await,
-            ObjKind::ConfigMap => kube.delete::<ConfigMap>(name).await,
-            ObjKind::Deployment => kube.delete::<Deployment>(name).await,
-            ObjKind::ServiceAccount => kube.delete::<ServiceAccount>(name).await,
-            ObjKind::Role => kube.delete::<Role>(name).await,
-            ObjKind::RoleBinding => kube.delete::<RoleBinding>(name).await,
-            ObjKind::Pod => kube.delete::<Pod>(name).await,
-            ObjKind::Secret => kube.delete::<Secret>(name).await,
-            ObjKind::Lease => kube.delete::<Lease>(name).await,
+            ObjKind::Service => delete_made::<Service>(kube, name, uid, token).await,
+            ObjKind::ConfigMap => delete_made::<ConfigMap>(kube, name, uid, token).await,
+            ObjKind::Deployment => delete_made::<Deployment>(kube, name, uid, token).await,
+            ObjKind::ServiceAccount => delete_made::<ServiceAccount>(kube, name, uid, token).await,
+            ObjKind::Role => delete_made::<Role>(kube, name, uid, token).await,
+            ObjKind::RoleBinding => delete_made::<RoleBinding>(kube, name, uid, token).await,
+            ObjKind::Pod => delete_made::<Pod>(kube, name, uid, token).await,
+            // Without the UID ktx does not read Secrets (no right to): a shadow's Secret lists
+            // its session Lease as owner, and goes with it.
+            ObjKind::Secret => match uid {
+                Some(uid) => kube.delete_uid::<Secret>(name, uid).await,
+                None => Ok(Deleted::Gone),
+            },
+            ObjKind::Lease => delete_made::<Lease>(kube, name, uid, token).await,
         }
+    }
+}
+
+async fn delete_made<K: Kind>(
+    kube: &Kube,
+    name: &str,
+    uid: Option<&str>,
+    token: &str,
+) -> Result<Deleted> {
+    match uid {
+        Some(uid) => kube.delete_uid::<K>(name, uid).await,
+        None => {
+            kube.delete_checked::<K>(name, |o| ownership::created_by(o.meta(), token))
+                .await
+        }
+    }
+}
+
+/// The UID of an object this run is creating, once its create has answered.
+#[derive(Debug, Clone, Default)]
+pub struct Made(Arc<Mutex<Option<String>>>);
+
+impl Made {
+    /// Records what the create returned.
+    pub fn record<K: kube::Resource>(&self, obj: &K) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = obj.meta().uid.clone();
+    }
+
+    /// Records a UID known otherwise (a Lease created by its keeper).
+    pub fn set(&self, uid: &str) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(uid.to_string());
+    }
+
+    pub fn uid(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -71,6 +127,7 @@ pub enum Step {
         kind: ObjKind,
         name: String,
         shared: bool,
+        made: Made,
     },
     /// Give Service S its original selector back.
     RestoreSelector { service: String },
@@ -80,9 +137,11 @@ pub enum Step {
     CloseTunnel(Link),
     /// Remove the session's rule from S's routes ConfigMap.
     RemoveRule { service: String, session: String },
-    /// Scale a workload back to the count saved on it, and wait for it.
+    /// Scale a workload back to the count saved on Service S, and wait for it.
     ScaleBack {
         kind: crate::scale::WorkloadKind,
+        /// The Service whose annotation holds the saved count.
+        service: String,
         name: String,
     },
     /// Last one out: if no live session of S remains, restore S and delete the shared objects.
@@ -106,7 +165,7 @@ impl Step {
             Step::LeaveShared { service } => {
                 format!("restore Service {ns}/{service} if no other session uses it")
             }
-            Step::ScaleBack { kind, name } => format!("scale {kind:?} {ns}/{name} back"),
+            Step::ScaleBack { kind, name, .. } => format!("scale {kind:?} {ns}/{name} back"),
         }
     }
 
@@ -122,7 +181,7 @@ impl Step {
             Step::CloseTunnel(_) => "Closed the tunnel".into(),
             Step::RemoveRule { session, .. } => format!("Removed the rule of session {session}"),
             Step::LeaveShared { service } => format!("Left Service {ns}/{service}"),
-            Step::ScaleBack { kind, name } => format!("Scaled {kind:?} {ns}/{name} back"),
+            Step::ScaleBack { kind, name, .. } => format!("Scaled {kind:?} {ns}/{name} back"),
         }
     }
 
@@ -135,6 +194,8 @@ impl Step {
 #[derive(Debug, Clone)]
 pub struct UndoEnv {
     pub kube: Kube,
+    /// The token every object this run creates carries.
+    pub token: String,
     pub holder: String,
     pub timeout: Duration,
     pub progress: Progress,
@@ -142,9 +203,19 @@ pub struct UndoEnv {
 
 /// The stack. Steps are pushed through a shared reference, so a setup future can record them
 /// while the caller keeps the stack to run after that future is dropped (cancelled).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Undo {
     steps: std::sync::Mutex<Vec<Step>>,
+    token: String,
+}
+
+impl Default for Undo {
+    fn default() -> Undo {
+        Undo {
+            steps: Default::default(),
+            token: crate::random::id(16),
+        }
+    }
 }
 
 const ATTEMPTS: u32 = 3;
@@ -161,6 +232,24 @@ impl Undo {
 
     pub fn push(&self, step: Step) {
         self.steps().push(step);
+    }
+
+    /// The token this run marks its objects with ([`ownership::mark_created`]).
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Records, before creating it, that `kind name` is to be deleted on undo; the returned
+    /// slot takes the UID the create answers with.
+    pub fn creating(&self, kind: ObjKind, name: &str, shared: bool) -> Made {
+        let made = Made::default();
+        self.push(Step::Delete {
+            kind,
+            name: name.to_string(),
+            shared,
+            made: made.clone(),
+        });
+        made
     }
 
     pub fn is_empty(&self) -> bool {
@@ -258,16 +347,30 @@ async fn run_step(step: Step, env: &UndoEnv) -> Result<()> {
             link.close().await;
             Ok(())
         }
-        Step::Delete { kind, name, .. } => retry(|| kind.delete(kube, &name)).await,
+        Step::Delete {
+            kind, name, made, ..
+        } => {
+            let uid = made.uid();
+            match retry(|| kind.delete_made(kube, &name, uid.as_deref(), &env.token)).await? {
+                Deleted::NotOurs => env.progress.warn(format!(
+                    "kept {kind} {}/{name}: it was not made by this session",
+                    kube.namespace
+                )),
+                Deleted::Deleted | Deleted::Gone => {}
+            }
+            Ok(())
+        }
         Step::RestoreSelector { service } => {
             retry(|| crate::leave::restore_selector(kube, &service)).await
         }
         Step::RemoveRule { service, session } => {
             retry(|| crate::leave::remove_rule(kube, &service, &session)).await
         }
-        Step::ScaleBack { kind, name } => {
-            crate::scale::back(kube, kind, &name, env.timeout, &env.progress).await
-        }
+        Step::ScaleBack {
+            kind,
+            name,
+            service,
+        } => crate::scale::back(kube, kind, &name, &service, env.timeout, &env.progress).await,
         Step::LeaveShared { service } => {
             crate::leave::last_one_out(
                 kube,
@@ -282,15 +385,15 @@ async fn run_step(step: Step, env: &UndoEnv) -> Result<()> {
 }
 
 /// Retries a failing step a few times with a short pause (API server hiccups).
-async fn retry<F, Fut>(mut f: F) -> Result<()>
+async fn retry<T, F, Fut>(mut f: F) -> Result<T>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<()>>,
+    Fut: std::future::Future<Output = Result<T>>,
 {
     let mut last = None;
     for attempt in 0..ATTEMPTS {
         match f().await {
-            Ok(()) => return Ok(()),
+            Ok(t) => return Ok(t),
             Err(e) => {
                 tracing::debug!(attempt, error = %e, "undo step failed; retrying");
                 last = Some(e);
@@ -310,6 +413,7 @@ mod tests {
             kind,
             name: name.into(),
             shared,
+            made: Made::default(),
         }
     }
 

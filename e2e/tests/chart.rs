@@ -251,36 +251,24 @@ fn the_chart_installs_into_a_namespace_and_uninstalls_cleanly() {
     );
 }
 
-/// Everything ktx does in its namespace, as `kubectl auth can-i` spells it.
+/// Everything ktx does in its namespace, as `kubectl auth can-i` spells it (the chart's Role;
+/// `control/src/permissions.rs` is the table its unit tests compare it with).
 const DEVELOPER_NEEDS: &[(&str, &[&str])] = &[
-    (
-        "services",
-        &[
-            "get", "list", "watch", "create", "update", "patch", "delete",
-        ],
-    ),
-    (
-        "configmaps",
-        &[
-            "get", "list", "watch", "create", "update", "patch", "delete",
-        ],
-    ),
-    ("pods", &["get", "list", "create", "patch", "delete"]),
-    ("secrets", &["get", "list", "create", "patch", "delete"]),
+    ("services", &["get", "list", "create", "update", "delete"]),
+    ("configmaps", &["get", "create", "update", "delete"]),
+    ("pods", &["get", "list", "create", "delete"]),
+    ("secrets", &["create", "patch", "delete"]),
     ("serviceaccounts", &["get"]),
-    ("endpoints", &["get", "list", "watch"]),
     ("pods/portforward", &["get", "create"]),
     ("pods/proxy", &["get"]),
-    (
-        "deployments.apps",
-        &["get", "list", "create", "update", "delete"],
-    ),
-    ("statefulsets.apps", &["get", "list", "update"]),
+    ("deployments.apps", &["get", "list", "create", "delete"]),
+    ("statefulsets.apps", &["get", "list"]),
+    ("deployments.apps/scale", &["get", "patch"]),
+    ("statefulsets.apps/scale", &["get", "patch"]),
+    ("poddisruptionbudgets.policy", &["create"]),
     (
         "leases.coordination.k8s.io",
-        &[
-            "get", "list", "watch", "create", "update", "patch", "delete",
-        ],
+        &["get", "list", "create", "patch", "delete"],
     ),
 ];
 
@@ -334,6 +322,13 @@ fn a_developer_bound_to_the_chart_role_can_run_ktx_here_and_nothing_elsewhere() 
         ("create", "pods/exec"),
         ("update", "deployments.apps/scale"),
         ("create", "statefulsets.apps"),
+        // Reading keys, editing pod templates (= running code as any ServiceAccount).
+        ("get", "secrets"),
+        ("list", "secrets"),
+        ("update", "deployments.apps"),
+        ("patch", "deployments.apps"),
+        ("update", "statefulsets.apps"),
+        ("patch", "pods"),
         ("list", "namespaces"),
         ("get", "nodes"),
     ] {

@@ -112,14 +112,24 @@ fn exchange_scale_mode_scales_the_workload_to_zero_and_back() {
     ns.apply(&testbackend_manifest("orders", "original", 2));
     ns.wait_deployment("orders", secs(120));
     let before = service_fingerprint(&ns, "orders");
+    // Replicas change through the scale subresource; the count to give back is saved on the
+    // Service (the developer may not update the Deployment).
     let replicas = |ns: &Namespace| {
-        ns.kubectl(&[
+        let d = ns.kubectl(&[
             "get",
             "deployment",
             "orders",
             "-o",
-            "jsonpath={.spec.replicas}/{.status.readyReplicas}|{.metadata.annotations.ktx\\.dev/original-replicas}",
-        ])
+            "jsonpath={.spec.replicas}/{.status.readyReplicas}",
+        ]);
+        let saved = ns.kubectl(&[
+            "get",
+            "service",
+            "orders",
+            "-o",
+            "jsonpath={.metadata.annotations.ktx\\.dev/original-replicas}",
+        ]);
+        format!("{}|{}", d.trim(), saved.trim())
     };
     let (_dev, port) = local_backend("developer");
     let mut ex = Proc::spawn(

@@ -32,6 +32,18 @@ pub const ANNOTATION_RULE: &str = "ktx.dev/rule";
 /// last saw it (`listening`, or `not listening on 127.0.0.1:PORT,...`).
 pub const ANNOTATION_LOCAL_PROCESS: &str = "ktx.dev/local-process";
 
+/// Annotation on every object a session of ktx creates for itself (shadow Pod, Service and
+/// Secret, preview Service): the name of the session's Lease. With [`ANNOTATION_OWNER_UID`] it is
+/// the proof ktx asks for before deleting the object on behalf of that session.
+pub const ANNOTATION_OWNER_LEASE: &str = "ktx.dev/owner-lease";
+/// Annotation beside [`ANNOTATION_OWNER_LEASE`]: the UID of that Lease. A Lease of the same name
+/// made by someone else has another UID, so it owns nothing of the session's.
+pub const ANNOTATION_OWNER_UID: &str = "ktx.dev/owner-uid";
+/// Annotation set by ktx on every object it creates (shared and per-session, the Lease too):
+/// a random token of the run that created it. Undo deletes only what carries its own token (or
+/// the UID the create returned); a shared object is reused or deleted only if it has one.
+pub const ANNOTATION_CREATED_BY: &str = "ktx.dev/created-by";
+
 /// `app.kubernetes.io/part-of` — set to [`PART_OF_VALUE`] on the objects the Helm chart
 /// installs once per namespace (shared router account, janitor).
 pub const LABEL_PART_OF: &str = "app.kubernetes.io/part-of";

@@ -20,9 +20,15 @@ pub struct Config {
     #[arg(long, env = "KTX_SHADOW_PORTS", value_delimiter = ',', required = true)]
     pub ports: Vec<u16>,
 
-    /// Address the service ports and the tunnel port listen on.
+    /// Address the service ports listen on.
     #[arg(long, env = "KTX_SHADOW_LISTEN_ADDR", default_value = "0.0.0.0")]
     pub listen_addr: IpAddr,
+
+    /// Address the tunnel port listens on. The API server's port-forward reaches the pod's
+    /// loopback, so nothing else needs it: listening wider would let any pod of the cluster hold
+    /// the handshake slots and block ktx's reconnects.
+    #[arg(long, env = "KTX_SHADOW_TUNNEL_ADDR", default_value = "127.0.0.1")]
+    pub tunnel_addr: IpAddr,
 
     /// Port for the tunnel from ktx (reached through the API server's port-forward).
     #[arg(long, env = "KTX_SHADOW_TUNNEL_PORT", default_value_t = DEFAULT_TUNNEL_PORT)]
@@ -109,6 +115,7 @@ mod tests {
         let c = Config::try_parse_from(["ktx-shadow", "--ports", "8080,9090"]).unwrap();
         assert_eq!(c.ports, [8080, 9090]);
         assert_eq!(c.tunnel_port, DEFAULT_TUNNEL_PORT);
+        assert!(c.tunnel_addr.is_loopback());
         assert_eq!(c.tls_dir, PathBuf::from("/var/run/ktx"));
         assert_eq!(c.log_format, LogFormat::Json);
         assert!(Config::try_parse_from(["ktx-shadow"]).is_err());

@@ -39,7 +39,10 @@ use crate::unavailable::Unavailable;
 /// Everything [`Shadow::start`] needs, already loaded and checked.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// Where the service ports listen (every interface in a pod).
     pub listen_addr: IpAddr,
+    /// Where the tunnel port listens (the pod's loopback, which the port-forward reaches).
+    pub tunnel_addr: IpAddr,
     /// Service ports; `0` picks a free port (tests).
     pub ports: Vec<u16>,
     pub tunnel_port: u16,
@@ -64,7 +67,7 @@ pub enum StartError {
     Policy(String),
     #[error("port {0} is both a service port and the tunnel or admin port")]
     PortClash(u16),
-    #[error("listen on {addr}: {source}")]
+    #[error("listen on {addr}: {source}{}", privileged_port_hint(*addr, source))]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
@@ -92,6 +95,7 @@ impl Settings {
         };
         Ok(Self {
             listen_addr: cfg.listen_addr,
+            tunnel_addr: cfg.tunnel_addr,
             ports: cfg.ports.clone(),
             tunnel_port: cfg.tunnel_port,
             admin: cfg.admin,
@@ -117,6 +121,19 @@ pub struct Shadow {
     services: Vec<JoinHandle<()>>,
     tunnel: JoinHandle<()>,
     admin: JoinHandle<()>,
+}
+
+/// What to do when a port below 1024 is refused: the shadow runs as a non-root user with every
+/// capability dropped but NET_BIND_SERVICE, which reaches the process only through the file
+/// capability on its binary.
+fn privileged_port_hint(addr: SocketAddr, e: &std::io::Error) -> &'static str {
+    if addr.port() < 1024 && e.kind() == std::io::ErrorKind::PermissionDenied {
+        " (a port below 1024 as a non-root user needs NET_BIND_SERVICE: the image's /ktx-shadow \
+         must carry it as a file capability, `setcap cap_net_bind_service=+ep`, as e2e/images.sh \
+         and e2e/Dockerfile set it; and the container must add NET_BIND_SERVICE, as ktx's pod does)"
+    } else {
+        ""
+    }
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -145,7 +162,7 @@ impl Shadow {
 
         // Bind everything before starting anything, so a failure leaves nothing running.
         let tunnel_listener =
-            bind(SocketAddr::new(settings.listen_addr, settings.tunnel_port)).await?;
+            bind(SocketAddr::new(settings.tunnel_addr, settings.tunnel_port)).await?;
         let tunnel_addr = local_addr(&tunnel_listener)?;
         let mut service_listeners = Vec::new();
         for port in &settings.ports {
@@ -255,4 +272,27 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
 pub(crate) async fn accept_failed(e: &std::io::Error) {
     tracing::warn!(error = %e, "accept failed");
     tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_low_port_says_how_to_allow_it() {
+        let denied = || std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let e = StartError::Bind {
+            addr: "0.0.0.0:80".parse().unwrap(),
+            source: denied(),
+        };
+        assert!(
+            e.to_string().contains("setcap cap_net_bind_service=+ep"),
+            "{e}"
+        );
+        let e = StartError::Bind {
+            addr: "0.0.0.0:8080".parse().unwrap(),
+            source: denied(),
+        };
+        assert!(!e.to_string().contains("setcap"), "{e}");
+    }
 }

@@ -432,3 +432,45 @@ async fn http_raw(addr: std::net::SocketAddr, path: &str) -> String {
         .unwrap();
     out
 }
+
+/// The tunnel port is reached through the API server's port-forward, which connects to the pod's
+/// loopback; listening anywhere else would let any pod of the cluster hold its handshake slots.
+/// Started exactly as the pod starts it (flags/env → `Config` → `Settings`), with defaults.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tunnel_port_listens_on_loopback_only_by_default() {
+    use clap::Parser;
+    let dir = std::env::temp_dir().join(format!(
+        "ktx-shadow-bind-{}-{}",
+        std::process::id(),
+        line!()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let creds = SessionCredentials::generate("bind").unwrap();
+    for (file, bytes) in creds.shadow_secret_data() {
+        std::fs::write(dir.join(file), bytes).unwrap();
+    }
+    let cfg = ktx_shadow::config::Config::try_parse_from([
+        "ktx-shadow",
+        "--ports",
+        "0",
+        "--tunnel-port",
+        "0",
+        "--admin",
+        "127.0.0.1:0",
+        "--tls-dir",
+        dir.to_str().unwrap(),
+    ])
+    .unwrap();
+    let shadow = ktx_shadow::Shadow::start(ktx_shadow::Settings::from_config(&cfg).unwrap())
+        .await
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        shadow.tunnel_addr.ip().is_loopback(),
+        "the tunnel port listens on {}",
+        shadow.tunnel_addr
+    );
+    // The service ports still take connections from the router and other pods.
+    assert!(shadow.service_addrs[0].ip().is_unspecified());
+    shadow.shutdown().await;
+}

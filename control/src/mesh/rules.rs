@@ -10,16 +10,15 @@ use kube::ResourceExt;
 
 use crate::error::{Error, Result};
 use crate::flow::Ctx;
-use crate::leave::{self, is_alive};
 use crate::objects::lease::holder_and_since;
 use crate::objects::routes::{self, AddError};
 
-/// The live sessions' rules are kept; others' rules are leftovers.
-pub fn live_rule(leases: &[Lease]) -> impl Fn(&RuleSpec) -> bool + '_ {
+/// The rules of `live` sessions (judged by [`crate::liveness`]) are kept; others' rules are
+/// leftovers.
+pub fn live_rule(live: &[Lease]) -> impl Fn(&RuleSpec) -> bool + '_ {
     move |r: &RuleSpec| {
-        leases
-            .iter()
-            .any(|l| Some(l.name_any().as_str()) == r.lease.as_deref() && is_alive(l))
+        live.iter()
+            .any(|l| Some(l.name_any().as_str()) == r.lease.as_deref())
     }
 }
 
@@ -55,7 +54,8 @@ pub fn check_rule(
 /// session got the same conditions in the meantime.
 pub async fn add_rule(ctx: &Ctx, names: &ServiceNames, rule: &RuleSpec) -> Result<()> {
     let kube = &ctx.kube;
-    let leases = leave::session_leases(kube, names.service()).await?;
+    let (leases, verdict) = crate::liveness::observe(kube, names.service()).await?;
+    let leases: Vec<Lease> = leases.into_iter().filter(|l| verdict.alive(l)).collect();
     let written = kube
         .modify::<ConfigMap, _>(&names.routes(), |cm| {
             check_rule(names, cm, rule, &leases)?;

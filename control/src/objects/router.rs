@@ -1,5 +1,5 @@
 //! The router of Service S: Deployment `S-ktx-router` and the ServiceAccount, Role and
-//! RoleBinding (all `S-ktx-router`) that let it get, list and watch the routes ConfigMap,
+//! RoleBinding (all `S-ktx-router`) that let it list and watch its routes ConfigMap,
 //! Endpoints and Leases of its namespace — exactly what `router/src/kube.rs` watches.
 //!
 //! The router container listens on every target port of S and carries the container port NAMES
@@ -9,13 +9,18 @@
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, HTTPGetAction, PodSpec, PodTemplateSpec, Probe, ServiceAccount,
+    TopologySpreadConstraint,
 };
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use ktx_names::{role, ServiceNames};
 
-use super::{free_port, labels, meta, resources, router_selector, security_context};
+use super::{
+    free_port, labels, meta, pod_security_context, resources, router_selector, security_context,
+};
 use crate::ports::ListenPort;
 
 /// The router's requests and limits (cpu, memory): a few MiB idle, about 3 KB per idle
@@ -39,6 +44,8 @@ pub struct RouterParams<'a> {
     /// The ServiceAccount the router runs as: `S-ktx-router`, or the chart's shared
     /// [`ktx_names::SHARED_ROUTER_ACCOUNT`].
     pub account: &'a str,
+    /// Pods of the Deployment (`--router-replicas`).
+    pub replicas: u16,
 }
 
 /// The admin port for these targets (never one of them).
@@ -102,7 +109,7 @@ pub fn deployment(names: &ServiceNames, p: &RouterParams<'_>) -> Deployment {
     Deployment {
         metadata: meta(&names.router(), p.namespace, pod_labels.clone()),
         spec: Some(DeploymentSpec {
-            replicas: Some(1),
+            replicas: Some(i32::from(p.replicas)),
             selector: LabelSelector {
                 match_labels: Some(router_selector(names.service())),
                 ..Default::default()
@@ -115,6 +122,18 @@ pub fn deployment(names: &ServiceNames, p: &RouterParams<'_>) -> Deployment {
                 spec: Some(PodSpec {
                     service_account_name: Some(p.account.to_string()),
                     termination_grace_period_seconds: Some(10),
+                    security_context: Some(pod_security_context()),
+                    // Soft: on a one-node cluster every replica still runs.
+                    topology_spread_constraints: Some(vec![TopologySpreadConstraint {
+                        max_skew: 1,
+                        topology_key: "kubernetes.io/hostname".into(),
+                        when_unsatisfiable: "ScheduleAnyway".into(),
+                        label_selector: Some(LabelSelector {
+                            match_labels: Some(router_selector(names.service())),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }]),
                     containers: vec![Container {
                         name: "router".into(),
                         image: Some(p.image.to_string()),
@@ -124,14 +143,51 @@ pub fn deployment(names: &ServiceNames, p: &RouterParams<'_>) -> Deployment {
                         readiness_probe: Some(probe("/readyz", 1)),
                         liveness_probe: Some(probe("/healthz", 10)),
                         resources: Some(resources(ROUTER_REQUEST, ROUTER_LIMIT)),
-                        security_context: Some(security_context(
-                            p.targets.iter().map(|t| t.number),
-                        )),
+                        security_context: Some(security_context()),
+                        // A bind refused (a port below 1024 with an image whose binary lacks
+                        // the file capability) shows in ktx's error through the pod status.
+                        termination_message_policy: Some("FallbackToLogsOnError".into()),
                         ..Default::default()
                     }],
                     ..Default::default()
                 }),
             },
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// Lets an eviction (a node drain) take only one router pod at a time. Owned by the router
+/// Deployment, so the garbage collector removes it with the router and no undo step or cleanup
+/// has to. Built as `policy/v1`; [`crate::kube::budget`] sends it as `policy/v1beta1` to
+/// clusters older than 1.21 (same fields).
+pub fn disruption_budget(
+    names: &ServiceNames,
+    namespace: &str,
+    router_uid: &str,
+) -> PodDisruptionBudget {
+    let mut metadata = meta(
+        &names.router(),
+        namespace,
+        labels(names.service(), role::ROUTER, None),
+    );
+    metadata.owner_references = Some(vec![OwnerReference {
+        api_version: "apps/v1".into(),
+        kind: "Deployment".into(),
+        name: names.router(),
+        uid: router_uid.to_string(),
+        controller: Some(true),
+        block_owner_deletion: Some(false),
+    }]);
+    PodDisruptionBudget {
+        metadata,
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(router_selector(names.service())),
+                ..Default::default()
+            }),
             ..Default::default()
         }),
         status: None,
@@ -149,9 +205,12 @@ pub fn service_account(names: &ServiceNames, namespace: &str) -> ServiceAccount 
     }
 }
 
-/// Read-only access to what the router watches, in this namespace only.
+/// Read-only access to what the router watches (list + watch: kube-runtime's watchers), in
+/// this namespace only; the ConfigMap by name (the router watches it with a `metadata.name`
+/// field selector, which RBAC matches against `resourceNames`). Endpoints and Leases cannot be
+/// named: they are the targets' and sessions', made later.
 pub fn role(names: &ServiceNames, namespace: &str) -> Role {
-    let read = || vec!["get".to_string(), "list".to_string(), "watch".to_string()];
+    let read = || vec!["list".to_string(), "watch".to_string()];
     Role {
         metadata: meta(
             &names.router_account(),
@@ -161,7 +220,14 @@ pub fn role(names: &ServiceNames, namespace: &str) -> Role {
         rules: Some(vec![
             PolicyRule {
                 api_groups: Some(vec![String::new()]),
-                resources: Some(vec!["configmaps".into(), "endpoints".into()]),
+                resources: Some(vec!["configmaps".into()]),
+                resource_names: Some(vec![names.routes()]),
+                verbs: read(),
+                ..Default::default()
+            },
+            PolicyRule {
+                api_groups: Some(vec![String::new()]),
+                resources: Some(vec!["endpoints".into()]),
                 verbs: read(),
                 ..Default::default()
             },
@@ -224,6 +290,7 @@ mod tests {
             namespace: "shop",
             targets: &t,
             account: "orders-ktx-router",
+            replicas: 2,
         };
         let a = args(&n, &p);
         let cfg =
@@ -247,6 +314,7 @@ mod tests {
                 namespace: "shop",
                 targets: &t,
                 account: "orders-ktx-router",
+                replicas: 2,
             },
         );
         assert_eq!(d.metadata.name.as_deref(), Some("orders-ktx-router"));
@@ -301,9 +369,9 @@ mod tests {
         let all_verbs: Vec<&String> = rules.iter().flat_map(|r| &r.verbs).collect();
         assert!(all_verbs
             .iter()
-            .all(|v| ["get", "list", "watch"].contains(&v.as_str())));
+            .all(|v| ["list", "watch"].contains(&v.as_str())));
         assert_eq!(
-            rules[1].resources.as_deref(),
+            rules[2].resources.as_deref(),
             Some(&["leases".to_string()][..])
         );
         let b = role_binding(&n, "shop");
@@ -313,5 +381,80 @@ mod tests {
             service_account(&n, "shop").metadata.name.as_deref(),
             Some("orders-ktx-router")
         );
+    }
+
+    /// Pod Security "restricted", also when a target port is below 1024.
+    #[test]
+    fn the_router_pod_passes_pod_security_restricted_on_any_port() {
+        let n = ServiceNames::new("orders");
+        for port in [8080, 80] {
+            let t = [ListenPort {
+                number: port,
+                name: None,
+            }];
+            let d = deployment(
+                &n,
+                &RouterParams {
+                    image: "r:1",
+                    namespace: "shop",
+                    targets: &t,
+                    account: "orders-ktx-router",
+                    replicas: 2,
+                },
+            );
+            let spec = d.spec.unwrap().template.spec.unwrap();
+            let v = crate::objects::pod_security::restricted_violations(&spec);
+            assert!(v.is_empty(), "target port {port}: {v:#?}");
+        }
+    }
+
+    /// A drain or an eviction must not take the meshed Service down: two pods by default,
+    /// spread across nodes, and a budget that lets only one go at a time.
+    #[test]
+    fn two_replicas_spread_across_nodes_under_a_disruption_budget() {
+        let n = ServiceNames::new("orders");
+        let t = targets();
+        let d = deployment(
+            &n,
+            &RouterParams {
+                image: "r:1",
+                namespace: "shop",
+                targets: &t,
+                account: "orders-ktx-router",
+                replicas: 2,
+            },
+        );
+        let spec = d.spec.unwrap();
+        assert_eq!(spec.replicas, Some(2));
+        let spread = &spec
+            .template
+            .spec
+            .unwrap()
+            .topology_spread_constraints
+            .unwrap()[0];
+        assert_eq!(spread.topology_key, "kubernetes.io/hostname");
+        assert_eq!(
+            spread.label_selector.as_ref().unwrap().match_labels,
+            spec.selector.match_labels
+        );
+        let b = disruption_budget(&n, "shop", "uid-1");
+        assert_eq!(b.metadata.name.as_deref(), Some("orders-ktx-router"));
+        let owner = &b.metadata.owner_references.unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("Deployment", "uid-1")
+        );
+        let bs = b.spec.unwrap();
+        assert_eq!(bs.max_unavailable, Some(IntOrString::Int(1)));
+        assert_eq!(
+            bs.selector.unwrap().match_labels,
+            spec.selector.match_labels
+        );
+        let cli =
+            crate::cli::Cli::try_parse_from(["ktx", "mesh", "orders", "--expose", "80"]).unwrap();
+        let crate::cli::Command::Mesh(m) = cli.command else {
+            panic!("not mesh")
+        };
+        assert_eq!(m.router_replicas, 2, "the default");
     }
 }

@@ -19,7 +19,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
 use ktx_names::{role, LABEL_MODE};
 
-use super::{free_port, labels, meta, resources, security_context, shadow_selector};
+use super::{
+    free_port, labels, meta, pod_security_context, resources, security_context, shadow_selector,
+};
 use crate::ports::{ExposedPort, ListenPort};
 
 /// The shadow's requests and limits (cpu, memory): one developer's traffic; the tunnel's TLS is
@@ -172,7 +174,9 @@ pub fn pod(p: &ShadowParams<'_>) -> Pod {
                     timeout_seconds: Some(1),
                     ..Default::default()
                 }),
-                security_context: Some(security_context(p.exposed.iter().map(|e| e.target))),
+                security_context: Some(security_context()),
+                // A refused bind shows in ktx's error through the pod status.
+                termination_message_policy: Some("FallbackToLogsOnError".into()),
                 resources: Some(resources(SHADOW_REQUEST, SHADOW_LIMIT)),
                 volume_mounts: Some(vec![VolumeMount {
                     name: "tunnel-credentials".into(),
@@ -191,11 +195,7 @@ pub fn pod(p: &ShadowParams<'_>) -> Pod {
                 }),
                 ..Default::default()
             }]),
-            security_context: Some(k8s_openapi::api::core::v1::PodSecurityContext {
-                // Lets the non-root user read the mounted key (mode 0440, group 65532).
-                fs_group: Some(65532),
-                ..Default::default()
-            }),
+            security_context: Some(pod_security_context()),
             ..Default::default()
         }),
         status: None,

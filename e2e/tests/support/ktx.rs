@@ -321,7 +321,7 @@ pub fn service_fingerprint(ns: &Namespace, name: &str) -> String {
 pub fn ktx_leftovers(ns: &Namespace) -> String {
     ns.kubectl(&[
         "get",
-        "deployments,replicasets,pods,services,configmaps,secrets,leases,serviceaccounts,roles,rolebindings",
+        "deployments,replicasets,pods,services,configmaps,secrets,leases,serviceaccounts,roles,rolebindings,poddisruptionbudgets",
         "-l",
         "app.kubernetes.io/managed-by=ktx",
         "-o",
@@ -338,7 +338,7 @@ pub fn ktx_leftovers(ns: &Namespace) -> String {
 pub fn live_leftovers(ns: &Namespace) -> String {
     let out = ns.kubectl(&[
         "get",
-        "deployments,replicasets,pods,services,configmaps,secrets,leases,serviceaccounts,roles,rolebindings",
+        "deployments,replicasets,pods,services,configmaps,secrets,leases,serviceaccounts,roles,rolebindings,poddisruptionbudgets",
         "-l",
         "app.kubernetes.io/managed-by=ktx",
         "-o",

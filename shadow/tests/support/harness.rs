@@ -65,6 +65,7 @@ pub async fn shadow_with(
 ) -> Shadow {
     Shadow::start(Settings {
         listen_addr: [127, 0, 0, 1].into(),
+        tunnel_addr: [127, 0, 0, 1].into(),
         ports: vec![0; ports],
         tunnel_port: 0,
         admin: SocketAddr::from(([127, 0, 0, 1], 0)),

@@ -150,3 +150,46 @@ fn the_secret_is_owned_by_the_pod() {
     let o = &s.metadata.owner_references.unwrap()[0];
     assert_eq!((o.kind.as_str(), o.uid.as_str()), ("Pod", "uid-1"));
 }
+
+/// Pod Security "restricted", also when the exposed target port is below 1024: non-root, and
+/// NET_BIND_SERVICE the only capability, on every port.
+#[test]
+fn the_pod_passes_pod_security_restricted_on_any_port() {
+    for target in [8080, 80] {
+        let t = [ListenPort {
+            number: target,
+            name: None,
+        }];
+        let e = [ExposedPort {
+            local: 3001,
+            port: 80,
+            target,
+        }];
+        let pod = pod(&ShadowParams {
+            name: "orders-ktx-mesh-foobar",
+            namespace: "shop",
+            service: "orders",
+            session: "foobar",
+            mode: ktx_names::mode::MESH,
+            image: "s:1",
+            targets: &t,
+            exposed: &e,
+            not_taken: NotTaken::Reject,
+        });
+        let spec = pod.spec.unwrap();
+        let v = crate::objects::pod_security::restricted_violations(&spec);
+        assert!(v.is_empty(), "target port {target}: {v:#?}");
+        let c = &spec.containers[0];
+        assert_eq!(
+            c.termination_message_policy.as_deref(),
+            Some("FallbackToLogsOnError"),
+            "a refused bind reaches ktx's error"
+        );
+        let sc = c.security_context.clone().unwrap();
+        assert_ne!(sc.run_as_user, Some(0));
+        // Always: the image's binary carries it as a file capability, which the kernel refuses
+        // to exec unless the container can grant it (found on the e2e cluster).
+        let add = sc.capabilities.unwrap().add.unwrap_or_default();
+        assert_eq!(add, ["NET_BIND_SERVICE"], "port {target}");
+    }
+}

@@ -1,0 +1,177 @@
+//! Scenes for the fake cluster: a team's namespace with its own Service, pods and workload, and
+//! a ktx context that talks to the fake.
+
+use std::collections::BTreeMap;
+
+use clap::Parser;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, Pod, PodSpec, PodTemplateSpec, Secret, Service, ServicePort,
+    ServiceSpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, MicroTime, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::jiff::Timestamp;
+use ktx::cli::{Cli, Command};
+use ktx::flow::Ctx;
+use ktx::kube::Kube;
+use ktx::progress::Progress;
+
+use std::sync::Arc;
+
+use super::dialer::ShadowDialer;
+use super::server::{Fake, NS};
+
+pub fn meta(name: &str, labels: &[(&str, &str)]) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some(NS.into()),
+        labels: (!labels.is_empty()).then(|| {
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        }),
+        ..Default::default()
+    }
+}
+
+fn app(service: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([("app".to_string(), service.to_string())])
+}
+
+/// The team's Service `service` (port 80 → 8080), one pod behind it and the Deployment that
+/// made the pod (2 replicas).
+pub fn team_service(fake: &Fake, service: &str) {
+    fake.seed(&Service {
+        metadata: meta(service, &[("team", "shop")]),
+        spec: Some(ServiceSpec {
+            selector: Some(app(service)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: 80,
+                target_port: Some(IntOrString::Int(8080)),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        status: None,
+    });
+    let container = Container {
+        name: "app".into(),
+        image: Some("team/app:1".into()),
+        ports: Some(vec![ContainerPort {
+            container_port: 8080,
+            name: Some("http".into()),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    fake.seed(&Pod {
+        metadata: meta(&format!("{service}-7d9f-abcde"), &[("app", service)]),
+        spec: Some(PodSpec {
+            containers: vec![container.clone()],
+            ..Default::default()
+        }),
+        status: None,
+    });
+    fake.seed(&Deployment {
+        metadata: meta(service, &[]),
+        spec: Some(DeploymentSpec {
+            replicas: Some(2),
+            selector: LabelSelector {
+                match_labels: Some(app(service)),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(app(service)),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    });
+}
+
+/// A Secret of the team's (not ktx's).
+pub fn team_secret(fake: &Fake, name: &str) -> String {
+    fake.seed(&Secret {
+        metadata: meta(name, &[("team", "shop")]),
+        string_data: None,
+        data: Some(BTreeMap::from([(
+            "password".to_string(),
+            k8s_openapi::ByteString(b"hunter2".to_vec()),
+        )])),
+        ..Default::default()
+    })
+}
+
+/// A Lease anyone allowed to create Leases can make: ktx's labels, a session long expired.
+pub fn forged_lease(fake: &Fake, name: &str, service: &str, duration_secs: i32) -> String {
+    let old = MicroTime(Timestamp::from_second(1_600_000_000).expect("a valid time"));
+    fake.seed(&Lease {
+        metadata: meta(
+            name,
+            &[
+                ("app.kubernetes.io/managed-by", "ktx"),
+                ("ktx.dev/service", service),
+                ("ktx.dev/role", "session"),
+            ],
+        ),
+        spec: Some(LeaseSpec {
+            holder_identity: Some("mallory@somewhere".into()),
+            lease_duration_seconds: Some(duration_secs),
+            acquire_time: Some(old.clone()),
+            renew_time: Some(old),
+            ..Default::default()
+        }),
+    })
+}
+
+/// A ktx command line, parsed as `ktx` parses it.
+pub fn cli(args: &[&str]) -> Cli {
+    // --timeout bounds the wait for a name taken by someone else (the name-clash test).
+    let mut argv = vec!["ktx", "-n", NS, "--timeout", "3s"];
+    argv.extend_from_slice(args);
+    Cli::try_parse_from(argv).expect("a valid command line")
+}
+
+/// What a command needs, talking to `fake` (and to its shadows in-process); progress lines are
+/// recorded.
+pub fn ctx(fake: &Fake, cli: &Cli) -> Ctx {
+    let mut kube = Kube::new(fake.client(), NS);
+    kube.dialer = Some(Arc::new(ShadowDialer(fake.clone())));
+    Ctx {
+        kube,
+        global: cli.global.clone(),
+        holder: "alice@laptop".into(),
+        progress: Progress::recording(),
+    }
+}
+
+/// Runs one command of `cli` to its end against `fake` (sessions until `shutdown` fires).
+pub async fn run(fake: &Fake, cli: &Cli, shutdown: &ktx::shutdown::Shutdown) -> ktx::Result<()> {
+    run_ctx(&ctx(fake, cli), cli, shutdown).await
+}
+
+/// [`run`] with a context made by [`ctx`].
+pub async fn run_ctx(ctx: &Ctx, cli: &Cli, shutdown: &ktx::shutdown::Shutdown) -> ktx::Result<()> {
+    let ctx = ctx.clone();
+    match &cli.command {
+        Command::Mesh(a) => ktx::mesh::run(&ctx, a, shutdown).await,
+        Command::Exchange(a) => ktx::exchange::run(&ctx, a, shutdown).await,
+        Command::Preview(a) => ktx::preview::run(&ctx, a, shutdown).await,
+        Command::Clean(a) => ktx::clean::run(&ctx, a).await,
+        Command::Recover(a) => ktx::recover::run(&ctx, a).await,
+        Command::Janitor(a) => ktx::janitor::run(&ctx, a, shutdown).await,
+        other => panic!("not a command these tests run: {other:?}"),
+    }
+}
