@@ -180,15 +180,18 @@ pub const RETRY_EVERY: Duration = Duration::from_secs(1);
 /// at once: a third of the Lease, which leaves the last third to act (network, VPN, expired
 /// credentials) before the router stops sending requests here.
 pub const REPORT_AFTER: Duration = Duration::from_secs(LEASE_DURATION.as_secs() / 3);
-/// No renewal for this long ends the session: the router is about to see the Lease expire.
+/// No renewal for this long: the router is about to see the Lease expire, and the developer is
+/// told so (the session goes on, and resumes by itself once a renewal works).
 pub const LOST_AFTER: Duration = Duration::from_secs(LEASE_DURATION.as_secs() - 1);
 
 /// Calls `renew` every [`RENEW_EVERY`] (each call within [`RENEW_CALL_TIMEOUT`], retried every
 /// [`RETRY_EVERY`] after a failure). Time is this process's monotonic clock only: a step of
 /// the wall clock (NTP, a laptop waking) changes nothing here. When renewals have failed or
 /// hung for [`REPORT_AFTER`] past their due time, `report` is told at once (also while a call
-/// still hangs), and again when a renewal works again; after [`LOST_AFTER`] without a renewal,
-/// or when the Lease is gone, `lost` says why and the loop ends.
+/// still hangs), again after [`LOST_AFTER`] (the Lease has expired for the router), and once
+/// more when a renewal works again. Time alone never ends a session: a laptop that wakes or an
+/// API server that comes back renews the same Lease and the session resumes by itself. Only a
+/// Lease that is gone or replaced (cleaned up meanwhile) ends it: `lost` says why.
 pub async fn keep_renewed<F, Fut>(
     mut renew: F,
     what: String,
@@ -202,6 +205,7 @@ pub async fn keep_renewed<F, Fut>(
     let mut next = last_ok + RENEW_EVERY;
     let mut last_error = String::from("no answer yet");
     let mut reported = false;
+    let mut expired_said = false;
     let trouble = |last_ok: Instant, last_error: &str| {
         format!(
             "{what} has not been renewed for {:?} (last error: {last_error}); if this lasts {LEASE_DURATION:?}, the router stops sending your requests here",
@@ -222,9 +226,6 @@ pub async fn keep_renewed<F, Fut>(
                     reported = true;
                     report(trouble(last_ok, &last_error));
                 }
-                () = tokio::time::sleep_until(last_ok + LOST_AFTER) => {
-                    break Renewal::Failed(format!("no answer within {:?}", last_ok.elapsed()));
-                }
             }
         };
         match outcome {
@@ -236,6 +237,7 @@ pub async fn keep_renewed<F, Fut>(
                     ));
                 }
                 reported = false;
+                expired_said = false;
                 last_ok = Instant::now();
                 next = last_ok + RENEW_EVERY;
             }
@@ -253,11 +255,14 @@ pub async fn keep_renewed<F, Fut>(
                     reported = true;
                     report(trouble(last_ok, &last_error));
                 }
-                if silent_for >= LOST_AFTER {
-                    lost.send_replace(Some(format!(
-                        "{what} could not be renewed for {silent_for:?} ({last_error}); the router has stopped sending requests here"
-                    )));
-                    return;
+                if silent_for >= LOST_AFTER && !expired_said {
+                    // Not the end: a laptop that wakes, an API server that returns, renews the
+                    // same Lease and the session goes on by itself. Only a Lease that is gone
+                    // or replaced (cleaned up meanwhile) ends it.
+                    expired_said = true;
+                    report(format!(
+                        "{what} could not be renewed for {silent_for:?} ({last_error}): the router has stopped sending your requests here; ktx keeps trying, and the session resumes once a renewal works"
+                    ));
                 }
                 next = Instant::now() + RETRY_EVERY;
             }

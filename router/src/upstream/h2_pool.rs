@@ -236,6 +236,10 @@ mod tests {
                 h2_stream_slot_timeout: Duration::from_secs(2),
                 h2_stream_window: 1 << 16,
                 h2_connection_window: 1 << 20,
+                session_reuse: crate::upstream::SessionReuse {
+                    idle: Duration::from_millis(100),
+                    age: Duration::from_secs(1),
+                },
             },
         ));
         let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
