@@ -15,7 +15,8 @@ enum Step {
 struct Rig {
     reports: Arc<Mutex<Vec<(Duration, String)>>>,
     lost: watch::Receiver<Option<String>>,
-    task: JoinHandle<()>,
+    /// Kept for the test's length (the keeper runs until then).
+    _task: JoinHandle<()>,
     start: Instant,
 }
 
@@ -44,7 +45,7 @@ fn start(script: Vec<Step>) -> Rig {
     Rig {
         reports,
         lost,
-        task,
+        _task: task,
         start,
     }
 }
