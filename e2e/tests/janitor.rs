@@ -1,6 +1,6 @@
 //! The chart's janitor (`ktx janitor`, image `ktx.local/ktx:dev`) on the real cluster, and a
 //! developer bound only to the chart's Role:
-//! - `kill -9` of `ktx mesh`: the Service is restored and every ktx object is gone within 30 s,
+//! - `kill -9` of `ktx mesh`: the Service is restored and every ktx object is gone within 40 s,
 //!   while a client loop in a pod, without the header, never sees a failed request;
 //! - the same for `exchange` (selector mode), `exchange --mode scale` (replicas back) and
 //!   `preview` (its Service removed); an exchanged Service has nothing behind it between the
