@@ -153,8 +153,8 @@ pub struct Config {
     #[arg(long, env = "KTX_ROUTER_STREAM_SLOT_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub stream_slot_timeout: Duration,
 
-    /// A connection to a session's shadow is reused only if it went idle less than this long
-    /// ago. The shadow stands for a laptop that sleeps and a process that restarts: a quiet
+    /// An HTTP/1.1 connection to a session's shadow is reused only if it went idle less than
+    /// this long ago. The shadow stands for a laptop that sleeps and a process that restarts: a quiet
     /// kept connection may lead into a frozen tunnel (the next request would hang, then fail)
     /// or to the original workload the shadow fell back to. Busy connections (load) are reused.
     #[arg(long, env = "KTX_ROUTER_SESSION_REUSE_IDLE", default_value = "100ms", value_parser = parse_duration)]

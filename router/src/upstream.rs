@@ -53,8 +53,8 @@ pub struct UpstreamConfig {
     pub session_reuse: SessionReuse,
 }
 
-/// Reuse of connections to a session's shadow: only while busy or just idle, and only while
-/// young. A shadow stands for a laptop that sleeps and a process that restarts; a quiet kept
+/// Reuse of connections to a session's shadow: only while young, and (HTTP/1.1) only if just
+/// idle. A shadow stands for a laptop that sleeps and a process that restarts; a quiet kept
 /// connection could lead into a frozen tunnel (a request sent on it hangs, then fails) or to
 /// the original workload the shadow fell back to while the process was down (later requests
 /// would miss the restarted process). A fresh connection lets the shadow decide afresh.

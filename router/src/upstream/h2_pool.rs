@@ -167,9 +167,11 @@ impl H2Pool {
         };
         let busy = |c: &H2Conn| c.in_flight.load(Ordering::Relaxed) > 0;
         if side == Side::Shadow {
-            // A session's shadow: a quiet connection is let go (it closes once nothing holds
-            // it), and only busy, young ones take more streams (`SessionReuse`).
-            pool.conns.retain(|c| !c.tx.is_closed() && busy(c));
+            // A session's shadow: only young connections take more streams (`SessionReuse`;
+            // h2 has no idle rule: dropping to zero streams between two of a busy client's
+            // would open a connection per stream); an old one is let go once it is quiet.
+            pool.conns
+                .retain(|c| !c.tx.is_closed() && (busy(c) || reuse.allows(c.born, None)));
         } else {
             pool.conns.retain(|c| !c.tx.is_closed());
         }

@@ -1,5 +1,5 @@
-//! Connections to a session's shadow are reused only while busy or just idle (100 ms) and only
-//! while young (1 s). A shadow stands for a process on a laptop that restarts, sleeps and
+//! Connections to a session's shadow are reused only while young (1 s) and, for HTTP/1.1, only
+//! if idle less than 100 ms. A shadow stands for a process on a laptop that restarts, sleeps and
 //! wakes: a quiet kept connection could outlive what it was connected to — a tunnel stream
 //! frozen with the laptop (the next request on it would hang, then fail), or the original
 //! workload the shadow fell back to while the process was down (later requests would miss the
@@ -63,10 +63,12 @@ async fn a_busy_http1_connection_to_a_session_is_reused_while_young() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h2_streams_to_a_session_one_after_another_each_get_a_new_connection() {
-    let mesh = Mesh::start().await;
+async fn h2_streams_to_a_session_take_only_a_young_connection() {
+    let mesh = Mesh::start_with(|cfg| cfg.session_reuse_age = Duration::from_millis(100)).await;
     let mut client = H2::connect(mesh.addr()).await;
     for _ in 0..3 {
+        // Older than --session-reuse-age by the next stream.
+        tokio::time::sleep(Duration::from_millis(150)).await;
         let r = client.get(mesh.addr(), "/who", Some("foobar")).await;
         assert_eq!(backend_of(&r), SHADOW);
         body_string(r).await;
@@ -75,7 +77,7 @@ async fn h2_streams_to_a_session_one_after_another_each_get_a_new_connection() {
         body_string(r).await;
     }
     assert_eq!(mesh.shadow.stats().requests(), 3);
-    // A stream to a shadow joins only a connection that is busy; these came one by one.
+    // A stream to a shadow joins only a connection younger than the reuse age.
     assert_eq!(mesh.shadow.stats().connections(), 3);
     assert_eq!(mesh.original.stats().connections(), 1);
 }
