@@ -104,7 +104,14 @@ async fn a_thousand_concurrent_streams() {
         }
     })
     .await;
-    assert_eq!(rig.shadow.metrics.streams.get(), N as u64);
+    // Every one of the N arrived as a stream. A stray probe of another test in this process can
+    // land here too: `all_refused` connects to ports a shadow just closed, and the kernel may
+    // already have given such a port to this one (seen once as 1001).
+    let streams = rig.shadow.metrics.streams.get();
+    assert!(
+        (N as u64..=N as u64 + 2).contains(&streams),
+        "{streams} streams for {N} connections"
+    );
     within(
         "all streams to close",
         until(|| rig.shadow.metrics.active_streams.get() == 0),
