@@ -18,7 +18,7 @@ use kube::ResourceExt;
 use crate::cli::MeshArgs;
 use crate::error::{Error, Result};
 use crate::flow::{self, Ctx, Ready};
-use crate::kube::{wait, Kind, Kube};
+use crate::kube::{wait, Kind};
 use crate::leave;
 use crate::lock;
 use crate::objects::lease::{self as lease_obj, holder_and_since, LeaseParams};
@@ -54,8 +54,9 @@ pub async fn run(ctx: &Ctx, args: &MeshArgs, shutdown: &Shutdown) -> Result<()> 
 }
 
 /// Reuses the shared object `obj` if ktx made it for this Service, or creates it (recording
-/// its deletion first). An object of that name that ktx did not make is an error, not reused.
-async fn ensure<K: Kind>(ctx: &Ctx, undo: &Undo, kind: ObjKind, obj: &K) -> Result<()> {
+/// its deletion first), and returns it as the API server has it. An object of that name that ktx
+/// did not make is an error, not reused.
+async fn ensure<K: Kind>(ctx: &Ctx, undo: &Undo, kind: ObjKind, obj: &K) -> Result<K> {
     let name = obj.name_any();
     let ns = &ctx.kube.namespace;
     let service = obj.labels().get(LABEL_SERVICE).cloned().unwrap_or_default();
@@ -69,11 +70,11 @@ async fn ensure<K: Kind>(ctx: &Ctx, undo: &Undo, kind: ObjKind, obj: &K) -> Resu
             });
         }
         ctx.progress.done(format!("Reusing {kind} {ns}/{name}"));
-        return Ok(());
+        return Ok(existing);
     }
-    flow::create_own(ctx, undo, kind, true, obj.clone(), None).await?;
+    let created = flow::create_own(ctx, undo, kind, true, obj.clone(), None).await?;
     ctx.progress.done(format!("Created {kind} {ns}/{name}"));
-    Ok(())
+    Ok(created)
 }
 
 async fn setup(
@@ -168,7 +169,7 @@ async fn setup(
     ));
 
     // Shared objects: stuntman, routes, router.
-    ensure(
+    let stuntman = ensure(
         ctx,
         undo,
         ObjKind::Service,
@@ -294,9 +295,7 @@ async fn setup(
     }
     let not_taken = match plan.on_unavailable {
         OnUnavailable::Reject => NotTaken::Reject,
-        OnUnavailable::Fallback => {
-            NotTaken::Fallback(fallback_routes(kube, names, &exposed).await?)
-        }
+        OnUnavailable::Fallback => NotTaken::Fallback(fallback_routes(&stuntman, &exposed)),
     };
     let sp = ShadowParams {
         name: &lease_name,
@@ -344,22 +343,20 @@ async fn setup(
 /// (the original workload) at its ClusterIP, on the Service port of each exposed target port.
 /// A stuntman without a ClusterIP (a headless Service) gets no routes: the shadow then resets
 /// such connections, and the router's fallback still applies whenever the shadow is down.
-async fn fallback_routes(
-    kube: &Kube,
-    names: &ServiceNames,
+fn fallback_routes(
+    stuntman: &Service,
     exposed: &[ExposedPort],
-) -> Result<Vec<(u16, std::net::SocketAddr)>> {
-    let stuntman = kube.get::<Service>(&names.stuntman()).await?;
+) -> Vec<(u16, std::net::SocketAddr)> {
     let ip = stuntman
+        .spec
         .as_ref()
-        .and_then(|s| s.spec.as_ref())
         .and_then(|s| s.cluster_ip.as_deref())
         .and_then(|ip| ip.parse::<std::net::IpAddr>().ok());
-    Ok(match ip {
+    match ip {
         Some(ip) => exposed
             .iter()
             .map(|e| (e.target, std::net::SocketAddr::new(ip, e.port)))
             .collect(),
         None => Vec::new(),
-    })
+    }
 }
