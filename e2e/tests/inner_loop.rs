@@ -9,16 +9,9 @@ mod support;
 
 use ktx_e2e::{image, secs, testbackend_manifest, Namespace};
 use support::{
-    end_session, ktx_run, local_backend, local_backend_on, mesh_cmd, service_fingerprint, Proc,
+    end_session, ktx_run, local_backend, local_backend_on, mesh_cmd, service_fingerprint, uptime,
+    Proc,
 };
-
-/// This machine's uptime in seconds: the clock the pods' `/proc/uptime` shows too (one node).
-fn uptime() -> f64 {
-    std::fs::read_to_string("/proc/uptime")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .expect("/proc/uptime")
-}
 
 /// One round of the client loop: when it started, and for each request what answered and when
 /// the answer was complete (uptime). `FAIL` is anything but an answer from a backend or a 503.

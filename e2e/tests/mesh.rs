@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use ktx_e2e::{image, secs, testbackend_manifest, Cluster, Namespace};
 use support::{
     assert_nothing_left, end_session, ktx, ktx_run, local_backend, mesh_cmd, service_fingerprint,
-    Proc,
+    uptime, Proc,
 };
 
 /// `orders` (Service port 8080 → targetPort `http`) answered by "original".
@@ -493,14 +493,6 @@ fn twenty_sessions_joining_and_leaving_at_once_end_consistent() {
     }
     assert_eq!(service_fingerprint(&ns, "orders"), before);
     assert_nothing_left(&ns, secs(120));
-}
-
-/// This machine's uptime in seconds: the clock the pods' `/proc/uptime` shows too (one node).
-fn uptime() -> f64 {
-    std::fs::read_to_string("/proc/uptime")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .expect("/proc/uptime")
 }
 
 /// One line of the marked client loop: `UPTIME|unmarked|VERSION: fb|VERSION: rj`.

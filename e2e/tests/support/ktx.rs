@@ -369,3 +369,11 @@ pub fn assert_nothing_left(ns: &Namespace, timeout: Duration) {
         );
     }
 }
+
+/// This machine's uptime in seconds: the clock the pods' `/proc/uptime` shows too (one node).
+pub fn uptime() -> f64 {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .expect("/proc/uptime")
+}
