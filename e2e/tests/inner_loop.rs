@@ -9,8 +9,8 @@ mod support;
 
 use ktx_e2e::{image, secs, testbackend_manifest, Namespace};
 use support::{
-    end_session, ktx_run, local_backend, local_backend_on, mesh_cmd, service_fingerprint, uptime,
-    Proc,
+    end_session, ktx_run, local_backend, local_backend_on, service_fingerprint, start_mesh_with,
+    uptime, Proc,
 };
 
 /// One round of the client loop: when it started, and for each request what answered and when
@@ -91,15 +91,6 @@ fn with_loop<T: Send>(
     })
 }
 
-fn start_mesh(ns: &Namespace, port: u16, mark: &str, more: &[&str]) -> Proc {
-    let mut p = Proc::spawn(
-        &format!("ktx mesh {mark}"),
-        &mut mesh_cmd(ns, "orders", &format!("{port}:8080"), mark, more),
-    );
-    p.wait_line(true, "\"command\":\"mesh\"", secs(180));
-    p
-}
-
 /// `orders` answered by "original", meshed twice: `fb` (fallback) → local "alice", `rj`
 /// (reject) → local "bob". Returns (fingerprint before, url, fb, rj, alice, bob, ports).
 struct Meshed {
@@ -121,8 +112,14 @@ fn meshed(ns: &Namespace) -> Meshed {
     let url = format!("http://{}:8080/", ns.cluster_ip("orders"));
     let (alice, alice_port) = local_backend("alice");
     let (bob, bob_port) = local_backend("bob");
-    let fb = start_mesh(ns, alice_port, "fb", &[]);
-    let rj = start_mesh(ns, bob_port, "rj", &["--on-unavailable", "reject"]);
+    let fb = start_mesh_with(ns, "orders", alice_port, "fb", &[]);
+    let rj = start_mesh_with(
+        ns,
+        "orders",
+        bob_port,
+        "rj",
+        &["--on-unavailable", "reject"],
+    );
     Meshed {
         before,
         url,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use ktx_e2e::{image, secs, testbackend_manifest, Cluster, Namespace};
 use support::{
     assert_nothing_left, end_session, ktx, ktx_run, local_backend, mesh_cmd, service_fingerprint,
-    uptime, Proc,
+    start_mesh_with, uptime, Proc,
 };
 
 /// `orders` (Service port 8080 → targetPort `http`) answered by "original".
@@ -302,16 +302,6 @@ fn refusals_name_the_problem() {
 /// `ktx mesh` for `service` with `mark`, `-o json`, waiting until the session is up.
 fn start_mesh(ns: &Namespace, service: &str, port: u16, mark: &str) -> Proc {
     start_mesh_with(ns, service, port, mark, &[])
-}
-
-/// [`start_mesh`] with more flags (`--on-unavailable reject`, ...).
-fn start_mesh_with(ns: &Namespace, service: &str, port: u16, mark: &str, more: &[&str]) -> Proc {
-    let mut p = Proc::spawn(
-        &format!("ktx mesh ({mark})"),
-        &mut mesh_cmd(ns, service, &format!("{port}:8080"), mark, more),
-    );
-    p.wait_line(true, "\"command\":\"mesh\"", secs(180));
-    p
 }
 
 #[test]

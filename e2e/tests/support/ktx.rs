@@ -377,3 +377,20 @@ pub fn uptime() -> f64 {
         .and_then(|s| s.split_whitespace().next()?.parse().ok())
         .expect("/proc/uptime")
 }
+
+/// `ktx mesh SERVICE --expose PORT:8080 --versionMark MARK -o json MORE...`, waiting until the
+/// session is up.
+pub fn start_mesh_with(
+    ns: &Namespace,
+    service: &str,
+    port: u16,
+    mark: &str,
+    more: &[&str],
+) -> Proc {
+    let mut p = Proc::spawn(
+        &format!("ktx mesh ({mark})"),
+        &mut mesh_cmd(ns, service, &format!("{port}:8080"), mark, more),
+    );
+    p.wait_line(true, "\"command\":\"mesh\"", Duration::from_secs(180));
+    p
+}
