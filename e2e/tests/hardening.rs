@@ -15,21 +15,10 @@ mod support;
 
 use std::thread;
 
-use chart::{can_i, kubeconfig_for_service_account, repo_root};
+use chart::{can_i, kubeconfig_for_service_account, readme_role};
 use clients::{ask_from_pods, Ask};
 use ktx_e2e::{image, poll, secs, testbackend_image, testbackend_manifest, Cluster, Namespace};
 use support::{end_session, local_backend, mesh_cmd, service_fingerprint, Proc};
-
-fn readme_role() -> String {
-    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
-    readme
-        .split("```yaml\n")
-        .skip(1)
-        .filter_map(|b| b.split_once("```").map(|(yaml, _)| yaml))
-        .find(|yaml| yaml.contains("kind: Role\n"))
-        .expect("README.md has a ```yaml block with the developer Role")
-        .to_string()
-}
 
 /// `kubectl get pod POD -o jsonpath=PATH`, trimmed.
 fn pod_field(ns: &Namespace, pod: &str, path: &str) -> String {

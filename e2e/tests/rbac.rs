@@ -11,23 +11,11 @@ mod chart;
 #[path = "support/ktx.rs"]
 mod support;
 
-use chart::{kubeconfig_for_service_account, repo_root};
+use chart::{kubeconfig_for_service_account, readme_role};
 use ktx_e2e::{secs, testbackend_manifest, Cluster};
 use support::{
     assert_nothing_left, end_session, local_backend, mesh_cmd, service_fingerprint, Proc,
 };
-
-/// The README's developer Role: the YAML block that starts with `kind: Role`.
-fn readme_role() -> String {
-    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
-    readme
-        .split("```yaml\n")
-        .skip(1)
-        .filter_map(|b| b.split_once("```").map(|(yaml, _)| yaml))
-        .find(|yaml| yaml.contains("kind: Role\n"))
-        .expect("README.md has a ```yaml block with the developer Role")
-        .to_string()
-}
 
 #[test]
 fn the_readme_role_is_enough_and_a_missing_right_rolls_back() {

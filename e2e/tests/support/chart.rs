@@ -168,3 +168,15 @@ pub fn can_i(kubeconfig: &Path, ns: &str, verb: &str, resource: &str) -> bool {
         ),
     }
 }
+
+/// The README's developer Role: the YAML block that starts with `kind: Role`.
+pub fn readme_role() -> String {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
+    readme
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|b| b.split_once("```").map(|(yaml, _)| yaml))
+        .find(|yaml| yaml.contains("kind: Role\n"))
+        .expect("README.md has a ```yaml block with the developer Role")
+        .to_string()
+}
