@@ -112,9 +112,12 @@ async fn a_thousand_concurrent_streams() {
         (N as u64..=N as u64 + 2).contains(&streams),
         "{streams} streams for {N} connections"
     );
+    // Every one of the N closes; a stray probe (above) may still be open, on its own test's
+    // clock (seen once in CI: the wait for all streams timed out).
+    let strays = (streams - N as u64) as i64;
     within(
-        "all streams to close",
-        until(|| rig.shadow.metrics.active_streams.get() == 0),
+        "the N streams to close",
+        until(|| rig.shadow.metrics.active_streams.get() <= strays),
     )
     .await;
     assert_eq!(rig.shadow.metrics.stream_errors.get(), 0);
