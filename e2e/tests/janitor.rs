@@ -25,11 +25,16 @@ use support::{
     Proc,
 };
 
-/// A dead laptop's Service is back within this. The first round's issue asked for 30 s (measured
-/// 19–21 s then); since ownership checks, least-privilege reads, two router replicas with a
-/// PodDisruptionBudget and liveness by observed change, 24–31 s were measured on this 2-core
-/// machine (2026-12-04). Raised to 40 s until that is won back; see the session note.
-const RESTORE_WITHIN: Duration = Duration::from_secs(40);
+/// A dead laptop's Service is back within this (the first round's issue: 30 s; measured 19–21 s
+/// then, 20–24 s on 2026-12-04 on this 2-core machine): selector, replicas and preview Service as
+/// before, router and every ktx object of the session deleted or terminating.
+///
+/// What is left to the garbage collector (a shadow's Secret goes with its Lease and Pod through
+/// ownerReferences) is awaited separately, within [`GONE_WITHIN`]: its timing is the cluster's,
+/// not the janitor's (CI saw it take 20 s on a busy node).
+const RESTORE_WITHIN: Duration = Duration::from_secs(30);
+/// Every ktx object, the garbage collector's part included, is gone within this of the kill.
+const GONE_WITHIN: Duration = Duration::from_secs(60);
 
 /// Installs the chart as release `ktx` with the test images and `extra` arguments (`--set
 /// k=v`, `--set-json k=JSON`), waiting for the janitor.
@@ -68,17 +73,78 @@ fn start_session(ns: &Namespace, kubeconfig: Option<&Path>, what: &str, args: &[
     p
 }
 
-/// Polls until `restored` holds; the time it took from `since`, or a panic with `why()`.
+/// The ktx objects still live that the janitor deletes itself: everything but what the garbage
+/// collector removes with its owner (a shadow's Secret with its Lease, the router's
+/// PodDisruptionBudget with its Deployment).
+fn janitors_leftovers(ns: &Namespace) -> String {
+    live_leftovers(ns)
+        .split(' ')
+        .filter(|o| {
+            !o.is_empty() && !o.starts_with("Secret/") && !o.starts_with("PodDisruptionBudget/")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// How long after `since` the janitor's work was seen done, and every ktx object gone.
+struct Restored {
+    took: Duration,
+    all_gone: Duration,
+}
+
+/// Polls until `restored` holds and the janitor's objects are gone (panics with `why()`
+/// otherwise), then until the garbage collector's are gone too.
 fn restored_within(
+    ns: &Namespace,
     since: Instant,
     mut restored: impl FnMut() -> bool,
     why: impl Fn() -> String,
-) -> Duration {
-    // A shadow's Secret goes with its Pod and Lease through the garbage collector, which may
-    // take a while longer on a busy node.
-    let done = poll(RESTORE_WITHIN + secs(50), || restored().then(Instant::now));
-    let at = done.unwrap_or_else(|| panic!("not restored within 90 s: {}", why()));
-    at - since
+) -> Restored {
+    let done = poll(RESTORE_WITHIN + secs(60), || {
+        (restored() && janitors_leftovers(ns).is_empty()).then(Instant::now)
+    });
+    let at = done.unwrap_or_else(|| {
+        panic!(
+            "not restored within {:?}: {}\nleft: {}",
+            RESTORE_WITHIN + secs(60),
+            why(),
+            live_leftovers(ns)
+        )
+    });
+    let gone = poll(GONE_WITHIN + secs(30), || {
+        live_leftovers(ns).is_empty().then(Instant::now)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "ktx objects left after {GONE_WITHIN:?}: {}",
+            live_leftovers(ns)
+        )
+    });
+    Restored {
+        took: at - since,
+        all_gone: gone - since,
+    }
+}
+
+impl Restored {
+    /// Prints the times and checks them against the bounds.
+    fn check(&self, what: &str) {
+        eprintln!(
+            "janitor: {what}: restored {:.1}s after kill -9, every ktx object gone after {:.1}s (bounds {RESTORE_WITHIN:?}, {GONE_WITHIN:?})",
+            self.took.as_secs_f64(),
+            self.all_gone.as_secs_f64()
+        );
+        assert!(
+            self.took <= RESTORE_WITHIN,
+            "{what}: restored after {:?}",
+            self.took
+        );
+        assert!(
+            self.all_gone <= GONE_WITHIN,
+            "{what}: ktx objects gone after {:?}",
+            self.all_gone
+        );
+    }
 }
 
 /// The janitor pods' logs, for failure messages.
@@ -210,8 +276,9 @@ fn janitor_restores_a_mesh_after_kill_9_without_failing_unmarked_requests() {
         let killed = Instant::now();
         mesh.kill9();
         let took = restored_within(
+            &ns,
             killed,
-            || service_fingerprint(&ns, "orders") == before && live_leftovers(&ns).is_empty(),
+            || service_fingerprint(&ns, "orders") == before,
             || {
                 format!(
                     "Service now {}\nleft: {}\njanitor:\n{}",
@@ -235,11 +302,10 @@ fn janitor_restores_a_mesh_after_kill_9_without_failing_unmarked_requests() {
     let ok = logs.lines().filter(|l| l.starts_with("ok ")).count();
     let failed: Vec<&str> = logs.lines().filter(|l| l.starts_with("FAIL")).collect();
     eprintln!(
-        "janitor: mesh Service restored and every ktx object deleted {:.1}s after kill -9 (last pod gone after {gone}); client loop: {ok} ok, {} failed",
-        took.as_secs_f64(),
+        "janitor: mesh: last pod gone after {gone}; client loop: {ok} ok, {} failed",
         failed.len()
     );
-    assert!(took <= RESTORE_WITHIN, "restored after {took:?}");
+    took.check("mesh Service");
     assert!(
         failed.is_empty(),
         "requests without the header failed:\n{logs}"
@@ -325,13 +391,13 @@ fn janitor_restores_exchanged_services_and_scales_back_after_kill_9() {
     scale.kill9();
     preview.kill9();
     let took = restored_within(
+        &ns,
         killed,
         || {
             service_fingerprint(&ns, "orders") == before_orders
                 && service_fingerprint(&ns, "payments") == before_payments
                 && replicas().trim() == "2"
                 && !preview_exists()
-                && live_leftovers(&ns).is_empty()
         },
         || {
             format!(
@@ -344,11 +410,7 @@ fn janitor_restores_exchanged_services_and_scales_back_after_kill_9() {
             )
         },
     );
-    eprintln!(
-        "janitor: exchanged (selector) and exchanged (scale) Services restored, replicas back, preview Service and every ktx object deleted {:.1}s after kill -9",
-        took.as_secs_f64()
-    );
-    assert!(took <= RESTORE_WITHIN, "restored after {took:?}");
+    took.check("exchanged (selector) and exchanged (scale) Services, replicas back, preview Service deleted");
     assert_nothing_left(&ns, secs(60));
     // Exchanged Services have no workload behind them between the kill and the restoration
     // (all their traffic was the developer's), so a client sees failures only then; once
@@ -417,9 +479,10 @@ fn two_janitor_replicas_exactly_one_acts() {
     let killed = Instant::now();
     mesh.kill9();
     let took = restored_within(
+        &ns,
         killed,
-        || service_fingerprint(&ns, "orders") == before && live_leftovers(&ns).is_empty(),
-        || live_leftovers(&ns),
+        || service_fingerprint(&ns, "orders") == before,
+        || service_fingerprint(&ns, "orders"),
     );
     let restorations = format!(
         "ktx_janitor_restorations_total{{namespace=\"{}\"}}",
@@ -434,11 +497,8 @@ fn two_janitor_replicas_exactly_one_acts() {
         .iter()
         .map(|(p, t)| (p.clone(), sample(t, &restorations), sample(t, &removed)))
         .collect();
-    eprintln!(
-        "janitor: two replicas, restored after {:.1}s; (restorations, sessions removed) per replica {by_pod:?}",
-        took.as_secs_f64()
-    );
-    assert!(took <= RESTORE_WITHIN, "restored after {took:?}");
+    eprintln!("janitor: two replicas: (restorations, sessions removed) per replica {by_pod:?}");
+    took.check("two replicas, mesh Service");
     assert_eq!(by_pod.len(), 2, "both replicas answer: {by_pod:?}");
     assert!(
         by_pod.iter().all(|(p, n, r)| if *p == leader {
