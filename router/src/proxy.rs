@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use ktx_rules::{OnUnavailable, RouteTable, Rule, Target};
 use tokio::sync::{watch, Notify};
 
-use crate::body::{RequestBody, ReturnToPool, RouterBody};
+use crate::body::{BodyError, RequestBody, ReturnToPool, RouterBody};
 use crate::error::{ProxyError, Side};
 use crate::headers::{is_upgrade, strip_hop_by_hop, strip_request_hop_by_hop};
 use crate::metrics::{Metrics, RequestLabels, RuleLabel};
@@ -334,7 +334,7 @@ impl Proxy {
         if let Some(ended) = body_ended {
             tokio::select! {
                 r = sent.as_mut() => {
-                    return r.map_err(|source| ProxyError::UpstreamRequest { side, addr, source })
+                    return r.map_err(|source| request_failed(side, addr, source))
                 }
                 _ = ended.notified() => {}
             }
@@ -343,10 +343,10 @@ impl Proxy {
         if after.is_zero() {
             return sent
                 .await
-                .map_err(|source| ProxyError::UpstreamRequest { side, addr, source });
+                .map_err(|source| request_failed(side, addr, source));
         }
         match tokio::time::timeout(after, sent).await {
-            Ok(r) => r.map_err(|source| ProxyError::UpstreamRequest { side, addr, source }),
+            Ok(r) => r.map_err(|source| request_failed(side, addr, source)),
             Err(_) => Err(ProxyError::ResponseHeaderTimeout { side, addr, after }),
         }
     }
@@ -368,6 +368,19 @@ impl Proxy {
         resp.headers_mut()
             .insert("x-ktx-error", HeaderValue::from_static(e.side().as_str()));
         resp
+    }
+}
+
+/// A failed exchange, blamed on the client when what broke was reading its request body
+/// (hyper's client reports our body's error as the request's error), else on the target.
+fn request_failed(side: Side, addr: SocketAddr, source: hyper::Error) -> ProxyError {
+    let from_client = std::error::Error::source(&source)
+        .and_then(|e| e.downcast_ref::<BodyError>())
+        .is_some_and(|e| matches!(e, BodyError::Transport(_)));
+    if from_client {
+        ProxyError::ClientBody { source }
+    } else {
+        ProxyError::UpstreamRequest { side, addr, source }
     }
 }
 
