@@ -15,7 +15,6 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod headers;
-pub mod http1;
 pub mod idle;
 pub mod io;
 pub mod kube;
@@ -23,8 +22,8 @@ pub mod listener;
 pub mod metrics;
 pub mod proxy;
 pub mod routes;
+pub mod serve;
 pub mod sniff;
-pub mod tcp;
 pub mod upstream;
 
 use std::collections::HashSet;

@@ -25,7 +25,7 @@ use crate::io::Prefixed;
 use crate::metrics::{ConnGuard, Proto};
 use crate::proxy::{Proxy, Wire};
 use crate::sniff::{sniff, Sniffed};
-use crate::tcp::SpliceIdle;
+use crate::serve::splice::SpliceIdle;
 use crate::upstream::H2Pool;
 
 /// Connection-level settings of the listeners.
@@ -165,9 +165,9 @@ async fn serve_connection(
                 idle: cfg.splice_idle_timeout,
                 silent_first: cfg.silent_upstream_timeout,
             };
-            crate::tcp::passthrough(&proxy, io, port, peer, bounds).await
+            crate::serve::splice::passthrough(&proxy, io, port, peer, bounds).await
         }
-        Proto::http1 => crate::http1::serve(io, peer, port, proxy, cfg, shutdown).await,
+        Proto::http1 => crate::serve::http1::serve(io, peer, port, proxy, cfg, shutdown).await,
         // Boxed so every connection's task is not as large as an HTTP/2 connection's state.
         Proto::h2c => Box::pin(serve_h2c(io, peer, port, proxy, cfg, shutdown)).await,
     }

@@ -259,7 +259,7 @@ impl Proxy {
                     Ok(c) => c,
                     Err(e) => return Err((e, Some(req))),
                 };
-                let upgrade_slot = req.extensions_mut().remove::<crate::http1::UpgradeSlot>();
+                let upgrade_slot = req.extensions_mut().remove::<crate::serve::http1::UpgradeSlot>();
                 let (req, ended) = self.bound_request(req);
                 let mut resp = self
                     .response_head(conn.tx.send_request(req), ended, addr, side)

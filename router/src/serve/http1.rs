@@ -187,7 +187,7 @@ pub async fn serve(
         {
             Ended::Closed => return,
             Ended::Upgraded(client, upstream) => {
-                crate::tcp::splice_upgraded(client, upstream, cfg.splice_idle_timeout).await;
+                crate::serve::splice::splice_upgraded(client, upstream, cfg.splice_idle_timeout).await;
                 return;
             }
             Ended::Parked(parked) => {
