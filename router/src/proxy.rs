@@ -5,12 +5,13 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::Body as _;
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use ktx_rules::{OnUnavailable, RouteTable, Rule, Target};
 use tokio::sync::{watch, Notify};
 
@@ -44,6 +45,27 @@ pub struct Timeouts {
     pub response_header: Duration,
     /// Longest pause between two frames of a request or response body.
     pub body_idle: Duration,
+}
+
+/// Where the request path leaves the upstream's half of an accepted Upgrade, for the
+/// connection task to splice once hyper hands the client's socket back.
+#[derive(Debug, Clone, Default)]
+pub struct UpgradeSlot(Arc<Mutex<Option<OnUpgrade>>>);
+
+impl UpgradeSlot {
+    pub fn put(&self, upstream: OnUpgrade) {
+        *self
+            .0
+            .lock()
+            .expect("slot lock is never held across a panic") = Some(upstream);
+    }
+
+    pub fn take(&self) -> Option<OnUpgrade> {
+        self.0
+            .lock()
+            .expect("slot lock is never held across a panic")
+            .take()
+    }
 }
 
 /// Shared state of the request path.
@@ -259,7 +281,7 @@ impl Proxy {
                     Ok(c) => c,
                     Err(e) => return Err((e, Some(req))),
                 };
-                let upgrade_slot = req.extensions_mut().remove::<crate::serve::http1::UpgradeSlot>();
+                let upgrade_slot = req.extensions_mut().remove::<UpgradeSlot>();
                 let (req, ended) = self.bound_request(req);
                 let mut resp = self
                     .response_head(conn.tx.send_request(req), ended, addr, side)
@@ -433,3 +455,4 @@ fn describe(target: &Target) -> String {
         Target::Static(a) => format!("{a:?}"),
     }
 }
+
