@@ -456,3 +456,6 @@ fn describe(target: &Target) -> String {
     }
 }
 
+
+#[cfg(test)]
+mod tests;
