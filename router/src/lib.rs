@@ -190,6 +190,7 @@ impl Router {
                 h2_stream_slot_timeout: cfg.stream_slot_timeout,
                 h2_stream_window: cfg.h2_stream_window,
                 h2_connection_window: cfg.h2_connection_window,
+                h2_shared_streams_per_client: cfg.upstream_h2_shared_streams,
                 session_reuse: crate::upstream::SessionReuse {
                     idle: cfg.session_reuse_idle,
                     age: cfg.session_reuse_age,

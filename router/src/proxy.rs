@@ -19,7 +19,7 @@ use crate::body::{BodyError, RequestBody, ReturnToPool, RouterBody};
 use crate::error::{ProxyError, Side};
 use crate::headers::{is_upgrade, strip_hop_by_hop, strip_request_hop_by_hop};
 use crate::metrics::{Metrics, RequestLabels, RuleLabel};
-use crate::upstream::{H2Pool, Upstreams};
+use crate::upstream::{H2Pool, SharedH2, Upstreams};
 
 /// Label of requests that matched no rule.
 const DEFAULT_RULE: &str = "default";
@@ -78,6 +78,9 @@ pub struct Proxy {
     /// One upstream HTTP/2 pool for every client (`--upstream-h2-shared`); `None`: a pool per
     /// client connection.
     pub shared_h2: Option<Arc<H2Pool>>,
+    /// Upstream HTTP/2 connections shared by every client for a few streams without a
+    /// request body each (`upstream/h2_shared.rs`); `None` with `--upstream-h2-shared`.
+    pub shared_conns: Option<Arc<SharedH2>>,
     default_label: Arc<str>,
 }
 
@@ -98,6 +101,7 @@ impl Proxy {
         timeouts: Timeouts,
         shared_h2: bool,
     ) -> Self {
+        let shared_conns = (!shared_h2).then(|| Arc::new(SharedH2::new(Arc::clone(&upstreams))));
         let shared_h2 = shared_h2.then(|| Arc::new(H2Pool::new(Arc::clone(&upstreams))));
         Proxy {
             table,
@@ -105,6 +109,7 @@ impl Proxy {
             metrics,
             timeouts,
             shared_h2,
+            shared_conns,
             default_label: Arc::from(DEFAULT_RULE),
         }
     }
@@ -259,7 +264,8 @@ impl Proxy {
         let mut slot = None;
         let resp = match wire {
             Wire::H2(h2) => {
-                let stream = match h2.stream(addr, side).await {
+                let bodyless = req.body().is_end_stream();
+                let stream = match h2.stream(addr, side, bodyless).await {
                     Ok(s) => s,
                     Err(e) => return Err((e, Some(req))),
                 };
@@ -455,7 +461,6 @@ fn describe(target: &Target) -> String {
         Target::Static(a) => format!("{a:?}"),
     }
 }
-
 
 #[cfg(test)]
 mod tests;

@@ -55,6 +55,7 @@ fn proxy() -> Proxy {
             h2_stream_slot_timeout: Duration::from_secs(1),
             h2_stream_window: 1 << 16,
             h2_connection_window: 1 << 20,
+            h2_shared_streams_per_client: 16,
             session_reuse: SessionReuse {
                 idle: Duration::from_millis(100),
                 age: Duration::from_secs(1),

@@ -30,7 +30,10 @@ pub async fn serve(
     // operator chose one pool for all clients (`--upstream-h2-shared`).
     let pool = match &proxy.shared_h2 {
         Some(shared) => Arc::clone(shared),
-        None => Arc::new(H2Pool::new(Arc::clone(&proxy.upstreams))),
+        None => Arc::new(H2Pool::per_client(
+            Arc::clone(&proxy.upstreams),
+            proxy.shared_conns.clone(),
+        )),
     };
     let svc = service_fn(move |req| {
         let p = Arc::clone(&proxy);
