@@ -144,6 +144,18 @@ pub struct Config {
     #[arg(long, env = "KTX_ROUTER_UPSTREAM_H2_SHARED", default_value_t = false)]
     pub upstream_h2_shared: bool,
 
+    /// Streams without a request body (GETs) one client connection may have at a time on
+    /// upstream HTTP/2 connections shared by every client; its other streams go on its own
+    /// connections. Shared connections advertise a window of --upstream-h2-streams ×
+    /// --h2-stream-window, so stalled streams never use up another client's window; a
+    /// stalled client holds at most this many × --h2-stream-window there. 0: never share.
+    #[arg(
+        long,
+        env = "KTX_ROUTER_UPSTREAM_H2_SHARED_STREAMS",
+        default_value_t = 16
+    )]
+    pub upstream_h2_shared_streams: usize,
+
     /// Upstream HTTP/2 connections one client connection may open per address.
     #[arg(long, env = "KTX_ROUTER_UPSTREAM_H2_CONNECTIONS", default_value_t = 4)]
     pub upstream_h2_connections: usize,

@@ -60,6 +60,10 @@ pub enum ProxyError {
         addr: SocketAddr,
         source: hyper::Error,
     },
+    /// The client's request body broke off or was malformed (a bad chunk-size line, say)
+    /// while it was being sent upstream: the client's fault, answered 400.
+    #[error("request body from the client: {source}")]
+    ClientBody { source: hyper::Error },
     #[error("request to {addr} failed: {source}")]
     UpstreamRequest {
         side: Side,
@@ -86,6 +90,7 @@ impl ProxyError {
             ProxyError::SessionUnavailable { .. } | ProxyError::SessionUnreachable { .. } => {
                 Side::Shadow
             }
+            ProxyError::ClientBody { .. } => Side::Client,
             ProxyError::NoEndpoint { side, .. }
             | ProxyError::ConnectUpstream { side, .. }
             | ProxyError::ConnectTimeout { side, .. }
@@ -99,6 +104,7 @@ impl ProxyError {
     /// The status the client sees.
     pub fn status(&self) -> StatusCode {
         match self {
+            ProxyError::ClientBody { .. } => StatusCode::BAD_REQUEST,
             ProxyError::NoEndpoint { .. }
             | ProxyError::SessionUnavailable { .. }
             | ProxyError::SessionUnreachable { .. }

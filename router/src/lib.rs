@@ -1,10 +1,14 @@
 //! `ktx-router`: the proxy that sits behind a meshed Service.
 //!
 //! Phases of one connection, in the order they run (see ARCHITECTURE.md):
-//! 1. [`listener`] accepts and sniffs the first bytes (HTTP/1.1, h2c, or plain TCP);
-//! 2. [`proxy`] matches the request against the current [`ktx_rules::RouteTable`];
-//! 3. [`upstream`] picks a ready endpoint of the target and a pooled connection;
-//! 4. the response streams back; [`tcp`] handles passthrough and upgraded connections.
+//! 1. [`listener`] accepts, admits ([`admission`]) and sniffs the first bytes (HTTP/1.1, h2c,
+//!    or plain TCP);
+//! 2. [`serve`] runs the connection: [`serve::http1`] (with parking), [`serve::h2c`], or
+//!    [`serve::splice`] for passthrough and upgraded connections;
+//! 3. [`proxy`], the core, matches each request against the current
+//!    [`ktx_rules::RouteTable`] and forwards it;
+//! 4. [`upstream`] picks a ready endpoint of the target and a pooled connection, and the
+//!    response streams back.
 //!
 //! Dynamic state — the route table, dead sessions, endpoints — lives on `watch` channels fed
 //! by [`routes`] (a file) or the Kubernetes watchers; the request path only borrows it.
@@ -15,7 +19,6 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod headers;
-pub mod http1;
 pub mod idle;
 pub mod io;
 pub mod kube;
@@ -23,8 +26,8 @@ pub mod listener;
 pub mod metrics;
 pub mod proxy;
 pub mod routes;
+pub mod serve;
 pub mod sniff;
-pub mod tcp;
 pub mod upstream;
 
 use std::collections::HashSet;
@@ -42,8 +45,8 @@ pub use config::Config;
 pub use error::StartError;
 pub use metrics::Metrics;
 
-use crate::listener::ListenConfig;
 use crate::routes::RoutesText;
+use crate::serve::ListenConfig;
 use crate::upstream::{EndpointMap, UpstreamConfig, Upstreams};
 
 /// A running router. Dropping it does not stop it; call [`Router::shutdown`].
@@ -187,6 +190,7 @@ impl Router {
                 h2_stream_slot_timeout: cfg.stream_slot_timeout,
                 h2_stream_window: cfg.h2_stream_window,
                 h2_connection_window: cfg.h2_connection_window,
+                h2_shared_streams_per_client: cfg.upstream_h2_shared_streams,
                 session_reuse: crate::upstream::SessionReuse {
                     idle: cfg.session_reuse_idle,
                     age: cfg.session_reuse_age,

@@ -5,20 +5,21 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::Body as _;
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use ktx_rules::{OnUnavailable, RouteTable, Rule, Target};
 use tokio::sync::{watch, Notify};
 
-use crate::body::{RequestBody, ReturnToPool, RouterBody};
+use crate::body::{BodyError, RequestBody, ReturnToPool, RouterBody};
 use crate::error::{ProxyError, Side};
 use crate::headers::{is_upgrade, strip_hop_by_hop, strip_request_hop_by_hop};
 use crate::metrics::{Metrics, RequestLabels, RuleLabel};
-use crate::upstream::{H2Pool, Upstreams};
+use crate::upstream::{H2Pool, SharedH2, Upstreams};
 
 /// Label of requests that matched no rule.
 const DEFAULT_RULE: &str = "default";
@@ -46,6 +47,27 @@ pub struct Timeouts {
     pub body_idle: Duration,
 }
 
+/// Where the request path leaves the upstream's half of an accepted Upgrade, for the
+/// connection task to splice once hyper hands the client's socket back.
+#[derive(Debug, Clone, Default)]
+pub struct UpgradeSlot(Arc<Mutex<Option<OnUpgrade>>>);
+
+impl UpgradeSlot {
+    pub fn put(&self, upstream: OnUpgrade) {
+        *self
+            .0
+            .lock()
+            .expect("slot lock is never held across a panic") = Some(upstream);
+    }
+
+    pub fn take(&self) -> Option<OnUpgrade> {
+        self.0
+            .lock()
+            .expect("slot lock is never held across a panic")
+            .take()
+    }
+}
+
 /// Shared state of the request path.
 #[derive(Debug)]
 pub struct Proxy {
@@ -56,6 +78,9 @@ pub struct Proxy {
     /// One upstream HTTP/2 pool for every client (`--upstream-h2-shared`); `None`: a pool per
     /// client connection.
     pub shared_h2: Option<Arc<H2Pool>>,
+    /// Upstream HTTP/2 connections shared by every client for a few streams without a
+    /// request body each (`upstream/h2_shared.rs`); `None` with `--upstream-h2-shared`.
+    pub shared_conns: Option<Arc<SharedH2>>,
     default_label: Arc<str>,
 }
 
@@ -76,6 +101,7 @@ impl Proxy {
         timeouts: Timeouts,
         shared_h2: bool,
     ) -> Self {
+        let shared_conns = (!shared_h2).then(|| Arc::new(SharedH2::new(Arc::clone(&upstreams))));
         let shared_h2 = shared_h2.then(|| Arc::new(H2Pool::new(Arc::clone(&upstreams))));
         Proxy {
             table,
@@ -83,6 +109,7 @@ impl Proxy {
             metrics,
             timeouts,
             shared_h2,
+            shared_conns,
             default_label: Arc::from(DEFAULT_RULE),
         }
     }
@@ -237,7 +264,8 @@ impl Proxy {
         let mut slot = None;
         let resp = match wire {
             Wire::H2(h2) => {
-                let stream = match h2.stream(addr, side).await {
+                let bodyless = req.body().is_end_stream();
+                let stream = match h2.stream(addr, side, bodyless).await {
                     Ok(s) => s,
                     Err(e) => return Err((e, Some(req))),
                 };
@@ -259,7 +287,7 @@ impl Proxy {
                     Ok(c) => c,
                     Err(e) => return Err((e, Some(req))),
                 };
-                let upgrade_slot = req.extensions_mut().remove::<crate::http1::UpgradeSlot>();
+                let upgrade_slot = req.extensions_mut().remove::<UpgradeSlot>();
                 let (req, ended) = self.bound_request(req);
                 let mut resp = self
                     .response_head(conn.tx.send_request(req), ended, addr, side)
@@ -334,7 +362,7 @@ impl Proxy {
         if let Some(ended) = body_ended {
             tokio::select! {
                 r = sent.as_mut() => {
-                    return r.map_err(|source| ProxyError::UpstreamRequest { side, addr, source })
+                    return r.map_err(|source| request_failed(side, addr, source))
                 }
                 _ = ended.notified() => {}
             }
@@ -343,10 +371,10 @@ impl Proxy {
         if after.is_zero() {
             return sent
                 .await
-                .map_err(|source| ProxyError::UpstreamRequest { side, addr, source });
+                .map_err(|source| request_failed(side, addr, source));
         }
         match tokio::time::timeout(after, sent).await {
-            Ok(r) => r.map_err(|source| ProxyError::UpstreamRequest { side, addr, source }),
+            Ok(r) => r.map_err(|source| request_failed(side, addr, source)),
             Err(_) => Err(ProxyError::ResponseHeaderTimeout { side, addr, after }),
         }
     }
@@ -368,6 +396,19 @@ impl Proxy {
         resp.headers_mut()
             .insert("x-ktx-error", HeaderValue::from_static(e.side().as_str()));
         resp
+    }
+}
+
+/// A failed exchange, blamed on the client when what broke was reading its request body
+/// (hyper's client reports our body's error as the request's error), else on the target.
+fn request_failed(side: Side, addr: SocketAddr, source: hyper::Error) -> ProxyError {
+    let from_client = std::error::Error::source(&source)
+        .and_then(|e| e.downcast_ref::<BodyError>())
+        .is_some_and(|e| matches!(e, BodyError::Transport(_)));
+    if from_client {
+        ProxyError::ClientBody { source }
+    } else {
+        ProxyError::UpstreamRequest { side, addr, source }
     }
 }
 
@@ -420,3 +461,6 @@ fn describe(target: &Target) -> String {
         Target::Static(a) => format!("{a:?}"),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,7 +1,8 @@
 //! Where targets are and how to reach them: ready endpoints per target (static, or published by
 //! the Kubernetes watcher), round robin, and pooled upstream connections with TCP_NODELAY and a
 //! connect timeout. HTTP/1.1 connections are reused one exchange at a time; HTTP/2 connections
-//! belong to one downstream connection each ([`H2Pool`], in `upstream/h2_pool.rs`).
+//! belong to one downstream connection each ([`H2Pool`], in `upstream/h2_pool.rs`), except
+//! the shared ones a few body-less streams per client ride ([`SharedH2`], `upstream/h2_shared.rs`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,7 +20,9 @@ use crate::body::RequestBody;
 use crate::error::{ProxyError, Side};
 
 mod h2_pool;
+mod h2_shared;
 pub use h2_pool::H2Pool;
+pub use h2_shared::SharedH2;
 
 /// Ready addresses of the Services the router knows, by Service name and then by port.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -49,6 +52,9 @@ pub struct UpstreamConfig {
     /// connection, can make the router buffer).
     pub h2_stream_window: u32,
     pub h2_connection_window: u32,
+    /// Streams without a request body one client connection may have at a time on the
+    /// upstream HTTP/2 connections shared by every client (0: none, all on its own).
+    pub h2_shared_streams_per_client: usize,
     /// How long a connection to a session's shadow may be reused.
     pub session_reuse: SessionReuse,
 }
@@ -295,6 +301,7 @@ mod tests {
                 h2_stream_slot_timeout: Duration::from_secs(2),
                 h2_stream_window: 1 << 16,
                 h2_connection_window: 1 << 20,
+                h2_shared_streams_per_client: 0,
                 session_reuse: SessionReuse {
                     idle: Duration::from_millis(100),
                     age: Duration::from_secs(1),

@@ -9,8 +9,10 @@
 //! slot and then fails with [`ProxyError::NoStreamSlot`] (503, or gRPC `UNAVAILABLE`).
 //!
 //! The pool dies with its downstream connection; dropping it closes its upstream connections
-//! once their last stream ends. With `--upstream-h2-shared` one pool serves every client
-//! instead (less CPU, no isolation between clients).
+//! once their last stream ends. A client's first few streams without a request body go on
+//! connections shared by every client instead (`h2_shared.rs`, `--upstream-h2-shared-streams`),
+//! where window arithmetic keeps the isolation. With `--upstream-h2-shared` one pool serves
+//! every client (less CPU, no isolation between clients).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,7 +24,8 @@ use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::Upstreams;
+use super::h2_shared::SharedH2;
+use super::{SessionReuse, Upstreams};
 use crate::body::{RequestBody, StreamSlot};
 use crate::error::{ProxyError, Side};
 
@@ -33,6 +36,8 @@ pub struct H2Pool {
     by_addr: Mutex<HashMap<SocketAddr, AddrPool>>,
     /// Serializes opening connections, so a burst of streams fills one before opening another.
     opening: tokio::sync::Mutex<()>,
+    /// Connections shared by every client, and this client's quota of streams on them.
+    shared: Option<(Arc<SharedH2>, Arc<Semaphore>)>,
 }
 
 #[derive(Debug)]
@@ -43,10 +48,10 @@ struct AddrPool {
 }
 
 #[derive(Debug)]
-struct H2Conn {
-    tx: http2::SendRequest<RequestBody>,
-    in_flight: Arc<AtomicUsize>,
-    born: Instant,
+pub(super) struct H2Conn {
+    pub(super) tx: http2::SendRequest<RequestBody>,
+    pub(super) in_flight: Arc<AtomicUsize>,
+    pub(super) born: Instant,
 }
 
 /// A stream's connection and the slot it holds until its response ends.
@@ -57,17 +62,41 @@ pub struct H2Stream {
 }
 
 impl H2Pool {
+    /// A pool whose streams all go on its own connections.
     pub fn new(upstreams: Arc<Upstreams>) -> Self {
         H2Pool {
             upstreams,
             by_addr: Mutex::default(),
             opening: tokio::sync::Mutex::new(()),
+            shared: None,
         }
     }
 
+    /// One client connection's pool: up to `h2_shared_streams_per_client` streams without a
+    /// request body at a time go on `shared`, the others on the pool's own connections.
+    pub fn per_client(upstreams: Arc<Upstreams>, shared: Option<Arc<SharedH2>>) -> Self {
+        let quota = upstreams.config().h2_shared_streams_per_client;
+        let mut pool = H2Pool::new(upstreams);
+        pool.shared = shared
+            .filter(|_| quota > 0)
+            .map(|s| (s, Arc::new(Semaphore::new(quota))));
+        pool
+    }
+
     /// A connection to `addr` with room for one more stream, waiting a bounded time for a
-    /// slot when every allowed connection is full.
-    pub async fn stream(&self, addr: SocketAddr, side: Side) -> Result<H2Stream, ProxyError> {
+    /// slot when every allowed connection is full. `bodyless`: the request has no body, so
+    /// it may go on a shared connection.
+    pub async fn stream(
+        &self,
+        addr: SocketAddr,
+        side: Side,
+        bodyless: bool,
+    ) -> Result<H2Stream, ProxyError> {
+        if let (true, Some((shared, quota))) = (bodyless, &self.shared) {
+            if let Ok(q) = Arc::clone(quota).try_acquire_owned() {
+                return shared.stream(addr, side, q).await;
+            }
+        }
         let permit = self.permit(addr, side).await?;
         // Holding a permit guarantees room: on a live connection, or for a new one.
         let permit = match self.take_room(addr, permit, side) {
@@ -79,7 +108,8 @@ impl H2Pool {
             Ok(s) => return Ok(s),
             Err(p) => p,
         };
-        let tx = Box::pin(self.open(addr, side)).await?;
+        let window = self.upstreams.config().h2_connection_window;
+        let tx = Box::pin(open(&self.upstreams, addr, side, window)).await?;
         let in_flight = Arc::new(AtomicUsize::new(1));
         if let Some(p) = self.lock().get_mut(&addr) {
             p.conns.push(H2Conn {
@@ -159,61 +189,78 @@ impl H2Pool {
         side: Side,
     ) -> Result<H2Stream, OwnedSemaphorePermit> {
         let cfg = self.upstreams.config();
-        let cap = cfg.h2_streams_per_connection;
-        let reuse = cfg.session_reuse;
         let mut map = self.lock();
         let Some(pool) = map.get_mut(&addr) else {
             return Err(permit);
         };
-        let busy = |c: &H2Conn| c.in_flight.load(Ordering::Relaxed) > 0;
-        if side == Side::Shadow {
-            // A session's shadow: only young connections take more streams (`SessionReuse`;
-            // h2 has no idle rule: dropping to zero streams between two of a busy client's
-            // would open a connection per stream); an old one is let go once it is quiet.
-            pool.conns
-                .retain(|c| !c.tx.is_closed() && (busy(c) || reuse.allows(c.born, None)));
-        } else {
-            pool.conns.retain(|c| !c.tx.is_closed());
+        match take_room(
+            &mut pool.conns,
+            cfg.h2_streams_per_connection,
+            side,
+            cfg.session_reuse,
+        ) {
+            Some((tx, in_flight)) => Ok(H2Stream {
+                tx,
+                slot: StreamSlot {
+                    _permit: permit,
+                    in_flight,
+                },
+            }),
+            None => Err(permit),
         }
-        let Some(c) = pool.conns.iter().find(|c| {
-            c.in_flight.load(Ordering::Relaxed) < cap
-                && (side != Side::Shadow || reuse.allows(c.born, None))
-        }) else {
-            return Err(permit);
-        };
-        c.in_flight.fetch_add(1, Ordering::Relaxed);
-        Ok(H2Stream {
-            tx: c.tx.clone(),
-            slot: StreamSlot {
-                _permit: permit,
-                in_flight: Arc::clone(&c.in_flight),
-            },
-        })
     }
+}
 
-    async fn open(
-        &self,
-        addr: SocketAddr,
-        side: Side,
-    ) -> Result<http2::SendRequest<RequestBody>, ProxyError> {
-        let cfg = self.upstreams.config();
-        let io = self.upstreams.connect(addr, side).await?;
-        let (tx, conn) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .initial_stream_window_size(cfg.h2_stream_window)
-            .initial_connection_window_size(cfg.h2_connection_window)
-            .keep_alive_interval(std::time::Duration::from_secs(20))
-            .keep_alive_timeout(std::time::Duration::from_secs(10))
-            .handshake(io)
-            .await
-            .map_err(|source| ProxyError::Handshake { side, addr, source })?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%addr, error = %e, "upstream h2 connection ended");
-            }
-        });
-        Ok(tx)
+/// Takes a stream on one of `conns` under the per-connection cap `cap` (the connection and
+/// its in-flight counter, already counting the new stream); drops closed connections, and for
+/// a session's shadow the old quiet ones.
+pub(super) fn take_room(
+    conns: &mut Vec<H2Conn>,
+    cap: usize,
+    side: Side,
+    reuse: SessionReuse,
+) -> Option<(http2::SendRequest<RequestBody>, Arc<AtomicUsize>)> {
+    let busy = |c: &H2Conn| c.in_flight.load(Ordering::Relaxed) > 0;
+    if side == Side::Shadow {
+        // A session's shadow: only young connections take more streams (`SessionReuse`;
+        // h2 has no idle rule: dropping to zero streams between two of a busy client's
+        // would open a connection per stream); an old one is let go once it is quiet.
+        conns.retain(|c| !c.tx.is_closed() && (busy(c) || reuse.allows(c.born, None)));
+    } else {
+        conns.retain(|c| !c.tx.is_closed());
     }
+    let c = conns.iter().find(|c| {
+        c.in_flight.load(Ordering::Relaxed) < cap
+            && (side != Side::Shadow || reuse.allows(c.born, None))
+    })?;
+    c.in_flight.fetch_add(1, Ordering::Relaxed);
+    Some((c.tx.clone(), Arc::clone(&c.in_flight)))
+}
+
+/// Opens an HTTP/2 connection to `addr` with the given receive connection window.
+pub(super) async fn open(
+    upstreams: &Upstreams,
+    addr: SocketAddr,
+    side: Side,
+    connection_window: u32,
+) -> Result<http2::SendRequest<RequestBody>, ProxyError> {
+    let cfg = upstreams.config();
+    let io = upstreams.connect(addr, side).await?;
+    let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .initial_stream_window_size(cfg.h2_stream_window)
+        .initial_connection_window_size(connection_window)
+        .keep_alive_interval(std::time::Duration::from_secs(20))
+        .keep_alive_timeout(std::time::Duration::from_secs(10))
+        .handshake(io)
+        .await
+        .map_err(|source| ProxyError::Handshake { side, addr, source })?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(%addr, error = %e, "upstream h2 connection ended");
+        }
+    });
+    Ok(tx)
 }
 
 #[cfg(test)]
@@ -238,6 +285,7 @@ mod tests {
                 h2_stream_slot_timeout: Duration::from_secs(2),
                 h2_stream_window: 1 << 16,
                 h2_connection_window: 1 << 20,
+                h2_shared_streams_per_client: 0,
                 session_reuse: crate::upstream::SessionReuse {
                     idle: Duration::from_millis(100),
                     age: Duration::from_secs(1),
@@ -248,12 +296,19 @@ mod tests {
         let gone = ktx_testbackend::spawn("gone", any).await.unwrap();
         let stays = ktx_testbackend::spawn("stays", any).await.unwrap();
         let pool = H2Pool::new(upstreams);
-        drop(pool.stream(gone.addr(), Side::Upstream).await.unwrap());
+        drop(
+            pool.stream(gone.addr(), Side::Upstream, true)
+                .await
+                .unwrap(),
+        );
         assert_eq!(pool.addrs(), 1);
         gone.shutdown(Duration::from_secs(1)).await;
         // The dead address's connection closes; the next new address sweeps its entry.
         for _ in 0..200 {
-            let s = pool.stream(stays.addr(), Side::Upstream).await.unwrap();
+            let s = pool
+                .stream(stays.addr(), Side::Upstream, true)
+                .await
+                .unwrap();
             drop(s);
             if pool.addrs() == 1 {
                 return;

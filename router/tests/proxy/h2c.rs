@@ -26,10 +26,11 @@ async fn streams_of_one_connection_are_routed_one_by_one() {
     }
     assert_eq!(mesh.shadow.stats().requests(), 50);
     assert_eq!(mesh.original.stats().requests(), 50);
-    // Streams of one client connection share its upstream h2 connection to the original; to
-    // the session's shadow only a busy, young connection takes more streams (`sessions.rs`).
+    // Streams of one client connection share its upstream h2 connection to the original (its
+    // first body-less ones the connection shared by all clients); to the session's shadow only
+    // a busy, young connection takes more streams (`sessions.rs`).
     assert!((1..=50).contains(&mesh.shadow.stats().connections()));
-    assert_eq!(mesh.original.stats().connections(), 1);
+    assert!((1..=2).contains(&mesh.original.stats().connections()));
     let m = mesh.metrics().await;
     assert_eq!(
         counter(&m, "ktx_router_active_connections{proto=\"h2c\"}"),

@@ -179,9 +179,11 @@ async fn uploads_the_upstream_does_not_read_do_not_stall_another_clients_upload(
 
 #[tokio::test]
 async fn a_stream_with_no_free_slot_gets_503_or_grpc_unavailable() {
+    // Every stream on the client's own connections (none shared), whose slots run out.
     let mesh = Mesh::start_with(|c| {
         c.upstream_h2_streams = 1;
         c.upstream_h2_connections = 1;
+        c.upstream_h2_shared_streams = 0;
         c.stream_slot_timeout = Duration::from_millis(200);
     })
     .await;
@@ -235,6 +237,7 @@ async fn a_full_upstream_connection_opens_another_up_to_the_cap() {
     let mesh = Mesh::start_with(|c| {
         c.upstream_h2_streams = 2;
         c.upstream_h2_connections = 3;
+        c.upstream_h2_shared_streams = 0;
     })
     .await;
     let addr = mesh.addr();
@@ -254,6 +257,38 @@ async fn a_full_upstream_connection_opens_another_up_to_the_cap() {
     let mut other = H2::connect(addr).await;
     assert_eq!(other.get(addr, "/hello", None).await.status(), 200);
     assert_eq!(mesh.original.stats().connections(), 4);
+}
+
+/// A client's first body-less streams ride connections shared with other clients; the shared
+/// connection's window covers every stream's window, so a zero-window client's stalled
+/// streams there (16 × 256 KiB, four times the configured 1 MiB connection window) leave room
+/// for another client's stream on the same connection.
+#[tokio::test]
+async fn a_zero_window_client_does_not_stall_another_client_on_a_shared_connection() {
+    let mesh = Mesh::start_with(|c| c.upstream_h2_shared_streams = 16).await;
+    let addr = mesh.addr();
+    // 16 streams on the shared connection, each filling its 256 KiB stream window, and 4 on
+    // the stalled client's own connection.
+    let held = stalled_client(addr, "/bytes?n=1048576", 20).await;
+    backend_saw(&mesh, 20).await;
+    assert_eq!(mesh.original.stats().connections(), 2);
+
+    let mut good = H2::connect(addr).await;
+    let answered = tokio::time::timeout(GOOD_CLIENT_BOUND, async {
+        let r = good.get(addr, "/bytes?n=524288", None).await;
+        assert_eq!(r.status(), 200);
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body.len(), 524288);
+    })
+    .await;
+    assert!(
+        answered.is_ok(),
+        "a second client's body did not arrive within {GOOD_CLIENT_BOUND:?} on the connection \
+         it shares with a stalled client"
+    );
+    // It rode the shared connection: no connection of its own.
+    assert_eq!(mesh.original.stats().connections(), 2);
+    drop(held);
 }
 
 #[tokio::test]

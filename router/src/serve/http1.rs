@@ -17,7 +17,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
@@ -29,30 +29,9 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use super::{signalled, ListenConfig};
 use crate::io::Prefixed;
-use crate::listener::{signalled, ListenConfig};
-use crate::proxy::{Proxy, Wire};
-
-/// Where the request path leaves the upstream's half of an accepted Upgrade, for the
-/// connection task to splice once hyper hands the client's socket back.
-#[derive(Debug, Clone, Default)]
-pub struct UpgradeSlot(Arc<Mutex<Option<OnUpgrade>>>);
-
-impl UpgradeSlot {
-    pub fn put(&self, upstream: OnUpgrade) {
-        *self
-            .0
-            .lock()
-            .expect("slot lock is never held across a panic") = Some(upstream);
-    }
-
-    fn take(&self) -> Option<OnUpgrade> {
-        self.0
-            .lock()
-            .expect("slot lock is never held across a panic")
-            .take()
-    }
-}
+use crate::proxy::{Proxy, UpgradeSlot, Wire};
 
 /// Counts reads and writes so the connection task can tell a quiet connection from a busy one.
 #[derive(Debug, Default)]
@@ -187,7 +166,8 @@ pub async fn serve(
         {
             Ended::Closed => return,
             Ended::Upgraded(client, upstream) => {
-                crate::tcp::splice_upgraded(client, upstream, cfg.splice_idle_timeout).await;
+                crate::serve::splice::splice_upgraded(client, upstream, cfg.splice_idle_timeout)
+                    .await;
                 return;
             }
             Ended::Parked(parked) => {

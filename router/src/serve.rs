@@ -1,0 +1,49 @@
+//! Serving one connection once the listener has sniffed its protocol: HTTP/1.1 with parking
+//! ([`http1`]), h2c ([`h2c`]), and byte splicing for plain TCP and upgraded connections
+//! ([`splice`]). Each hands requests to the proxy core (`crate::proxy`) and owns only the
+//! connection: its buffers, idle rules and shutdown. This module holds what they share.
+
+pub mod h2c;
+pub mod http1;
+pub mod splice;
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+/// Connection-level settings of the listeners.
+#[derive(Debug, Clone)]
+pub struct ListenConfig {
+    /// How long to wait for a client's first bytes before treating it as plain TCP (protocols
+    /// where the server speaks first).
+    pub sniff_timeout: Duration,
+    /// Time allowed to receive a complete HTTP/1.1 request head (slowloris guard).
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub h2_max_concurrent_streams: u32,
+    /// A keep-alive connection quiet this long after a response is parked (buffers freed).
+    pub idle_park_after: Duration,
+    /// A parked connection with no new request for this long is closed.
+    pub client_idle_timeout: Duration,
+    /// Receive windows of downstream h2c connections: the most one client's stream, and one
+    /// client connection, can make the router buffer of request bodies.
+    pub h2_stream_window: u32,
+    pub h2_connection_window: u32,
+    /// An HTTP/1.1 connection in the middle of an exchange with no bytes either way for this
+    /// long is closed (the longest legitimate pause: the response-header or the body idle
+    /// timeout).
+    pub exchange_stall_timeout: Duration,
+    /// An h2c connection with no bytes either way for this long is closed.
+    pub h2c_idle_timeout: Duration,
+    /// A TCP passthrough or upgraded connection with no bytes either way for this long is
+    /// closed.
+    pub splice_idle_timeout: Duration,
+    /// A client silent until the sniff timeout is passed through only if the upstream speaks
+    /// within this long.
+    pub silent_upstream_timeout: Duration,
+}
+
+/// Resolves once shutdown is signalled (or its sender is gone).
+pub async fn signalled(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
