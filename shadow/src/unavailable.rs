@@ -19,7 +19,7 @@ use std::str::FromStr;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use ktx_tunnel::shadow::NotTaken;
 use ktx_tunnel::splice::abort;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -29,6 +29,10 @@ use tokio::net::TcpStream;
 const FALLBACK_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// A rejected connection is answered for at most this long, then closed.
 const REJECT_FOR: Duration = Duration::from_secs(2);
+/// A rejected connection's first bytes are awaited at most this long to tell its protocol.
+const SNIFF_FOR: Duration = Duration::from_secs(1);
+/// ... and at most this many of them are read for that.
+const SNIFF_MAX: usize = 64;
 /// After a rejection, at most this much of the request is read (and dropped) before the close,
 /// so the client reads the answer instead of a reset.
 const REJECT_DRAIN: usize = 64 * 1024;
@@ -192,22 +196,79 @@ async fn fallback(nt: NotTaken, to: SocketAddr) {
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// What the first bytes of a rejected connection say about its protocol.
+#[derive(Debug, PartialEq, Eq)]
+enum Sniffed {
+    H2,
+    Http1,
+    /// Neither, and no more bytes can make it one.
+    Other,
+    /// Too few bytes to tell yet.
+    Undecided,
+}
+
+fn sniff(b: &[u8]) -> Sniffed {
+    if b.starts_with(H2_PREFACE) {
+        return Sniffed::H2;
+    }
+    // "PRI * HTTP/2.0" looks like an HTTP/1 request line: wait for the whole preface.
+    let could_be_h2 = H2_PREFACE.starts_with(b);
+    if looks_like_http1(b) && !could_be_h2 {
+        return Sniffed::Http1;
+    }
+    let method = b.iter().take_while(|c| c.is_ascii_uppercase()).count();
+    // A method token so far, maybe followed by its space: an HTTP/1 request in the making.
+    let could_be_http1 =
+        method == b.len() || (method > 0 && method + 1 == b.len() && b[method] == b' ');
+    if could_be_h2 || could_be_http1 {
+        Sniffed::Undecided
+    } else {
+        Sniffed::Other
+    }
+}
+
+/// Reads more of the client's first bytes until they say which protocol to answer in, for at
+/// most [`SNIFF_FOR`]: ktx's refusal can come back before the request's first bytes did.
+async fn sniff_more(socket: &mut TcpStream, sent: Bytes) -> (Sniffed, Bytes) {
+    let mut buf = BytesMut::from(&sent[..]);
+    let _ = tokio::time::timeout(SNIFF_FOR, async {
+        while sniff(&buf) == Sniffed::Undecided && buf.len() < SNIFF_MAX {
+            buf.reserve(SNIFF_MAX - buf.len());
+            match socket.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    (sniff(&buf), buf.freeze())
+}
+
 async fn reject(nt: NotTaken, session: &str, on_outcome: impl FnOnce(Outcome)) {
-    let NotTaken { socket, sent, why } = nt;
+    let NotTaken {
+        mut socket,
+        sent,
+        why,
+    } = nt;
+    let (sniffed, sent) = sniff_more(&mut socket, sent).await;
     let text = format!(
         "ktx-shadow: session '{session}' is not available ({why}); its rule answers 503 \
          (onUnavailable: reject). Is the developer's process running?\n"
     );
     // Counted before answering: the client may act on the answer at once.
-    if sent.starts_with(H2_PREFACE) {
-        on_outcome(Outcome::Rejected);
-        reject_h2(Rewind::new(sent, socket), session, Bytes::from(text)).await;
-    } else if looks_like_http1(&sent) {
-        on_outcome(Outcome::Rejected);
-        reject_h1(socket, session, &text).await;
-    } else {
-        on_outcome(Outcome::Reset);
-        abort(&socket);
+    match sniffed {
+        Sniffed::H2 => {
+            on_outcome(Outcome::Rejected);
+            reject_h2(Rewind::new(sent, socket), session, Bytes::from(text)).await;
+        }
+        Sniffed::Http1 => {
+            on_outcome(Outcome::Rejected);
+            reject_h1(socket, session, &text).await;
+        }
+        Sniffed::Other | Sniffed::Undecided => {
+            on_outcome(Outcome::Reset);
+            abort(&socket);
+        }
     }
 }
 
@@ -332,6 +393,20 @@ impl AsyncWrite for Rewind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_bytes_say_the_protocol_or_that_more_are_needed() {
+        assert_eq!(sniff(b""), Sniffed::Undecided);
+        assert_eq!(sniff(b"GE"), Sniffed::Undecided);
+        assert_eq!(sniff(b"GET"), Sniffed::Undecided);
+        assert_eq!(sniff(b"GET "), Sniffed::Undecided);
+        assert_eq!(sniff(b"GET /"), Sniffed::Http1);
+        assert_eq!(sniff(b"PRI * HTTP/2.0\r\n"), Sniffed::Undecided);
+        assert_eq!(sniff(H2_PREFACE), Sniffed::H2);
+        assert_eq!(sniff(b"\x16\x03\x01"), Sniffed::Other);
+        assert_eq!(sniff(b"get /"), Sniffed::Other);
+        assert_eq!(sniff(b"GET\r\n"), Sniffed::Other);
+    }
 
     #[test]
     fn fallback_routes_parse_and_pick_by_port() {
