@@ -83,6 +83,8 @@ pub struct Kube {
     pub namespace: String,
     /// `None`: the API server's port-forward ([`crate::tunnel::PortForwardConnector`]).
     pub dialer: Option<Arc<dyn Dialer>>,
+    /// How long a Lease that looks expired is watched before its session counts as dead.
+    pub liveness: crate::liveness::Window,
 }
 
 /// What a checked delete did.
@@ -156,6 +158,7 @@ impl Kube {
             client,
             namespace: namespace.into(),
             dialer: None,
+            liveness: crate::liveness::Window::default(),
         }
     }
 
