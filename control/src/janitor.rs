@@ -12,7 +12,8 @@
 //! - replicas elect one leader through the Lease [`JANITOR_ELECTION_LEASE`] ([`Election`]);
 //!   only the leader acts, the others keep watching so that a takeover starts with history.
 //!
-//! `/metrics` (Prometheus text) and `/healthz` are served on `--metrics-addr`.
+//! `/metrics` (Prometheus text) and `/healthz` are served on `--metrics-addr` by the admin
+//! server router and shadow share ([`ktx_telemetry::admin`]); logs go through `tracing`.
 
 mod election;
 mod metrics;
@@ -25,7 +26,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use election::{campaign, release};
-use metrics::serve_metrics;
 use rounds::rounds;
 
 pub use election::{Claim, Election, ELECTION_DURATION};
@@ -46,11 +46,22 @@ pub async fn run(ctx: &Ctx, args: &JanitorArgs, shutdown: &Shutdown) -> Result<(
             what: format!("--metrics-addr {}", args.metrics_addr),
             reason: format!("cannot listen there ({e}); pick a free address, e.g. 0.0.0.0:9090"),
         })?;
-    let metrics = Arc::new(Metrics::default());
-    let server = tokio::spawn(serve_metrics(
+    let (metrics, registry) = Metrics::registered(&kube.namespace);
+    let started = tokio::time::Instant::now();
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(ktx_telemetry::admin::serve(
         listener,
-        metrics.clone(),
-        kube.namespace.clone(),
+        ktx_telemetry::admin::Limits {
+            header_timeout: args.admin_header_timeout,
+        },
+        {
+            let metrics = Arc::clone(&metrics);
+            let registry = std::sync::Mutex::new(registry);
+            move |req: &http::Request<_>| metrics::respond(req, &metrics, &registry, started)
+        },
+        async move {
+            let _ = admin_stopped.await;
+        },
     ));
     // Two janitors started by hand on one machine must not share a name (both would "renew").
     let identity = args.identity.clone().unwrap_or_else(|| {
@@ -61,10 +72,13 @@ pub async fn run(ctx: &Ctx, args: &JanitorArgs, shutdown: &Shutdown) -> Result<(
         )
     });
     let mut election = Election::new(identity.clone());
-    ctx.progress.done(format!(
-        "janitor {identity} watching namespace {} every {:?} (metrics on {})",
-        kube.namespace, args.interval, args.metrics_addr
-    ));
+    tracing::info!(
+        identity,
+        namespace = kube.namespace,
+        interval = ?args.interval,
+        metrics = %args.metrics_addr,
+        "janitor watching the namespace"
+    );
     let (publish, leadership) = watch::channel(None);
     tokio::select! {
         () = campaign(ctx, &mut election, args.interval, publish, &metrics) => {}
@@ -73,7 +87,8 @@ pub async fn run(ctx: &Ctx, args: &JanitorArgs, shutdown: &Shutdown) -> Result<(
     // Whatever the last attempt returned (a reply lost to the cancel, a claim 7.5–15 s old):
     // `release` gives the Lease up only if it still names us.
     release(kube, &election).await;
-    server.abort();
-    ctx.progress.done(format!("janitor {identity} stopped"));
+    let _ = stop_admin.send(());
+    let _ = server.await;
+    tracing::info!(identity, "janitor stopped");
     Ok(())
 }

@@ -3,7 +3,6 @@
 //! keeps the claim fresh on its own beat. Only the leader acts; what it does is
 //! [`super::rounds`].
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -245,15 +244,15 @@ pub(super) async fn campaign(
         match tokio::time::timeout(ELECTION_DURATION / 4, elect(&ctx.kube, election)).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
-                metrics.errors.fetch_add(1, Ordering::Relaxed);
-                ctx.progress.warn(format!("leader election: {e}"));
+                metrics.errors.inc();
+                tracing::warn!(error = %e, "leader election failed");
             }
             Err(_) => {
-                metrics.errors.fetch_add(1, Ordering::Relaxed);
-                ctx.progress.warn(format!(
-                    "leader election: no answer from the API server within {:?}",
-                    ELECTION_DURATION / 4
-                ));
+                metrics.errors.inc();
+                tracing::warn!(
+                    waited = ?(ELECTION_DURATION / 4),
+                    "leader election: no answer from the API server"
+                );
             }
         }
         publish.send_replace(election.renewed());
@@ -261,14 +260,17 @@ pub(super) async fn campaign(
         // claim that is still fresh.
         let leading = election.leading(Instant::now());
         if leading != was_leading {
-            ctx.progress.done(if leading {
-                format!("{} leads: acting on expired sessions", election.identity())
+            if leading {
+                tracing::info!(
+                    identity = election.identity(),
+                    "leads: acting on expired sessions"
+                );
             } else {
-                format!(
-                    "{} stands by (another replica leads, or the election failed)",
-                    election.identity()
-                )
-            });
+                tracing::info!(
+                    identity = election.identity(),
+                    "stands by (another replica leads, or the election failed)"
+                );
+            }
             was_leading = leading;
         }
         tokio::time::sleep(interval).await;

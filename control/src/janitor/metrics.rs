@@ -1,26 +1,41 @@
-//! The janitor's counters and its admin port: `/metrics` (Prometheus text) and `/healthz`.
+//! The janitor's metrics — a `prometheus-client` registry whose every series carries the
+//! namespace as a label — and what its admin port answers: `/metrics`, and `/healthz` (also
+//! `/readyz`), which fails once no round has ended for [`STUCK_AFTER`]. The server itself, with
+//! its bounds, is [`ktx_telemetry::admin`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use http::{Method, Request, StatusCode};
+use ktx_telemetry::admin::{self, Reply};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use tokio::time::Instant;
 
-/// The janitor's counters, served on `/metrics`.
+/// `state` of [`Metrics::sessions`].
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SessionState {
+    pub state: &'static str,
+}
+
+/// The janitor's counters, served on `/metrics` as `ktx_janitor_*{namespace="…"}`.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    pub leader: AtomicU64,
-    pub sessions_live: AtomicU64,
-    pub sessions_expired: AtomicU64,
-    pub sessions_removed: AtomicU64,
-    pub restorations: AtomicU64,
-    pub orphans_removed: AtomicU64,
-    pub rounds: AtomicU64,
-    pub errors: AtomicU64,
+    /// 1 while this replica is the one that acts.
+    pub leader: Gauge,
+    /// Session Leases seen in the last round, `live` or `expired`.
+    pub sessions: Family<SessionState, Gauge>,
+    pub sessions_removed: Counter,
+    pub restorations: Counter,
+    pub orphans_removed: Counter,
+    pub rounds: Counter,
+    pub errors: Counter,
     /// When the last round ended (for `/healthz`).
-    last_round: std::sync::Mutex<Option<Instant>>,
+    last_round: Mutex<Option<Instant>>,
 }
 
 /// `/healthz` fails once no round has ended for this long: the loop is stuck (a hung API call),
@@ -29,6 +44,59 @@ pub struct Metrics {
 pub const STUCK_AFTER: Duration = Duration::from_secs(180);
 
 impl Metrics {
+    /// The metrics of the janitor of `namespace`, registered in a new registry.
+    pub fn registered(namespace: &str) -> (std::sync::Arc<Metrics>, Registry) {
+        let m = std::sync::Arc::new(Metrics::default());
+        let mut r = Registry::with_labels(std::iter::once((
+            Cow::Borrowed("namespace"),
+            Cow::Owned(namespace.to_string()),
+        )));
+        r.register(
+            "ktx_janitor_leader",
+            "1 while this replica is the one that acts",
+            m.leader.clone(),
+        );
+        r.register(
+            "ktx_janitor_sessions",
+            "Session Leases seen in the last round, by state",
+            m.sessions.clone(),
+        );
+        r.register(
+            "ktx_janitor_sessions_removed",
+            "Expired sessions whose objects were removed",
+            m.sessions_removed.clone(),
+        );
+        r.register(
+            "ktx_janitor_restorations",
+            "Services given back their selector (and rid of the router)",
+            m.restorations.clone(),
+        );
+        r.register(
+            "ktx_janitor_orphans_removed",
+            "Leftover shadows and rules without a session",
+            m.orphans_removed.clone(),
+        );
+        r.register(
+            "ktx_janitor_rounds",
+            "Rounds of looking at the namespace",
+            m.rounds.clone(),
+        );
+        r.register(
+            "ktx_janitor_errors",
+            "Rounds or Services that failed (retried next round)",
+            m.errors.clone(),
+        );
+        m.set_sessions(0, 0);
+        (m, r)
+    }
+
+    /// Session Leases seen in the last round.
+    pub fn set_sessions(&self, live: usize, expired: usize) {
+        let gauge = |state| self.sessions.get_or_create(&SessionState { state }).clone();
+        gauge("live").set(i64::try_from(live).unwrap_or(i64::MAX));
+        gauge("expired").set(i64::try_from(expired).unwrap_or(i64::MAX));
+    }
+
     pub fn round_done(&self, at: Instant) {
         *self.last_round.lock().unwrap_or_else(|e| e.into_inner()) = Some(at);
     }
@@ -39,103 +107,35 @@ impl Metrics {
         let last = *self.last_round.lock().unwrap_or_else(|e| e.into_inner());
         now.saturating_duration_since(last.unwrap_or(started)) < STUCK_AFTER
     }
-
-    pub fn render(&self, namespace: &str) -> String {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let ns = format!("namespace=\"{namespace}\"");
-        format!(
-            "# HELP ktx_janitor_leader 1 while this replica is the one that acts.\n\
-             # TYPE ktx_janitor_leader gauge\n\
-             ktx_janitor_leader{{{ns}}} {}\n\
-             # HELP ktx_janitor_sessions Session Leases seen in the last round, by state.\n\
-             # TYPE ktx_janitor_sessions gauge\n\
-             ktx_janitor_sessions{{{ns},state=\"live\"}} {}\n\
-             ktx_janitor_sessions{{{ns},state=\"expired\"}} {}\n\
-             # HELP ktx_janitor_sessions_removed_total Expired sessions whose objects were removed.\n\
-             # TYPE ktx_janitor_sessions_removed_total counter\n\
-             ktx_janitor_sessions_removed_total{{{ns}}} {}\n\
-             # HELP ktx_janitor_restorations_total Services given back their selector (and rid of the router).\n\
-             # TYPE ktx_janitor_restorations_total counter\n\
-             ktx_janitor_restorations_total{{{ns}}} {}\n\
-             # HELP ktx_janitor_orphans_removed_total Leftover shadows and rules without a session.\n\
-             # TYPE ktx_janitor_orphans_removed_total counter\n\
-             ktx_janitor_orphans_removed_total{{{ns}}} {}\n\
-             # HELP ktx_janitor_rounds_total Rounds of looking at the namespace.\n\
-             # TYPE ktx_janitor_rounds_total counter\n\
-             ktx_janitor_rounds_total{{{ns}}} {}\n\
-             # HELP ktx_janitor_errors_total Rounds or Services that failed (retried next round).\n\
-             # TYPE ktx_janitor_errors_total counter\n\
-             ktx_janitor_errors_total{{{ns}}} {}\n",
-            g(&self.leader),
-            g(&self.sessions_live),
-            g(&self.sessions_expired),
-            g(&self.sessions_removed),
-            g(&self.restorations),
-            g(&self.orphans_removed),
-            g(&self.rounds),
-            g(&self.errors),
-        )
-    }
 }
 
-/// Serves `/metrics` and `/healthz`, one request per connection.
-pub(super) async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>, namespace: String) {
-    let started = Instant::now();
-    loop {
-        let Ok((mut sock, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let metrics = metrics.clone();
-        let namespace = namespace.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            let mut len = 0;
-            let read = tokio::time::timeout(Duration::from_secs(5), async {
-                while len < buf.len() {
-                    let n = sock.read(&mut buf[len..]).await.ok()?;
-                    if n == 0 {
-                        return None;
-                    }
-                    len += n;
-                    if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-                        return Some(());
-                    }
-                }
-                None
-            })
-            .await;
-            let head = String::from_utf8_lossy(&buf[..len]);
-            let target = head.split_whitespace().nth(1).unwrap_or("");
-            // Scrapers and the API server's proxy may add a query (`?timeout=20s`).
-            let path = target.split('?').next().unwrap_or("");
-            let (status, body) = match (read, head.starts_with("GET ")) {
-                (Ok(Some(())), true) => match path {
-                    "/metrics" => ("200 OK", metrics.render(&namespace)),
-                    "/healthz" | "/readyz" if metrics.healthy(started, Instant::now()) => {
-                        ("200 OK", "ok\n".to_string())
-                    }
-                    "/healthz" | "/readyz" => (
-                        "503 Service Unavailable",
-                        format!("no round ended for {STUCK_AFTER:?}: stuck\n"),
-                    ),
-                    _ => ("404 Not Found", "try /metrics or /healthz\n".to_string()),
-                },
-                (Ok(Some(())), false) => ("405 Method Not Allowed", "GET only\n".to_string()),
-                _ => ("400 Bad Request", "incomplete request\n".to_string()),
-            };
-            let response = format!(
-                "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = sock.write_all(response.as_bytes()).await;
-            let _ = sock.shutdown().await;
-        });
+/// The admin port's answer to `req`; `started` is when the janitor started.
+pub(super) fn respond<B>(
+    req: &Request<B>,
+    metrics: &Metrics,
+    registry: &Mutex<Registry>,
+    started: Instant,
+) -> Reply {
+    if req.method() != Method::GET {
+        return admin::text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
+    }
+    match req.uri().path() {
+        "/metrics" => admin::metrics(registry),
+        "/healthz" | "/readyz" if metrics.healthy(started, Instant::now()) => {
+            admin::text(StatusCode::OK, "ok\n")
+        }
+        "/healthz" | "/readyz" => admin::text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("no round ended for {STUCK_AFTER:?}: stuck\n"),
+        ),
+        _ => admin::text(StatusCode::NOT_FOUND, "try /metrics or /healthz\n"),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use http_body_util::BodyExt;
+
     use super::*;
 
     #[test]
@@ -148,14 +148,62 @@ mod tests {
         assert!(m.healthy(t0, t0 + STUCK_AFTER + Duration::from_secs(1)));
     }
 
-    #[test]
-    fn metrics_render_as_prometheus_text() {
-        let m = Metrics::default();
-        m.restorations.fetch_add(2, Ordering::Relaxed);
-        m.leader.store(1, Ordering::Relaxed);
-        let text = m.render("shop");
-        assert!(text.contains("ktx_janitor_restorations_total{namespace=\"shop\"} 2\n"));
-        assert!(text.contains("ktx_janitor_leader{namespace=\"shop\"} 1\n"));
-        assert!(text.contains("ktx_janitor_sessions{namespace=\"shop\",state=\"expired\"} 0\n"));
+    async fn body(r: Reply) -> String {
+        let bytes = r.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    fn get(path: &str) -> Request<()> {
+        Request::get(path).body(()).unwrap()
+    }
+
+    /// The series names and labels e2e/tests/janitor.rs and dashboards read.
+    #[tokio::test]
+    async fn metrics_render_as_prometheus_text_with_the_namespace() {
+        let (m, registry) = Metrics::registered("shop");
+        let registry = Mutex::new(registry);
+        m.restorations.inc_by(2);
+        m.leader.set(1);
+        let r = respond(&get("/metrics"), &m, &registry, Instant::now());
+        assert_eq!(r.status(), StatusCode::OK);
+        let text = body(r).await;
+        for line in [
+            "ktx_janitor_restorations_total{namespace=\"shop\"} 2\n",
+            "ktx_janitor_leader{namespace=\"shop\"} 1\n",
+            "ktx_janitor_sessions{namespace=\"shop\",state=\"expired\"} 0\n",
+            "ktx_janitor_sessions{namespace=\"shop\",state=\"live\"} 0\n",
+            "ktx_janitor_sessions_removed_total{namespace=\"shop\"} 0\n",
+            "ktx_janitor_orphans_removed_total{namespace=\"shop\"} 0\n",
+            "ktx_janitor_rounds_total{namespace=\"shop\"} 0\n",
+            "ktx_janitor_errors_total{namespace=\"shop\"} 0\n",
+        ] {
+            assert!(text.contains(line), "{line:?} in\n{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn health_is_served_and_other_methods_and_paths_are_refused() {
+        let (m, registry) = Metrics::registered("shop");
+        let registry = Mutex::new(registry);
+        let t0 = Instant::now();
+        let health = respond(&get("/healthz"), &m, &registry, t0);
+        assert_eq!(health.status(), StatusCode::OK);
+        let stuck = respond(
+            &get("/healthz"),
+            &m,
+            &registry,
+            t0.checked_sub(STUCK_AFTER).unwrap(),
+        );
+        assert_eq!(stuck.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body(stuck).await.contains("stuck"));
+        let post = Request::post("/metrics").body(()).unwrap();
+        assert_eq!(
+            respond(&post, &m, &registry, t0).status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(
+            respond(&get("/x"), &m, &registry, t0).status(),
+            StatusCode::NOT_FOUND
+        );
     }
 }

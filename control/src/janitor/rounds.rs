@@ -3,7 +3,6 @@
 
 use k8s_openapi::api::coordination::v1::Lease;
 use ktx_names::{role, ServiceNames, LABEL_MANAGED_BY, LABEL_ROLE, MANAGED_BY_VALUE};
-use std::sync::atomic::Ordering;
 use tokio::time::Instant;
 
 use super::election::{leadership_lost, leads, Leadership};
@@ -21,9 +20,8 @@ async fn act(ctx: &Ctx, renewals: &Renewals, leadership: &Leadership, metrics: &
     let services = match clean::services_in_use(ctx).await {
         Ok(s) => s,
         Err(e) => {
-            metrics.errors.fetch_add(1, Ordering::Relaxed);
-            ctx.progress
-                .warn(format!("could not list ktx objects: {e}; retrying"));
+            metrics.errors.inc();
+            tracing::warn!(error = %e, "could not list ktx objects; retrying");
             return;
         }
     };
@@ -36,33 +34,26 @@ async fn act(ctx: &Ctx, renewals: &Renewals, leadership: &Leadership, metrics: &
         let names = ServiceNames::new(s.clone());
         match clean::service_judged(ctx, &names, false, Judge::With(&alive)).await {
             Ok(r) => {
-                let n = r.expired_sessions.len() as u64;
-                metrics.sessions_removed.fetch_add(n, Ordering::Relaxed);
                 metrics
-                    .orphans_removed
-                    .fetch_add(r.orphans.len() as u64, Ordering::Relaxed);
-                if n > 0 || !r.orphans.is_empty() {
-                    ctx.progress.done(format!(
-                        "Service {}/{s}: removed expired session(s) [{}] and leftover(s) [{}]",
-                        ctx.kube.namespace,
-                        r.expired_sessions.join(", "),
-                        r.orphans.join(", ")
-                    ));
+                    .sessions_removed
+                    .inc_by(r.expired_sessions.len() as u64);
+                metrics.orphans_removed.inc_by(r.orphans.len() as u64);
+                if !r.expired_sessions.is_empty() || !r.orphans.is_empty() {
+                    tracing::info!(
+                        service = %s,
+                        sessions = ?r.expired_sessions,
+                        leftovers = ?r.orphans,
+                        "removed expired sessions and leftovers"
+                    );
                 }
                 if r.restored {
-                    metrics.restorations.fetch_add(1, Ordering::Relaxed);
-                    ctx.progress.done(format!(
-                        "Service {}/{s}: restored (no live session left)",
-                        ctx.kube.namespace
-                    ));
+                    metrics.restorations.inc();
+                    tracing::info!(service = %s, "restored the Service: no live session left");
                 }
             }
             Err(e) => {
-                metrics.errors.fetch_add(1, Ordering::Relaxed);
-                ctx.progress.warn(format!(
-                    "Service {}/{s}: could not clean up: {e}; retrying next round",
-                    ctx.kube.namespace
-                ));
+                metrics.errors.inc();
+                tracing::warn!(service = %s, error = %e, "could not clean up; retrying next round");
             }
         }
     }
@@ -84,24 +75,20 @@ pub(super) async fn rounds(
         role::SESSION
     );
     loop {
-        metrics.rounds.fetch_add(1, Ordering::Relaxed);
-        metrics.leader.store(
-            u64::from(leads(&leadership, Instant::now())),
-            Ordering::Relaxed,
-        );
+        metrics.rounds.inc();
+        metrics
+            .leader
+            .set(i64::from(leads(&leadership, Instant::now())));
         match ctx.kube.list::<Lease>(&sessions).await {
             Ok(leases) => {
                 let now = Instant::now();
                 renewals.observe(&leases, now);
                 let live = leases.iter().filter(|l| renewals.alive(l, now)).count();
-                metrics.sessions_live.store(live as u64, Ordering::Relaxed);
-                metrics
-                    .sessions_expired
-                    .store((leases.len() - live) as u64, Ordering::Relaxed);
+                metrics.set_sessions(live, leases.len() - live);
                 if leads(&leadership, Instant::now()) {
                     tokio::select! {
                         () = act(ctx, &renewals, &leadership, metrics) => {}
-                        () = leadership_lost(&leadership) => ctx.progress.warn(
+                        () = leadership_lost(&leadership) => tracing::warn!(
                             "leadership may have passed to another replica; stopping this round"
                         ),
                         // Cut rather than be killed mid-way by the kubelet without releasing.
@@ -110,9 +97,8 @@ pub(super) async fn rounds(
                 }
             }
             Err(e) => {
-                metrics.errors.fetch_add(1, Ordering::Relaxed);
-                ctx.progress
-                    .warn(format!("could not list session Leases: {e}; retrying"));
+                metrics.errors.inc();
+                tracing::warn!(error = %e, "could not list session Leases; retrying");
             }
         }
         metrics.round_done(Instant::now());
