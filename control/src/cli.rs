@@ -256,6 +256,20 @@ pub struct JanitorArgs {
     /// for the Lease's duration plus this.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub grace: Duration,
+    /// Close a client of /metrics or /healthz that has not sent a complete request head
+    /// within this time.
+    #[arg(long = "admin-header-timeout", env = "KTX_JANITOR_ADMIN_HEADER_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub admin_header_timeout: Duration,
+    /// Log format: `text` for people, `json` for a log collector.
+    #[arg(
+        long = "log-format",
+        env = "KTX_JANITOR_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: ktx_telemetry::LogFormat,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `ktx=debug`.
+    #[arg(long = "log-level", env = "KTX_JANITOR_LOG", default_value = "info")]
+    pub log_level: String,
 }
 
 /// `--interval` of the janitor: a duration between 100 ms and 5 s.

@@ -105,6 +105,12 @@ pub enum Error {
 
     #[error("the router did not apply the routes: {reason}")]
     RouterRejected { reason: String },
+    #[error("router pod {pod} answered {path} with something ktx cannot read ({reason}); is its image older than ktx? (--routerImage)")]
+    RouterAnswer {
+        pod: String,
+        path: &'static str,
+        reason: String,
+    },
 
     #[error("tunnel: {0}")]
     Tunnel(String),

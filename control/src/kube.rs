@@ -81,8 +81,10 @@ pub trait Dialer: Send + Sync + 'static {
 pub struct Kube {
     pub client: Client,
     pub namespace: String,
-    /// `None`: the API server's port-forward ([`crate::tunnel::PortForwardConnector`]).
+    /// `None`: the API server's port-forward ([`crate::cluster::port_forward::PortForwardConnector`]).
     pub dialer: Option<Arc<dyn Dialer>>,
+    /// How long a Lease that looks expired is watched before its session counts as dead.
+    pub liveness: crate::liveness::Window,
 }
 
 /// What a checked delete did.
@@ -156,6 +158,7 @@ impl Kube {
             client,
             namespace: namespace.into(),
             dialer: None,
+            liveness: crate::liveness::Window::default(),
         }
     }
 

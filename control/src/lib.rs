@@ -10,6 +10,7 @@
 pub mod clean;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod error;
 pub mod exchange;
 pub mod expose;
@@ -37,7 +38,6 @@ pub mod session;
 pub mod shutdown;
 pub mod status;
 pub mod takeover;
-pub mod tunnel;
 pub mod undo;
 
 pub use error::{Error, Result};

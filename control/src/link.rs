@@ -16,11 +16,11 @@ use ktx_tunnel::credentials::SessionCredentials;
 use ktx_tunnel::TunnelOptions;
 use tokio::sync::watch;
 
+use crate::cluster::port_forward::PortForwardConnector;
 use crate::error::{Error, Result};
 use crate::kube::Kube;
 use crate::ports::ExposedPort;
 use crate::progress::Progress;
-use crate::tunnel::PortForwardConnector;
 
 /// One session's credentials: ktx's half stays in this process, the shadow's goes into the
 /// shadow's Secret.

@@ -26,6 +26,29 @@ pub const GRACE: Duration = Duration::from_secs(2);
 /// How often suspects are read again.
 pub const POLL: Duration = Duration::from_secs(1);
 
+/// How long a suspect is watched before it counts as dead, and how often it is read meanwhile.
+/// [`Window::default`] is what every command uses; the fake-API tests shorten it so that a
+/// crashed session is judged in milliseconds instead of a Lease duration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// `None`: each Lease's own `leaseDurationSeconds` (ktx writes 15 s).
+    pub lease_duration: Option<Duration>,
+    /// Added to the duration.
+    pub grace: Duration,
+    /// How often suspects are read again.
+    pub poll: Duration,
+}
+
+impl Default for Window {
+    fn default() -> Window {
+        Window {
+            lease_duration: None,
+            grace: GRACE,
+            poll: POLL,
+        }
+    }
+}
+
 /// The dead sessions among the Leases read.
 #[derive(Debug, Clone, Default)]
 pub struct Verdict {
@@ -45,6 +68,7 @@ impl Verdict {
 /// Reads the session Leases of `service` and judges them (see the module docs).
 pub async fn observe(kube: &Kube, service: &str) -> Result<(Vec<Lease>, Verdict)> {
     observe_with(
+        kube.liveness,
         || crate::leave::session_leases(kube, service),
         crate::leave::is_alive,
     )
@@ -53,6 +77,7 @@ pub async fn observe(kube: &Kube, service: &str) -> Result<(Vec<Lease>, Verdict)
 
 /// [`observe`] over any way to list the Leases and any wall-clock test (for tests).
 pub async fn observe_with<F, Fut>(
+    window: Window,
     mut list: F,
     looks_alive: impl Fn(&Lease) -> bool,
 ) -> Result<(Vec<Lease>, Verdict)>
@@ -66,17 +91,19 @@ where
     if suspects.is_empty() {
         return Ok((first, Verdict::default()));
     }
-    let window = first
-        .iter()
-        .filter(|l| suspects.contains(&key(l)))
-        .map(duration)
-        .max()
-        .unwrap_or(crate::objects::lease::LEASE_DURATION)
-        + GRACE;
+    let poll = window.poll;
+    let window = window.lease_duration.unwrap_or_else(|| {
+        first
+            .iter()
+            .filter(|l| suspects.contains(&key(l)))
+            .map(duration)
+            .max()
+            .unwrap_or(crate::objects::lease::LEASE_DURATION)
+    }) + window.grace;
     let start = Instant::now();
     let mut last = first.clone();
     while !suspects.is_empty() && start.elapsed() < window {
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(poll).await;
         let now = list().await?;
         // Renewed, gone, or replaced by a new Lease of that name: not a dead session.
         suspects.retain(|k| {

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use ktx::cli::Cli;
+use ktx::cli::{Cli, Command};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -17,11 +17,19 @@ fn main() -> ExitCode {
         1 => "ktx=debug,ktx_tunnel=info,warn",
         _ => "ktx=trace,ktx_tunnel=debug,info",
     };
-    let filter = EnvFilter::try_from_env("KTX_LOG").unwrap_or_else(|_| EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    if let Command::Janitor(args) = &cli.command {
+        // In the cluster, like the router and the shadow: its logs are its only output.
+        if let Err(e) = ktx_telemetry::init_logging(args.log_format, &args.log_level) {
+            eprintln!("ktx: {e}");
+            return ExitCode::FAILURE;
+        }
+    } else {
+        let filter = EnvFilter::try_from_env("KTX_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -319,7 +319,7 @@ async fn setup(
     rules::add_rule(ctx, names, &my_rule).await?;
     p.done(format!("Added the rule {rule_text} → {lease_name}"));
     let confirm = std::time::Duration::from_secs(15).min(timeout);
-    if !router_metrics::wait_applied(kube, &before, confirm, p).await? {
+    if !router_metrics::wait_applied(kube, &before, &plan.session, confirm, p).await? {
         p.warn("could not confirm that every router pod applied the rule yet; it should within seconds");
     } else {
         p.done("The router applied the rule");

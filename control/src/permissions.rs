@@ -84,8 +84,8 @@ pub const CALLS: &[Call] = &[
     c(D, ALL, "", "pods", "delete", "leave.rs remove_session, clean.rs, undo.rs"),
     // The tunnel: kube-rs port-forwards over WebSocket, a GET that API servers before 1.35
     // authorize as `get`; from 1.35 (AuthorizePodWebsocketUpgradeCreatePermission) as `create`.
-    c(D, SETUP, "", "pods/portforward", "get", "tunnel.rs PortForwardConnector"),
-    c(D, SETUP, "", "pods/portforward", "create", "tunnel.rs PortForwardConnector (1.35+)"),
+    c(D, SETUP, "", "pods/portforward", "get", "cluster/port_forward.rs PortForwardConnector"),
+    c(D, SETUP, "", "pods/portforward", "create", "cluster/port_forward.rs PortForwardConnector (1.35+)"),
     // The router's /metrics through the API server: "rule applied", status's request counts.
     c(D, "mesh status", "", "pods/proxy", "get", "kube/proxy.rs get"),
     // The shadow's tunnel credentials: never read back.
@@ -153,10 +153,10 @@ pub const CALLS: &[Call] = &[
     c(J, "janitor", "apps", "statefulsets", "get", "scale.rs back"),
     c(J, "janitor", "apps", "deployments/scale", "patch", "scale.rs set_replicas"),
     c(J, "janitor", "apps", "statefulsets/scale", "patch", "scale.rs set_replicas"),
-    c(J, "janitor", "coordination.k8s.io", "leases", "get", "janitor.rs election"),
-    c(J, "janitor", "coordination.k8s.io", "leases", "list", "janitor.rs, leave.rs, clean.rs"),
-    c(J, "janitor", "coordination.k8s.io", "leases", "create", "janitor.rs election"),
-    c(J, "janitor", "coordination.k8s.io", "leases", "update", "janitor.rs election"),
+    c(J, "janitor", "coordination.k8s.io", "leases", "get", "janitor/election.rs"),
+    c(J, "janitor", "coordination.k8s.io", "leases", "list", "janitor/rounds.rs, leave.rs, clean.rs"),
+    c(J, "janitor", "coordination.k8s.io", "leases", "create", "janitor/election.rs"),
+    c(J, "janitor", "coordination.k8s.io", "leases", "update", "janitor/election.rs"),
     c(J, "janitor", "coordination.k8s.io", "leases", "delete", "leave.rs remove_session"),
     // The router: three watchers (kube-runtime: list, then watch), router/src/kube.rs.
     c(R, "router", "", "configmaps", "list", "router/src/kube.rs (metadata.name field selector)"),

@@ -1,16 +1,16 @@
 //! What the router pods of Service S report on their admin port (read through the API server's
-//! pod proxy): whether they have applied a route table change, and requests per rule for
-//! `ktx status`.
+//! pod proxy): the route table each one uses (`GET /routes`, a typed
+//! [`AppliedTable`]), so ktx knows when a session's rule is applied, and requests per rule
+//! (`/metrics`) for `ktx status`.
 //!
-//! "Applied" is judged from `ktx_router_table_version` (bumped on every change of the table in
-//! use) and `ktx_router_table_rules` (rules of live sessions in it): after this session's rule
-//! is written, each router pod must show a newer version with more rules than before, and no
-//! newly rejected update.
+//! "Applied" means: every router pod Ready before the rule was written lists a rule of this
+//! session in the table it uses, and none refused a route-table update since.
 
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use ktx_names::ServiceNames;
+use ktx_rules::applied::{AppliedTable, ROUTES_PATH};
 use kube::ResourceExt;
 use tokio::time::Instant;
 
@@ -20,31 +20,24 @@ use crate::objects::router::{ADMIN_PORT_NAME, DEFAULT_ADMIN_PORT};
 use crate::objects::{router_selector, selector_string};
 use crate::progress::Progress;
 
-/// One router pod's view of its route table.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TableState {
-    pub version: f64,
-    pub rules: f64,
-    pub rejected: f64,
+/// Where one router pod stands on a session's rule, compared with its table before the rule
+/// was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Yes,
+    NotYet,
+    /// It refused a route-table update since `before`.
+    Refused,
 }
 
-impl TableState {
-    pub fn parse(metrics: &str) -> TableState {
-        TableState {
-            version: proxy::metric(metrics, "ktx_router_table_version", &[]).unwrap_or(0.0),
-            rules: proxy::metric(metrics, "ktx_router_table_rules", &[]).unwrap_or(0.0),
-            rejected: proxy::metric(
-                metrics,
-                "ktx_router_table_updates_total",
-                &[("result", "rejected")],
-            )
-            .unwrap_or(0.0),
-        }
-    }
-
-    /// Whether `self` (after a rule was added) shows the change relative to `before`.
-    pub fn shows_added_rule(&self, before: &TableState) -> bool {
-        self.version > before.version && self.rules > before.rules
+/// Judges `now` against `before` for `session`.
+pub fn judge(before: &AppliedTable, now: &AppliedTable, session: &str) -> Applied {
+    if now.rejected > before.rejected {
+        Applied::Refused
+    } else if now.has_session(session) {
+        Applied::Yes
+    } else {
+        Applied::NotYet
     }
 }
 
@@ -86,32 +79,45 @@ pub async fn scrape(kube: &Kube, pod: &RouterPod) -> Result<String> {
     proxy::get(kube, &pod.name, pod.admin_port, "/metrics").await
 }
 
-/// Each Ready router pod's table state now (pods that cannot be read are left out).
+/// The route table one router pod uses (`GET /routes`).
+pub async fn applied(kube: &Kube, pod: &RouterPod) -> Result<AppliedTable> {
+    let text = proxy::get(kube, &pod.name, pod.admin_port, ROUTES_PATH).await?;
+    serde_json::from_str(&text).map_err(|e| Error::RouterAnswer {
+        pod: pod.name.clone(),
+        path: ROUTES_PATH,
+        reason: e.to_string(),
+    })
+}
+
+/// Each Ready router pod's table now (pods that cannot be read are left out).
 pub async fn table_states(
     kube: &Kube,
     names: &ServiceNames,
-) -> Result<Vec<(RouterPod, TableState)>> {
+) -> Result<Vec<(RouterPod, AppliedTable)>> {
     let mut out = Vec::new();
     for pod in router_pods(kube, names).await? {
-        match scrape(kube, &pod).await {
-            Ok(text) => out.push((pod, TableState::parse(&text))),
-            Err(e) => tracing::debug!(pod = %pod.name, error = %e, "cannot read router metrics"),
+        match applied(kube, &pod).await {
+            Ok(table) => out.push((pod, table)),
+            Err(e) => {
+                tracing::debug!(pod = %pod.name, error = %e, "cannot read the router's table")
+            }
         }
     }
     Ok(out)
 }
 
-/// Waits until every router pod in `before` shows the added rule. Returns `Ok(false)` when that
-/// could not be confirmed in `timeout` (the caller warns and goes on: the rule is written, and
-/// the router applies what it can read), and an error if a router rejected the table.
+/// Waits until every router pod in `before` uses a rule of `session`. Returns `Ok(false)` when
+/// that could not be confirmed in `timeout` (the caller warns and goes on: the rule is written,
+/// and the router applies what it can read), and an error if a router refused the table.
 pub async fn wait_applied(
     kube: &Kube,
-    before: &[(RouterPod, TableState)],
+    before: &[(RouterPod, AppliedTable)],
+    session: &str,
     timeout: Duration,
     progress: &Progress,
 ) -> Result<bool> {
     let deadline = Instant::now() + timeout;
-    let mut pending: Vec<&(RouterPod, TableState)> = before.iter().collect();
+    let mut pending: Vec<&(RouterPod, AppliedTable)> = before.iter().collect();
     while !pending.is_empty() {
         progress.waiting(format!(
             "waiting for router pod {} to apply the rule",
@@ -120,22 +126,20 @@ pub async fn wait_applied(
         let mut still = Vec::new();
         for entry in pending {
             let (pod, was) = entry;
-            match scrape(kube, pod).await {
-                Ok(text) => {
-                    let now = TableState::parse(&text);
-                    if now.rejected > was.rejected {
-                        return Err(Error::RouterRejected {
-                            reason: format!(
-                                "router pod {} refused the new route table; see `kubectl -n {} logs {}`",
-                                pod.name, kube.namespace, pod.name
-                            ),
-                        });
-                    }
-                    if !now.shows_added_rule(was) {
-                        still.push(entry);
-                    }
+            match applied(kube, pod)
+                .await
+                .map(|now| judge(was, &now, session))
+            {
+                Ok(Applied::Refused) => {
+                    return Err(Error::RouterRejected {
+                        reason: format!(
+                            "router pod {} refused the new route table; see `kubectl -n {} logs {}`",
+                            pod.name, kube.namespace, pod.name
+                        ),
+                    });
                 }
-                Err(_) => still.push(entry),
+                Ok(Applied::Yes) => {}
+                Ok(Applied::NotYet) | Err(_) => still.push(entry),
             }
         }
         pending = still;
@@ -152,25 +156,51 @@ pub async fn wait_applied(
 
 #[cfg(test)]
 mod tests {
+    use ktx_rules::applied::AppliedRule;
+
     use super::*;
 
+    fn table(generation: u64, rejected: u64, sessions: &[&str]) -> AppliedTable {
+        AppliedTable {
+            generation,
+            rejected,
+            rules: sessions
+                .iter()
+                .map(|s| AppliedRule {
+                    session: s.to_string(),
+                    lease: Some(format!("orders-ktx-mesh-{s}")),
+                })
+                .collect(),
+        }
+    }
+
     #[test]
-    fn an_added_rule_shows_as_newer_version_and_more_rules() {
-        let before = TableState::parse(
-            "ktx_router_table_version 3\nktx_router_table_rules 1\nktx_router_table_updates_total{result=\"applied\"} 3\n",
+    fn applied_means_this_sessions_rule_is_in_the_table_in_use() {
+        let before = table(3, 0, &["bob"]);
+        // A Lease blip of bob's bumps the generation: not our rule.
+        assert_eq!(
+            judge(&before, &table(4, 0, &["bob"]), "alice"),
+            Applied::NotYet
         );
-        assert_eq!(before.version, 3.0);
-        assert_eq!(before.rejected, 0.0);
-        let lease_blip = TableState {
-            version: 4.0,
-            ..before
-        };
-        assert!(!lease_blip.shows_added_rule(&before));
-        let added = TableState {
-            version: 5.0,
-            rules: 2.0,
-            ..before
-        };
-        assert!(added.shows_added_rule(&before));
+        // Another session's rule arriving first is not ours either.
+        assert_eq!(
+            judge(&before, &table(5, 0, &["bob", "carol"]), "alice"),
+            Applied::NotYet
+        );
+        assert_eq!(
+            judge(&before, &table(6, 0, &["bob", "alice"]), "alice"),
+            Applied::Yes
+        );
+        assert_eq!(
+            judge(&before, &table(6, 1, &["bob"]), "alice"),
+            Applied::Refused
+        );
+    }
+
+    #[test]
+    fn reads_the_routers_json() {
+        let json = r#"{"generation":2,"rejected":0,"rules":[{"session":"alice","lease":"orders-ktx-mesh-alice"}]}"#;
+        let t: AppliedTable = serde_json::from_str(json).unwrap();
+        assert_eq!(judge(&AppliedTable::default(), &t, "alice"), Applied::Yes);
     }
 }

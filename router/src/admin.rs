@@ -1,21 +1,22 @@
-//! The admin port: `/metrics` (Prometheus text), `/healthz` (the process runs), `/readyz`
-//! (listeners bound, a route table loaded, not draining).
+//! The admin port's answers: `/metrics` (Prometheus text), `/healthz` (the process runs),
+//! `/readyz` (listeners bound, a route table loaded, not draining), `/routes` (the table in use
+//! as JSON, [`ktx_rules::applied::AppliedTable`]: how ktx learns that a rule is applied). The
+//! server itself, with its bounds, is [`ktx_telemetry::admin`].
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body_util::Full;
+use http::{Request, StatusCode};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use ktx_rules::applied::{AppliedTable, ROUTES_PATH};
+use ktx_rules::RouteTable;
+use ktx_telemetry::admin::{self, Reply};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+use crate::metrics::{Metrics, ResultLabel};
 
 /// What the admin endpoints report.
 #[derive(Debug, Clone)]
@@ -27,72 +28,53 @@ pub struct AdminState {
     /// A client must send its request head within this long (a slow client cannot hold an
     /// admin connection open forever).
     pub header_timeout: Duration,
+    /// The table the request path uses.
+    pub table: watch::Receiver<Arc<RouteTable>>,
+    /// Its generation and the refused updates.
+    pub metrics: Metrics,
 }
 
-fn respond(req: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {
-    let (status, body) = match req.uri().path() {
-        "/healthz" => (StatusCode::OK, "ok\n".to_string()),
+/// What `/routes` says: the rules of the table in use, read from the table itself.
+pub fn applied(state: &AdminState) -> AppliedTable {
+    let table = Arc::clone(&state.table.borrow());
+    let m = &state.metrics;
+    let rejected = m
+        .table_updates
+        .get_or_create(&ResultLabel { result: "rejected" })
+        .get();
+    AppliedTable::of(
+        &table,
+        u64::try_from(m.table_version.get()).unwrap_or(0),
+        rejected,
+    )
+}
+
+fn respond(req: &Request<Incoming>, state: &AdminState) -> Reply {
+    match req.uri().path() {
+        "/healthz" => admin::text(StatusCode::OK, "ok\n"),
         "/readyz" if *state.ready.borrow() && !state.draining.load(Ordering::Relaxed) => {
-            (StatusCode::OK, "ready\n".to_string())
+            admin::text(StatusCode::OK, "ready\n")
         }
-        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_string()),
-        "/metrics" => {
-            let mut out = String::new();
-            let registry = state
-                .registry
-                .lock()
-                .expect("registry lock is never held across a panic");
-            match prometheus_client::encoding::text::encode(&mut out, &registry) {
-                Ok(()) => (StatusCode::OK, out),
-                Err(e) => (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("encode metrics: {e}\n"),
-                ),
-            }
-        }
-        _ => (
+        "/readyz" => admin::text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        "/metrics" => admin::metrics(&state.registry),
+        ROUTES_PATH => admin::json(&applied(state)),
+        _ => admin::text(
             StatusCode::NOT_FOUND,
-            "try /metrics, /healthz or /readyz\n".to_string(),
+            "try /metrics, /healthz, /readyz or /routes\n",
         ),
-    };
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
-    *resp.status_mut() = status;
-    resp
+    }
 }
 
 /// Serves the admin port until `shutdown` turns true.
 pub async fn serve(listener: TcpListener, state: AdminState, mut shutdown: watch::Receiver<bool>) {
-    let mut backoff = crate::listener::AcceptBackoff::default();
-    loop {
-        let (stream, peer): (_, SocketAddr) = tokio::select! {
-            a = listener.accept() => match a {
-                Ok(a) => {
-                    backoff.succeeded();
-                    a
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    backoff.failed().await;
-                    continue;
-                }
-            },
-            _ = crate::listener::signalled(&mut shutdown) => return,
-        };
-        let state = state.clone();
-        tokio::spawn(async move {
-            let header_timeout = state.header_timeout;
-            let svc = service_fn(move |req| {
-                let r = respond(&req, &state);
-                async move { Ok::<_, std::convert::Infallible>(r) }
-            });
-            if let Err(e) = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .serve_connection(TokioIo::new(stream), svc)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "admin connection ended with error");
-            }
-        });
-    }
+    let limits = admin::Limits {
+        header_timeout: state.header_timeout,
+    };
+    admin::serve(
+        listener,
+        limits,
+        move |req: &Request<Incoming>| respond(req, &state),
+        async move { crate::listener::signalled(&mut shutdown).await },
+    )
+    .await;
 }

@@ -201,6 +201,7 @@ impl Router {
             Arc::clone(&upstreams),
             cfg.upstream_idle_timeout,
         )));
+        let admin_table = table_rx.clone();
         let proxy = Arc::new(proxy::Proxy::new(
             table_rx,
             upstreams,
@@ -269,6 +270,8 @@ impl Router {
             ready: ready_rx,
             draining: Arc::clone(&draining),
             header_timeout: cfg.admin_header_timeout,
+            table: admin_table,
+            metrics: metrics.clone(),
         };
         tasks.push(tokio::spawn(admin::serve(admin_l, state, shutdown_rx)));
         tracing::info!(listen = ?listen_addrs, admin = %admin_addr, "ktx-router listening");

@@ -8,6 +8,7 @@
 //! table's default target (the stuntman, i.e. the original workload) is used. Header names are
 //! case-insensitive and any value of a repeated header may match.
 
+pub mod applied;
 pub mod baggage;
 pub mod budget;
 pub mod error;

@@ -38,6 +38,10 @@ pub struct Config {
     #[arg(long, env = "KTX_SHADOW_ADMIN", default_value = "0.0.0.0:9902")]
     pub admin: SocketAddr,
 
+    /// Close an admin-port client that has not sent a complete request head within this time.
+    #[arg(long, env = "KTX_SHADOW_ADMIN_HEADER_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub admin_header_timeout: Duration,
+
     /// Directory holding tls.crt, tls.key (this shadow's) and peer.crt (ktx's, pinned): the
     /// session's Secret, mounted.
     #[arg(long, env = "KTX_SHADOW_TLS_DIR", default_value = "/var/run/ktx")]

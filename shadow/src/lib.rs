@@ -47,6 +47,8 @@ pub struct Settings {
     pub ports: Vec<u16>,
     pub tunnel_port: u16,
     pub admin: SocketAddr,
+    /// An admin client must send its request head within this long.
+    pub admin_header_timeout: std::time::Duration,
     pub tls: SideMaterial,
     pub options: TunnelOptions,
     /// What happens to connections ktx does not take.
@@ -99,6 +101,7 @@ impl Settings {
             ports: cfg.ports.clone(),
             tunnel_port: cfg.tunnel_port,
             admin: cfg.admin,
+            admin_header_timeout: cfg.admin_header_timeout,
             tls,
             options,
             unavailable,
@@ -202,6 +205,7 @@ impl Shadow {
         let state = AdminState {
             registry: Arc::new(Mutex::new(registry)),
             readiness: readiness.clone(),
+            header_timeout: settings.admin_header_timeout,
         };
         let admin = tokio::spawn(admin::serve(admin_listener, state, stop_tunnel.subscribe()));
         tracing::info!(

@@ -1,7 +1,10 @@
 //! The start-up pieces `ktx-router` and `ktx-shadow` share: the log format flag and the
 //! subscriber it selects, the tokio runtime sized by `--threads`, waiting for SIGTERM or Ctrl-C,
 //! duration flags (`500ms`, `2s`, `1m`), and re-running the binary once with an allocator
-//! setting. It owns no component logic and no metrics.
+//! setting; and the admin port of router, shadow and janitor ([`admin`]). It owns no component
+//! logic and no metrics of its own.
+
+pub mod admin;
 
 use std::ffi::OsStr;
 use std::time::Duration;

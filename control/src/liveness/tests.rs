@@ -46,7 +46,9 @@ async fn a_renewed_lease_with_an_old_timestamp_is_alive_and_a_still_one_is_dead(
         ]
     });
     let start = Instant::now();
-    let (leases, v) = observe_with(list, |_| false).await.unwrap();
+    let (leases, v) = observe_with(Window::default(), list, |_| false)
+        .await
+        .unwrap();
     let by_name = |n: &str| leases.iter().find(|l| l.name_any() == n).unwrap().clone();
     assert!(v.alive(&by_name("teammate")));
     assert!(!v.alive(&by_name("crashed")));
@@ -61,7 +63,9 @@ async fn a_renewed_lease_with_an_old_timestamp_is_alive_and_a_still_one_is_dead(
 async fn fresh_looking_leases_are_alive_without_waiting() {
     let list = script(|_| vec![lease("a", "2026-12-04T14:00:00Z")]);
     let start = Instant::now();
-    let (_, v) = observe_with(list, |_| true).await.unwrap();
+    let (_, v) = observe_with(Window::default(), list, |_| true)
+        .await
+        .unwrap();
     assert!(v.alive(&lease("a", "2026-12-04T14:00:00Z")));
     assert_eq!(start.elapsed(), Duration::ZERO);
 }
@@ -80,7 +84,9 @@ async fn suspects_that_renew_end_the_wait_early() {
         )]
     });
     let start = Instant::now();
-    let (leases, v) = observe_with(list, |_| false).await.unwrap();
+    let (leases, v) = observe_with(Window::default(), list, |_| false)
+        .await
+        .unwrap();
     assert!(v.alive(&leases[0]));
     assert!(
         start.elapsed() <= Duration::from_secs(4),

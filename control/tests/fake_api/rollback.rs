@@ -9,14 +9,12 @@
 //! router's "rule applied" confirmation finds no router pod to ask (the fake runs no
 //! Deployment's pods) and is skipped by ktx as it would be without a reachable router.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use serde_json::Value;
 
-use super::server::{Call, Fake};
-use super::support::{self, cli, team_service};
+use super::server::Call;
+use super::support::{self, cli, team_namespace, Snapshot};
 
 /// The whole test's bound: setups on the fake take milliseconds; a mesh teardown waits
 /// KUBE_PROXY_SETTLE (2 s) once.
@@ -28,7 +26,7 @@ struct Outcome {
     /// `Ok(())`: the session came up (and was then ended); `Err`: setup failed.
     setup: Result<(), String>,
     /// The namespace after the command returned.
-    after: BTreeMap<(String, String), Value>,
+    after: Snapshot,
     /// Writes the setup made before it came up (or failed).
     setup_writes: usize,
     calls: Vec<Call>,
@@ -36,13 +34,8 @@ struct Outcome {
 
 /// Runs `args` against a fresh team namespace, the `fail`-th write failing; ends the session
 /// once it is up.
-async fn attempt(
-    args: &[&str],
-    fail: Option<usize>,
-) -> (BTreeMap<(String, String), Value>, Outcome) {
-    let fake = Fake::new();
-    team_service(&fake, "tb");
-    let before = fake.snapshot();
+async fn attempt(args: &[&str], fail: Option<usize>) -> (Snapshot, Outcome) {
+    let (fake, before) = team_namespace("tb");
     if let Some(k) = fail {
         fake.fail_write(k);
     }
@@ -73,10 +66,7 @@ async fn attempt(
     (before, outcome)
 }
 
-fn diff(
-    before: &BTreeMap<(String, String), Value>,
-    after: &BTreeMap<(String, String), Value>,
-) -> String {
+fn diff(before: &Snapshot, after: &Snapshot) -> String {
     let mut out = Vec::new();
     for (k, v) in after {
         match before.get(k) {

@@ -16,9 +16,11 @@ use k8s_openapi::jiff::Timestamp;
 use ktx::cli::{Cli, Command};
 use ktx::flow::Ctx;
 use ktx::kube::Kube;
+use ktx::liveness::Window;
 use ktx::progress::Progress;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::dialer::ShadowDialer;
 use super::server::{Fake, NS};
@@ -101,6 +103,18 @@ pub fn team_service(fake: &Fake, service: &str) {
     });
 }
 
+/// A fresh namespace holding the team's Service `service` ([`team_service`]), and how it looked
+/// before any command ran.
+pub fn team_namespace(service: &str) -> (Fake, Snapshot) {
+    let fake = Fake::new();
+    team_service(&fake, service);
+    let before = fake.snapshot();
+    (fake, before)
+}
+
+/// Every object of the fake namespace, as [`Fake::snapshot`] gives it.
+pub type Snapshot = BTreeMap<(String, String), serde_json::Value>;
+
 /// A Secret of the team's (not ktx's).
 pub fn team_secret(fake: &Fake, name: &str) -> String {
     fake.seed(&Secret {
@@ -144,11 +158,21 @@ pub fn cli(args: &[&str]) -> Cli {
     Cli::try_parse_from(argv).expect("a valid command line")
 }
 
+/// How long these tests watch a Lease that looks expired before its session counts as dead:
+/// the judgement is the one every command makes (a renewTime that stood still for the whole
+/// window), over a window of milliseconds instead of the Lease's 15 s.
+pub const LIVENESS: Window = Window {
+    lease_duration: Some(Duration::from_millis(300)),
+    grace: Duration::from_millis(100),
+    poll: Duration::from_millis(50),
+};
+
 /// What a command needs, talking to `fake` (and to its shadows in-process); progress lines are
 /// recorded.
 pub fn ctx(fake: &Fake, cli: &Cli) -> Ctx {
     let mut kube = Kube::new(fake.client(), NS);
     kube.dialer = Some(Arc::new(ShadowDialer(fake.clone())));
+    kube.liveness = LIVENESS;
     Ctx {
         kube,
         global: cli.global.clone(),

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Service;
 use serde_json::{json, Value};
 
 use super::server::{Call, Fake};
-use super::support::{self, cli, team_service};
+use super::support::{self, cli, team_namespace};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -26,10 +26,12 @@ async fn start(fake: &Fake, args: &[&str]) -> Running {
     let ctx = support::ctx(fake, &cli);
     let (shutdown, stop) = ktx::shutdown::Shutdown::manual();
     let progress = ctx.progress.clone();
-    let done = tokio::spawn(async move { support::run_ctx(&ctx, &cli, &shutdown).await });
-    tokio::time::timeout(PATIENCE, progress.until(|l| l.contains("Session is up")))
-        .await
-        .unwrap_or_else(|_| panic!("{args:?} is up in time: {:?}", progress.lines()));
+    let mut done = tokio::spawn(async move { support::run_ctx(&ctx, &cli, &shutdown).await });
+    tokio::select! {
+        () = progress.until(|l| l.contains("Session is up")) => {}
+        r = &mut done => panic!("{args:?} ended before it was up: {r:?}\n{:#?}", progress.lines()),
+        () = tokio::time::sleep(PATIENCE) => panic!("{args:?} is up in time: {:#?}", progress.lines()),
+    }
     Running { stop, done }
 }
 
@@ -78,9 +80,7 @@ fn restored(v: &Value) -> bool {
 
 #[tokio::test]
 async fn mesh_teardown_removes_the_rule_first_and_restores_before_deleting() {
-    let fake = Fake::new();
-    team_service(&fake, "tb");
-    let before = fake.snapshot();
+    let (fake, before) = team_namespace("tb");
     let s = start(
         &fake,
         &[
@@ -134,9 +134,7 @@ async fn mesh_teardown_removes_the_rule_first_and_restores_before_deleting() {
 
 #[tokio::test]
 async fn exchange_teardown_scales_back_then_restores_then_deletes_the_shadow() {
-    let fake = Fake::new();
-    team_service(&fake, "tb");
-    let before = fake.snapshot();
+    let (fake, before) = team_namespace("tb");
     let s = start(
         &fake,
         &["exchange", "tb", "--mode", "scale", "--expose", "3001:80"],
@@ -179,9 +177,7 @@ fn meshed(fake: &Fake) -> bool {
 
 #[tokio::test]
 async fn the_last_session_out_restores_the_service_and_not_before() {
-    let fake = Fake::new();
-    team_service(&fake, "tb");
-    let before = fake.snapshot();
+    let (fake, before) = team_namespace("tb");
     let a = start(
         &fake,
         &["mesh", "tb", "--versionMark", "a", "--expose", "3001:80"],
@@ -220,9 +216,7 @@ fn expire(fake: &Fake, lease: &str) {
 
 #[tokio::test]
 async fn a_crashed_session_does_not_keep_the_service_from_the_last_one_out() {
-    let fake = Fake::new();
-    team_service(&fake, "tb");
-    let before = fake.snapshot();
+    let (fake, before) = team_namespace("tb");
     let a = start(
         &fake,
         &["mesh", "tb", "--versionMark", "a", "--expose", "3001:80"],
@@ -242,9 +236,7 @@ async fn a_crashed_session_does_not_keep_the_service_from_the_last_one_out() {
 
 #[tokio::test]
 async fn clean_with_no_live_session_restores_the_service() {
-    let fake = Fake::new();
-    team_service(&fake, "tb");
-    let before = fake.snapshot();
+    let (fake, before) = team_namespace("tb");
     let a = start(
         &fake,
         &["mesh", "tb", "--versionMark", "a", "--expose", "3001:80"],

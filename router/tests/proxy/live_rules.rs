@@ -149,3 +149,44 @@ async fn during_the_shutdown_delay_new_connections_are_still_served_but_not_read
         "listener closed after the delay and the drain"
     );
 }
+
+/// `GET /routes` on the admin port (what ktx reads to know a rule is applied): the rules of the
+/// table in use, its generation, and the refused updates.
+#[tokio::test]
+async fn the_routes_endpoint_reports_the_table_in_use() {
+    use ktx_rules::applied::{AppliedTable, ROUTES_PATH};
+    let mesh = Mesh::start().await;
+    let routes = || async {
+        let (status, body) = admin_get(mesh.router.admin_addr, ROUTES_PATH).await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<AppliedTable>(&body).expect("an AppliedTable")
+    };
+    let first = routes().await;
+    assert!(first.has_session("foobar"), "{first:?}");
+    assert_eq!(first.rejected, 0);
+    assert!(first.generation >= 1);
+
+    write_routes(
+        &mesh.routes,
+        &format!(
+            "default: {{ addrs: [\"{}\"] }}\nrules: []\n",
+            mesh.original.addr()
+        ),
+    );
+    wait_table_version(&mesh, first.generation + 1).await;
+    let emptied = routes().await;
+    assert!(emptied.rules.is_empty(), "{emptied:?}");
+    assert!(emptied.generation > first.generation);
+
+    write_routes(&mesh.routes, "default: { addrs: [\"not-an-address\"] }\n");
+    let mut refused = routes().await;
+    for _ in 0..300 {
+        if refused.rejected > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        refused = routes().await;
+    }
+    assert_eq!(refused.rejected, 1, "{refused:?}");
+    assert_eq!(refused.rules, emptied.rules, "the last good table stays");
+}

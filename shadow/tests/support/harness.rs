@@ -72,6 +72,7 @@ pub async fn shadow_with(
         ports: vec![0; ports],
         tunnel_port: 0,
         admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+        admin_header_timeout: std::time::Duration::from_secs(5),
         tls: material.clone(),
         options,
         unavailable,
