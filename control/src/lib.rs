@@ -37,6 +37,7 @@ pub mod session;
 pub mod shutdown;
 pub mod status;
 pub mod takeover;
+pub mod target;
 pub mod tunnel;
 pub mod undo;
 

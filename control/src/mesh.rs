@@ -15,7 +15,7 @@ use ktx_names::{mode, ServiceNames, LABEL_SERVICE, SHARED_ROUTER_ACCOUNT};
 use ktx_rules::OnUnavailable;
 use kube::ResourceExt;
 
-use crate::cli::MeshArgs;
+use crate::cli::{MeshArgs, MeshMode};
 use crate::error::{Error, Result};
 use crate::flow::{self, Ctx, Ready};
 use crate::kube::{wait, Kind};
@@ -38,11 +38,22 @@ mod report;
 mod rules;
 
 pub async fn run(ctx: &Ctx, args: &MeshArgs, shutdown: &Shutdown) -> Result<()> {
+    if args.mode == MeshMode::Manual {
+        return Err(Error::Unsupported(
+            "--mode manual is not available in this build: use --mode auto (the default)".into(),
+        ));
+    }
+    if args.apply_istio {
+        return Err(Error::Unsupported(
+            "--apply-istio goes with --mode manual".into(),
+        ));
+    }
     let plan = rule::plan(&args.rule, rule::random_id)?;
     crate::expose::check_list(&args.expose.expose)?;
-    let names = ServiceNames::new(args.service.as_str());
+    let service = args.service.resolve(&ctx.kube).await?;
+    let names = ServiceNames::new(service.as_str());
     for n in [
-        args.service.clone(),
+        service.clone(),
         names.stuntman(),
         names.router(),
         names.shadow(&plan.session),
@@ -196,7 +207,7 @@ async fn setup(
             ctx,
             undo,
             ObjKind::ServiceAccount,
-            &router::service_account(names, ns),
+            &router::service_account(names, ns, &ctx.global.pod_settings()),
         )
         .await?;
         ensure::<Role>(ctx, undo, ObjKind::Role, &router::role(names, ns)).await?;
@@ -209,12 +220,14 @@ async fn setup(
         .await?;
         names.router_account()
     };
+    let router_pod = ctx.global.pod_settings();
     let rp = RouterParams {
         image: &ctx.global.router_image,
         namespace: ns,
         targets: &targets,
         account: &account,
         replicas: args.router_replicas,
+        pod: &router_pod,
     };
     ensure::<Deployment>(
         ctx,
@@ -297,6 +310,7 @@ async fn setup(
         OnUnavailable::Reject => NotTaken::Reject,
         OnUnavailable::Fallback => NotTaken::Fallback(fallback_routes(&stuntman, &exposed)),
     };
+    let pod = ctx.global.pod_settings();
     let sp = ShadowParams {
         name: &lease_name,
         namespace: ns,
@@ -307,6 +321,7 @@ async fn setup(
         targets: &targets,
         exposed: &exposed,
         not_taken,
+        pod: &pod,
     };
     let tunnel = flow::start_shadow(ctx, undo, &sp, &owner, true).await?;
 

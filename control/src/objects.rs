@@ -12,6 +12,7 @@
 
 pub mod lease;
 pub mod pod_security;
+pub mod pod_settings;
 pub mod preview;
 pub mod router;
 pub mod routes;
