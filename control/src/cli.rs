@@ -292,8 +292,8 @@ pub struct MeshArgs {
     /// mark to it.
     #[arg(long, value_enum, default_value_t = MeshMode::Auto)]
     pub mode: MeshMode,
-    /// (--mode manual) Also apply the printed VirtualService and DestinationRule (needs
-    /// Istio's CRDs in the cluster); they are removed with the session.
+    /// (--mode manual) Apply the printed VirtualService and DestinationRule. Not available
+    /// yet: refused with a message; apply them with `kubectl apply -f -`.
     #[arg(long = "apply-istio", alias = "applyIstio")]
     pub apply_istio: bool,
 }

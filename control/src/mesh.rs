@@ -34,18 +34,14 @@ use crate::shutdown::Shutdown;
 use crate::takeover::{self, State};
 use crate::undo::{ObjKind, Step, Undo};
 
+pub mod manual;
 mod report;
 mod rules;
 
 pub async fn run(ctx: &Ctx, args: &MeshArgs, shutdown: &Shutdown) -> Result<()> {
-    if args.mode == MeshMode::Manual {
-        return Err(Error::Unsupported(
-            "--mode manual is not available in this build: use --mode auto (the default)".into(),
-        ));
-    }
     if args.apply_istio {
         return Err(Error::Unsupported(
-            "--apply-istio goes with --mode manual".into(),
+            "--apply-istio is not available yet: --mode manual prints the VirtualService and DestinationRule; apply them with `kubectl apply -f -`".into(),
         ));
     }
     let plan = rule::plan(&args.rule, rule::random_id)?;
@@ -61,7 +57,16 @@ pub async fn run(ctx: &Ctx, args: &MeshArgs, shutdown: &Shutdown) -> Result<()> 
         check_name(&n)?;
     }
     let undo = Undo::new();
-    flow::session(ctx, shutdown, &undo, setup(ctx, &names, args, &plan, &undo)).await
+    match args.mode {
+        MeshMode::Auto => {
+            let setup = setup(ctx, &names, args, &plan, &undo);
+            flow::session(ctx, shutdown, &undo, setup).await
+        }
+        MeshMode::Manual => {
+            let setup = manual::setup(ctx, &names, args, &plan, &undo);
+            flow::session(ctx, shutdown, &undo, setup).await
+        }
+    }
 }
 
 /// Reuses the shared object `obj` if ktx made it for this Service, or creates it (recording
