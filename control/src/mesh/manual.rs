@@ -5,7 +5,8 @@
 //!
 //! Order: validate S → session Lease → shadow Secret and Pod → tunnel → shadow Ready. The
 //! shadow's objects carry the Lease as owner, so undo, `ktx clean` and the janitor remove them
-//! like any mesh session's.
+//! like any mesh session's; like an auto session, the last session of S to leave restores S
+//! and removes the router if an auto session left them behind for it.
 //!
 //! The shadow pod carries S's selector labels, so S itself (and a mesh's default route) also
 //! sends it unmarked requests: the printed routes send unmarked traffic to S's host; give the
@@ -128,6 +129,11 @@ pub async fn setup(
     let lease_for_local = keeper.name().to_string();
     let lease_uid = keeper.uid().to_string();
     undo.push(Step::EndLease(keeper));
+    // Last one out: when an auto session of S ended while this one was live, S's router and
+    // selector are still waiting for the last session of S to leave.
+    if let Some(l) = undo.settle_shared(service) {
+        l.release().await?;
+    }
 
     let targets = plan_ports.targets();
     let exposed = plan_ports.exposed.clone();
