@@ -84,12 +84,12 @@ pub struct Global {
 
     /// Secret(s) to pull the router and shadow images with: set as imagePullSecrets on their
     /// pods and on the router's ServiceAccount (comma-separated or repeated).
-    #[arg(long = "imagePullSecret", alias = "image-pull-secret", global = true, env = "KTX_IMAGE_PULL_SECRET", value_delimiter = ',', value_parser = parse_object_name)]
+    #[arg(long = "imagePullSecret", alias = "image-pull-secret", global = true, env = "KTX_IMAGE_PULL_SECRET", value_name = "NAME", value_delimiter = ',', value_parser = parse_object_name)]
     pub image_pull_secrets: Vec<String>,
 
     /// ServiceAccount of the shadow pods (default: the namespace's `default`). Its token is
     /// not mounted: the shadow never calls the API.
-    #[arg(long = "serviceAccount", alias = "service-account", global = true, env = "KTX_SERVICE_ACCOUNT", value_parser = parse_object_name)]
+    #[arg(long = "serviceAccount", alias = "service-account", global = true, env = "KTX_SERVICE_ACCOUNT", value_name = "NAME", value_parser = parse_object_name)]
     pub service_account: Option<String>,
 
     /// Node labels the router and shadow pods must run on, e.g. disk=ssd,region=hangzhou.
