@@ -11,6 +11,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use ktx_rules::OnUnavailable;
 
 use crate::expose::Expose;
+use crate::objects::pod_settings::{parse_key_value, parse_quota, PairKind, PodSettings, Quota};
+use crate::target::Target;
+
+pub mod ktconnect;
 
 /// Image of the router Deployment unless `--routerImage` says otherwise.
 pub const DEFAULT_ROUTER_IMAGE: &str = "ktx.local/ktx-router:dev";
@@ -56,16 +60,77 @@ pub struct Global {
     pub context: Option<String>,
 
     /// Kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).
-    #[arg(long, global = true)]
+    #[arg(short = 'c', long, global = true)]
     pub kubeconfig: Option<PathBuf>,
 
     /// Image of the router Deployment.
     #[arg(long = "routerImage", alias = "router-image", global = true, env = "KTX_ROUTER_IMAGE", default_value = DEFAULT_ROUTER_IMAGE)]
     pub router_image: String,
 
-    /// Image of the shadow pod.
-    #[arg(long = "shadowImage", alias = "shadow-image", global = true, env = "KTX_SHADOW_IMAGE", default_value = DEFAULT_SHADOW_IMAGE)]
+    /// Image of the shadow pod (kt-connect's -i/--image).
+    #[arg(short = 'i', long = "shadowImage", visible_alias = "image", alias = "shadow-image", global = true, env = "KTX_SHADOW_IMAGE", default_value = DEFAULT_SHADOW_IMAGE)]
     pub shadow_image: String,
+
+    /// Always pull the router and shadow images (imagePullPolicy: Always), e.g. after pushing
+    /// a new image under the same tag.
+    #[arg(
+        short = 'f',
+        long = "forceUpdate",
+        alias = "force-update",
+        global = true,
+        env = "KTX_FORCE_UPDATE"
+    )]
+    pub force_update: bool,
+
+    /// Secret(s) to pull the router and shadow images with: set as imagePullSecrets on their
+    /// pods and on the router's ServiceAccount (comma-separated or repeated).
+    #[arg(long = "imagePullSecret", alias = "image-pull-secret", global = true, env = "KTX_IMAGE_PULL_SECRET", value_name = "NAME", value_delimiter = ',', value_parser = parse_object_name)]
+    pub image_pull_secrets: Vec<String>,
+
+    /// ServiceAccount of the shadow pods (default: the namespace's `default`). Its token is
+    /// not mounted: the shadow never calls the API.
+    #[arg(long = "serviceAccount", alias = "service-account", global = true, env = "KTX_SERVICE_ACCOUNT", value_name = "NAME", value_parser = parse_object_name)]
+    pub service_account: Option<String>,
+
+    /// Node labels the router and shadow pods must run on, e.g. disk=ssd,region=hangzhou.
+    #[arg(long = "nodeSelector", alias = "node-selector", global = true, env = "KTX_NODE_SELECTOR", value_delimiter = ',', value_name = "KEY=VALUE", value_parser = |s: &str| parse_key_value(s, PairKind::Label))]
+    pub node_selector: Vec<(String, String)>,
+
+    /// Extra labels on the router and shadow pods, e.g. team=orders,owner=alice (ktx's own
+    /// keys, ktx.dev/* and app.kubernetes.io/managed-by, are refused).
+    #[arg(short = 'l', long = "withLabel", alias = "with-label", global = true, env = "KTX_WITH_LABEL", value_delimiter = ',', value_name = "KEY=VALUE", value_parser = |s: &str| parse_key_value(s, PairKind::Label))]
+    pub with_label: Vec<(String, String)>,
+
+    /// Extra annotations on the router and shadow pods, e.g. sidecar.istio.io/inject=false.
+    #[arg(long = "withAnnotation", alias = "with-annotation", global = true, env = "KTX_WITH_ANNOTATION", value_delimiter = ',', value_name = "KEY=VALUE", value_parser = |s: &str| parse_key_value(s, PairKind::Annotation))]
+    pub with_annotation: Vec<(String, String)>,
+
+    /// CPU and memory of the router and shadow containers, as both request and limit, e.g.
+    /// 0.5c,512m (c: CPUs; k, m, g: KiB, MiB, GiB). Default: ktx's own (shadow 20m/16Mi
+    /// request, 1 CPU/256Mi limit; router 50m/32Mi, 1 CPU/256Mi).
+    #[arg(long = "podQuota", alias = "pod-quota", global = true, env = "KTX_POD_QUOTA", value_name = "CPUc,MEMm", value_parser = parse_quota)]
+    pub pod_quota: Option<Quota>,
+
+    /// kt-connect's spelling of --timeout, in seconds (e.g. 60).
+    #[arg(long = "podCreationTimeout", alias = "pod-creation-timeout", global = true, value_name = "SECONDS", conflicts_with = "timeout", value_parser = clap::value_parser!(u64).range(1..))]
+    pub pod_creation_timeout: Option<u64>,
+
+    /// kt-connect's spelling of --api-connect-timeout, in seconds (e.g. 10).
+    #[arg(long = "portForwardTimeout", alias = "port-forward-timeout", global = true, value_name = "SECONDS", conflicts_with = "api_connect_timeout", value_parser = clap::value_parser!(u64).range(1..))]
+    pub port_forward_timeout: Option<u64>,
+
+    /// Accepted for kt-connect's scripts; has no effect: ktx judges Leases by when their
+    /// renewTime changes as seen by the reader, so clocks need not agree.
+    #[arg(long = "useLocalTime", alias = "use-local-time", global = true)]
+    pub use_local_time: bool,
+
+    /// Refused (kt-connect's): ktx's shadow is a bare Pod, see the README.
+    #[arg(long = "useShadowDeployment", global = true, hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = refuse(ktconnect::USE_SHADOW_DEPLOYMENT))]
+    pub use_shadow_deployment: Option<bool>,
+
+    /// Refused: kt-connect's internal flag.
+    #[arg(long = "asWorker", global = true, hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = refuse(ktconnect::AS_WORKER))]
+    pub as_worker: Option<bool>,
 
     /// How long to wait for pods to become Ready (and other cluster steps) before giving up
     /// and rolling back, e.g. 90s, 2m.
@@ -86,13 +151,82 @@ pub struct Global {
     #[arg(long = "api-connect-timeout", global = true, env = "KTX_API_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub api_connect_timeout: Duration,
 
-    /// More logs: -v for debug, -vv for trace.
+    /// More logs: -v for debug, -vv for trace. (kt-connect's -v (the version) is -V here.)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+
+    /// Debug logs, as -v (kt-connect's flag).
+    #[arg(short = 'd', long, global = true)]
+    pub debug: bool,
 
     /// Output format of results.
     #[arg(short, long, global = true, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+}
+
+impl Global {
+    /// kt-connect's pod knobs, checked, for the builders in [`crate::objects`].
+    pub fn pod_settings(&self) -> PodSettings {
+        PodSettings {
+            always_pull: self.force_update,
+            pull_secrets: self.image_pull_secrets.clone(),
+            service_account: self.service_account.clone(),
+            node_selector: self.node_selector.iter().cloned().collect(),
+            labels: self.with_label.iter().cloned().collect(),
+            annotations: self.with_annotation.iter().cloned().collect(),
+            quota: self.pod_quota.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl Cli {
+    /// Folds kt-connect's spellings into ktx's settings: `-d` is `-v`, `--podCreationTimeout`
+    /// is `--timeout`, `--portForwardTimeout` is `--api-connect-timeout` (clap refuses a line
+    /// that gives both). Idempotent.
+    pub fn resolved(mut self) -> Self {
+        let g = &mut self.global;
+        if g.debug {
+            g.verbose = g.verbose.max(1);
+        }
+        if let Some(s) = g.pod_creation_timeout {
+            g.timeout = Duration::from_secs(s);
+        }
+        if let Some(s) = g.port_forward_timeout {
+            g.api_connect_timeout = Duration::from_secs(s);
+        }
+        self
+    }
+}
+
+/// The value parser of a kt-connect flag ktx refuses: `--flag` or `--flag=true` fails with
+/// `reason`; `--flag=false` asks for nothing and passes.
+fn refuse(
+    reason: &'static str,
+) -> impl Fn(&str) -> Result<bool, String> + Clone + Send + Sync + 'static {
+    move |s: &str| match s {
+        "false" => Ok(false),
+        _ => Err(reason.to_string()),
+    }
+}
+
+/// The name of an object in the namespace (a Secret, a ServiceAccount): a DNS subdomain.
+fn parse_object_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        });
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not an object name: lower-case letters, digits, '-' and '.'"
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -140,8 +274,9 @@ pub struct ExposeArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct MeshArgs {
-    /// The Service to mesh.
-    pub service: String,
+    /// The Service to mesh: NAME, svc/NAME, service/NAME, or deployment/NAME (deploy/NAME):
+    /// the Service that selects that Deployment's pods.
+    pub service: Target,
     #[command(flatten)]
     pub expose: ExposeArgs,
     #[command(flatten)]
@@ -151,6 +286,24 @@ pub struct MeshArgs {
     /// PodDisruptionBudget lets only one go at a time, and they spread across nodes.
     #[arg(long = "router-replicas", env = "KTX_ROUTER_REPLICAS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
     pub router_replicas: u16,
+    /// `auto`: ktx's router splits the traffic. `manual` (kt-connect's Istio mode): only a
+    /// shadow pod with the workload's labels plus `KEY: MARK` of --versionMark; no router, the
+    /// Service untouched; ktx prints the Istio VirtualService and DestinationRule that send the
+    /// mark to it.
+    #[arg(long, value_enum, default_value_t = MeshMode::Auto)]
+    pub mode: MeshMode,
+    /// (--mode manual) Apply the printed VirtualService and DestinationRule. Not available
+    /// yet: refused with a message; apply them with `kubectl apply -f -`.
+    #[arg(long = "apply-istio", alias = "applyIstio")]
+    pub apply_istio: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MeshMode {
+    /// ktx's router in front of the workload (default).
+    Auto,
+    /// A labelled shadow pod for a service mesh (Istio) to route to.
+    Manual,
 }
 
 /// The conditions of this session's rule (all must hold) and what happens when it is down.
@@ -202,13 +355,33 @@ pub enum ExchangeMode {
 
 #[derive(Debug, Clone, Args)]
 pub struct ExchangeArgs {
-    /// The Service to take over.
-    pub service: String,
+    /// The Service to take over: NAME, svc/NAME, service/NAME, or deployment/NAME
+    /// (deploy/NAME): the Service that selects that Deployment's pods.
+    pub service: Target,
     #[command(flatten)]
     pub expose: ExposeArgs,
-    /// How the original workload is taken out of the way.
-    #[arg(long, value_enum, default_value_t = ExchangeMode::Selector)]
+    /// How the original workload is taken out of the way: `selector` (the Service's selector
+    /// points at your shadow pod; the workload keeps running) or `scale` (also scale the
+    /// workload to 0 while exchanged). kt-connect's `ephemeral` is refused.
+    #[arg(long, value_name = "selector|scale", default_value = "selector", value_parser = parse_exchange_mode)]
     pub mode: ExchangeMode,
+    /// Accepted for kt-connect's scripts (scale mode): scaling back waits for the workload's
+    /// pods to be Ready within --timeout before the Service is restored and the shadow goes.
+    #[arg(
+        long = "recoverWaitTime",
+        alias = "recover-wait-time",
+        value_name = "SECONDS"
+    )]
+    pub recover_wait_time: Option<u64>,
+}
+
+fn parse_exchange_mode(s: &str) -> Result<ExchangeMode, String> {
+    match s {
+        "selector" => Ok(ExchangeMode::Selector),
+        "scale" => Ok(ExchangeMode::Scale),
+        "ephemeral" => Err(ktconnect::EPHEMERAL.to_string()),
+        _ => Err(format!("{s:?} is not a mode: use selector or scale")),
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -224,6 +397,21 @@ pub struct PreviewArgs {
         value_name = "[LOCAL:]PORT"
     )]
     pub expose: Vec<Expose>,
+    /// Also reachable from outside the cluster: `--external` makes the Service a LoadBalancer,
+    /// `--external=nodeport` a NodePort (for clusters without load balancers); ktx prints the
+    /// address.
+    #[arg(long, value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "loadbalancer", value_name = "loadbalancer|nodeport")]
+    pub external: Option<External>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum External {
+    /// Service type LoadBalancer.
+    #[value(name = "loadbalancer", alias = "lb")]
+    LoadBalancer,
+    /// Service type NodePort.
+    #[value(name = "nodeport")]
+    NodePort,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -59,6 +59,20 @@ pub enum Error {
         for_what: String,
     },
 
+    #[error("Deployment {namespace}/{deployment} {found}; name the Service instead (svc/NAME)")]
+    TargetService {
+        namespace: String,
+        deployment: String,
+        /// `is selected by no Service` or `is selected by several Services: a, b`.
+        found: String,
+    },
+
+    #[error("Deployment {namespace}/{name} not found; check the name and the namespace (-n)")]
+    DeploymentNotFound { namespace: String, name: String },
+
+    #[error("{0}")]
+    Unsupported(String),
+
     #[error("Service {name} already exists in namespace {namespace}; choose another name for the preview")]
     PreviewExists { namespace: String, name: String },
 

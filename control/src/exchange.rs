@@ -27,9 +27,10 @@ use crate::undo::{Step, Undo};
 
 pub async fn run(ctx: &Ctx, args: &ExchangeArgs, shutdown: &Shutdown) -> Result<()> {
     crate::expose::check_list(&args.expose.expose)?;
-    let names = ServiceNames::new(args.service.as_str());
+    let service = args.service.resolve(&ctx.kube).await?;
+    let names = ServiceNames::new(service.as_str());
     let session = crate::rule::random_id();
-    check_name(&args.service)?;
+    check_name(&service)?;
     check_name(&names.exchange(&session))?;
     let undo = Undo::new();
     flow::session(
@@ -123,6 +124,7 @@ async fn setup(
         )
         .await;
     }
+    let pod = ctx.global.pod_settings();
     let sp = ShadowParams {
         name: &name,
         namespace: ns,
@@ -133,6 +135,7 @@ async fn setup(
         targets: &targets,
         exposed: &plan.exposed,
         not_taken: NotTaken::Reject,
+        pod: &pod,
     };
     let tunnel = flow::start_shadow(ctx, undo, &sp, &owner, false).await?;
 

@@ -38,6 +38,7 @@ pub mod session;
 pub mod shutdown;
 pub mod status;
 pub mod takeover;
+pub mod target;
 pub mod undo;
 
 pub use error::{Error, Result};

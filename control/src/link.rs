@@ -2,7 +2,7 @@
 //! towards the shadow pod, wait until it is up, watch it, stop it.
 //!
 //! The tunnel itself is `ktx-tunnel` (its client keeps reconnecting with backoff); the way the
-//! bytes reach the pod — the API server's port-forward — is [`crate::tunnel`]'s connector. This
+//! bytes reach the pod — the API server's port-forward — is [`crate::cluster::port_forward`]'s connector. This
 //! module only wires them to the session: exposed target port → `127.0.0.1:LOCAL`.
 
 use std::collections::BTreeMap;

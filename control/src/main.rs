@@ -8,7 +8,7 @@ use ktx::cli::{Cli, Command};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse().resolved();
     // ktx reports what matters itself (progress lines, errors that say what to do); the
     // libraries' own logs are for -v.
     let level = match cli.global.verbose {

@@ -15,7 +15,7 @@ use ktx_names::{mode, ServiceNames, LABEL_SERVICE, SHARED_ROUTER_ACCOUNT};
 use ktx_rules::OnUnavailable;
 use kube::ResourceExt;
 
-use crate::cli::MeshArgs;
+use crate::cli::{MeshArgs, MeshMode};
 use crate::error::{Error, Result};
 use crate::flow::{self, Ctx, Ready};
 use crate::kube::{wait, Kind};
@@ -34,15 +34,22 @@ use crate::shutdown::Shutdown;
 use crate::takeover::{self, State};
 use crate::undo::{ObjKind, Step, Undo};
 
+pub mod manual;
 mod report;
 mod rules;
 
 pub async fn run(ctx: &Ctx, args: &MeshArgs, shutdown: &Shutdown) -> Result<()> {
+    if args.apply_istio {
+        return Err(Error::Unsupported(
+            "--apply-istio is not available yet: --mode manual prints the VirtualService and DestinationRule; apply them with `kubectl apply -f -`".into(),
+        ));
+    }
     let plan = rule::plan(&args.rule, rule::random_id)?;
     crate::expose::check_list(&args.expose.expose)?;
-    let names = ServiceNames::new(args.service.as_str());
+    let service = args.service.resolve(&ctx.kube).await?;
+    let names = ServiceNames::new(service.as_str());
     for n in [
-        args.service.clone(),
+        service.clone(),
         names.stuntman(),
         names.router(),
         names.shadow(&plan.session),
@@ -50,7 +57,16 @@ pub async fn run(ctx: &Ctx, args: &MeshArgs, shutdown: &Shutdown) -> Result<()> 
         check_name(&n)?;
     }
     let undo = Undo::new();
-    flow::session(ctx, shutdown, &undo, setup(ctx, &names, args, &plan, &undo)).await
+    match args.mode {
+        MeshMode::Auto => {
+            let setup = setup(ctx, &names, args, &plan, &undo);
+            flow::session(ctx, shutdown, &undo, setup).await
+        }
+        MeshMode::Manual => {
+            let setup = manual::setup(ctx, &names, args, &plan, &undo);
+            flow::session(ctx, shutdown, &undo, setup).await
+        }
+    }
 }
 
 /// Reuses the shared object `obj` if ktx made it for this Service, or creates it (recording
@@ -196,7 +212,7 @@ async fn setup(
             ctx,
             undo,
             ObjKind::ServiceAccount,
-            &router::service_account(names, ns),
+            &router::service_account(names, ns, &ctx.global.pod_settings()),
         )
         .await?;
         ensure::<Role>(ctx, undo, ObjKind::Role, &router::role(names, ns)).await?;
@@ -209,12 +225,14 @@ async fn setup(
         .await?;
         names.router_account()
     };
+    let router_pod = ctx.global.pod_settings();
     let rp = RouterParams {
         image: &ctx.global.router_image,
         namespace: ns,
         targets: &targets,
         account: &account,
         replicas: args.router_replicas,
+        pod: &router_pod,
     };
     ensure::<Deployment>(
         ctx,
@@ -297,6 +315,7 @@ async fn setup(
         OnUnavailable::Reject => NotTaken::Reject,
         OnUnavailable::Fallback => NotTaken::Fallback(fallback_routes(&stuntman, &exposed)),
     };
+    let pod = ctx.global.pod_settings();
     let sp = ShadowParams {
         name: &lease_name,
         namespace: ns,
@@ -307,6 +326,7 @@ async fn setup(
         targets: &targets,
         exposed: &exposed,
         not_taken,
+        pod: &pod,
     };
     let tunnel = flow::start_shadow(ctx, undo, &sp, &owner, true).await?;
 

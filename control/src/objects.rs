@@ -10,8 +10,10 @@
 //! - [`lease`]: the session Lease;
 //! - [`shadow`]: the shadow Pod, Service and Secret of one session.
 
+pub mod istio;
 pub mod lease;
 pub mod pod_security;
+pub mod pod_settings;
 pub mod preview;
 pub mod router;
 pub mod routes;

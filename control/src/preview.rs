@@ -6,7 +6,7 @@
 use k8s_openapi::api::core::v1::Service;
 use ktx_names::{mode, ServiceNames};
 
-use crate::cli::PreviewArgs;
+use crate::cli::{External, PreviewArgs};
 use crate::error::{Error, Result};
 use crate::flow::{self, Ctx, Ready};
 use crate::objects::lease::{self as lease_obj, LeaseParams};
@@ -23,10 +23,17 @@ pub async fn run(ctx: &Ctx, args: &PreviewArgs, shutdown: &Shutdown) -> Result<(
     check_name(&names.preview())?;
     let plan = PortPlan::for_new_service(&args.expose)?;
     let undo = Undo::new();
-    flow::session(ctx, shutdown, &undo, setup(ctx, &names, &plan, &undo)).await
+    let setup = setup(ctx, &names, &plan, args.external, &undo);
+    flow::session(ctx, shutdown, &undo, setup).await
 }
 
-async fn setup(ctx: &Ctx, names: &ServiceNames, plan: &PortPlan, undo: &Undo) -> Result<Ready> {
+async fn setup(
+    ctx: &Ctx,
+    names: &ServiceNames,
+    plan: &PortPlan,
+    external: Option<External>,
+    undo: &Undo,
+) -> Result<Ready> {
     let kube = &ctx.kube;
     let ns = kube.namespace.as_str();
     let service = names.service();
@@ -69,6 +76,7 @@ async fn setup(ctx: &Ctx, names: &ServiceNames, plan: &PortPlan, undo: &Undo) ->
         )
         .await;
     }
+    let pod = ctx.global.pod_settings();
     let sp = ShadowParams {
         name: &name,
         namespace: ns,
@@ -79,6 +87,7 @@ async fn setup(ctx: &Ctx, names: &ServiceNames, plan: &PortPlan, undo: &Undo) ->
         targets: &targets,
         exposed: &plan.exposed,
         not_taken: NotTaken::Reject,
+        pod: &pod,
     };
     let tunnel = flow::start_shadow(ctx, undo, &sp, &owner, false).await?;
 
@@ -87,7 +96,7 @@ async fn setup(ctx: &Ctx, names: &ServiceNames, plan: &PortPlan, undo: &Undo) ->
         undo,
         ObjKind::Service,
         false,
-        preview::service(service, ns, &session, plan),
+        preview::service(service, ns, &session, plan, external),
         Some(&owner),
     )
     .await
@@ -102,6 +111,9 @@ async fn setup(ctx: &Ctx, names: &ServiceNames, plan: &PortPlan, undo: &Undo) ->
         "Created Service {ns}/{service} in front of your shadow pod"
     ));
 
+    let outside = external
+        .map(|_| outside_addresses(&svc))
+        .unwrap_or_default();
     let ip = svc
         .spec
         .and_then(|s| s.cluster_ip)
@@ -118,7 +130,14 @@ async fn setup(ctx: &Ctx, names: &ServiceNames, plan: &PortPlan, undo: &Undo) ->
         ));
         curls.push(curl);
     }
+    for o in &outside {
+        text.push(format!("  from outside the cluster: curl http://{o}/"));
+    }
+    if external == Some(External::NodePort) {
+        text.push("  (NODE: any node's address, `kubectl get nodes -o wide`)".into());
+    }
     let json = serde_json::json!({
+        "external": outside,
         "command": "preview",
         "namespace": ns,
         "service": service,
@@ -137,4 +156,28 @@ async fn setup(ctx: &Ctx, names: &ServiceNames, plan: &PortPlan, undo: &Undo) ->
             exposed: plan.exposed.clone(),
         },
     })
+}
+
+/// Where a LoadBalancer or NodePort Service is reached from outside: `HOST:PORT` per port,
+/// with the load balancer's address when the cloud assigned one already, else `NODE`.
+fn outside_addresses(svc: &Service) -> Vec<String> {
+    let ingress = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .and_then(|i| i.first())
+        .and_then(|i| i.ip.clone().or_else(|| i.hostname.clone()));
+    let ports = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.clone())
+        .unwrap_or_default();
+    ports
+        .iter()
+        .filter_map(|p| match &ingress {
+            Some(host) => Some(format!("{host}:{}", p.port)),
+            None => p.node_port.map(|n| format!("NODE:{n}")),
+        })
+        .collect()
 }

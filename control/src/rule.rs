@@ -34,6 +34,11 @@ pub fn plan(args: &RuleArgs, random: impl Fn() -> String) -> Result<RulePlan> {
         || args.method.is_some();
     let generated;
     let mark = match (&args.version_mark, has_other) {
+        // kt-connect's `KEY:`: that header, a random value.
+        (Some(m), _) if m.ends_with(':') && m.matches(':').count() == 1 => {
+            generated = format!("{m}{}", random());
+            Some(generated.as_str())
+        }
         (Some(m), _) => Some(m.as_str()),
         (None, true) => None,
         (None, false) => {
@@ -193,6 +198,38 @@ mod tests {
             "-H 'x-team: a' -H 'x-debug: 1' -H 'baggage: user=alice' -X POST"
         );
         assert_eq!(path, "/api");
+    }
+
+    #[test]
+    fn kt_connect_key_colon_gives_a_random_value() {
+        let p = plan(
+            &RuleArgs {
+                version_mark: Some("ver:".into()),
+                ..Default::default()
+            },
+            fixed,
+        )
+        .unwrap();
+        assert_eq!(describe(&p.matches), "ver: abcde");
+        assert_eq!(p.session, "abcde");
+    }
+
+    #[test]
+    fn every_key_kt_connect_accepts_is_accepted() {
+        // kt-connect v0.3.7 (pkg/kt/command/mesh/common.go) takes keys matching
+        // ^[a-z][a-z0-9_-]*$; a sample of its edges.
+        for key in ["a", "version", "ver-1", "x_dev", "z9_-"] {
+            let mark = format!("{key}:v1");
+            let p = plan(
+                &RuleArgs {
+                    version_mark: Some(mark.clone()),
+                    ..Default::default()
+                },
+                fixed,
+            )
+            .unwrap_or_else(|e| panic!("{mark}: {e}"));
+            assert_eq!(describe(&p.matches), format!("{key}: v1"));
+        }
     }
 
     #[test]

@@ -37,7 +37,7 @@ fn kt_connect_mesh_line_still_works() {
     let Command::Mesh(m) = cli.command else {
         panic!("not mesh")
     };
-    assert_eq!(m.service, "orders");
+    assert_eq!(m.service, Target::Service("orders".into()));
     assert_eq!(m.expose.expose.len(), 2);
     assert_eq!(m.expose.expose[0].local, Some(3001));
     assert_eq!(m.expose.expose[1].remote, Remote::Number(9000));
@@ -177,4 +177,112 @@ fn janitor_flags() {
             .to_string();
         assert!(e.contains("100ms to 5s"), "{e}");
     }
+}
+
+#[test]
+fn kt_connects_integration_lines_parse_unchanged() {
+    // testing/integration/go.sh of kt-connect v0.3.7, `ktctl` → `ktx`.
+    let mesh = parse(&[
+        "-d",
+        "-n",
+        "kt-it",
+        "-i",
+        "s:2",
+        "-f",
+        "mesh",
+        "tomcat",
+        "--mode",
+        "auto",
+        "--expose",
+        "8080",
+        "--versionMark",
+        "ci",
+        "--routerImage",
+        "r:2",
+    ])
+    .unwrap()
+    .resolved();
+    assert!(mesh.global.verbose >= 1 && mesh.global.force_update);
+    assert_eq!(mesh.global.shadow_image, "s:2");
+    assert_eq!(mesh.global.router_image, "r:2");
+    let Command::Mesh(m) = mesh.command else {
+        panic!("not mesh")
+    };
+    assert_eq!(m.mode, MeshMode::Auto);
+    assert_eq!(m.rule.version_mark.as_deref(), Some("ci"));
+
+    let exchange = parse(&[
+        "-d",
+        "-n",
+        "kt-it",
+        "-i",
+        "s:2",
+        "-f",
+        "exchange",
+        "deployment/tomcat",
+        "--mode",
+        "scale",
+        "--expose",
+        "8080",
+    ])
+    .unwrap();
+    let Command::Exchange(x) = exchange.command else {
+        panic!("not exchange")
+    };
+    assert_eq!(x.service, Target::Deployment("tomcat".into()));
+    assert_eq!(x.mode, ExchangeMode::Scale);
+
+    let preview = parse(&[
+        "-n",
+        "kt-it",
+        "preview",
+        "tomcat-preview",
+        "--expose",
+        "8080",
+        "--external",
+    ])
+    .unwrap();
+    let Command::Preview(p) = preview.command else {
+        panic!("not preview")
+    };
+    assert_eq!(p.external, Some(External::LoadBalancer));
+    let Command::Preview(p) = parse(&["preview", "t", "--expose", "8080", "--external=nodeport"])
+        .unwrap()
+        .command
+    else {
+        panic!("not preview")
+    };
+    assert_eq!(p.external, Some(External::NodePort));
+}
+
+#[test]
+fn kt_connect_seconds_flags_become_ktx_durations() {
+    let cli = parse(&[
+        "--podCreationTimeout",
+        "60",
+        "--portForwardTimeout",
+        "7",
+        "-c",
+        "/tmp/kc",
+        "status",
+    ])
+    .unwrap()
+    .resolved();
+    assert_eq!(cli.global.timeout, Duration::from_secs(60));
+    assert_eq!(cli.global.api_connect_timeout, Duration::from_secs(7));
+    assert_eq!(
+        cli.global.kubeconfig.as_deref(),
+        Some(std::path::Path::new("/tmp/kc"))
+    );
+    let both = parse(&["--podCreationTimeout", "60", "--timeout", "30s", "status"]);
+    assert!(both.is_err(), "two spellings of one setting are refused");
+}
+
+#[test]
+fn help_says_where_kt_connects_version_flag_went() {
+    let help = Cli::command().render_long_help().to_string();
+    assert!(
+        help.contains("kt-connect's -v (the version) is -V here"),
+        "{help}"
+    );
 }

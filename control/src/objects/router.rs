@@ -18,6 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use ktx_names::{role, ServiceNames};
 
+use super::pod_settings::{PodRole, PodSettings};
 use super::{
     free_port, labels, meta, pod_security_context, resources, router_selector, security_context,
 };
@@ -46,6 +47,8 @@ pub struct RouterParams<'a> {
     pub account: &'a str,
     /// Pods of the Deployment (`--router-replicas`).
     pub replicas: u16,
+    /// kt-connect's pod knobs (pull policy, pull secrets, placement, labels, quota).
+    pub pod: &'a PodSettings,
 }
 
 /// The admin port for these targets (never one of them).
@@ -106,7 +109,7 @@ pub fn deployment(names: &ServiceNames, p: &RouterParams<'_>) -> Deployment {
         timeout_seconds: Some(2),
         ..Default::default()
     };
-    Deployment {
+    let mut deployment = Deployment {
         metadata: meta(&names.router(), p.namespace, pod_labels.clone()),
         spec: Some(DeploymentSpec {
             replicas: Some(i32::from(p.replicas)),
@@ -155,7 +158,14 @@ pub fn deployment(names: &ServiceNames, p: &RouterParams<'_>) -> Deployment {
             ..Default::default()
         }),
         status: None,
+    };
+    if let Some(spec) = deployment.spec.as_mut() {
+        let template = &mut spec.template;
+        if let (Some(meta), Some(spec)) = (template.metadata.as_mut(), template.spec.as_mut()) {
+            p.pod.apply(PodRole::Router, meta, spec);
+        }
     }
+    deployment
 }
 
 /// Lets an eviction (a node drain) take only one router pod at a time. Owned by the router
@@ -194,13 +204,17 @@ pub fn disruption_budget(
     }
 }
 
-pub fn service_account(names: &ServiceNames, namespace: &str) -> ServiceAccount {
+/// The router's own ServiceAccount; `--imagePullSecret` goes on it too, so that any pod of the
+/// account can pull the image.
+pub fn service_account(names: &ServiceNames, namespace: &str, pod: &PodSettings) -> ServiceAccount {
+    let refs = pod.pull_secret_refs();
     ServiceAccount {
         metadata: meta(
             &names.router_account(),
             namespace,
             labels(names.service(), role::ROUTER, None),
         ),
+        image_pull_secrets: (!refs.is_empty()).then_some(refs),
         ..Default::default()
     }
 }
@@ -286,6 +300,7 @@ mod tests {
         let n = ServiceNames::new("orders");
         let t = targets();
         let p = RouterParams {
+            pod: &PodSettings::default(),
             image: "r:1",
             namespace: "shop",
             targets: &t,
@@ -310,6 +325,7 @@ mod tests {
         let d = deployment(
             &n,
             &RouterParams {
+                pod: &PodSettings::default(),
                 image: "r:1",
                 namespace: "shop",
                 targets: &t,
@@ -378,7 +394,10 @@ mod tests {
         assert_eq!(b.role_ref.name, "orders-ktx-router");
         assert_eq!(b.subjects.unwrap()[0].namespace.as_deref(), Some("shop"));
         assert_eq!(
-            service_account(&n, "shop").metadata.name.as_deref(),
+            service_account(&n, "shop", &PodSettings::default())
+                .metadata
+                .name
+                .as_deref(),
             Some("orders-ktx-router")
         );
     }
@@ -395,6 +414,7 @@ mod tests {
             let d = deployment(
                 &n,
                 &RouterParams {
+                    pod: &PodSettings::default(),
                     image: "r:1",
                     namespace: "shop",
                     targets: &t,
@@ -417,6 +437,7 @@ mod tests {
         let d = deployment(
             &n,
             &RouterParams {
+                pod: &PodSettings::default(),
                 image: "r:1",
                 namespace: "shop",
                 targets: &t,

@@ -19,6 +19,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
 use ktx_names::{role, LABEL_MODE};
 
+use super::pod_settings::{PodRole, PodSettings};
 use super::{
     free_port, labels, meta, pod_security_context, resources, security_context, shadow_selector,
 };
@@ -56,6 +57,8 @@ pub struct ShadowParams<'a> {
     /// What the shadow does with a connection ktx does not take (the developer's process is
     /// down, or the laptop does not answer).
     pub not_taken: NotTaken,
+    /// kt-connect's pod knobs (pull policy, pull secrets, account, placement, labels, quota).
+    pub pod: &'a PodSettings,
 }
 
 /// The shadow's `--on-unavailable` policy: the rule's, as the shadow can apply it.
@@ -149,55 +152,58 @@ pub fn pod(p: &ShadowParams<'_>) -> Pod {
             ..Default::default()
         });
     }
-    Pod {
-        metadata: meta(p.name, p.namespace, p.labels()),
-        spec: Some(PodSpec {
-            restart_policy: Some("Always".into()),
-            termination_grace_period_seconds: Some(2),
-            automount_service_account_token: Some(false),
-            enable_service_links: Some(false),
-            containers: vec![Container {
-                name: "shadow".into(),
-                image: Some(p.image.to_string()),
-                image_pull_policy: Some("IfNotPresent".into()),
-                args: Some(args(p)),
-                env: Some(env(p)),
-                ports: Some(ports),
-                readiness_probe: Some(Probe {
-                    http_get: Some(HTTPGetAction {
-                        path: Some("/readyz".into()),
-                        port: IntOrString::Int(i32::from(p.admin_port())),
-                        ..Default::default()
-                    }),
-                    period_seconds: Some(1),
-                    failure_threshold: Some(1),
-                    timeout_seconds: Some(1),
+    let mut metadata = meta(p.name, p.namespace, p.labels());
+    let mut spec = PodSpec {
+        restart_policy: Some("Always".into()),
+        termination_grace_period_seconds: Some(2),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        containers: vec![Container {
+            name: "shadow".into(),
+            image: Some(p.image.to_string()),
+            image_pull_policy: Some("IfNotPresent".into()),
+            args: Some(args(p)),
+            env: Some(env(p)),
+            ports: Some(ports),
+            readiness_probe: Some(Probe {
+                http_get: Some(HTTPGetAction {
+                    path: Some("/readyz".into()),
+                    port: IntOrString::Int(i32::from(p.admin_port())),
                     ..Default::default()
                 }),
-                security_context: Some(security_context()),
-                // A refused bind shows in ktx's error through the pod status.
-                termination_message_policy: Some("FallbackToLogsOnError".into()),
-                resources: Some(resources(SHADOW_REQUEST, SHADOW_LIMIT)),
-                volume_mounts: Some(vec![VolumeMount {
-                    name: "tunnel-credentials".into(),
-                    mount_path: CREDENTIALS_DIR.into(),
-                    read_only: Some(true),
-                    ..Default::default()
-                }]),
+                period_seconds: Some(1),
+                failure_threshold: Some(1),
+                timeout_seconds: Some(1),
                 ..Default::default()
-            }],
-            volumes: Some(vec![Volume {
+            }),
+            security_context: Some(security_context()),
+            // A refused bind shows in ktx's error through the pod status.
+            termination_message_policy: Some("FallbackToLogsOnError".into()),
+            resources: Some(resources(SHADOW_REQUEST, SHADOW_LIMIT)),
+            volume_mounts: Some(vec![VolumeMount {
                 name: "tunnel-credentials".into(),
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some(p.name.to_string()),
-                    default_mode: Some(0o440),
-                    ..Default::default()
-                }),
+                mount_path: CREDENTIALS_DIR.into(),
+                read_only: Some(true),
                 ..Default::default()
             }]),
-            security_context: Some(pod_security_context()),
             ..Default::default()
-        }),
+        }],
+        volumes: Some(vec![Volume {
+            name: "tunnel-credentials".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(p.name.to_string()),
+                default_mode: Some(0o440),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]),
+        security_context: Some(pod_security_context()),
+        ..Default::default()
+    };
+    p.pod.apply(PodRole::Shadow, &mut metadata, &mut spec);
+    Pod {
+        metadata,
+        spec: Some(spec),
         status: None,
     }
 }

@@ -27,6 +27,7 @@ fn with<R>(f: impl FnOnce(&ShadowParams<'_>) -> R) -> R {
     let t = targets();
     let e = exposed();
     f(&ShadowParams {
+        pod: &PodSettings::default(),
         name: "orders-ktx-mesh-foobar",
         namespace: "shop",
         service: "orders",
@@ -166,6 +167,7 @@ fn the_pod_passes_pod_security_restricted_on_any_port() {
             target,
         }];
         let pod = pod(&ShadowParams {
+            pod: &PodSettings::default(),
             name: "orders-ktx-mesh-foobar",
             namespace: "shop",
             service: "orders",
