@@ -3,15 +3,22 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use ktx::cli::Cli;
+use ktx::config::layers::ResolveError;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // The command line, with the defaults of the profile and config file (`ktx config`).
+    let resolved = match ktx::config::resolve(std::env::args_os()) {
+        Ok(r) => r,
+        Err(ResolveError::Clap(e)) => e.exit(),
+        Err(ResolveError::Config(e)) => {
+            eprintln!("ktx: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     // ktx reports what matters itself (progress lines, errors that say what to do); the
     // libraries' own logs are for -v.
-    let level = match cli.global.verbose {
+    let level = match resolved.cli.global.verbose {
         // (`ktx` also matches `ktx_tunnel`: directives are prefixes.)
         0 => "ktx=warn,ktx_tunnel=error",
         1 => "ktx=debug,ktx_tunnel=info,warn",
@@ -33,7 +40,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(ktx::run(cli)) {
+    match runtime.block_on(ktx::run_resolved(resolved)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // The error's text already carries its cause and what to do about it.
