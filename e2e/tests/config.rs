@@ -126,10 +126,9 @@ fn mesh_without_flags(ns: &Namespace, home: &Path) {
             expect: "developer",
         }],
     );
-    let (_, out) = {
-        mesh.interrupt();
-        mesh.wait_exit(secs(90))
-    };
+    mesh.interrupt();
+    let (ok, out) = mesh.wait_exit(secs(90));
+    assert!(ok, "ktx mesh did not end cleanly after Ctrl-C:\n{out}");
     assert!(
         !out.contains("Nothing listens"),
         "skipPortChecking from the layer did not reach ktx mesh:\n{out}"
