@@ -6,6 +6,10 @@
 #   e2e/images.sh ktx-testbackend busybox
 #   e2e/images.sh ktx                  the ktx CLI image (janitor)
 #   e2e/images.sh --no-load ...        only build the archives
+#   e2e/images.sh --push REGISTRY/PREFIX [--insecure] [IMAGE...]
+#                                      also push them as REGISTRY/PREFIX/NAME:TAG (default images:
+#                                      ktx-router ktx-shadow ktx); log in first with `buildah login
+#                                      REGISTRY`; --insecure: plain HTTP / unverified TLS
 #
 # Images: ktx.local/ktx-router:TAG, ktx.local/ktx-shadow:TAG, ktx.local/ktx-testbackend:TAG and
 # ktx.local/ktx:TAG (the CLI; the chart's janitor runs `ktx janitor`), entrypoint /NAME; and
@@ -27,15 +31,27 @@ die() { printf '[ktx-images] ERROR: %s\n' "$*" >&2; exit 1; }
 
 load=auto
 images=()
-for a in "$@"; do
+push=
+tls_verify=true
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+    a=${args[i]}
     case $a in
         --no-load) load=no ;;
         --load) load=yes ;;
-        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --push) ((i + 1 < ${#args[@]})) || die "--push needs REGISTRY/PREFIX"; push=${args[++i]} ;;
+        --push=*) push=${a#--push=} ;;
+        --insecure) tls_verify=false ;;
+        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         ktx-router|ktx-shadow|ktx-testbackend|ktx|busybox) images+=("$a") ;;
         *) die "unknown image or option: $a (images: ${ALL_IMAGES[*]})" ;;
     esac
 done
+if [[ -n $push ]]; then
+    push=${push%/}
+    [[ $push =~ ^[A-Za-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)*$ ]] || die "--push $push is not REGISTRY[:PORT][/PREFIX]"
+    ((${#images[@]})) || images=(ktx-router ktx-shadow ktx)
+fi
 ((${#images[@]})) || images=("${ALL_IMAGES[@]}")
 
 need=()
@@ -72,6 +88,7 @@ fi
 # 2. images
 mkdir -p "$OUT"
 archives=()
+pushed=()
 build_image() {  # NAME SRC_DIR ENTRYPOINT_JSON
     local name=$1 src=$2 entry=$3 ref="ktx.local/$1:$TAG" c
     c=$(buildah_ from scratch)
@@ -82,6 +99,12 @@ build_image() {  # NAME SRC_DIR ENTRYPOINT_JSON
     buildah_ commit -q --rm "$c" "$ref" >/dev/null
     rm -f "$OUT/$name.oci.tar"
     buildah_ push -q "$ref" "oci-archive:$OUT/$name.oci.tar:$ref"
+    if [[ -n $push ]]; then
+        buildah_ push -q --tls-verify="$tls_verify" "$ref" "docker://$push/$name:$TAG" \
+            || die "pushing $push/$name:$TAG failed (buildah login ${push%%/*}?)"
+        pushed+=("$push/$name:$TAG")
+        say "pushed $push/$name:$TAG"
+    fi
     buildah_ rmi -f "$ref" >/dev/null 2>&1 || true
     archives+=("$OUT/$name.oci.tar")
     say "built $ref -> $OUT/$name.oci.tar"
@@ -142,6 +165,10 @@ for i in "${images[@]}"; do
         fi
     fi
 done
+
+if ((${#pushed[@]})); then
+    say "set them once: ktx config set routerImage $push/ktx-router:$TAG; ktx config set shadowImage $push/ktx-shadow:$TAG (or the chart's defaults)"
+fi
 
 # 3. into the cluster
 cluster=$ROOT/e2e/cluster

@@ -44,6 +44,8 @@ Example: Service `orders` has port 80 → targetPort 8080, your process listens 
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
+    #[command(flatten)]
+    pub profile: crate::config::command::ProfileArg,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -258,6 +260,9 @@ pub enum Command {
     /// renewing their Leases, within about 20 s, and removes their ktx objects. Replicas elect
     /// one leader; `/metrics` and `/healthz` on --metrics-addr.
     Janitor(JanitorArgs),
+    /// Defaults for the global flags, set once: `ktx config set routerImage REG/ktx-router:TAG`.
+    /// Keys are the global flags; `ktx config show` lists them and where each value comes from.
+    Config(crate::config::command::ConfigArgs),
     /// Prints a shell completion script, e.g. `ktx completions bash > /etc/bash_completion.d/ktx`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.

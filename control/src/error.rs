@@ -77,6 +77,9 @@ pub enum Error {
     PreviewExists { namespace: String, name: String },
 
     #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+
+    #[error(transparent)]
     Ports(#[from] PortError),
 
     #[error(transparent)]

@@ -2,7 +2,7 @@
 //! `mesh`, `exchange`, `preview`, `clean`, `recover`, `status` and the in-cluster `janitor`. `main.rs` only parses the
 //! command line, starts logging and calls [`run`]; tests call the same functions in-process.
 //!
-//! Layers, bottom up: pure parsing and builders ([`cli`], [`expose`], [`ports`], [`rule`],
+//! Layers, bottom up: pure parsing and builders ([`cli`] and its defaults, [`config`]; [`expose`], [`ports`], [`rule`],
 //! [`objects`], [`ownership`], [`takeover`]) → the cluster ([`kube`], [`lock`], [`session`], [`link`]) → the
 //! undo stack ([`undo`], [`leave`]) → the commands ([`mesh`], [`exchange`], [`preview`],
 //! [`clean`], [`recover`], [`status`]), which share a session's life cycle through [`flow`].
@@ -11,6 +11,7 @@ pub mod clean;
 pub mod cli;
 pub mod clock;
 pub mod cluster;
+pub mod config;
 pub mod error;
 pub mod exchange;
 pub mod expose;
@@ -54,15 +55,63 @@ pub async fn run(cli: Cli) -> Result<()> {
     run_with(cli, shutdown, Progress::stderr()).await
 }
 
+/// Runs a command line resolved with ktx's config layers ([`config::resolve`]): the
+/// namespace's ConfigMap `ktx-defaults` joins them once ktx reaches the cluster.
+pub async fn run_resolved(resolved: config::Resolved) -> Result<()> {
+    let shutdown = Shutdown::from_signals();
+    run_layered(
+        resolved.cli,
+        Some(resolved.layers),
+        shutdown,
+        Progress::stderr(),
+    )
+    .await
+}
+
 /// [`run`] with the stop signal and progress display given by the caller (tests).
 pub async fn run_with(cli: Cli, shutdown: Shutdown, progress: Progress) -> Result<()> {
+    run_layered(cli, None, shutdown, progress).await
+}
+
+async fn run_layered(
+    mut cli: Cli,
+    layers: Option<config::Layers>,
+    shutdown: Shutdown,
+    progress: Progress,
+) -> Result<()> {
     if let Command::Completions { shell } = cli.command {
         use clap::CommandFactory;
         let mut cmd = Cli::command();
         clap_complete::generate(shell, &mut cmd, "ktx", &mut std::io::stdout());
         return Ok(());
     }
+    if let Command::Config(args) = &cli.command {
+        let layers = match layers {
+            Some(l) => l,
+            // Called without the command line's layers (a test, the tunnel bench): the file's.
+            None => {
+                config::resolve(["ktx", "config", "show"])
+                    .map_err(|e| Error::Config(e.into_config()))?
+                    .layers
+            }
+        };
+        return config::command::run(&layers, args, &cli.global).await;
+    }
     let kube = kube::Kube::connect(&cli.global).await?;
+    // The janitor's settings are the chart's; the team's defaults are for developers.
+    let janitor = matches!(cli.command, Command::Janitor(_));
+    if let Some(mut layers) = layers.filter(|_| !janitor) {
+        if let Some((values, warnings)) = config::namespace::read(&kube, layers.keys()).await {
+            for w in warnings {
+                progress.warn(w);
+            }
+            let name = format!("{}/{}", kube.namespace, config::namespace::NAME);
+            match layers.with_namespace(&name, &values) {
+                Ok(resolved) => cli = resolved,
+                Err(e) => progress.warn(format!("ConfigMap {name} not used: {e}")),
+            }
+        }
+    }
     if let Some(offset) = clock::sync(&kube.client).await {
         progress.warn(format!(
             "this machine's clock is {:.0} s {} the API server's; ktx uses the API server's time for Leases and locks (fix the clock: NTP)",

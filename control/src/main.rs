@@ -3,21 +3,29 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use ktx::cli::{Cli, Command};
+use ktx::cli::Command;
+use ktx::config::layers::ResolveError;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse().resolved();
+    // The command line, with the defaults of the profile and config file (`ktx config`).
+    let resolved = match ktx::config::resolve(std::env::args_os()) {
+        Ok(r) => r,
+        Err(ResolveError::Clap(e)) => e.exit(),
+        Err(ResolveError::Config(e)) => {
+            eprintln!("ktx: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     // ktx reports what matters itself (progress lines, errors that say what to do); the
     // libraries' own logs are for -v.
-    let level = match cli.global.verbose {
+    let level = match resolved.cli.global.verbose {
         // (`ktx` also matches `ktx_tunnel`: directives are prefixes.)
         0 => "ktx=warn,ktx_tunnel=error",
         1 => "ktx=debug,ktx_tunnel=info,warn",
         _ => "ktx=trace,ktx_tunnel=debug,info",
     };
-    if let Command::Janitor(args) = &cli.command {
+    if let Command::Janitor(args) = &resolved.cli.command {
         // In the cluster, like the router and the shadow: its logs are its only output.
         if let Err(e) = ktx_telemetry::init_logging(args.log_format, &args.log_level) {
             eprintln!("ktx: {e}");
@@ -41,7 +49,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(ktx::run(cli)) {
+    match runtime.block_on(ktx::run_resolved(resolved)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // The error's text already carries its cause and what to do about it.

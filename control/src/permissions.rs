@@ -74,6 +74,9 @@ pub const CALLS: &[Call] = &[
     c(D, ALL, "", "services", "delete", "leave.rs remove_session, delete_shared; clean.rs; undo.rs"),
     // The routes ConfigMap.
     c(D, ALL, "", "configmaps", "get", "mesh.rs, mesh/rules.rs, leave.rs, clean.rs"),
+    // The team's defaults (ConfigMap ktx-defaults), before every command but the janitor;
+    // without this right they are skipped silently.
+    c(D, "mesh exchange preview status clean recover config", "", "configmaps", "get", "config/namespace.rs read"),
     c(D, SETUP, "", "configmaps", "create", "mesh.rs ensure (routes)"),
     c(D, ALL, "", "configmaps", "update", "mesh/rules.rs add rule, leave.rs remove_rules"),
     c(D, ALL, "", "configmaps", "delete", "leave.rs delete_shared, undo.rs"),

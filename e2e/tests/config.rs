@@ -1,0 +1,284 @@
+//! Team defaults as README's "On your own cluster" sets them: `ktx config set` of the images
+//! (and `skipPortChecking`) in a developer's config file, or the chart's `defaults` published
+//! as ConfigMap `ktx-defaults`; then `ktx mesh` with no image flag. And `e2e/images.sh --push`
+//! to a registry on loopback (Debian's docker-registry).
+//!
+//! The images are the locally loaded ones (`ktx.local/…:dev` unless KTX_E2E_IMAGE_PREFIX/TAG
+//! say otherwise), which are also ktx's built-in defaults: what proves that a layer reached
+//! the command is `skipPortChecking` from the same layer (no "Nothing listens" warning for a
+//! LOCAL port that is closed at start), and `ktx config show` naming the layer of each image.
+
+#[path = "support/chart.rs"]
+mod chart;
+#[path = "support/clients.rs"]
+mod clients;
+#[path = "support/ktx.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use chart::{chart_dir, helm_ok, repo_root};
+use clients::{ask_from_pods, Ask};
+use ktx_e2e::{image, secs, testbackend_manifest, Cluster, Namespace};
+use support::{free_port, ktx, local_backend_on, service_fingerprint, Proc};
+
+/// A fresh `$XDG_CONFIG_HOME` for the test's ktx.
+fn config_home(test: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("ktx-e2e-config-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&p);
+    std::fs::create_dir_all(&p).expect("a temporary directory");
+    p
+}
+
+/// `ktx -n NS ARGS` with `home` as its config directory.
+fn ktx_in(ns: &Namespace, home: &Path, args: &[&str]) -> Command {
+    let mut cmd = ktx(ns, args);
+    cmd.env("XDG_CONFIG_HOME", home);
+    for v in ["KTX_ROUTER_IMAGE", "KTX_SHADOW_IMAGE", "KTX_PROFILE"] {
+        cmd.env_remove(v);
+    }
+    cmd
+}
+
+/// Runs a short ktx command; its stdout.
+fn ktx_ok(ns: &Namespace, home: &Path, args: &[&str]) -> String {
+    let out = ktx_in(ns, home, args).output().expect("ktx runs");
+    assert!(
+        out.status.success(),
+        "ktx {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The `from` of KEY in `ktx config show -o json`.
+fn shown_from(json: &str, key: &str) -> String {
+    let needle = format!("\"key\": \"{key}\"");
+    let at = json
+        .find(&needle)
+        .unwrap_or_else(|| panic!("no {key} in {json}"));
+    let rest = &json[at..];
+    let from = rest.find("\"from\": \"").expect("a from field") + 9;
+    rest[from..]
+        .split('"')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The image of the first container of `kind/name` (`path`: where its containers are).
+fn image_of(ns: &Namespace, kind: &str, name: &str) -> String {
+    let path = match kind {
+        "pod" => "jsonpath={.spec.containers[0].image}",
+        _ => "jsonpath={.spec.template.spec.containers[0].image}",
+    };
+    ns.kubectl(&["get", kind, name, "-o", path])
+        .trim()
+        .to_string()
+}
+
+/// `ktx mesh orders` with no image flag, the developer's process not started yet; checks the
+/// layer's `skipPortChecking` held, then starts the process and sees a marked request reach it.
+fn mesh_without_flags(ns: &Namespace, home: &Path) {
+    ns.apply(&testbackend_manifest("orders", "original", 1));
+    ns.wait_deployment("orders", secs(120));
+    let before = service_fingerprint(ns, "orders");
+    let port = free_port();
+    let expose = format!("{port}:8080");
+    let mut mesh = Proc::spawn(
+        "ktx mesh (defaults)",
+        &mut ktx_in(
+            ns,
+            home,
+            &[
+                "mesh",
+                "orders",
+                "--expose",
+                &expose,
+                "--versionMark",
+                "cfg",
+                "-o",
+                "json",
+            ],
+        ),
+    );
+    let json = mesh.wait_line(true, "\"command\":\"mesh\"", secs(180));
+    assert!(json.contains("VERSION: cfg"), "{json}");
+    assert_eq!(
+        image_of(ns, "deployment", "orders-ktx-router"),
+        image("ktx-router")
+    );
+    assert_eq!(
+        image_of(ns, "pod", "orders-ktx-mesh-cfg"),
+        image("ktx-shadow")
+    );
+    let _dev = local_backend_on("developer", port);
+    let ip = ns.cluster_ip("orders");
+    let addr = format!("{ip}:8080");
+    ask_from_pods(
+        ns,
+        &[Ask {
+            pod: "marked",
+            addr: &addr,
+            calls: &["http1"],
+            header: Some("VERSION=cfg"),
+            expect: "developer",
+        }],
+    );
+    mesh.interrupt();
+    let (ok, out) = mesh.wait_exit(secs(90));
+    assert!(ok, "ktx mesh did not end cleanly after Ctrl-C:\n{out}");
+    assert!(
+        !out.contains("Nothing listens"),
+        "skipPortChecking from the layer did not reach ktx mesh:\n{out}"
+    );
+    assert_eq!(service_fingerprint(ns, "orders"), before, "{out}");
+    support::assert_nothing_left(ns, secs(60));
+}
+
+#[test]
+fn ktx_config_set_then_mesh_without_image_flags() {
+    let Some(cluster) = Cluster::from_env("config_file") else {
+        return;
+    };
+    support::build();
+    let ns = cluster.namespace("config-file");
+    let home = config_home("file");
+    ktx_ok(
+        &ns,
+        &home,
+        &["config", "set", "routerImage", &image("ktx-router")],
+    );
+    ktx_ok(
+        &ns,
+        &home,
+        &["config", "set", "shadowImage", &image("ktx-shadow")],
+    );
+    ktx_ok(&ns, &home, &["config", "set", "skipPortChecking", "true"]);
+    let show = ktx_ok(&ns, &home, &["-o", "json", "config", "show"]);
+    let file = home.join("ktx/config.yaml").display().to_string();
+    for key in ["routerImage", "shadowImage", "skipPortChecking"] {
+        assert_eq!(shown_from(&show, key), format!("file {file}"), "{show}");
+    }
+    mesh_without_flags(&ns, &home);
+}
+
+#[test]
+fn the_charts_defaults_reach_ktx_mesh_without_flags() {
+    let Some(cluster) = Cluster::from_env("config_chart_defaults") else {
+        return;
+    };
+    support::build();
+    let ns = cluster.namespace("config-chart");
+    let chart = chart_dir().display().to_string();
+    let router = format!("defaults.routerImage={}", image("ktx-router"));
+    let shadow = format!("defaults.shadowImage={}", image("ktx-shadow"));
+    helm_ok(&[
+        "install",
+        "ktx",
+        &chart,
+        "--namespace",
+        ns.name(),
+        "--set",
+        "janitor.enabled=false",
+        "--set",
+        &router,
+        "--set",
+        &shadow,
+        "--set",
+        "defaults.skipPortChecking=true",
+        "--wait",
+    ]);
+    let data = ns.kubectl(&["get", "configmap", "ktx-defaults", "-o", "jsonpath={.data}"]);
+    assert!(data.contains("skipPortChecking"), "{data}");
+    let home = config_home("chart");
+    let show = ktx_ok(&ns, &home, &["-o", "json", "config", "show"]);
+    let cm = format!("ConfigMap {}/ktx-defaults", ns.name());
+    for key in ["routerImage", "shadowImage", "skipPortChecking"] {
+        assert_eq!(shown_from(&show, key), cm, "{show}");
+    }
+    // A developer's own file still wins over the team's.
+    ktx_ok(&ns, &home, &["config", "set", "timeout", "150s"]);
+    ktx_ok(
+        &ns,
+        &home,
+        &["config", "set", "routerImage", &image("ktx-router")],
+    );
+    let show = ktx_ok(&ns, &home, &["-o", "json", "config", "show"]);
+    assert!(
+        shown_from(&show, "routerImage").starts_with("file "),
+        "{show}"
+    );
+    assert_eq!(shown_from(&show, "shadowImage"), cm, "{show}");
+    mesh_without_flags(&ns, &home);
+    helm_ok(&["uninstall", "ktx", "--namespace", ns.name(), "--wait"]);
+}
+
+#[test]
+fn images_push_to_a_registry() {
+    let Some(_cluster) = Cluster::from_env("config_images_push") else {
+        return;
+    };
+    let registry = Path::new("/usr/bin/docker-registry");
+    if !registry.exists() {
+        let ok = Command::new("apt-get")
+            .args([
+                "install",
+                "-y",
+                "-qq",
+                "--no-install-recommends",
+                "docker-registry",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "cannot install Debian's docker-registry for the push test"
+        );
+    }
+    let dir = config_home("registry");
+    let port = free_port();
+    std::fs::write(
+        dir.join("config.yml"),
+        format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.join("data").display()
+        ),
+    )
+    .expect("registry config");
+    let mut reg = Proc::spawn(
+        "docker-registry",
+        Command::new(registry)
+            .arg("serve")
+            .arg(dir.join("config.yml")),
+    );
+    reg.wait_line(false, "listening on", secs(30));
+    // busybox: no Rust build needed; the push path is the same for every image.
+    let out = Command::new(repo_root().join("e2e/images.sh"))
+        .args([
+            "--no-load",
+            "--push",
+            &format!("127.0.0.1:{port}/team"),
+            "--insecure",
+            "busybox",
+        ])
+        .output()
+        .expect("e2e/images.sh runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let tag = std::env::var("KTX_IMAGE_TAG").unwrap_or_else(|_| "dev".into());
+    assert!(
+        stderr.contains(&format!("pushed 127.0.0.1:{port}/team/busybox:{tag}")),
+        "{stderr}"
+    );
+    let tags = ktx_e2e::http_get(
+        format!("127.0.0.1:{port}").parse().expect("an address"),
+        "/v2/team/busybox/tags/list",
+        secs(10),
+    )
+    .expect("the registry answers");
+    assert!(tags.body.contains(&format!("\"{tag}\"")), "{}", tags.body);
+    let _ = std::fs::remove_dir_all(&dir);
+}
