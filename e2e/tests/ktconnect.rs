@@ -321,7 +321,7 @@ fn preview_external_nodeport_is_reachable_on_the_node() {
     let got = ktx_e2e::poll(secs(30), || {
         ktx_e2e::http_get(addr, "/", secs(3))
             .ok()
-            .filter(|r| r.body == LOCAL_V2)
+            .filter(|r| r.body.trim_end() == LOCAL_V2)
     });
     assert!(
         got.is_some(),
