@@ -31,10 +31,13 @@ use support::{
 ///
 /// What is left to the garbage collector (a shadow's Secret goes with its Lease and Pod through
 /// ownerReferences) is awaited separately, within [`GONE_WITHIN`]: its timing is the cluster's,
-/// not the janitor's (CI saw it take 20 s on a busy node).
+/// not the janitor's.
 const RESTORE_WITHIN: Duration = Duration::from_secs(30);
 /// Every ktx object, the garbage collector's part included, is gone within this of the kill.
-const GONE_WITHIN: Duration = Duration::from_secs(60);
+/// Measured 20–32 s mostly, once 82 s (2026-12-04, the two-replica test): the garbage
+/// collector's pace is the cluster's. Deleting the shadow's Secret in the janitor itself (it
+/// knows the Secret's owner, not its UID) would make it ours to bound; see the session note.
+const GONE_WITHIN: Duration = Duration::from_secs(120);
 
 /// Installs the chart as release `ktx` with the test images and `extra` arguments (`--set
 /// k=v`, `--set-json k=JSON`), waiting for the janitor.
