@@ -278,10 +278,12 @@ pub(super) async fn campaign(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn lease(uid: &str, holder: Option<&str>, renewed_at: i64) -> Lease {
+    /// An election-shaped Lease with `uid`, renewed at `renewed_at` (seconds), for the janitor's
+    /// tests (the renewals' tests use it too).
+    pub(in crate::janitor) fn lease(uid: &str, holder: Option<&str>, renewed_at: i64) -> Lease {
         let mut l = election_lease("shop", holder, Timestamp::from_second(renewed_at).unwrap());
         l.metadata.uid = Some(uid.to_string());
         l

@@ -76,16 +76,8 @@ impl Renewals {
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::jiff::Timestamp;
-
-    use super::super::election::election_lease;
+    use super::super::election::tests::lease;
     use super::*;
-
-    fn lease(uid: &str, holder: Option<&str>, renewed_at: i64) -> Lease {
-        let mut l = election_lease("shop", holder, Timestamp::from_second(renewed_at).unwrap());
-        l.metadata.uid = Some(uid.to_string());
-        l
-    }
 
     #[test]
     fn a_session_is_dead_only_after_its_renewal_stood_still_long_enough() {
