@@ -17,8 +17,8 @@ use std::process::Command;
 
 use ktx_e2e::{image, secs, testbackend_manifest, Cluster, Namespace};
 use support::{
-    assert_nothing_left, end_session, ktx_path, ktx_run, local_backend, local_backend_on,
-    service_fingerprint, Proc,
+    ask_from_pod, assert_nothing_left, end_session, ktx_path, ktx_run, local_backend,
+    local_backend_on, service_fingerprint, Proc,
 };
 
 const DEMO_V1: &str = "kt-connect demo v1";
@@ -48,34 +48,6 @@ fn ktx_line(name: &str, args: &[&str]) -> Proc {
     let mut cmd = Command::new(ktx_path());
     cmd.args(args).env("KTX_LOG", "ktx=debug,warn");
     Proc::spawn(name, &mut cmd)
-}
-
-/// Requests from a pod to `url`, one per (header, expected body), retried until all hold or
-/// 60 s pass: the script's `verify`.
-fn verify_from_pod(ns: &Namespace, pod: &str, url: &str, cases: &[(&str, &str)]) {
-    let mut script = String::from("for try in $(seq 1 60); do ok=1; out=''; ");
-    for (i, (header, expect)) in cases.iter().enumerate() {
-        let h = if header.is_empty() {
-            String::new()
-        } else {
-            format!("--header '{header}'")
-        };
-        script.push_str(&format!(
-            "b=$(timeout 5 wget -q -O - {h} {url} 2>&1); out=\"$out {i}:$b\"; [ \"$b\" = '{expect}' ] || ok=0; "
-        ));
-    }
-    script.push_str("if [ $ok = 1 ]; then echo \"OK$out\"; exit 0; fi; echo \"try $try:$out\"; sleep 1; done; exit 1");
-    let run = ns.run_pod(
-        pod,
-        &image("busybox"),
-        &["/bin/sh", "-c", &script],
-        secs(120),
-    );
-    assert_eq!(
-        run.phase, "Succeeded",
-        "{url} from pod {pod} did not answer {cases:?}:\n{}",
-        run.logs
-    );
 }
 
 /// The script's `wait_for_pod NAME 1`: the pod's one container is ready.
@@ -127,7 +99,7 @@ fn kt_connects_integration_lines_run_unchanged() {
     );
     mesh.wait_line(true, "now reach this machine", secs(180));
     assert_pod_ready(&ns, "tomcat-ktx-mesh-ci");
-    verify_from_pod(
+    ask_from_pod(
         &ns,
         "mesh-verify",
         &url,
@@ -167,7 +139,7 @@ fn kt_connects_integration_lines_run_unchanged() {
         "0",
         "--mode scale scales the workload down"
     );
-    verify_from_pod(&ns, "exchange-verify", &url, &[("", LOCAL_V2)]);
+    ask_from_pod(&ns, "exchange-verify", &url, &[("", LOCAL_V2)]);
     end_session(&ns, exchange, "tomcat", &before, secs(120));
     assert_eq!(replicas(&ns).trim(), "1", "scaled back after the session");
 
@@ -195,7 +167,7 @@ fn kt_connects_integration_lines_run_unchanged() {
     ]);
     assert_eq!(kind.trim(), "LoadBalancer");
     let preview_url = format!("http://{}:8080/", ns.cluster_ip("tomcat-preview"));
-    verify_from_pod(&ns, "preview-verify", &preview_url, &[("", LOCAL_V2)]);
+    ask_from_pod(&ns, "preview-verify", &preview_url, &[("", LOCAL_V2)]);
     preview.interrupt();
     let (ok, out) = preview.wait_exit(secs(90));
     assert!(ok, "{out}");
@@ -268,7 +240,7 @@ fn manual_mesh_makes_a_labelled_shadow_and_no_router() {
     );
     // The shadow reaches the developer: what a mesh routing the mark to it would get.
     let ip = ns.kubectl(&["get", "pod", pod, "-o", "jsonpath={.status.podIP}"]);
-    verify_from_pod(
+    ask_from_pod(
         &ns,
         "manual-verify",
         &format!("http://{}:8080/", ip.trim()),

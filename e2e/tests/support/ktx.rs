@@ -394,3 +394,32 @@ pub fn start_mesh_with(
     p.wait_line(true, "\"command\":\"mesh\"", Duration::from_secs(180));
     p
 }
+
+/// Requests from a pod to `url`: one per header set, each answered body on its own line
+/// prefixed with the case's index (`0:original`), retried until `expect` holds or 60 s pass.
+pub fn ask_from_pod(ns: &Namespace, pod: &str, url: &str, cases: &[(&str, &str)]) -> String {
+    let mut script = String::from("for try in $(seq 1 60); do ok=1; out=''; ");
+    for (i, (header, expect)) in cases.iter().enumerate() {
+        let h = if header.is_empty() {
+            String::new()
+        } else {
+            format!("--header '{header}'")
+        };
+        script.push_str(&format!(
+            "b=$(timeout 5 wget -q -O - {h} {url} 2>&1); out=\"$out {i}:$b\"; [ \"$b\" = '{expect}' ] || ok=0; "
+        ));
+    }
+    script.push_str("if [ $ok = 1 ]; then echo \"OK$out\"; exit 0; fi; echo \"try $try:$out\"; sleep 1; done; exit 1");
+    let run = ns.run_pod(
+        pod,
+        &ktx_e2e::image("busybox"),
+        &["/bin/sh", "-c", &script],
+        ktx_e2e::secs(120),
+    );
+    assert_eq!(
+        run.phase, "Succeeded",
+        "requests from pod {pod} to {url} did not get the expected answers {cases:?}:\n{}",
+        run.logs
+    );
+    run.logs
+}
