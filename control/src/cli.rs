@@ -10,9 +10,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ktx_rules::OnUnavailable;
 
-use crate::expose::Expose;
 use crate::objects::pod_settings::{parse_key_value, parse_quota, PairKind, PodSettings, Quota};
-use crate::target::Target;
+use crate::plan::expose::Expose;
+use crate::plan::target::Target;
 
 pub mod ktconnect;
 

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use crate::expose::ExposeError;
-use crate::ports::PortError;
+use crate::plan::expose::ExposeError;
+use crate::plan::ports::PortError;
 
 /// Why a ktx command failed.
 #[derive(Debug, thiserror::Error)]

@@ -2,52 +2,32 @@
 //! `mesh`, `exchange`, `preview`, `clean`, `recover`, `status` and the in-cluster `janitor`. `main.rs` only parses the
 //! command line, starts logging and calls [`run`]; tests call the same functions in-process.
 //!
-//! Layers, bottom up: pure parsing and builders ([`cli`] and its defaults, [`config`]; [`expose`], [`ports`], [`rule`],
-//! [`objects`], [`ownership`], [`takeover`]) → the cluster ([`kube`], [`lock`], [`session`], [`link`]) → the
-//! undo stack ([`undo`], [`leave`]) → the commands ([`mesh`], [`exchange`], [`preview`],
-//! [`clean`], [`recover`], [`status`]), which share a session's life cycle through [`flow`].
+//! Layers, bottom up, one directory each: input ([`cli`], [`config`]); pure planning ([`plan`]:
+//! target, ports, rule, selector takeover, ownership) and the objects ktx creates ([`objects`]);
+//! cluster access ([`cluster`]: the API client, the clock, port-forward, the router's admin
+//! endpoints, the permissions table); a session's life cycle ([`lifecycle`]: setup steps against
+//! the undo stack, lock, Lease keeper, liveness, tunnel link, teardown); and the commands
+//! ([`commands`]), each a thin sequence of those steps.
 
-pub mod clean;
 pub mod cli;
-pub mod clock;
 pub mod cluster;
+pub mod commands;
 pub mod config;
 pub mod error;
-pub mod exchange;
-pub mod expose;
-pub mod flow;
-pub mod janitor;
-pub mod kube;
-pub mod leave;
-pub mod link;
-pub mod liveness;
-pub mod local;
-pub mod lock;
-pub mod mesh;
+pub mod lifecycle;
 pub mod objects;
-pub mod ownership;
-pub mod permissions;
-pub mod ports;
-pub mod preview;
+pub mod plan;
 pub mod progress;
 pub mod random;
-pub mod recover;
-pub mod router_metrics;
-pub mod rule;
-pub mod scale;
-pub mod session;
-pub mod shutdown;
-pub mod status;
-pub mod takeover;
-pub mod target;
-pub mod undo;
 
 pub use error::{Error, Result};
 
 use cli::{Cli, Command};
-use flow::Ctx;
+use commands::{clean, exchange, janitor, mesh, preview, recover, status};
+use lifecycle::flow::Ctx;
+use lifecycle::session;
+use lifecycle::shutdown::Shutdown;
 use progress::Progress;
-use shutdown::Shutdown;
 
 /// Runs one parsed command to its end; Ctrl-C and SIGTERM end sessions (and roll back setups).
 pub async fn run(cli: Cli) -> Result<()> {
@@ -97,7 +77,7 @@ async fn run_layered(
         };
         return config::command::run(&layers, args, &cli.global).await;
     }
-    let kube = kube::Kube::connect(&cli.global).await?;
+    let kube = cluster::api::Kube::connect(&cli.global).await?;
     // The janitor's settings are the chart's; the team's defaults are for developers.
     let janitor = matches!(cli.command, Command::Janitor(_));
     if let Some(mut layers) = layers.filter(|_| !janitor) {
@@ -112,7 +92,7 @@ async fn run_layered(
             }
         }
     }
-    if let Some(offset) = clock::sync(&kube.client).await {
+    if let Some(offset) = cluster::clock::sync(&kube.client).await {
         progress.warn(format!(
             "this machine's clock is {:.0} s {} the API server's; ktx uses the API server's time for Leases and locks (fix the clock: NTP)",
             offset.as_secs_f64().abs(),

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use k8s_openapi::api::core::v1::Service;
 use ktx::cli::Cli;
-use ktx::kube::Kube;
+use ktx::cluster::api::Kube;
 
 #[tokio::test]
 async fn a_silent_api_server_fails_a_call_within_the_api_timeout() {

@@ -273,7 +273,7 @@ fn configmap(data: &str) -> String {
     )
 }
 
-async fn kube(kubeconfig: &Path) -> ktx::kube::Kube {
+async fn kube(kubeconfig: &Path) -> ktx::cluster::api::Kube {
     let cli = <ktx::cli::Cli as clap::Parser>::try_parse_from([
         "ktx",
         "--kubeconfig",
@@ -281,7 +281,7 @@ async fn kube(kubeconfig: &Path) -> ktx::kube::Kube {
         "status",
     ])
     .unwrap();
-    ktx::kube::Kube::connect(&cli.global).await.unwrap()
+    ktx::cluster::api::Kube::connect(&cli.global).await.unwrap()
 }
 
 #[tokio::test]

@@ -252,7 +252,7 @@ fn the_chart_installs_into_a_namespace_and_uninstalls_cleanly() {
 }
 
 /// Everything ktx does in its namespace, as `kubectl auth can-i` spells it (the chart's Role;
-/// `control/src/permissions.rs` is the table its unit tests compare it with).
+/// `control/src/cluster/permissions.rs` is the table its unit tests compare it with).
 const DEVELOPER_NEEDS: &[(&str, &[&str])] = &[
     ("services", &["get", "list", "create", "update", "delete"]),
     ("configmaps", &["get", "create", "update", "delete"]),

@@ -3,7 +3,7 @@
 use clap::CommandFactory;
 
 use super::*;
-use crate::expose::Remote;
+use crate::plan::expose::Remote;
 
 fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
     Cli::try_parse_from(std::iter::once("ktx").chain(args.iter().copied()))

@@ -12,8 +12,8 @@ use super::keys::Keys;
 use super::layers::{known_profiles, Layers};
 use super::{namespace, ConfigError};
 use crate::cli::{Global, Output};
+use crate::cluster::api::Kube;
 use crate::error::Result;
-use crate::kube::Kube;
 
 /// `--profile`, a global option of every command.
 #[derive(Debug, Clone, Default, Args)]

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 
 use super::file::{Entry, Values};
 use super::keys::{Keys, CONNECTION_KEYS};
-use crate::kube::Kube;
+use crate::cluster::api::Kube;
 
 /// The ConfigMap's name.
 pub const NAME: &str = "ktx-defaults";

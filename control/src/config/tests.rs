@@ -150,7 +150,10 @@ fn the_file_beats_the_built_in_default() {
     let Command::Mesh(m) = &r.cli.command else {
         panic!("not mesh")
     };
-    assert_eq!(m.service, crate::target::Target::Service("orders".into()));
+    assert_eq!(
+        m.service,
+        crate::plan::target::Target::Service("orders".into())
+    );
 }
 
 #[test]
@@ -235,7 +238,10 @@ fn the_file_beats_the_namespace_which_beats_the_default() {
     let Command::Mesh(m) = &cli.command else {
         panic!("not mesh")
     };
-    assert_eq!(m.service, crate::target::Target::Service("orders".into()));
+    assert_eq!(
+        m.service,
+        crate::plan::target::Target::Service("orders".into())
+    );
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! renewed within `leaseDurationSeconds`; `ktx clean` removes the objects of a session whose
 //! Lease is expired by `renewTime + leaseDurationSeconds + grace`.
 //!
-//! This module builds and judges Leases; renewing them is [`crate::session::lease`]'s job.
+//! This module builds and judges Leases; renewing them is [`crate::lifecycle::session::lease`]'s job.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

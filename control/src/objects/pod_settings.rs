@@ -106,7 +106,7 @@ fn add_missing(map: &mut Option<BTreeMap<String, String>>, extra: &BTreeMap<Stri
 }
 
 /// Key prefixes that name ktx's own labels and annotations: a knob may not set them (they say
-/// which objects are ktx's and whose, see `crate::ownership`).
+/// which objects are ktx's and whose, see `crate::plan::ownership`).
 const RESERVED: &[&str] = &["ktx.dev/", "app.kubernetes.io/managed-by"];
 
 /// What a `KEY=VALUE` flag carries.

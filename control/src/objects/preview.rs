@@ -8,7 +8,7 @@ use ktx_names::{role, LABEL_MODE};
 
 use super::{labels, meta, shadow_selector};
 use crate::cli::External;
-use crate::ports::PortPlan;
+use crate::plan::ports::PortPlan;
 
 pub fn service(
     name: &str,
@@ -53,7 +53,7 @@ mod tests {
 
     #[test]
     fn selects_the_shadow_and_carries_the_ports() {
-        let exposes: Vec<crate::expose::Expose> = vec!["3001:80".parse().unwrap()];
+        let exposes: Vec<crate::plan::expose::Expose> = vec!["3001:80".parse().unwrap()];
         let plan = PortPlan::for_new_service(&exposes).unwrap();
         let s = service("orders-dev", "shop", "abcde", &plan, None);
         let labels = s.metadata.labels.as_ref().unwrap();
@@ -71,7 +71,7 @@ mod tests {
 
     #[test]
     fn external_makes_a_load_balancer_or_a_node_port() {
-        let exposes: Vec<crate::expose::Expose> = vec!["8080".parse().unwrap()];
+        let exposes: Vec<crate::plan::expose::Expose> = vec!["8080".parse().unwrap()];
         let plan = PortPlan::for_new_service(&exposes).unwrap();
         for (external, want) in [
             (External::LoadBalancer, "LoadBalancer"),

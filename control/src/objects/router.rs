@@ -22,7 +22,7 @@ use super::pod_settings::{PodRole, PodSettings};
 use super::{
     free_port, labels, meta, pod_security_context, resources, router_selector, security_context,
 };
-use crate::ports::ListenPort;
+use crate::plan::ports::ListenPort;
 
 /// The router's requests and limits (cpu, memory): a few MiB idle, about 3 KB per idle
 /// connection; the CPU limit is one core so that a busy shared cluster cannot throttle it below
@@ -170,7 +170,7 @@ pub fn deployment(names: &ServiceNames, p: &RouterParams<'_>) -> Deployment {
 
 /// Lets an eviction (a node drain) take only one router pod at a time. Owned by the router
 /// Deployment, so the garbage collector removes it with the router and no undo step or cleanup
-/// has to. Built as `policy/v1`; [`crate::kube::budget`] sends it as `policy/v1beta1` to
+/// has to. Built as `policy/v1`; [`crate::cluster::api::budget`] sends it as `policy/v1beta1` to
 /// clusters older than 1.21 (same fields).
 pub fn disruption_budget(
     names: &ServiceNames,

@@ -23,7 +23,7 @@ use super::pod_settings::{PodRole, PodSettings};
 use super::{
     free_port, labels, meta, pod_security_context, resources, security_context, shadow_selector,
 };
-use crate::ports::{ExposedPort, ListenPort};
+use crate::plan::ports::{ExposedPort, ListenPort};
 
 /// The shadow's requests and limits (cpu, memory): one developer's traffic; the tunnel's TLS is
 /// what uses CPU, the 16 MiB stream windows what uses memory under load.

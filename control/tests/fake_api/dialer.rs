@@ -20,7 +20,7 @@ use super::server::Fake;
 #[derive(Debug, Clone)]
 pub struct ShadowDialer(pub Fake);
 
-impl ktx::kube::Dialer for ShadowDialer {
+impl ktx::cluster::api::Dialer for ShadowDialer {
     fn connector(&self, pod: &str, _port: u16) -> Arc<dyn Connector> {
         Arc::new(InProcessShadow {
             fake: self.0.clone(),

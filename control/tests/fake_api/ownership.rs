@@ -76,7 +76,7 @@ async fn clean_with_a_forged_lease_deletes_none_of_the_teams_objects() {
     });
     forged_lease(&fake, "db-password", "foo", 15);
 
-    let (shutdown, _stop) = ktx::shutdown::Shutdown::manual();
+    let (shutdown, _stop) = ktx::lifecycle::shutdown::Shutdown::manual();
     support::run(&fake, &cli(&["clean"]), &shutdown)
         .await
         .expect("clean runs");
@@ -122,7 +122,7 @@ async fn the_janitor_with_a_forged_lease_deletes_none_of_the_teams_objects() {
     // One second without renewal and the janitor judges it dead.
     forged_lease(&fake, "db-password", "foo", 1);
 
-    let (shutdown, stop) = ktx::shutdown::Shutdown::manual();
+    let (shutdown, stop) = ktx::lifecycle::shutdown::Shutdown::manual();
     let janitor = cli(&[
         "janitor",
         "--metrics-addr",
@@ -176,7 +176,7 @@ async fn mesh_refuses_a_name_clash_and_its_rollback_keeps_the_teams_secret() {
     let secret = team_secret(&fake, "tb-ktx-mesh-foobar");
     let before = fake.snapshot();
 
-    let (shutdown, _stop) = ktx::shutdown::Shutdown::manual();
+    let (shutdown, _stop) = ktx::lifecycle::shutdown::Shutdown::manual();
     let mesh = cli(&[
         "mesh",
         "tb",
@@ -222,7 +222,7 @@ async fn mesh_refuses_to_reuse_a_shared_name_it_did_not_make() {
         ..Default::default()
     });
     let before = fake.snapshot();
-    let (shutdown, _stop) = ktx::shutdown::Shutdown::manual();
+    let (shutdown, _stop) = ktx::lifecycle::shutdown::Shutdown::manual();
     let mesh = cli(&[
         "mesh",
         "tb",
@@ -257,7 +257,7 @@ async fn mesh_refuses_to_reuse_a_shared_name_it_did_not_make() {
 async fn a_session_whose_lease_was_replaced_is_lost_and_renews_nothing() {
     let fake = Fake::new();
     team_service(&fake, "tb");
-    let kube = ktx::kube::Kube::new(fake.client(), NS);
+    let kube = ktx::cluster::api::Kube::new(fake.client(), NS);
     let names = ktx_names::ServiceNames::new("tb");
     let params = ktx::objects::lease::LeaseParams {
         name: "tb-ktx-mesh-foobar",
@@ -266,11 +266,15 @@ async fn a_session_whose_lease_was_replaced_is_lost_and_renews_nothing() {
         mode: "mesh",
         rule: "VERSION: foobar",
     };
-    let lease = ktx::objects::lease::lease(&names, NS, &params, ktx::clock::now());
-    let keeper =
-        ktx::session::LeaseKeeper::create(&kube, &lease, "tb", &ktx::progress::Progress::silent())
-            .await
-            .expect("the Lease is created");
+    let lease = ktx::objects::lease::lease(&names, NS, &params, ktx::cluster::clock::now());
+    let keeper = ktx::lifecycle::session::LeaseKeeper::create(
+        &kube,
+        &lease,
+        "tb",
+        &ktx::progress::Progress::silent(),
+    )
+    .await
+    .expect("the Lease is created");
     let mut lost = keeper.lost();
     // Someone deletes it and makes their own of that name (a forged Lease, say).
     let theirs = {

@@ -41,7 +41,7 @@ async fn attempt(args: &[&str], fail: Option<usize>) -> (Snapshot, Outcome) {
     }
     let cli = cli(args);
     let ctx = support::ctx(&fake, &cli);
-    let (shutdown, stop) = ktx::shutdown::Shutdown::manual();
+    let (shutdown, stop) = ktx::lifecycle::shutdown::Shutdown::manual();
     let run = support::run_ctx(&ctx, &cli, &shutdown);
     tokio::pin!(run);
     let mut setup_writes = 0;

@@ -14,9 +14,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, MicroTime, O
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use ktx::cli::{Cli, Command};
-use ktx::flow::Ctx;
-use ktx::kube::Kube;
-use ktx::liveness::Window;
+use ktx::cluster::api::Kube;
+use ktx::lifecycle::flow::Ctx;
+use ktx::lifecycle::liveness::Window;
 use ktx::progress::Progress;
 
 use std::sync::Arc;
@@ -182,20 +182,28 @@ pub fn ctx(fake: &Fake, cli: &Cli) -> Ctx {
 }
 
 /// Runs one command of `cli` to its end against `fake` (sessions until `shutdown` fires).
-pub async fn run(fake: &Fake, cli: &Cli, shutdown: &ktx::shutdown::Shutdown) -> ktx::Result<()> {
+pub async fn run(
+    fake: &Fake,
+    cli: &Cli,
+    shutdown: &ktx::lifecycle::shutdown::Shutdown,
+) -> ktx::Result<()> {
     run_ctx(&ctx(fake, cli), cli, shutdown).await
 }
 
 /// [`run`] with a context made by [`ctx`].
-pub async fn run_ctx(ctx: &Ctx, cli: &Cli, shutdown: &ktx::shutdown::Shutdown) -> ktx::Result<()> {
+pub async fn run_ctx(
+    ctx: &Ctx,
+    cli: &Cli,
+    shutdown: &ktx::lifecycle::shutdown::Shutdown,
+) -> ktx::Result<()> {
     let ctx = ctx.clone();
     match &cli.command {
-        Command::Mesh(a) => ktx::mesh::run(&ctx, a, shutdown).await,
-        Command::Exchange(a) => ktx::exchange::run(&ctx, a, shutdown).await,
-        Command::Preview(a) => ktx::preview::run(&ctx, a, shutdown).await,
-        Command::Clean(a) => ktx::clean::run(&ctx, a).await,
-        Command::Recover(a) => ktx::recover::run(&ctx, a).await,
-        Command::Janitor(a) => ktx::janitor::run(&ctx, a, shutdown).await,
+        Command::Mesh(a) => ktx::commands::mesh::run(&ctx, a, shutdown).await,
+        Command::Exchange(a) => ktx::commands::exchange::run(&ctx, a, shutdown).await,
+        Command::Preview(a) => ktx::commands::preview::run(&ctx, a, shutdown).await,
+        Command::Clean(a) => ktx::commands::clean::run(&ctx, a).await,
+        Command::Recover(a) => ktx::commands::recover::run(&ctx, a).await,
+        Command::Janitor(a) => ktx::commands::janitor::run(&ctx, a, shutdown).await,
         other => panic!("not a command these tests run: {other:?}"),
     }
 }

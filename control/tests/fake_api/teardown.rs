@@ -16,7 +16,7 @@ const PATIENCE: Duration = Duration::from_secs(30);
 
 /// A session running in the background on `fake`.
 struct Running {
-    stop: ktx::shutdown::Trigger,
+    stop: ktx::lifecycle::shutdown::Trigger,
     done: tokio::task::JoinHandle<ktx::Result<()>>,
 }
 
@@ -24,7 +24,7 @@ struct Running {
 async fn start(fake: &Fake, args: &[&str]) -> Running {
     let cli = cli(args);
     let ctx = support::ctx(fake, &cli);
-    let (shutdown, stop) = ktx::shutdown::Shutdown::manual();
+    let (shutdown, stop) = ktx::lifecycle::shutdown::Shutdown::manual();
     let progress = ctx.progress.clone();
     let mut done = tokio::spawn(async move { support::run_ctx(&ctx, &cli, &shutdown).await });
     tokio::select! {
@@ -243,7 +243,7 @@ async fn clean_with_no_live_session_restores_the_service() {
     )
     .await;
     a.crash();
-    let (shutdown, _stop) = ktx::shutdown::Shutdown::manual();
+    let (shutdown, _stop) = ktx::lifecycle::shutdown::Shutdown::manual();
     support::run(&fake, &cli(&["clean"]), &shutdown)
         .await
         .expect("clean runs");

@@ -10,7 +10,7 @@ use crate::cli::Cli;
 use crate::objects::pod_security::restricted_violations;
 use crate::objects::router::{self, RouterParams};
 use crate::objects::shadow::{self, NotTaken, ShadowParams};
-use crate::ports::{ExposedPort, ListenPort};
+use crate::plan::ports::{ExposedPort, ListenPort};
 
 const LINE: &[&str] = &[
     "ktx",

@@ -1,0 +1,11 @@
+//! One module per command: the sessions [`mesh`], [`exchange`] and [`preview`] (built on
+//! [`crate::lifecycle`]), the one-shot [`clean`], [`recover`] and [`status`], and the in-cluster
+//! [`janitor`].
+
+pub mod clean;
+pub mod exchange;
+pub mod janitor;
+pub mod mesh;
+pub mod preview;
+pub mod recover;
+pub mod status;
