@@ -3,10 +3,12 @@
 //! as ConfigMap `ktx-defaults`; then `ktx mesh` with no image flag. And `e2e/images.sh --push`
 //! to a registry on loopback (Debian's docker-registry).
 //!
-//! The images are the locally loaded ones (`ktx.local/…:dev` unless KTX_E2E_IMAGE_PREFIX/TAG
-//! say otherwise), which are also ktx's built-in defaults: what proves that a layer reached
-//! the command is `skipPortChecking` from the same layer (no "Nothing listens" warning for a
-//! LOCAL port that is closed at start), and `ktx config show` naming the layer of each image.
+//! The images are the locally loaded ones given second names of each test's own
+//! (`e2e/cluster tag`, e.g. `ktx.local/team-file/ktx-router:configured`): ktx's built-in
+//! defaults are the loaded images' usual names, so only a pod running the second name proves
+//! that the configured image reached it. `skipPortChecking` from the same layer (no "Nothing
+//! listens" warning for a LOCAL port that is closed at start) and `ktx config show` naming the
+//! layer of each value are checked too. Needs the `e2e/cluster` cluster (for the tags).
 
 #[path = "support/chart.rs"]
 mod chart;
@@ -78,9 +80,39 @@ fn image_of(ns: &Namespace, kind: &str, name: &str) -> String {
         .to_string()
 }
 
+/// The loaded router and shadow images under a second name of this test's own, so that a pod
+/// running it shows the configured image reached ktx (the built-in defaults are the loaded
+/// images' usual names).
+struct TeamImages {
+    router: String,
+    shadow: String,
+}
+
+fn team_images(test: &str) -> TeamImages {
+    let tag = |name: &str| {
+        let team = format!("ktx.local/team-{test}/{name}:configured");
+        assert_ne!(team, image(name));
+        let out = Command::new(repo_root().join("e2e/cluster"))
+            .args(["tag", &image(name), &team])
+            .output()
+            .expect("e2e/cluster tag runs");
+        assert!(
+            out.status.success(),
+            "e2e/cluster tag {} {team}: {}",
+            image(name),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        team
+    };
+    TeamImages {
+        router: tag("ktx-router"),
+        shadow: tag("ktx-shadow"),
+    }
+}
+
 /// `ktx mesh orders` with no image flag, the developer's process not started yet; checks the
 /// layer's `skipPortChecking` held, then starts the process and sees a marked request reach it.
-fn mesh_without_flags(ns: &Namespace, home: &Path) {
+fn mesh_without_flags(ns: &Namespace, home: &Path, images: &TeamImages) {
     ns.apply(&testbackend_manifest("orders", "original", 1));
     ns.wait_deployment("orders", secs(120));
     let before = service_fingerprint(ns, "orders");
@@ -107,12 +139,9 @@ fn mesh_without_flags(ns: &Namespace, home: &Path) {
     assert!(json.contains("VERSION: cfg"), "{json}");
     assert_eq!(
         image_of(ns, "deployment", "orders-ktx-router"),
-        image("ktx-router")
+        images.router
     );
-    assert_eq!(
-        image_of(ns, "pod", "orders-ktx-mesh-cfg"),
-        image("ktx-shadow")
-    );
+    assert_eq!(image_of(ns, "pod", "orders-ktx-mesh-cfg"), images.shadow);
     let _dev = local_backend_on("developer", port);
     let ip = ns.cluster_ip("orders");
     let addr = format!("{ip}:8080");
@@ -145,15 +174,16 @@ fn ktx_config_set_then_mesh_without_image_flags() {
     support::build();
     let ns = cluster.namespace("config-file");
     let home = config_home("file");
+    let images = team_images("file");
     ktx_ok(
         &ns,
         &home,
-        &["config", "set", "routerImage", &image("ktx-router")],
+        &["config", "set", "routerImage", &images.router],
     );
     ktx_ok(
         &ns,
         &home,
-        &["config", "set", "shadowImage", &image("ktx-shadow")],
+        &["config", "set", "shadowImage", &images.shadow],
     );
     ktx_ok(&ns, &home, &["config", "set", "skipPortChecking", "true"]);
     let show = ktx_ok(&ns, &home, &["-o", "json", "config", "show"]);
@@ -161,7 +191,7 @@ fn ktx_config_set_then_mesh_without_image_flags() {
     for key in ["routerImage", "shadowImage", "skipPortChecking"] {
         assert_eq!(shown_from(&show, key), format!("file {file}"), "{show}");
     }
-    mesh_without_flags(&ns, &home);
+    mesh_without_flags(&ns, &home, &images);
 }
 
 #[test]
@@ -172,8 +202,9 @@ fn the_charts_defaults_reach_ktx_mesh_without_flags() {
     support::build();
     let ns = cluster.namespace("config-chart");
     let chart = chart_dir().display().to_string();
-    let router = format!("defaults.routerImage={}", image("ktx-router"));
-    let shadow = format!("defaults.shadowImage={}", image("ktx-shadow"));
+    let team = team_images("chart");
+    let router = format!("defaults.routerImage={}", team.router);
+    let shadow = format!("defaults.shadowImage={}", team.shadow);
     helm_ok(&[
         "install",
         "ktx",
@@ -199,19 +230,20 @@ fn the_charts_defaults_reach_ktx_mesh_without_flags() {
         assert_eq!(shown_from(&show, key), cm, "{show}");
     }
     // A developer's own file still wins over the team's.
+    let own = team_images("chart-file");
     ktx_ok(&ns, &home, &["config", "set", "timeout", "150s"]);
-    ktx_ok(
-        &ns,
-        &home,
-        &["config", "set", "routerImage", &image("ktx-router")],
-    );
+    ktx_ok(&ns, &home, &["config", "set", "routerImage", &own.router]);
     let show = ktx_ok(&ns, &home, &["-o", "json", "config", "show"]);
     assert!(
         shown_from(&show, "routerImage").starts_with("file "),
         "{show}"
     );
     assert_eq!(shown_from(&show, "shadowImage"), cm, "{show}");
-    mesh_without_flags(&ns, &home);
+    let expected = TeamImages {
+        router: own.router,
+        shadow: team.shadow,
+    };
+    mesh_without_flags(&ns, &home, &expected);
     helm_ok(&["uninstall", "ktx", "--namespace", ns.name(), "--wait"]);
 }
 
