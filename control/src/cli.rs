@@ -247,6 +247,10 @@ pub enum Command {
     Exchange(ExchangeArgs),
     /// Your process becomes a new Service NAME in the cluster until Ctrl-C.
     Preview(PreviewArgs),
+    /// A local port that reaches a Service's port through the API server (any Ready pod,
+    /// re-picked when pods restart); no root, nothing created in the cluster. Prints the local
+    /// address on stdout.
+    Forward(ForwardArgs),
     /// Sessions in the namespace: who, which Service, which rule, since when, alive or
     /// expired, requests routed per rule.
     Status,
@@ -424,6 +428,19 @@ pub struct CleanArgs {
     /// Only say what would be removed and restored.
     #[arg(long = "dry-run", alias = "dryRun")]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ForwardArgs {
+    /// The Service to reach.
+    pub service: String,
+    /// [LOCAL:]REMOTE: REMOTE is the Service's port (number or name), LOCAL the port on this
+    /// machine (default: the same number; 0: any free port).
+    #[arg(value_name = "[LOCAL:]REMOTE")]
+    pub port: Expose,
+    /// The local address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub address: std::net::IpAddr,
 }
 
 #[derive(Debug, Clone, Args)]

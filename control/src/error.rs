@@ -132,6 +132,10 @@ pub enum Error {
     #[error("tunnel: {0}")]
     Tunnel(String),
 
+    /// `ktx forward` cannot serve as asked (the message says what to do).
+    #[error("forward: {0}")]
+    Forward(String),
+
     #[error("the session ended by itself: {0}")]
     SessionLost(String),
 

@@ -23,7 +23,7 @@ pub mod random;
 pub use error::{Error, Result};
 
 use cli::{Cli, Command};
-use commands::{clean, exchange, janitor, mesh, preview, recover, status};
+use commands::{clean, exchange, forward, janitor, mesh, preview, recover, status};
 use lifecycle::flow::Ctx;
 use lifecycle::session;
 use lifecycle::shutdown::Shutdown;
@@ -126,6 +126,7 @@ async fn run_layered(
         Command::Exchange(args) => exchange::run(&ctx, args, &shutdown).await,
         Command::Preview(args) => preview::run(&ctx, args, &shutdown).await,
         Command::Janitor(args) => janitor::run(&ctx, args, &shutdown).await,
+        Command::Forward(args) => forward::run(&ctx, args, &shutdown).await,
         _ => tokio::select! {
             r = one_shot => r,
             _ = shutdown.reached(1) => Err(Error::Stopped),

@@ -67,7 +67,7 @@ const ALL: &str = "mesh exchange preview clean recover";
 #[rustfmt::skip]
 pub const CALLS: &[Call] = &[
     // Service S (lock, selector switch, saved replicas), stuntman, shadow and preview Services.
-    c(D, ALL, "", "services", "get", "mesh.rs, exchange.rs, preview.rs, lock.rs, teardown.rs, clean.rs"),
+    c(D, "mesh exchange preview clean recover forward", "", "services", "get", "mesh.rs, exchange.rs, preview.rs, lock.rs, teardown.rs, clean.rs, forward.rs"),
     c(D, "clean mesh exchange preview", "", "services", "list", "clean.rs services_in_use, service_judged"),
     c(D, SETUP, "", "services", "create", "mesh.rs ensure (stuntman), flow.rs (shadow), preview.rs"),
     c(D, ALL, "", "services", "update", "api.rs modify: lock.rs, mesh.rs, exchange.rs, takeover restore, scale.rs"),
@@ -76,19 +76,19 @@ pub const CALLS: &[Call] = &[
     c(D, ALL, "", "configmaps", "get", "mesh.rs, mesh/rules.rs, teardown.rs, clean.rs"),
     // The team's defaults (ConfigMap ktx-defaults), before every command but the janitor;
     // without this right they are skipped silently.
-    c(D, "mesh exchange preview status clean recover config", "", "configmaps", "get", "config/namespace.rs read"),
+    c(D, "mesh exchange preview status clean recover config forward", "", "configmaps", "get", "config/namespace.rs read"),
     c(D, SETUP, "", "configmaps", "create", "mesh.rs ensure (routes)"),
     c(D, ALL, "", "configmaps", "update", "mesh/rules.rs add rule, teardown.rs remove_rules"),
     c(D, ALL, "", "configmaps", "delete", "teardown.rs delete_shared, undo.rs"),
     // The shadow pod; the workload's pods (named targetPorts); the router pods (metrics).
     c(D, SETUP, "", "pods", "get", "api/wait.rs pod"),
-    c(D, "mesh exchange preview status clean", "", "pods", "list", "mesh.rs, exchange.rs (named ports), api/wait.rs, router_admin.rs, clean.rs"),
+    c(D, "mesh exchange preview status clean forward", "", "pods", "list", "mesh.rs, exchange.rs (named ports), api/wait.rs, router_admin.rs, clean.rs, forward.rs (Ready pods)"),
     c(D, SETUP, "", "pods", "create", "flow.rs (shadow)"),
     c(D, ALL, "", "pods", "delete", "teardown.rs remove_session, clean.rs, undo.rs"),
     // The tunnel: kube-rs port-forwards over WebSocket, a GET that API servers before 1.35
     // authorize as `get`; from 1.35 (AuthorizePodWebsocketUpgradeCreatePermission) as `create`.
-    c(D, SETUP, "", "pods/portforward", "get", "cluster/port_forward.rs PortForwardConnector"),
-    c(D, SETUP, "", "pods/portforward", "create", "cluster/port_forward.rs PortForwardConnector (1.35+)"),
+    c(D, "mesh exchange preview forward", "", "pods/portforward", "get", "cluster/port_forward.rs PortForwardConnector"),
+    c(D, "mesh exchange preview forward", "", "pods/portforward", "create", "cluster/port_forward.rs PortForwardConnector (1.35+)"),
     // The router's /metrics through the API server: "rule applied", status's request counts.
     c(D, "mesh status", "", "pods/proxy", "get", "kube/proxy.rs get"),
     // The shadow's tunnel credentials: never read back.

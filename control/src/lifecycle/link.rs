@@ -55,7 +55,7 @@ pub fn port_map(exposed: &[ExposedPort]) -> PortMap {
 }
 
 /// The connector to `pod`'s tunnel port through the API server's port-forward.
-fn connector(kube: &Kube, pod: &str, port: u16) -> Arc<dyn Connector> {
+pub fn connector(kube: &Kube, pod: &str, port: u16) -> Arc<dyn Connector> {
     if let Some(d) = &kube.dialer {
         return d.connector(pod, port);
     }
