@@ -199,7 +199,7 @@ async fn a_shadow_with_the_wrong_certificate_is_refused_by_ktx() {
 async fn an_incompatible_version_is_refused_with_a_readable_error() {
     let creds = SessionCredentials::generate("t").unwrap();
     let mut newer = quick("ktx-shadow");
-    newer.protocol = VersionRange::new(2, 3).unwrap();
+    newer.protocol = VersionRange::new(3, 4).unwrap();
     newer.software = "ktx-shadow 0.3.0".into();
     let shadow = shadow(creds.shadow(), 1, newer).await;
     let local = echo_server().await;
@@ -208,10 +208,11 @@ async fn an_incompatible_version_is_refused_with_a_readable_error() {
     });
     let mut old = quick("ktx");
     old.software = "ktx 0.1.0".into();
+    old.protocol = VersionRange::new(1, 2).unwrap();
     let tunnel = ktx(creds.ktx(), &shadow, local, connector, old);
     let status = within("the verdict", tunnel.wait_for_session(1)).await;
-    let want = "ktx 0.1.0 speaks tunnel protocol 1..1, the shadow image (ktx-shadow 0.3.0) \
-                speaks 2..3: upgrade ktx";
+    let want = "ktx 0.1.0 speaks tunnel protocol 1..2, the shadow image (ktx-shadow 0.3.0) \
+                speaks 3..4: upgrade ktx";
     assert_eq!(status, Status::Failed { error: want.into() });
     // Permanent: the tunnel task ended by itself with the same error.
     let err = tunnel.shutdown().await.unwrap_err();
