@@ -417,33 +417,6 @@ async fn a_stream_to_a_local_port_that_is_down_is_reset_not_hung() {
 }
 
 /// Status code of a one-shot HTTP/1.0 GET.
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> u16 {
-    let text = http_raw(addr, path).await;
-    text.split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {text:?}"))
-}
-
-async fn http_body(addr: std::net::SocketAddr, path: &str) -> String {
-    let text = http_raw(addr, path).await;
-    text.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
-}
-
-async fn http_raw(addr: std::net::SocketAddr, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    within("the admin answer", s.read_to_string(&mut out))
-        .await
-        .unwrap();
-    out
-}
-
 /// The tunnel port is reached through the API server's port-forward, which connects to the pod's
 /// loopback; listening anywhere else would let any pod of the cluster hold its handshake slots.
 /// Started exactly as the pod starts it (flags/env → `Config` → `Settings`), with defaults.
