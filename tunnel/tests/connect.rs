@@ -19,7 +19,7 @@ use ktx_tunnel::shadow::ShadowEndpoint;
 use ktx_tunnel::splice::Observer;
 use ktx_tunnel::TunnelOptions;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -270,6 +270,57 @@ async fn an_abort_on_either_side_is_a_reset_on_the_other() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_client_socket_spliced_to_a_stream_keeps_half_close_and_resets() {
+    // What a SOCKS5 / HTTP CONNECT front does once it has answered its client.
+    let rig = Rig::start().await;
+    let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let front_addr = front.local_addr().unwrap();
+    let far = listen_outside().await;
+    let dest = far.local_addr().unwrap();
+    let handle = rig.client.handle();
+    let (opened_tx, mut opened) = tokio::sync::mpsc::channel(2);
+    let proxy = tokio::spawn(async move {
+        let mut results = Vec::new();
+        for _ in 0..2 {
+            let (client, _) = front.accept().await.unwrap();
+            let stream = handle.open(dest).await.unwrap();
+            opened_tx.send(()).await.unwrap();
+            results.push(stream.splice(client, 64 << 10, &Quiet).await.is_ok());
+        }
+        results
+    });
+
+    // 1: the client half-closes first; the destination answers after our EOF, then closes.
+    let mut client = TcpStream::connect(front_addr).await.unwrap();
+    let (mut d, _) = within("accept", far.accept()).await.unwrap();
+    within("the open", opened.recv()).await.unwrap();
+    client.write_all(b"request").await.unwrap();
+    client.shutdown().await.unwrap();
+    assert_eq!(
+        within("the request", read_all(&mut d)).await.unwrap(),
+        b"request"
+    );
+    d.write_all(b"answer").await.unwrap();
+    drop(d);
+    assert_eq!(
+        within("the answer", read_all(&mut client)).await.unwrap(),
+        b"answer"
+    );
+
+    // 2: the destination resets: the proxy's client is reset too, not closed cleanly.
+    let mut client = TcpStream::connect(front_addr).await.unwrap();
+    let (d, _) = within("accept", far.accept()).await.unwrap();
+    within("the open", opened.recv()).await.unwrap();
+    d.set_zero_linger().unwrap();
+    drop(d);
+    let err = within("the reset", read_all(&mut client))
+        .await
+        .expect_err("a cut stream must not read as complete");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+    assert_eq!(within("the proxy", proxy).await.unwrap(), [true, false]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_concurrent_streams_share_the_tunnel() {
     const N: usize = 100;
     let rig = Rig::start().await;
@@ -407,7 +458,12 @@ async fn pod(
                 .await
             {
                 Ok(a) => {
-                    tokio::spawn(a.driver.run(std::future::pending()));
+                    let (handle, driver) = (a.handle, a.driver);
+                    tokio::spawn(async move {
+                        // The shadow's opener keeps the HTTP/2 client connection open.
+                        let _handle = handle;
+                        driver.run(std::future::pending()).await
+                    });
                     format!("accepted {}", a.version)
                 }
                 Err(e) => e.reason().to_string(),

@@ -10,6 +10,7 @@
 //! - Backpressure: receive window is given back only as the caller reads; writes wait for
 //!   send capacity.
 
+use std::future::ready;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -17,7 +18,10 @@ use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use h2::{Reason, RecvStream, SendStream};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::splice::{abort, splice, Observer, SpliceError, Spliced};
 
 /// Largest single write handed to h2 (it copies the caller's buffer).
 const MAX_WRITE: usize = 256 * 1024;
@@ -63,6 +67,40 @@ impl ConnectStream {
     /// Cuts the stream both ways: the pod closes the destination socket with RST.
     pub fn reset(mut self) {
         self.send.send_reset(Reason::CANCEL);
+    }
+
+    /// Splices a fresh stream (as [`crate::connect::client::ConnectHandle::open`] returned
+    /// it) with a TCP connection, e.g. a SOCKS5 or HTTP CONNECT client's once it has its
+    /// answer: both ways until both are done, half-close passed on, and an abort on either
+    /// side a reset on the other (the socket is closed with RST). `observer.sent` counts
+    /// bytes from `socket` into the tunnel.
+    pub async fn splice(
+        self,
+        socket: TcpStream,
+        read_chunk: usize,
+        observer: &dyn Observer,
+    ) -> Result<Spliced, SpliceError> {
+        let ConnectStream {
+            send,
+            mut recv,
+            pending,
+            read_done,
+            write_done,
+            ..
+        } = self;
+        if read_done || write_done {
+            return Err(SpliceError::Closed);
+        }
+        let mut socket = socket;
+        if !pending.is_empty() {
+            // Bytes a caller peeked at before handing the stream over go first.
+            if let Err(e) = socket.write_all(&pending).await {
+                abort(&socket);
+                return Err(SpliceError::SocketWrite(e));
+            }
+            let _ = recv.flow_control().release_capacity(pending.len());
+        }
+        splice(socket, send, ready(Ok(recv)), read_chunk, observer).await
     }
 }
 

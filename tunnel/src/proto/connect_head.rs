@@ -239,6 +239,27 @@ pub fn check_connect_response<B>(resp: &Response<B>) -> Result<(), DialRejected>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn every_address_round_trips(ip in any::<IpAddr>(), port in 1u16..) {
+            let head = ConnectHead { dest: SocketAddr::new(ip, port) };
+            prop_assert_eq!(ConnectHead::from_request(&head.to_request()), Ok(head));
+        }
+
+        #[test]
+        fn any_authority_is_read_without_panicking(authority in "\\PC{0,64}") {
+            if let Ok(uri) = Uri::try_from(authority.as_str()) {
+                let mut req = Request::new(());
+                *req.method_mut() = Method::CONNECT;
+                *req.uri_mut() = uri;
+                if let Ok(head) = ConnectHead::from_request(&req) {
+                    prop_assert!(head.dest.port() != 0);
+                }
+            }
+        }
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
