@@ -104,6 +104,14 @@ impl Rig {
     }
 
     async fn start_with(pod_options: TunnelOptions, dial_timeout: Duration) -> Self {
+        Self::start_full(pod_options, dial_timeout, OpenOptions::default()).await
+    }
+
+    async fn start_full(
+        pod_options: TunnelOptions,
+        dial_timeout: Duration,
+        open: OpenOptions,
+    ) -> Self {
         let creds = SessionCredentials::generate("connect").unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let tunnel_addr = listener.local_addr().unwrap();
@@ -129,7 +137,7 @@ impl Rig {
                 tls: creds.ktx().ktx_config().unwrap(),
                 options: quick("ktx"),
                 backoff: quick_backoff(),
-                open: OpenOptions::default(),
+                open,
             },
             Arc::new(TcpConnector { addr: tunnel_addr }),
         );
@@ -206,6 +214,54 @@ async fn a_refused_port_is_a_typed_error_at_once() {
         started.elapsed()
     );
     assert_eq!(rig.client.handle().stats().failed.load(ORD), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_that_does_not_answer_is_a_timeout_after_the_dial_timeout() {
+    let rig = Rig::start_with(quick("ktx-shadow"), Duration::from_millis(300)).await;
+    // A listener whose accept queue is full drops new SYNs: connecting to it hangs.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(outside_ip(), 0)).unwrap();
+    let full = socket.listen(0).unwrap();
+    let dest = full.local_addr().unwrap();
+    let _queued = TcpStream::connect(dest).await.unwrap();
+    let started = Instant::now();
+    let err = within("the timeout", rig.client.handle().open(dest))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OpenError::Timeout { .. }), "{err}");
+    assert!(err.to_string().contains("no answer within 300ms"), "{err}");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_that_does_not_answer_in_time_is_a_timeout_on_ktxs_clock() {
+    // The pod would wait 10 s for the destination; ktx gives up after 300 ms.
+    let open = OpenOptions {
+        answer_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let rig = Rig::start_full(quick("ktx-shadow"), Duration::from_secs(10), open).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(outside_ip(), 0)).unwrap();
+    let full = socket.listen(0).unwrap();
+    let dest = full.local_addr().unwrap();
+    let _queued = TcpStream::connect(dest).await.unwrap();
+    let err = within("the timeout", rig.client.handle().open(dest))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OpenError::Timeout { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("the connect pod did not answer within 300ms"),
+        "{err}"
+    );
+    // The tunnel itself is fine: the next open works.
+    let echo = echo_server(listen_outside().await).await;
+    let mut s = rig.client.handle().open(echo).await.unwrap();
+    s.write_all(b"still here").await.unwrap();
+    s.shutdown().await.unwrap();
+    assert_eq!(read_all(&mut s).await.unwrap(), b"still here");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
