@@ -485,6 +485,77 @@ async fn an_open_without_a_tunnel_fails_as_tunnel_down_after_its_wait() {
     client.shutdown().await.unwrap();
 }
 
+/// A hand-made ktx: TLS, the preamble written frame by frame, then a raw HTTP/2 client, so a
+/// test can send the heads the real ktx never sends.
+async fn raw_ktx(
+    creds: &SessionCredentials,
+    pod: SocketAddr,
+) -> h2::client::SendRequest<bytes::Bytes> {
+    use ktx_tunnel::proto::frame::{decode, Decoded, Frame, Hello, Purpose, Role};
+    let tcp = TcpStream::connect(pod).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(creds.ktx().ktx_config().unwrap())
+        .connect(ktx_tunnel::tls::shadow_server_name(), tcp)
+        .await
+        .unwrap();
+    let hello = Frame::Hello(Hello {
+        role: Role::Ktx,
+        protocol: VersionRange::CONNECT,
+        software: "raw".into(),
+        purpose: Some(Purpose::Connect),
+    });
+    tls.write_all(&hello.encode()).await.unwrap();
+    // The pod's Hello, then its Accept: read exactly those two frames.
+    for _ in 0..2 {
+        let mut buf = Vec::new();
+        let mut need = 7;
+        loop {
+            let start = buf.len();
+            buf.resize(need, 0);
+            tls.read_exact(&mut buf[start..]).await.unwrap();
+            match decode(&buf).unwrap() {
+                Decoded::Complete { frame, .. } => {
+                    assert!(!matches!(frame, Frame::Refuse(_)), "{frame:?}");
+                    break;
+                }
+                Decoded::Incomplete { needed } => need = needed,
+            }
+        }
+    }
+    let (sender, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heads_the_real_ktx_never_sends_are_answered_400_or_403() {
+    let creds = SessionCredentials::generate("raw").unwrap();
+    let (addr, _verdict) = pod(&creds, true, VersionRange::CURRENT).await;
+    let sender = raw_ktx(&creds, addr).await;
+    for (method, authority, status, reason) in [
+        ("CONNECT", "inventory.shop:80", 400, "bad-head"),
+        ("CONNECT", "10.0.0.1:0", 400, "bad-head"),
+        ("GET", "10.0.0.1:80", 400, "bad-head"),
+        ("CONNECT", "[::ffff:127.0.0.1]:7766", 403, "forbidden"),
+        ("CONNECT", "0.0.0.0:9902", 403, "forbidden"),
+    ] {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(if method == "GET" {
+                format!("http://{authority}/")
+            } else {
+                authority.to_string()
+            })
+            .body(())
+            .unwrap();
+        let mut sender = sender.clone().ready().await.unwrap();
+        let (resp, _send) = sender.send_request(req, false).unwrap();
+        let resp = within("the answer", resp).await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{method} {authority}");
+        assert_eq!(resp.headers()["ktx-reason"], reason, "{method} {authority}");
+        assert!(resp.headers().contains_key("ktx-error"));
+    }
+}
+
 /// A pod of either purpose on loopback that takes one session; returns its tunnel address.
 async fn pod(
     creds: &SessionCredentials,
