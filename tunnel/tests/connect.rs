@@ -165,7 +165,15 @@ async fn a_stream_reaches_its_destination_and_comes_back() {
     s.shutdown().await.unwrap();
     let echo = within("the echo", read_all(&mut s)).await.unwrap();
     assert_eq!(echo, b"there and back again");
-    assert_eq!(rig.client.handle().stats().opened.load(ORD), 1);
+    let stats = rig.client.handle().stats().clone();
+    assert_eq!(stats.opened.load(ORD), 1);
+    assert_eq!(stats.active.load(ORD), 1);
+    assert_eq!(
+        (stats.bytes_sent.load(ORD), stats.bytes_received.load(ORD)),
+        (20, 20)
+    );
+    drop(s);
+    assert_eq!(stats.active.load(ORD), 0);
 }
 
 const ORD: std::sync::atomic::Ordering = std::sync::atomic::Ordering::Relaxed;
@@ -374,6 +382,12 @@ async fn a_proxy_client_socket_spliced_to_a_stream_keeps_half_close_and_resets()
         .expect_err("a cut stream must not read as complete");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
     assert_eq!(within("the proxy", proxy).await.unwrap(), [true, false]);
+    let stats = rig.client.handle().stats().clone();
+    assert_eq!(
+        (stats.bytes_sent.load(ORD), stats.bytes_received.load(ORD)),
+        (7, 6)
+    );
+    assert_eq!(stats.active.load(ORD), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
