@@ -33,9 +33,12 @@ fn main() -> ExitCode {
         }
     } else {
         let filter = EnvFilter::try_from_env("KTX_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+        // Colours only on a terminal: piped into a file or CI log, escapes garble the text.
+        use std::io::IsTerminal;
         tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
             .init();
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
