@@ -301,8 +301,9 @@ pub struct MeshArgs {
     /// mark to it.
     #[arg(long, value_enum, default_value_t = MeshMode::Auto)]
     pub mode: MeshMode,
-    /// (--mode manual) Apply the printed VirtualService and DestinationRule. Not available
-    /// yet: refused with a message; apply them with `kubectl apply -f -`.
+    /// (--mode manual) Create the printed VirtualService and DestinationRule (owned by the
+    /// session's Lease, deleted when the session ends) instead of only printing them. Needs
+    /// Istio's CRDs in the cluster and the Role's rights on networking.istio.io.
     #[arg(long = "apply-istio", alias = "applyIstio")]
     pub apply_istio: bool,
 }

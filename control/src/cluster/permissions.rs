@@ -110,6 +110,13 @@ pub const CALLS: &[Call] = &[
     c(D, "exchange clean recover", "apps", "statefulsets/scale", "patch", "scale.rs set_replicas"),
     // The router's PodDisruptionBudget (owned by its Deployment: the garbage collector deletes it).
     c(D, "mesh", "policy", "poddisruptionbudgets", "create", "kube/budget.rs create"),
+    // `mesh --mode manual --apply-istio`: Istio's routing for the mark, owned by the Lease.
+    c(D, "mesh", "networking.istio.io", "destinationrules", "create", "mesh/manual.rs apply_istio"),
+    c(D, "mesh", "networking.istio.io", "destinationrules", "get", "undo.rs delete_made (without a UID)"),
+    c(D, "mesh", "networking.istio.io", "destinationrules", "delete", "undo.rs"),
+    c(D, "mesh", "networking.istio.io", "virtualservices", "create", "mesh/manual.rs apply_istio"),
+    c(D, "mesh", "networking.istio.io", "virtualservices", "get", "undo.rs delete_made (without a UID)"),
+    c(D, "mesh", "networking.istio.io", "virtualservices", "delete", "undo.rs"),
     // Session Leases.
     c(D, ALL, "coordination.k8s.io", "leases", "get", "session.rs (who holds a name)"),
     c(D, "mesh exchange preview status clean recover", "coordination.k8s.io", "leases", "list", "teardown.rs session_leases, status.rs, clean.rs"),

@@ -40,9 +40,9 @@ mod report;
 mod rules;
 
 pub async fn run(ctx: &Ctx, args: &MeshArgs, shutdown: &Shutdown) -> Result<()> {
-    if args.apply_istio {
+    if args.apply_istio && args.mode != MeshMode::Manual {
         return Err(Error::Unsupported(
-            "--apply-istio is not available yet: --mode manual prints the VirtualService and DestinationRule; apply them with `kubectl apply -f -`".into(),
+            "--apply-istio goes with --mode manual (Istio routes the mark to your shadow pod); --mode auto uses ktx's router and needs no Istio objects".into(),
         ));
     }
     let plan = rule::plan(&args.rule, rule::random_id)?;
