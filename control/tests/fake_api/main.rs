@@ -9,3 +9,4 @@ mod support;
 mod ownership;
 mod rollback;
 mod teardown;
+mod workload_env;
