@@ -122,3 +122,49 @@ fn write_file(path: &Path, text: &str) -> Result<()> {
     f.write_all(text.as_bytes()).map_err(err)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::PodStatus;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+
+    use super::*;
+
+    fn pod(name: &str, phase: &str, deleting: bool) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                deletion_timestamp: deleting
+                    .then_some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)),
+                ..Default::default()
+            },
+            spec: None,
+            status: Some(PodStatus {
+                phase: Some(phase.into()),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn the_pod_read_is_a_running_one_not_on_its_way_out() {
+        let pick = |pods: Vec<Pod>| workload_pod(pods).map(|p| p.name_any());
+        assert_eq!(
+            pick(vec![
+                pod("a-old", "Running", true),
+                pod("b-pending", "Pending", false),
+                pod("d-running", "Running", false),
+                pod("c-running", "Running", false),
+            ]),
+            Some("c-running".into())
+        );
+        assert_eq!(
+            pick(vec![
+                pod("a-old", "Running", true),
+                pod("b", "Pending", false)
+            ]),
+            Some("b".into())
+        );
+        assert_eq!(pick(vec![]), None);
+    }
+}
