@@ -322,7 +322,7 @@ pub struct WorkloadEnvArgs {
     pub container: Option<String>,
     /// After a stop request (Ctrl-C, SIGTERM) ktx sends CMD SIGTERM and waits this long for it
     /// to exit before killing it and tearing the session down.
-    #[arg(long = "command-grace", env = "KTX_COMMAND_GRACE", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long = "command-grace", env = "KTX_COMMAND_GRACE", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub command_grace: Duration,
     /// Runs CMD ARGS… (after `--`) once the session is up, with the workload's environment on
     /// top of yours; the session ends when CMD exits, and ktx exits with CMD's status.
