@@ -33,7 +33,7 @@ pub async fn run(ctx: &Ctx, args: &ExchangeArgs, shutdown: &Shutdown) -> Result<
     let session = crate::plan::rule::random_id();
     check_name(&service)?;
     check_name(&names.exchange(&session))?;
-    let env = workload_env::prepare(ctx, &service, &args.workload).await?;
+    let env = workload_env::prepare(ctx, &service, &args.workload, shutdown).await?;
     let command = LocalCommand::of(&args.workload, env);
     let undo = Undo::new();
     flow::session_with(

@@ -59,7 +59,7 @@ pub async fn run(ctx: &Ctx, args: &MeshArgs, shutdown: &Shutdown) -> Result<()> 
     ] {
         check_name(&n)?;
     }
-    let env = workload_env::prepare(ctx, &service, &args.workload).await?;
+    let env = workload_env::prepare(ctx, &service, &args.workload, shutdown).await?;
     let command = LocalCommand::of(&args.workload, env);
     let undo = Undo::new();
     match args.mode {

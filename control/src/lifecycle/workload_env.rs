@@ -13,21 +13,32 @@ use kube::ResourceExt;
 use crate::cli::WorkloadEnvArgs;
 use crate::error::{Error, Result};
 use crate::lifecycle::flow::Ctx;
+use crate::lifecycle::shutdown::Shutdown;
 use crate::lifecycle::steps;
 use crate::objects::selector_string;
 use crate::plan::takeover::{self, State};
 use crate::plan::workload_env::{self, Sources};
 
 /// The workload's environment of Service `service` when `args` asks for it (`--env-file` or a
-/// command), written to `--env-file` if given; `None` when not asked for.
+/// command), written to `--env-file` if given; `None` when not asked for. A stop request
+/// (Ctrl-C) ends it: nothing has been set up yet.
 pub async fn prepare(
     ctx: &Ctx,
     service: &str,
     args: &WorkloadEnvArgs,
+    shutdown: &Shutdown,
 ) -> Result<Option<Vec<(String, String)>>> {
     if !args.wanted() {
         return Ok(None);
     }
+    tokio::select! {
+        biased;
+        _ = shutdown.reached(1) => Err(Error::Interrupted),
+        r = read(ctx, service, args) => r.map(Some),
+    }
+}
+
+async fn read(ctx: &Ctx, service: &str, args: &WorkloadEnvArgs) -> Result<Vec<(String, String)>> {
     let kube = &ctx.kube;
     let ns = kube.namespace.as_str();
     let svc = steps::service(ctx, service).await?;
@@ -88,7 +99,7 @@ pub async fn prepare(
             env.vars.len()
         )),
     }
-    Ok(Some(env.vars))
+    Ok(env.vars)
 }
 
 /// The pod to read: a running one that is not being deleted if any, by name for a stable pick.

@@ -304,3 +304,16 @@ async fn a_stop_request_reaches_the_command_before_the_teardown() {
     assert!(fake.calls().len() > calls_before_stop);
     assert_eq!(fake.snapshot(), before);
 }
+
+#[tokio::test]
+async fn a_stop_request_while_reading_the_environment_ends_before_anything_is_made() {
+    let (fake, before) = scene();
+    let cli = cli(&["mesh", "tb", "--expose", "3001:80", "--", "true"]);
+    let ctx = support::ctx(&fake, &cli);
+    let (shutdown, stop) = ktx::lifecycle::shutdown::Shutdown::manual();
+    stop.fire();
+    let r = support::run_ctx(&ctx, &cli, &shutdown).await;
+    assert!(matches!(r, Err(ktx::Error::Interrupted)), "{r:?}");
+    assert!(fake.calls().is_empty(), "{:#?}", fake.calls());
+    assert_eq!(fake.snapshot(), before);
+}
