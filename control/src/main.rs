@@ -54,6 +54,11 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(ktx::run_resolved(resolved)) {
         Ok(()) => ExitCode::SUCCESS,
+        // `-- CMD` ended the session: ktx exits as CMD did.
+        Err(e @ ktx::Error::CommandExited { code, .. }) => {
+            eprintln!("ktx: {e}");
+            ExitCode::from(code)
+        }
         Err(e) => {
             // The error's text already carries its cause and what to do about it.
             eprintln!("ktx: {e}");
