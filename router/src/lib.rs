@@ -225,6 +225,7 @@ impl Router {
             h2c_idle_timeout: cfg.h2c_idle_timeout,
             splice_idle_timeout: cfg.splice_idle_timeout,
             silent_upstream_timeout: cfg.silent_upstream_timeout,
+            silent_connect_turns: Arc::new(tokio::sync::Semaphore::new(cfg.silent_connects.max(1))),
         });
         let admission = Arc::new(admission::Admission::new(
             cfg.max_connections,
@@ -236,9 +237,8 @@ impl Router {
 
         let mut listen_addrs = Vec::new();
         for addr in &cfg.listen {
-            let l = TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind {
+            let l =
+                listener::bind(*addr, cfg.listen_backlog).map_err(|source| StartError::Bind {
                     addr: *addr,
                     source,
                 })?;
