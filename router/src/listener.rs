@@ -148,10 +148,14 @@ async fn serve_connection(
                 silent_first: cfg.silent_upstream_timeout,
                 silent_turns: Arc::clone(&cfg.silent_connect_turns),
             };
-            crate::serve::splice::passthrough(&proxy, io, port, peer, bounds).await
+            // Boxed, as h2c below: the task of every connection is as large as the largest
+            // state it could be in, and idle keep-alive HTTP/1.1 connections are the many.
+            Box::pin(crate::serve::splice::passthrough(
+                &proxy, io, port, peer, bounds,
+            ))
+            .await
         }
         Proto::http1 => crate::serve::http1::serve(io, peer, port, proxy, cfg, shutdown).await,
-        // Boxed so every connection's task is not as large as an HTTP/2 connection's state.
         Proto::h2c => {
             Box::pin(crate::serve::h2c::serve(
                 io, peer, port, proxy, cfg, shutdown,
