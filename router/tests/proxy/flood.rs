@@ -40,7 +40,8 @@ fn burst_from_another_thread(
 async fn a_burst_of_connections_waits_for_the_accept_loop_instead_of_being_dropped() {
     let mesh = Mesh::start().await;
     const BURST: usize = 400;
-    let burst = burst_from_another_thread(mesh.addr(), BURST, Duration::from_millis(500));
+    // Within 2 s: a SYN dropped by a full backlog is retried after 1 s, and again after 3 s.
+    let burst = burst_from_another_thread(mesh.addr(), BURST, Duration::from_secs(2));
     // This test's runtime has one thread, which the router shares: blocked here, it accepts
     // nothing while the burst arrives, as when its worker is busy.
     let opened = burst.join().unwrap();
