@@ -135,29 +135,42 @@ pub struct DnsServer {
 
 impl DnsServer {
     pub async fn bind(config: DnsConfig, names: NameTable) -> Result<Self, DnsError> {
-        let addr = config.listen;
-        let udp = UdpSocket::bind(addr)
-            .await
-            .map_err(|source| DnsError::Bind {
-                proto: "udp",
-                addr,
-                source,
-            })?;
-        // Same port for TCP (an ephemeral UDP port picked by the OS is reused).
-        let tcp_addr = udp.local_addr().unwrap_or(addr);
-        let tcp = TcpListener::bind(tcp_addr)
-            .await
-            .map_err(|source| DnsError::Bind {
-                proto: "tcp",
-                addr: tcp_addr,
-                source,
-            })?;
-        Ok(DnsServer {
-            udp,
-            tcp,
-            names,
-            config,
-        })
+        // With port 0 the OS picks the UDP port, which TCP may not have free: try a few.
+        let attempts = if config.listen.port() == 0 { 16 } else { 1 };
+        let mut last = None;
+        for _ in 0..attempts {
+            let addr = config.listen;
+            let udp = UdpSocket::bind(addr)
+                .await
+                .map_err(|source| DnsError::Bind {
+                    proto: "udp",
+                    addr,
+                    source,
+                })?;
+            let tcp_addr = udp.local_addr().unwrap_or(addr);
+            match TcpListener::bind(tcp_addr).await {
+                Ok(tcp) => {
+                    return Ok(DnsServer {
+                        udp,
+                        tcp,
+                        names,
+                        config,
+                    })
+                }
+                Err(source) => {
+                    last = Some(DnsError::Bind {
+                        proto: "tcp",
+                        addr: tcp_addr,
+                        source,
+                    })
+                }
+            }
+        }
+        Err(last.unwrap_or(DnsError::Bind {
+            proto: "tcp",
+            addr: config.listen,
+            source: std::io::ErrorKind::AddrInUse.into(),
+        }))
     }
 
     pub fn local_addr(&self) -> SocketAddr {
