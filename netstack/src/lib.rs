@@ -14,7 +14,8 @@
 //!   plan: includes minus excludes), [`flows`] (the userspace TCP stack and one dial + splice per
 //!   connection; `flows::syn_gate` answers a SYN only once its dial has an answer);
 //! - names: [`names`] (the table and the lookup rules), [`dns`] (the resolver on UDP and TCP);
-//! - machine configuration: [`resolv_conf`] (a managed, backed-up `/etc/resolv.conf`);
+//! - machine configuration: [`resolved`] (per-link DNS where systemd-resolved runs), else
+//!   [`resolv_conf`] (a managed, backed-up `/etc/resolv.conf`);
 //! - no root: [`proxy`] (SOCKS5 and HTTP on one port);
 //! - shared: [`dial`] (the seam and a plain-TCP implementation), [`splice`] (both-way copy).
 //!
@@ -44,5 +45,6 @@ pub mod flows;
 pub mod names;
 pub mod proxy;
 pub mod resolv_conf;
+pub mod resolved;
 pub mod splice;
 pub mod tun_device;
