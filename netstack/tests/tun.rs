@@ -17,7 +17,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ktx_netstack::dial::TcpDial;
+use ktx_netstack::dns::{DnsConfig, DnsServer};
 use ktx_netstack::flows::{self, FlowConfig};
+use ktx_netstack::names::{NameTable, ServiceNames};
+use ktx_netstack::resolv_conf::{install, restore, ResolvPaths, Restored, MARKER};
 use ktx_netstack::tun_device::{self, TunConfig};
 use root::{root_or_skip, Netns};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -55,7 +58,7 @@ fn tun_flows_in_a_netns_and_kill_9_removes_device_and_routes() {
             .expect("child exited before READY")
             .expect("read child");
         println!("child: {line}");
-        if line == "READY" {
+        if line.ends_with("READY") {
             break;
         }
         seen.push(line);
@@ -107,19 +110,191 @@ fn tun_flows_in_a_netns_and_kill_9_removes_device_and_routes() {
     );
 }
 
+/// Runs this binary's `child` test in `ns` and waits until it prints READY.
+fn spawn_child(ns: &Netns, mode: &str, env: &[(&str, &str)]) -> std::process::Child {
+    let exe = std::env::current_exe().expect("test binary path");
+    let mut child = ns
+        .command(exe.to_str().expect("utf-8 path"))
+        .args([
+            "child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("KTX_NST_CHILD", mode)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn child in netns");
+    let stdout = child.stdout.take().expect("piped");
+    let mut lines = BufReader::new(stdout).lines();
+    loop {
+        let line = lines
+            .next()
+            .expect("child exited before READY")
+            .expect("read child");
+        println!("child: {line}");
+        if line.ends_with("READY") {
+            break;
+        }
+    }
+    child
+}
+
+const ORIGINAL_RESOLV: &str = "nameserver 192.0.2.53\nsearch corp.example\n";
+
+/// The whole workstation side in a netns whose /etc/resolv.conf is a bind mount (what
+/// `ip netns exec` does with /etc/netns/NAME/resolv.conf): the resolver installed in the managed
+/// file, curl by cluster name through DNS and the TUN, then kill -9 and the next run's restore.
+#[test]
+fn curl_by_cluster_name_through_dns_and_tun_then_kill_9_and_restore() {
+    if !root_or_skip("curl_by_cluster_name_through_dns_and_tun_then_kill_9_and_restore") {
+        return;
+    }
+    let ns = Netns::new("dns");
+    let etc = std::path::PathBuf::from(format!("/etc/netns/{}", ns.name));
+    struct RemoveDir(std::path::PathBuf);
+    impl Drop for RemoveDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    std::fs::create_dir_all(&etc).expect("mkdir /etc/netns/NAME");
+    let _etc = RemoveDir(etc.clone());
+    let resolv = etc.join("resolv.conf");
+    std::fs::write(&resolv, ORIGINAL_RESOLV).expect("write netns resolv.conf");
+    let backup = etc.join("ktx-state/resolv.conf.backup");
+
+    let curl = |url: &str| {
+        ns.command("curl")
+            .args(["-sS", "--max-time", "5", url])
+            .output()
+            .expect("curl")
+    };
+    let before = curl("http://inventory.shop:8080/");
+    assert!(!before.status.success(), "no cluster names before connect");
+
+    let mut child = spawn_child(
+        &ns,
+        "connect",
+        &[("KTX_NST_BACKUP", backup.to_str().expect("utf-8"))],
+    );
+    let managed = std::fs::read_to_string(&resolv).expect("read");
+    assert!(
+        managed.starts_with(MARKER),
+        "written through the bind mount: {managed}"
+    );
+    for url in [
+        "http://inventory.shop:8080/",
+        "http://inventory:8080/",
+        "http://inventory.shop.svc.cluster.local:8080/",
+    ] {
+        let out = curl(url);
+        assert!(
+            out.status.success(),
+            "{url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "hello ktxnet",
+            "{url}"
+        );
+    }
+
+    child.kill().expect("kill -9 the child");
+    let _ = child.wait();
+    assert!(
+        std::fs::read_to_string(&resolv)
+            .expect("read")
+            .starts_with(MARKER),
+        "a crash leaves the managed file"
+    );
+    let paths = ResolvPaths {
+        resolv_conf: resolv.clone(),
+        backup,
+    };
+    assert_eq!(restore(&paths).expect("restore"), Restored::Restored);
+    assert_eq!(
+        std::fs::read_to_string(&resolv).expect("read"),
+        ORIGINAL_RESOLV
+    );
+    let links = root::run("ip", &["-n", &ns.name, "-o", "link"]);
+    assert!(
+        !links.contains(DEVICE),
+        "device gone with the process: {links}"
+    );
+}
+
+async fn child_connect() {
+    spawn_http().await;
+    let names = NameTable::new("cluster.local", "shop");
+    names.set_service(
+        "shop",
+        "inventory",
+        ServiceNames {
+            ips: vec!["10.250.0.10".parse().expect("ip")],
+            pods: Default::default(),
+        },
+    );
+    let config = TunConfig {
+        name: DEVICE.into(),
+        mtu: 1500,
+        address: "10.251.0.1".parse().expect("addr"),
+        include: vec!["10.250.0.0/16".parse().expect("cidr")],
+        exclude: vec![],
+        never_route: vec![],
+    };
+    let tun = tun_device::open(&config).await.expect("open tun");
+    let dial = Arc::new(TcpDial::new(
+        |dst: SocketAddr| SocketAddr::from(([127, 0, 0, 1], dst.port())),
+        Duration::from_secs(2),
+    ));
+    tokio::spawn(flows::serve(tun, dial, FlowConfig::default()));
+
+    let paths = ResolvPaths {
+        resolv_conf: "/etc/resolv.conf".into(),
+        backup: std::env::var("KTX_NST_BACKUP").expect("backup path").into(),
+    };
+    let resolver: SocketAddr = "127.0.0.153:53".parse().expect("addr");
+    let search = [
+        "shop.svc.cluster.local",
+        "svc.cluster.local",
+        "cluster.local",
+    ]
+    .map(String::from);
+    let installed = install(&paths, resolver.ip(), &search).expect("install resolv.conf");
+    let upstreams = installed
+        .original
+        .nameservers
+        .iter()
+        .map(|ip| SocketAddr::new(*ip, 53))
+        .collect();
+    let dns = DnsServer::bind(DnsConfig::new(resolver, upstreams), names)
+        .await
+        .expect("bind dns");
+    tokio::spawn(dns.run());
+    println!("READY");
+    tokio::time::sleep(Duration::from_secs(120)).await;
+}
+
 /// The in-namespace half; runs only when the parent sets KTX_NST_CHILD.
 #[test]
 #[ignore = "run by tun_flows_in_a_netns_and_kill_9_removes_device_and_routes inside its netns"]
 fn child() {
-    if std::env::var("KTX_NST_CHILD").is_err() {
+    let Ok(mode) = std::env::var("KTX_NST_CHILD") else {
         return;
-    }
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(child_main());
+    match mode.as_str() {
+        "connect" => rt.block_on(child_connect()),
+        _ => rt.block_on(child_main()),
+    }
 }
 
 struct StderrLog;
@@ -151,27 +326,7 @@ async fn child_main() {
             });
         }
     });
-    let http = TcpListener::bind("127.0.0.1:8080")
-        .await
-        .expect("bind http");
-    tokio::spawn(async move {
-        loop {
-            let (mut c, _) = http.accept().await.expect("accept");
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match c.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = c
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\nConnection: close\r\n\r\nhello ktxnet")
-                    .await;
-            });
-        }
-    });
+    spawn_http().await;
 
     let config = TunConfig {
         name: DEVICE.into(),
@@ -260,6 +415,30 @@ async fn child_main() {
     );
     println!("READY");
     tokio::time::sleep(Duration::from_secs(120)).await;
+}
+
+async fn spawn_http() {
+    let http = TcpListener::bind("127.0.0.1:8080")
+        .await
+        .expect("bind http");
+    tokio::spawn(async move {
+        loop {
+            let (mut c, _) = http.accept().await.expect("accept");
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = c
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\nConnection: close\r\n\r\nhello ktxnet")
+                    .await;
+            });
+        }
+    });
 }
 
 fn pattern(i: usize) -> u8 {
