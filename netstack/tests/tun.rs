@@ -16,13 +16,14 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ktx_netstack::dial::TcpDial;
+use ktx_netstack::dial::{Dial, DialError, TcpDial};
 use ktx_netstack::dns::{DnsConfig, DnsServer};
 use ktx_netstack::flows::{self, FlowConfig};
 use ktx_netstack::names::{NameTable, ServiceNames};
 use ktx_netstack::resolv_conf::{install, restore, ResolvPaths, Restored, MARKER};
 use ktx_netstack::tun_device::{self, TunConfig};
 use root::{root_or_skip, Netns};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -350,10 +351,10 @@ async fn child_main() {
 
     let config = flows_config();
     let tun = tun_device::open(&config).await.expect("open tun");
-    let dial = Arc::new(TcpDial::new(
-        |dst: SocketAddr| SocketAddr::from(([127, 0, 0, 1], dst.port())),
-        Duration::from_secs(2),
-    ));
+    let slow_dials = Arc::new(AtomicUsize::new(0));
+    let dial = Arc::new(SlowOn7002 {
+        slow_dials: slow_dials.clone(),
+    });
     tokio::spawn(flows::serve(tun, dial, FlowConfig::default()));
 
     // a request and its answer
@@ -384,6 +385,25 @@ async fn child_main() {
         Err(std::io::ErrorKind::ConnectionRefused)
     );
     assert!(took < Duration::from_secs(1), "{took:?}");
+
+    // a dial slower than the client's SYN retransmission (1 s): the retransmitted SYN is not
+    // a second flow, and the client connects once the dial succeeded
+    let started = Instant::now();
+    let mut c = TcpStream::connect("10.250.0.1:7002")
+        .await
+        .expect("connect through a slow dial");
+    let took = started.elapsed();
+    c.write_all(b"slow").await.expect("write");
+    let mut got = [0u8; 4];
+    c.read_exact(&mut got).await.expect("read");
+    assert_eq!(&got, b"slow");
+    assert!(took >= SLOW_DIAL, "connected only after the dial: {took:?}");
+    assert_eq!(
+        slow_dials.load(Ordering::SeqCst),
+        1,
+        "one dial for the retransmitted SYNs"
+    );
+    println!("slow dial: connected after {took:?}, dialed once");
 
     // 100 MiB both ways through the echo, byte-exact
     let c = TcpStream::connect("10.250.3.4:7000")
@@ -428,6 +448,28 @@ async fn child_main() {
     );
     println!("READY");
     tokio::time::sleep(Duration::from_secs(120)).await;
+}
+
+const SLOW_DIAL: Duration = Duration::from_millis(1500);
+
+/// Maps 10.250.x.y:p to 127.0.0.1:p; port 7002 is the echo behind a dial that takes 1.5 s.
+struct SlowOn7002 {
+    slow_dials: Arc<AtomicUsize>,
+}
+
+impl Dial for SlowOn7002 {
+    type Stream = TcpStream;
+    async fn dial(&self, dst: SocketAddr) -> Result<TcpStream, DialError> {
+        let mut port = dst.port();
+        if port == 7002 {
+            self.slow_dials.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(SLOW_DIAL).await;
+            port = 7000;
+        }
+        TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port)))
+            .await
+            .map_err(|e| DialError::from_io(dst, &e))
+    }
 }
 
 fn flows_config() -> TunConfig {
