@@ -125,6 +125,24 @@ pub fn decide(query: &[u8], names: &Names, ttl: u32) -> Decision {
     }
 }
 
+/// [`decide`] for a UDP query: an answer larger than the client can take over UDP (512 bytes, or
+/// its EDNS payload size) is sent truncated (TC set, no records), so the client retries over
+/// TCP — a headless Service with many pods does not fit in 512 bytes.
+pub fn decide_udp(query: &[u8], names: &Names, ttl: u32) -> Decision {
+    let decision = decide(query, names, ttl);
+    let Decision::Reply(bytes) = &decision else {
+        return decision;
+    };
+    let limit = Message::from_vec(query).map_or(512, |q| usize::from(q.max_payload()));
+    if bytes.len() <= limit {
+        return decision;
+    }
+    match Message::from_vec(bytes).map(|m| m.truncate().to_vec()) {
+        Ok(Ok(truncated)) => Decision::Reply(truncated),
+        _ => Decision::Drop,
+    }
+}
+
 /// A bound resolver; [`DnsServer::run`] serves until dropped.
 pub struct DnsServer {
     udp: UdpSocket,
@@ -212,7 +230,7 @@ async fn serve_udp(udp: Arc<UdpSocket>, names: NameTable, forwarder: Arc<Forward
             continue;
         };
         let query = &buf[..n];
-        match decide(query, &names.snapshot(), ttl) {
+        match decide_udp(query, &names.snapshot(), ttl) {
             Decision::Reply(bytes) => {
                 let _ = udp.send_to(&bytes, peer).await;
             }

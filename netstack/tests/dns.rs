@@ -19,6 +19,16 @@ fn table() -> NameTable {
     let t = NameTable::new("cluster.local", "shop");
     t.set_service(
         "shop",
+        "many",
+        ServiceNames {
+            ips: (1..=60)
+                .map(|i| format!("10.244.1.{i}").parse().unwrap())
+                .collect(),
+            pods: BTreeMap::new(),
+        },
+    );
+    t.set_service(
+        "shop",
         "inventory",
         ServiceNames {
             ips: vec!["10.96.0.10".parse().unwrap(), "fd00::10".parse().unwrap()],
@@ -169,6 +179,27 @@ async fn dig_gets_every_name_form_nxdomain_and_forwarded_answers() {
             "{got}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_answer_is_truncated_over_udp_and_whole_over_tcp() {
+    if !have_dig() {
+        return;
+    }
+    let dns = server(vec![], Duration::from_secs(1)).await;
+    let got = dig(dns, &["+notcp", "+noedns", "+ignore", "many.shop"]).await;
+    assert!(got.contains(" tc"), "TC set: {got}");
+    assert!(got.contains("ANSWER: 0"), "{got}");
+    // dig retries over TCP by itself when TC is set
+    let got = dig(dns, &["+notcp", "+noedns", "+short", "many.shop"]).await;
+    assert_eq!(got.lines().count(), 60, "{got}");
+    // an EDNS client with a large buffer gets it all over UDP
+    let got = dig(
+        dns,
+        &["+notcp", "+bufsize=4096", "+ignore", "+short", "many.shop"],
+    )
+    .await;
+    assert_eq!(got.lines().count(), 60, "{got}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
