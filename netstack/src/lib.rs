@@ -25,7 +25,9 @@
 //!   tokio). `smoltcp` is the more mature stack but is poll-driven: bridging its sockets to
 //!   tokio streams is a few hundred lines of our own; `netstack-smoltcp` does that bridging but
 //!   is younger and less used. Measured here (netns test, 100 MiB echoed both ways at the same
-//!   time, byte-exact): 7–17 MiB/s each way in a debug build on a loaded 2-core machine. Known
+//!   time, byte-exact, `cargo test --release -p ktx-netstack --test tun -- --nocapture
+//!   tun_flows`): 49–61 MiB/s each way in three runs (7–17 in a debug build) on a loaded
+//!   2-core machine. Known
 //!   ipstack 1.0.1 defects, each shown by an ignored netns test in `tests/tun.rs`: it answers
 //!   SYNs at once (worked around: the SYN gate), it has no TCP half-close (a client's FIN
 //!   closes both directions), its receive window ignores bytes queued for the reader (a
