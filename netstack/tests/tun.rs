@@ -36,34 +36,7 @@ fn tun_flows_in_a_netns_and_kill_9_removes_device_and_routes() {
         return;
     }
     let ns = Netns::new("tun");
-    let exe = std::env::current_exe().expect("test binary path");
-    let mut child = ns
-        .command(exe.to_str().expect("utf-8 path"))
-        .args([
-            "child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("KTX_NST_CHILD", "1")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn child in netns");
-    let stdout = child.stdout.take().expect("piped");
-    let mut lines = BufReader::new(stdout).lines();
-    let mut seen = Vec::new();
-    loop {
-        let line = lines
-            .next()
-            .expect("child exited before READY")
-            .expect("read child");
-        println!("child: {line}");
-        if line.ends_with("READY") {
-            break;
-        }
-        seen.push(line);
-    }
+    let mut child = spawn_child(&ns, "flows", &[]);
     let routes = root::run("ip", &["-n", &ns.name, "route"]);
     assert!(
         routes.contains(&format!("10.250.0.0/16 dev {DEVICE}")),
@@ -98,7 +71,6 @@ fn tun_flows_in_a_netns_and_kill_9_removes_device_and_routes() {
     assert_eq!(out.status.code(), Some(7), "curl: couldn't connect: {err}");
 
     child.kill().expect("kill -9 the child");
-    let _ = child.wait();
     let links = root::run("ip", &["-n", &ns.name, "-o", "link"]);
     assert!(
         !links.contains(DEVICE),
@@ -124,7 +96,6 @@ fn tun_half_close_keeps_the_other_direction_open() {
     let ns = Netns::new("half");
     let mut child = spawn_child(&ns, "half-close", &[]);
     child.kill().expect("kill the child");
-    let _ = child.wait();
 }
 
 /// A destination that never reads: what the machine's client can write must stay bounded
@@ -140,7 +111,6 @@ fn tun_a_destination_that_never_reads_bounds_what_the_client_can_write() {
     let ns = Netns::new("bp");
     let mut child = spawn_child(&ns, "backpressure", &[]);
     child.kill().expect("kill the child");
-    let _ = child.wait();
 }
 
 async fn child_backpressure() {
@@ -201,9 +171,9 @@ async fn child_half_close() {
 }
 
 /// Runs this binary's `child` test in `ns` and waits until it prints READY.
-fn spawn_child(ns: &Netns, mode: &str, env: &[(&str, &str)]) -> std::process::Child {
+fn spawn_child(ns: &Netns, mode: &str, env: &[(&str, &str)]) -> ChildGuard {
     let exe = std::env::current_exe().expect("test binary path");
-    let mut child = ns
+    let child = ns
         .command(exe.to_str().expect("utf-8 path"))
         .args([
             "child",
@@ -217,7 +187,8 @@ fn spawn_child(ns: &Netns, mode: &str, env: &[(&str, &str)]) -> std::process::Ch
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn child in netns");
-    let stdout = child.stdout.take().expect("piped");
+    let mut child = ChildGuard(child);
+    let stdout = child.0.stdout.take().expect("piped");
     let mut lines = BufReader::new(stdout).lines();
     loop {
         let line = lines
@@ -230,6 +201,24 @@ fn spawn_child(ns: &Netns, mode: &str, env: &[(&str, &str)]) -> std::process::Ch
         }
     }
     child
+}
+
+/// Kills the child (SIGKILL) if a failed assertion unwinds the parent first.
+struct ChildGuard(std::process::Child);
+
+impl ChildGuard {
+    /// `kill -9` and reap.
+    fn kill(&mut self) -> std::io::Result<()> {
+        self.0.kill()?;
+        self.0.wait().map(|_| ())
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 const ORIGINAL_RESOLV: &str = "nameserver 192.0.2.53\nsearch corp.example\n";
@@ -294,7 +283,6 @@ fn curl_by_cluster_name_through_dns_and_tun_then_kill_9_and_restore() {
     }
 
     child.kill().expect("kill -9 the child");
-    let _ = child.wait();
     assert!(
         std::fs::read_to_string(&resolv)
             .expect("read")
