@@ -34,6 +34,9 @@ impl AdminState {
 fn respond(req: &Request<Incoming>, state: &AdminState) -> Reply {
     match req.uri().path() {
         "/healthz" => admin::text(StatusCode::OK, "ok\n"),
+        "/readyz" if state.ready() && !state.readiness.needs_session() => {
+            admin::text(StatusCode::OK, "ready: listening for ktx connect\n")
+        }
         "/readyz" if state.ready() => admin::text(StatusCode::OK, "ready: tunnel up\n"),
         "/readyz" => admin::text(
             StatusCode::SERVICE_UNAVAILABLE,

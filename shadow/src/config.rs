@@ -11,14 +11,34 @@ pub use ktx_telemetry::{parse_duration, LogFormat};
 /// Port the shadow accepts the tunnel on, unless told otherwise.
 pub const DEFAULT_TUNNEL_PORT: u16 = 7766;
 
+/// What this pod is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// A shadow of `ktx mesh` / `ktx exchange`: connections to --ports go to the developer.
+    Mesh,
+    /// A connect pod of `ktx connect`: ktx opens streams, this pod dials their destinations.
+    Connect,
+}
+
 /// ktx-shadow: stands in for a developer's process inside the cluster. Every connection to one
-/// of its ports is carried through the ktx tunnel to the developer's machine.
+/// of its ports is carried through the ktx tunnel to the developer's machine. In connect mode it
+/// is the other way round: ktx opens streams and the pod connects each to its destination.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "ktx-shadow", version, about, long_about = None)]
 pub struct Config {
-    /// Service target ports to listen on, comma separated (e.g. 8080,9090).
-    #[arg(long, env = "KTX_SHADOW_PORTS", value_delimiter = ',', required = true)]
+    /// `mesh`: listen on --ports and carry their connections to ktx. `connect`: dial in the
+    /// cluster for `ktx connect` (no --ports; refuses its own loopback and link-local).
+    #[arg(long, env = "KTX_SHADOW_MODE", value_enum, default_value = "mesh")]
+    pub mode: Mode,
+
+    /// Service target ports to listen on, comma separated (e.g. 8080,9090). Required in mesh
+    /// mode, refused in connect mode.
+    #[arg(long, env = "KTX_SHADOW_PORTS", value_delimiter = ',')]
     pub ports: Vec<u16>,
+
+    /// Connect mode: give up connecting to a destination after this long (ktx is told `504`).
+    #[arg(long, env = "KTX_SHADOW_DIAL_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub dial_timeout: Duration,
 
     /// Address the service ports listen on.
     #[arg(long, env = "KTX_SHADOW_LISTEN_ADDR", default_value = "0.0.0.0")]
@@ -104,6 +124,17 @@ pub struct Config {
 }
 
 impl Config {
+    /// What the flags cannot say alone: mesh mode needs ports, connect mode has none.
+    pub fn check(&self) -> Result<(), String> {
+        match (self.mode, self.ports.is_empty()) {
+            (Mode::Mesh, true) => Err("--ports (KTX_SHADOW_PORTS) is required in mesh mode".into()),
+            (Mode::Connect, false) => {
+                Err("connect mode listens on no service ports: drop --ports".into())
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The policy for connections ktx did not take, from `--on-unavailable` and `--fallback`.
     pub fn policy(&self) -> Result<crate::unavailable::Policy, String> {
         crate::unavailable::Policy::from_flags(&self.on_unavailable, &self.fallback)
@@ -114,6 +145,11 @@ impl Config {
 mod tests {
     use super::*;
 
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let c = Config::try_parse_from(args).map_err(|e| e.to_string())?;
+        c.check().map(|()| c)
+    }
+
     #[test]
     fn ports_and_defaults() {
         let c = Config::try_parse_from(["ktx-shadow", "--ports", "8080,9090"]).unwrap();
@@ -122,8 +158,19 @@ mod tests {
         assert!(c.tunnel_addr.is_loopback());
         assert_eq!(c.tls_dir, PathBuf::from("/var/run/ktx"));
         assert_eq!(c.log_format, LogFormat::Json);
-        assert!(Config::try_parse_from(["ktx-shadow"]).is_err());
-        assert!(Config::try_parse_from(["ktx-shadow", "--ports", "x"]).is_err());
+        assert!(parse(&["ktx-shadow"]).is_err());
+        assert!(parse(&["ktx-shadow", "--ports", "x"]).is_err());
+        assert_eq!(c.mode, Mode::Mesh);
+    }
+
+    #[test]
+    fn connect_mode_needs_no_ports_and_mesh_mode_refuses_none() {
+        let c = parse(&["ktx-shadow", "--mode", "connect"]).unwrap();
+        assert_eq!((c.mode, c.ports.len()), (Mode::Connect, 0));
+        assert_eq!(c.dial_timeout, Duration::from_secs(10));
+        assert!(parse(&["ktx-shadow", "--mode", "mesh"]).is_err());
+        assert!(parse(&["ktx-shadow", "--mode", "connect", "--ports", "80"]).is_err());
+        assert!(parse(&["ktx-shadow", "--mode", "other"]).is_err());
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! `ktx-shadow`: runs in the shadow pod, listens on the Service's target ports and sends every
-//! connection through the tunnel to the developer's machine.
+//! connection through the tunnel to the developer's machine. In connect mode
+//! ([`config::Mode::Connect`], the pod of `ktx connect`) it has no service ports: ktx opens
+//! streams through the tunnel and the pod dials their destinations
+//! (`ktx_tunnel::connect::pod`); it is ready once it listens on the tunnel port.
 //!
 //! One readable assembly ([`Shadow::start`]): bind every port → the tunnel port accepts one
 //! authenticated ktx session at a time ([`tunnel`]) → the service ports turn each connection
@@ -20,6 +23,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ktx_tunnel::connect::pod::ConnectPodEndpoint;
 use ktx_tunnel::credentials::{CredentialsError, SideMaterial};
 use ktx_tunnel::shadow::ShadowEndpoint;
 use ktx_tunnel::tls::TlsConfigError;
@@ -30,7 +34,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::AdminState;
-use crate::config::Config;
+use crate::config::{Config, Mode};
 use crate::metrics::Metrics;
 use crate::ready::Readiness;
 use crate::slot::{Live, Slot};
@@ -39,6 +43,10 @@ use crate::unavailable::Unavailable;
 /// Everything [`Shadow::start`] needs, already loaded and checked.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// Mesh (service ports → ktx) or connect (ktx → destinations in the cluster).
+    pub mode: Mode,
+    /// Connect mode: how long a connection attempt to a destination may take.
+    pub dial_timeout: std::time::Duration,
     /// Where the service ports listen (every interface in a pod).
     pub listen_addr: IpAddr,
     /// Where the tunnel port listens (the pod's loopback, which the port-forward reaches).
@@ -67,6 +75,8 @@ pub enum StartError {
     Tls(#[from] TlsConfigError),
     #[error("{0}")]
     Policy(String),
+    #[error("{0}")]
+    Config(String),
     #[error("port {0} is both a service port and the tunnel or admin port")]
     PortClash(u16),
     #[error("listen on {addr}: {source}{}", privileged_port_hint(*addr, source))]
@@ -79,6 +89,7 @@ pub enum StartError {
 impl Settings {
     /// Reads the credentials named by the config.
     pub fn from_config(cfg: &Config) -> Result<Self, StartError> {
+        cfg.check().map_err(StartError::Config)?;
         let tls =
             SideMaterial::load_dir(&cfg.tls_dir).map_err(|source| StartError::Credentials {
                 dir: cfg.tls_dir.clone(),
@@ -96,6 +107,8 @@ impl Settings {
             session: cfg.session.clone(),
         };
         Ok(Self {
+            mode: cfg.mode,
+            dial_timeout: cfg.dial_timeout,
             listen_addr: cfg.listen_addr,
             tunnel_addr: cfg.tunnel_addr,
             ports: cfg.ports.clone(),
@@ -156,12 +169,23 @@ impl Shadow {
         let mut registry = Registry::default();
         let metrics = Metrics::new(&mut registry);
         let slot = Slot::new(metrics.clone());
-        let readiness = Readiness::new(slot.clone(), settings.ports.len());
+        // A connect pod serves no ports and is ready while it listens: ktx waits for that
+        // before it opens the tunnel.
+        let needs_session = settings.mode == Mode::Mesh;
+        let readiness = Readiness::new(slot.clone(), settings.ports.len(), needs_session);
         let (stop_service, _) = watch::channel(false);
         let (stop_tunnel, _) = watch::channel(false);
 
         let tls = settings.tls.shadow_config()?;
-        let endpoint = ShadowEndpoint::new(tls, settings.options.clone());
+        let options = settings.options.clone();
+        let endpoint = match settings.mode {
+            Mode::Mesh => tunnel::Endpoint::Mesh(ShadowEndpoint::new(tls, options)),
+            Mode::Connect => tunnel::Endpoint::Connect(ConnectPodEndpoint::new(
+                tls,
+                options,
+                settings.dial_timeout,
+            )),
+        };
 
         // Bind everything before starting anything, so a failure leaves nothing running.
         let tunnel_listener =
@@ -209,10 +233,11 @@ impl Shadow {
         };
         let admin = tokio::spawn(admin::serve(admin_listener, state, stop_tunnel.subscribe()));
         tracing::info!(
+            mode = ?settings.mode,
             ports = ?service_addrs,
             tunnel = %tunnel_addr,
             admin = %admin_addr,
-            "shadow listening; not ready until ktx connects"
+            "shadow listening"
         );
         Ok(Self {
             service_addrs,

@@ -7,6 +7,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use ktx_tunnel::connect::pod::DialObserver;
+use ktx_tunnel::proto::connect_head::DialFailure;
 use ktx_tunnel::splice::Observer;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -29,11 +31,16 @@ pub struct NotTakenLabel {
     pub action: &'static str,
 }
 
-/// Every metric of the shadow.
+/// Every metric of the shadow. In connect mode `streams`, `active_streams`, `stream_errors`
+/// and `bytes` count the streams ktx opened (`to_ktx`: from the destinations), and
+/// `dial_failures` the ones the pod answered with an error.
 #[derive(Debug, Clone)]
 pub struct Metrics {
     /// Connections sent through the tunnel.
     pub streams: Counter,
+    /// Connect mode: streams not connected, by reason (`bad-head`, `forbidden`, `refused`,
+    /// `unreachable`, `timeout`).
+    pub dial_failures: Family<ReasonLabel, Counter>,
     pub active_streams: Gauge,
     /// Streams that ended abnormally (reset, refused by ktx, tunnel lost).
     pub stream_errors: Counter,
@@ -75,6 +82,7 @@ impl Metrics {
             .clone();
         let m = Self {
             streams: Counter::default(),
+            dial_failures: Family::default(),
             active_streams: Gauge::default(),
             stream_errors: Counter::default(),
             refused_connections: Counter::default(),
@@ -118,6 +126,11 @@ impl Metrics {
         );
         r.register("sessions", "Tunnel sessions accepted", m.sessions.clone());
         r.register(
+            "dial_failures",
+            "Connect mode: streams the pod could not connect, by reason",
+            m.dial_failures.clone(),
+        );
+        r.register(
             "session_up",
             "1 while a tunnel session is up",
             m.session_up.clone(),
@@ -131,6 +144,39 @@ impl Metrics {
         self.refused_peers
             .get_or_create(&ReasonLabel { reason })
             .get()
+    }
+}
+
+impl Metrics {
+    /// Connect mode: streams answered with `failure`.
+    pub fn dial_failures(&self, failure: DialFailure) -> u64 {
+        self.dial_failures
+            .get_or_create(&ReasonLabel {
+                reason: failure.label(),
+            })
+            .get()
+    }
+}
+
+impl DialObserver for Metrics {
+    fn opened(&self) {
+        self.streams.inc();
+        self.active_streams.inc();
+    }
+
+    fn failed(&self, failure: DialFailure) {
+        self.dial_failures
+            .get_or_create(&ReasonLabel {
+                reason: failure.label(),
+            })
+            .inc();
+    }
+
+    fn closed(&self, cut: bool) {
+        self.active_streams.dec();
+        if cut {
+            self.stream_errors.inc();
+        }
     }
 }
 

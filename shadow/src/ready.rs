@@ -1,5 +1,5 @@
 //! Readiness: a session is up, every service port is listening again for it, and the shadow is
-//! not draining. What `/readyz` answers (so the kubelet, and through it the router's
+//! not draining (connect mode: not draining; it has no service ports and needs no session). What `/readyz` answers (so the kubelet, and through it the router's
 //! endpoints, send traffic here only then) and what tests wait on.
 //!
 //! The ports count separately because they are bound again when a session comes
@@ -21,20 +21,28 @@ pub struct Readiness {
     ports: usize,
     /// Set on shutdown: not ready any more, whatever the tunnel does.
     draining: AtomicBool,
+    /// Mesh mode: ready only with a session. Connect mode: ready while listening.
+    needs_session: bool,
 }
 
 impl Readiness {
-    pub fn new(slot: Arc<Slot>, ports: usize) -> Arc<Self> {
+    pub fn new(slot: Arc<Slot>, ports: usize, needs_session: bool) -> Arc<Self> {
         Arc::new(Self {
             slot,
             listening: watch::channel(0).0,
             ports,
             draining: AtomicBool::new(false),
+            needs_session,
         })
     }
 
+    /// Whether readiness waits for a session (mesh mode).
+    pub fn needs_session(&self) -> bool {
+        self.needs_session
+    }
+
     pub fn is_ready(&self) -> bool {
-        self.slot.current().is_some()
+        (!self.needs_session || self.slot.current().is_some())
             && *self.listening.borrow() == self.ports
             && !self.draining.load(Ordering::Relaxed)
     }

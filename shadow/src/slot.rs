@@ -61,6 +61,12 @@ pub struct Claim {
 }
 
 impl Claim {
+    /// Counts the session as up without publishing a handle (connect mode: no service port
+    /// opens streams; the slot only keeps the session single).
+    pub fn mark_up(&self) {
+        self.slot.metrics.session_up.set(1);
+    }
+
     /// Makes the session visible to the service listeners: the shadow is ready from now on.
     pub fn publish(&self, live: Live) {
         self.slot.metrics.session_up.set(1);

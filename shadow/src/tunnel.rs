@@ -1,4 +1,6 @@
-//! The tunnel port: authenticate ktx, enforce one session at a time, and run the session.
+//! The tunnel port: authenticate ktx, enforce one session at a time, and run the session (a
+//! mesh session whose streams the service ports open, or a connect session whose streams ktx
+//! opens and the pod dials).
 //!
 //! Handshakes run concurrently (bounded), each within the handshake timeout, so a silent or
 //! hostile peer can neither hold the slot nor block the real ktx. Every refusal is counted by
@@ -8,7 +10,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use ktx_tunnel::shadow::ShadowEndpoint;
+use ktx_tunnel::connect::pod::ConnectPodEndpoint;
+use ktx_tunnel::shadow::{AcceptError, ShadowEndpoint};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -17,12 +20,19 @@ use crate::metrics::Metrics;
 use crate::slot::{Live, Slot};
 use crate::stopped;
 
+/// The tunnel end of this pod's mode.
+#[derive(Debug, Clone)]
+pub(crate) enum Endpoint {
+    Mesh(ShadowEndpoint),
+    Connect(ConnectPodEndpoint),
+}
+
 /// Handshakes in progress at once; more are closed at once (counted as `overload`).
 const MAX_HANDSHAKES: usize = 32;
 
 pub(crate) async fn serve(
     listener: TcpListener,
-    endpoint: ShadowEndpoint,
+    endpoint: Endpoint,
     slot: Arc<Slot>,
     metrics: Metrics,
     mut stop: watch::Receiver<bool>,
@@ -71,7 +81,7 @@ pub(crate) async fn serve(
 }
 
 struct Connection {
-    endpoint: ShadowEndpoint,
+    endpoint: Endpoint,
     slot: Arc<Slot>,
     metrics: Metrics,
     stop: watch::Receiver<bool>,
@@ -85,39 +95,60 @@ impl Connection {
         peer: SocketAddr,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) {
-        let accepted = self.endpoint.accept(tcp, || self.slot.try_claim()).await;
-        drop(permit);
-        let accepted = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                self.metrics
-                    .refused_peers
-                    .get_or_create(&crate::metrics::ReasonLabel { reason: e.reason() })
-                    .inc();
-                tracing::warn!(%peer, reason = e.reason(), error = %e, "tunnel connection refused");
-                return;
+        match &self.endpoint {
+            Endpoint::Mesh(e) => {
+                let accepted = e.accept(tcp, || self.slot.try_claim()).await;
+                drop(permit);
+                let accepted = match accepted {
+                    Ok(a) => a,
+                    Err(e) => return self.refused(peer, &e),
+                };
+                self.up(peer, &accepted.peer.software, accepted.version);
+                accepted.claim.publish(Live {
+                    id: self.id,
+                    handle: accepted.handle,
+                });
+                let mut stop = self.stop.clone();
+                let end = accepted
+                    .driver
+                    .run(async move { stopped(&mut stop).await })
+                    .await;
+                // Not ready from here on: the claim goes with the session.
+                drop(accepted.claim);
+                tracing::warn!(session = self.id, %peer, reason = %end, "tunnel session ended: not ready");
             }
-        };
-        let session = self.id;
-        tracing::info!(
-            session,
-            %peer,
-            ktx = %accepted.peer.software,
-            version = accepted.version,
-            "tunnel session up: ready"
-        );
+            Endpoint::Connect(e) => {
+                let accepted = e.accept(tcp, || self.slot.try_claim()).await;
+                drop(permit);
+                let accepted = match accepted {
+                    Ok(a) => a,
+                    Err(e) => return self.refused(peer, &e),
+                };
+                self.up(peer, &accepted.peer.software, accepted.version);
+                accepted.claim.mark_up();
+                let mut stop = self.stop.clone();
+                let end = accepted
+                    .session
+                    .run(Arc::new(self.metrics.clone()), async move {
+                        stopped(&mut stop).await
+                    })
+                    .await;
+                drop(accepted.claim);
+                tracing::warn!(session = self.id, %peer, reason = %end, "connect session ended");
+            }
+        }
+    }
+
+    fn refused(&self, peer: SocketAddr, e: &AcceptError) {
+        self.metrics
+            .refused_peers
+            .get_or_create(&crate::metrics::ReasonLabel { reason: e.reason() })
+            .inc();
+        tracing::warn!(%peer, reason = e.reason(), error = %e, "tunnel connection refused");
+    }
+
+    fn up(&self, peer: SocketAddr, ktx: &str, version: u16) {
+        tracing::info!(session = self.id, %peer, %ktx, version, "tunnel session up");
         self.metrics.sessions.inc();
-        accepted.claim.publish(Live {
-            id: session,
-            handle: accepted.handle,
-        });
-        let mut stop = self.stop;
-        let end = accepted
-            .driver
-            .run(async move { stopped(&mut stop).await })
-            .await;
-        // Not ready from here on: the claim goes with the session.
-        drop(accepted.claim);
-        tracing::warn!(session, %peer, reason = %end, "tunnel session ended: not ready");
     }
 }

@@ -199,7 +199,7 @@ async fn a_shadow_with_the_wrong_certificate_is_refused_by_ktx() {
 async fn an_incompatible_version_is_refused_with_a_readable_error() {
     let creds = SessionCredentials::generate("t").unwrap();
     let mut newer = quick("ktx-shadow");
-    newer.protocol = VersionRange::new(2, 3).unwrap();
+    newer.protocol = VersionRange::new(3, 4).unwrap();
     newer.software = "ktx-shadow 0.3.0".into();
     let shadow = shadow(creds.shadow(), 1, newer).await;
     let local = echo_server().await;
@@ -208,10 +208,11 @@ async fn an_incompatible_version_is_refused_with_a_readable_error() {
     });
     let mut old = quick("ktx");
     old.software = "ktx 0.1.0".into();
+    old.protocol = VersionRange::new(1, 2).unwrap();
     let tunnel = ktx(creds.ktx(), &shadow, local, connector, old);
     let status = within("the verdict", tunnel.wait_for_session(1)).await;
-    let want = "ktx 0.1.0 speaks tunnel protocol 1..1, the shadow image (ktx-shadow 0.3.0) \
-                speaks 2..3: upgrade ktx";
+    let want = "ktx 0.1.0 speaks tunnel protocol 1..2, the shadow image (ktx-shadow 0.3.0) \
+                speaks 3..4: upgrade ktx";
     assert_eq!(status, Status::Failed { error: want.into() });
     // Permanent: the tunnel task ended by itself with the same error.
     let err = tunnel.shutdown().await.unwrap_err();
@@ -416,33 +417,6 @@ async fn a_stream_to_a_local_port_that_is_down_is_reset_not_hung() {
 }
 
 /// Status code of a one-shot HTTP/1.0 GET.
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> u16 {
-    let text = http_raw(addr, path).await;
-    text.split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {text:?}"))
-}
-
-async fn http_body(addr: std::net::SocketAddr, path: &str) -> String {
-    let text = http_raw(addr, path).await;
-    text.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
-}
-
-async fn http_raw(addr: std::net::SocketAddr, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    within("the admin answer", s.read_to_string(&mut out))
-        .await
-        .unwrap();
-    out
-}
-
 /// The tunnel port is reached through the API server's port-forward, which connects to the pod's
 /// loopback; listening anywhere else would let any pod of the cluster hold its handshake slots.
 /// Started exactly as the pod starts it (flags/env → `Config` → `Settings`), with defaults.

@@ -3,10 +3,12 @@
 //!
 //! How the bytes reach the shadow is a [`Connector`]: a TCP address on loopback, or (in
 //! `control/`) a Kubernetes port-forward. Each attempt is connect → TLS → preamble → HTTP/2
-//! (see [`connect`]); a live session is [`session`]. A permanent refusal (no common protocol
-//! version) stops the loop: retrying cannot help, the developer must upgrade something.
+//! (see [`establish`]); a live session is [`session`]. A permanent refusal (no common protocol
+//! version, a pod for another purpose) stops the loop: retrying cannot help, the developer
+//! must upgrade or fix something. The same loop ([`keep_up`]) keeps a connect session up
+//! ([`crate::connect::client`]).
 
-mod connect;
+pub(crate) mod establish;
 mod session;
 
 use std::collections::BTreeMap;
@@ -24,11 +26,13 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use connect::ConnectError;
+pub use establish::ConnectError;
 
+use self::establish::{Attempt, Established, PodTls};
 use crate::end::SessionEnd;
 use crate::options::TunnelOptions;
 use crate::proto::backoff::{Backoff, BackoffPolicy};
+use crate::proto::frame::Purpose;
 use crate::splice::Observer;
 
 /// A byte stream to the shadow's tunnel port.
@@ -153,13 +157,12 @@ impl Tunnel {
         let (status_tx, status) = watch::channel(Status::Connecting { attempt: 1 });
         let (stop, stop_rx) = watch::channel(false);
         let stats = Arc::new(TunnelStats::default());
-        let task = tokio::spawn(run(
-            Arc::new(config),
-            connector,
-            status_tx,
-            stop_rx,
-            stats.clone(),
-        ));
+        let backoff = config.backoff;
+        let kind = Arc::new(Serve {
+            config,
+            stats: stats.clone(),
+        });
+        let task = tokio::spawn(keep_up(kind, backoff, connector, status_tx, stop_rx));
         Self {
             status,
             stop,
@@ -214,28 +217,89 @@ fn jitter() -> u64 {
         .finish()
 }
 
-async fn run(
-    config: Arc<ClientConfig>,
+/// The serve purpose: the shadow opens streams, ktx connects them to local ports.
+struct Serve {
+    config: ClientConfig,
+    stats: Arc<TunnelStats>,
+}
+
+impl Kind for Serve {
+    type Conn = h2::server::Connection<PodTls, bytes::Bytes>;
+
+    fn attempt(&self) -> Attempt<'_> {
+        Attempt {
+            tls: &self.config.tls,
+            options: &self.config.options,
+            purpose: Purpose::Serve,
+        }
+    }
+
+    fn handshake(&self, tls: PodTls) -> BoxFuture<'static, Result<Self::Conn, h2::Error>> {
+        Box::pin(self.config.options.h2_server().handshake(tls))
+    }
+
+    fn up(&self) {
+        self.stats.sessions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn run<'a>(
+        &'a self,
+        established: Established<Self::Conn>,
+        stop: &'a mut watch::Receiver<bool>,
+        session: u64,
+    ) -> BoxFuture<'a, SessionEnd> {
+        Box::pin(session::run(
+            established,
+            &self.config,
+            &self.stats,
+            stop,
+            session,
+        ))
+    }
+}
+
+/// One purpose's part of a session, for [`keep_up`].
+pub(crate) trait Kind: Send + Sync + 'static {
+    /// The HTTP/2 connection (and handles) of a live session.
+    type Conn: Send + 'static;
+    /// TLS, options and purpose of each attempt.
+    fn attempt(&self) -> Attempt<'_>;
+    /// The HTTP/2 handshake in this purpose's role.
+    fn handshake(&self, tls: PodTls) -> BoxFuture<'static, Result<Self::Conn, h2::Error>>;
+    /// Counts a session that came up (before its status says so).
+    fn up(&self) {}
+    /// Runs a live session until it ends.
+    fn run<'a>(
+        &'a self,
+        established: Established<Self::Conn>,
+        stop: &'a mut watch::Receiver<bool>,
+        session: u64,
+    ) -> BoxFuture<'a, SessionEnd>;
+}
+
+/// Keeps a session of `kind` up until stopped or refused for good, reporting on `status`.
+pub(crate) async fn keep_up<K: Kind>(
+    kind: Arc<K>,
+    backoff: BackoffPolicy,
     connector: Arc<dyn Connector>,
     status: watch::Sender<Status>,
     mut stop: watch::Receiver<bool>,
-    stats: Arc<TunnelStats>,
 ) -> Result<(), ConnectError> {
     let via = connector.describe();
-    let mut backoff = Backoff::new(config.backoff);
+    let mut backoff = Backoff::new(backoff);
     let mut session_no = 0u64;
     loop {
         status.send_replace(Status::Connecting {
             attempt: backoff.failures() + 1,
         });
         let attempt = tokio::select! {
-            r = connect::establish(&config, connector.as_ref()) => r,
+            r = establish::establish(kind.attempt(), connector.as_ref(), |tls| kind.handshake(tls)) => r,
             _ = stopped(&mut stop) => break,
         };
         let error = match attempt {
             Ok(established) => {
                 session_no += 1;
-                stats.sessions.fetch_add(1, Ordering::Relaxed);
+                kind.up();
                 tracing::info!(
                     session = session_no,
                     version = established.version,
@@ -249,7 +313,7 @@ async fn run(
                     shadow: established.peer.software.clone(),
                 });
                 let started = Instant::now();
-                let end = session::run(established, &config, &stats, &mut stop, session_no).await;
+                let end = kind.run(established, &mut stop, session_no).await;
                 if let SessionEnd::Stopped = end {
                     break;
                 }

@@ -9,11 +9,14 @@
 //! - [`tls`], [`credentials`]: pinned per-session certificates.
 //! - [`client`]: the ktx end, reconnecting over any [`client::Connector`].
 //! - [`shadow`]: the shadow end's handshake and stream opening (the binary is `ktx-shadow`).
+//! - [`connect`]: the other direction (purpose connect, protocol version 2): ktx opens a stream
+//!   per local flow, the connect pod dials its destination in the cluster.
 //! - [`splice`]: TCP ⇄ HTTP/2 stream copying with half-close.
 //!
 //! The wire format and compatibility rules are in `PROTOCOL.md` next to this crate.
 
 pub mod client;
+pub mod connect;
 pub mod credentials;
 mod end;
 pub mod keepalive;

@@ -54,6 +54,7 @@ mod tests {
             role: Role::Shadow,
             protocol: VersionRange::CURRENT,
             software: "ktx-shadow 0.1.0".into(),
+            purpose: None,
         });
         let accept = Frame::Accept(Accept { version: 1 });
         let (mut a, mut b) = tokio::io::duplex(1024);

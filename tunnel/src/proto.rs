@@ -5,13 +5,16 @@
 //! - [`negotiate`]: picking a protocol version from two ranges, the shadow's verdict, and the
 //!   readable message when the two sides cannot talk.
 //! - [`stream_head`]: how protocol version 1 names the target port of an HTTP/2 stream, and the
-//!   statuses ktx answers with.
+//!   statuses ktx answers with (purpose serve).
+//! - [`connect_head`]: how a connect stream (protocol version 2, purpose connect) names its
+//!   destination, which destinations the pod refuses, and the statuses it answers with.
 //! - [`backoff`]: the reconnect delay schedule.
 //!
 //! The async driver (TLS, HTTP/2, sockets) lives in the rest of the crate and only calls into
 //! here. The compatibility rules these types implement are written down in `PROTOCOL.md`.
 
 pub mod backoff;
+pub mod connect_head;
 pub mod frame;
 pub mod negotiate;
 pub mod stream_head;
@@ -21,7 +24,10 @@ use std::fmt;
 /// Oldest tunnel protocol version this build speaks.
 pub const PROTOCOL_MIN: u16 = 1;
 /// Newest tunnel protocol version this build speaks.
-pub const PROTOCOL_MAX: u16 = 1;
+pub const PROTOCOL_MAX: u16 = 2;
+/// The first version with a purpose in the hello, and so with the connect purpose. A connect
+/// session offers `CONNECT_MIN_VERSION..PROTOCOL_MAX`.
+pub const CONNECT_MIN_VERSION: u16 = 2;
 
 /// ALPN protocol id offered and required inside TLS, so a TLS server that is not a shadow
 /// (or a shadow reached on the wrong port) fails the handshake instead of misreading bytes.
@@ -46,6 +52,12 @@ impl VersionRange {
     /// The range this build speaks.
     pub const CURRENT: VersionRange = VersionRange {
         min: PROTOCOL_MIN,
+        max: PROTOCOL_MAX,
+    };
+
+    /// The range a connect session offers: the versions that know the purpose.
+    pub const CONNECT: VersionRange = VersionRange {
+        min: CONNECT_MIN_VERSION,
         max: PROTOCOL_MAX,
     };
 

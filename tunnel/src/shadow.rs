@@ -23,7 +23,7 @@ use crate::end::SessionEnd;
 use crate::keepalive;
 use crate::options::TunnelOptions;
 use crate::preamble::{read_frame, write_frames, PreambleError};
-use crate::proto::frame::{Accept, Frame, Hello, Refuse, RefuseCode, Role};
+use crate::proto::frame::{Accept, Frame, Hello, Purpose, Refuse, RefuseCode, Role};
 use crate::proto::negotiate::{busy_refusal, shadow_verdict};
 use crate::proto::stream_head::{check_response, StreamHead};
 use crate::splice::{abort, splice, Observer, SpliceError, Spliced};
@@ -51,8 +51,8 @@ pub enum AcceptError {
 }
 
 impl AcceptError {
-    /// A short, stable label: `certificate`, `tls`, `preamble`, `version`, `busy`, `refused`,
-    /// `h2`, `timeout`.
+    /// A short, stable label: `certificate`, `tls`, `preamble`, `version`, `purpose`, `busy`,
+    /// `refused`, `h2`, `timeout`.
     pub fn reason(&self) -> &'static str {
         match self {
             AcceptError::PeerCertificate(_) => "certificate",
@@ -62,6 +62,7 @@ impl AcceptError {
                 RefuseCode::Incompatible => "version",
                 RefuseCode::Busy => "busy",
                 RefuseCode::BadPreamble => "preamble",
+                RefuseCode::WrongPurpose => "purpose",
                 RefuseCode::Other(_) => "refused",
             },
             AcceptError::H2(_) => "h2",
@@ -122,43 +123,8 @@ impl ShadowEndpoint {
         tcp: TcpStream,
         claim: impl FnOnce() -> Option<G>,
     ) -> Result<Accepted<G>, AcceptError> {
-        let _ = tcp.set_nodelay(true);
-        let mut tls = self
-            .acceptor
-            .accept(tcp)
-            .await
-            .map_err(|e| match classify(&e) {
-                TlsFailure::PeerCertificate => AcceptError::PeerCertificate(e),
-                _ => AcceptError::Tls(e),
-            })?;
-        let ours = Hello {
-            role: Role::Shadow,
-            protocol: self.options.protocol,
-            software: self.options.software.clone(),
-        };
-        let theirs = match read_frame(&mut tls).await? {
-            Frame::Hello(h) => h,
-            _ => {
-                let refusal = Refuse {
-                    code: RefuseCode::BadPreamble,
-                    message: "the first frame must be a Hello".into(),
-                };
-                return Err(refuse(tls, ours, refusal, "unknown".into()).await);
-            }
-        };
-        let version = match shadow_verdict(&ours, &theirs) {
-            Ok(v) => v,
-            Err(refusal) => return Err(refuse(tls, ours, refusal, theirs.software).await),
-        };
-        let Some(claim) = claim() else {
-            return Err(refuse(tls, ours, busy_refusal(), theirs.software).await);
-        };
-        write_frames(
-            &mut tls,
-            &[Frame::Hello(ours), Frame::Accept(Accept { version })],
-        )
-        .await
-        .map_err(PreambleError::from)?;
+        let (tls, version, theirs, claim) =
+            pod_preamble(&self.acceptor, &self.options, Purpose::Serve, tcp, claim).await?;
         let (sender, mut conn) = self.options.h2_client().handshake(tls).await?;
         let ping = conn
             .ping_pong()
@@ -179,6 +145,53 @@ impl ShadowEndpoint {
             },
         })
     }
+}
+
+/// The pod end's handshake up to HTTP/2, for either purpose: TLS (server) → ktx's `Hello` →
+/// verdict (role, version, `purpose`) → `claim` → our `Hello` and `Accept`. Every refusal is
+/// told to the peer before the connection closes.
+pub(crate) async fn pod_preamble<G>(
+    acceptor: &TlsAcceptor,
+    options: &TunnelOptions,
+    purpose: Purpose,
+    tcp: TcpStream,
+    claim: impl FnOnce() -> Option<G>,
+) -> Result<(TlsStream<TcpStream>, u16, Hello, G), AcceptError> {
+    let _ = tcp.set_nodelay(true);
+    let mut tls = acceptor.accept(tcp).await.map_err(|e| match classify(&e) {
+        TlsFailure::PeerCertificate => AcceptError::PeerCertificate(e),
+        _ => AcceptError::Tls(e),
+    })?;
+    let ours = Hello {
+        role: Role::Shadow,
+        protocol: options.protocol,
+        software: options.software.clone(),
+        purpose: Some(purpose),
+    };
+    let theirs = match read_frame(&mut tls).await? {
+        Frame::Hello(h) => h,
+        _ => {
+            let refusal = Refuse {
+                code: RefuseCode::BadPreamble,
+                message: "the first frame must be a Hello".into(),
+            };
+            return Err(refuse(tls, ours, refusal, "unknown".into()).await);
+        }
+    };
+    let version = match shadow_verdict(&ours, &theirs) {
+        Ok(v) => v,
+        Err(refusal) => return Err(refuse(tls, ours, refusal, theirs.software).await),
+    };
+    let Some(claim) = claim() else {
+        return Err(refuse(tls, ours, busy_refusal(), theirs.software).await);
+    };
+    write_frames(
+        &mut tls,
+        &[Frame::Hello(ours), Frame::Accept(Accept { version })],
+    )
+    .await
+    .map_err(PreambleError::from)?;
+    Ok((tls, version, theirs, claim))
 }
 
 /// Tells the peer why, closes the connection, and returns the error to report.

@@ -57,14 +57,14 @@ async fn a_connection_crosses_the_tunnel_and_comes_back() {
         .await
         .expect("handshake in time")
         .expect("handshake succeeds");
-    assert_eq!(accepted.version, 1);
+    assert_eq!(accepted.version, ktx_tunnel::proto::PROTOCOL_MAX);
     assert_eq!(accepted.claim, "claim");
     assert!(accepted.peer.software.starts_with("ktx "));
     tokio::spawn(accepted.driver.run(std::future::pending()));
     let up = tokio::time::timeout(PATIENCE, ktx.wait_for_session(1))
         .await
         .unwrap();
-    assert!(matches!(up, Status::Up { version: 1, .. }), "{up:?}");
+    assert!(matches!(up, Status::Up { version: 2, .. }), "{up:?}");
 
     // An in-cluster client's connection, as the shadow's service port would accept it.
     let service = TcpListener::bind("127.0.0.1:0").await.unwrap();

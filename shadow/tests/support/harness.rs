@@ -67,6 +67,8 @@ pub async fn shadow_with(
     unavailable: Unavailable,
 ) -> Shadow {
     Shadow::start(Settings {
+        mode: ktx_shadow::config::Mode::Mesh,
+        dial_timeout: Duration::from_secs(10),
         listen_addr: [127, 0, 0, 1].into(),
         tunnel_addr: [127, 0, 0, 1].into(),
         ports: vec![0; ports],
@@ -249,4 +251,33 @@ impl Relay {
     pub fn connector(&self) -> Arc<dyn Connector> {
         Arc::new(TcpConnector { addr: self.addr })
     }
+}
+
+/// The status of an HTTP/1.0 GET (admin port).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> u16 {
+    let text = http_raw(addr, path).await;
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"))
+}
+
+/// The body of an HTTP/1.0 GET (admin port).
+pub async fn http_body(addr: std::net::SocketAddr, path: &str) -> String {
+    let text = http_raw(addr, path).await;
+    text.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+pub async fn http_raw(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    within("the admin answer", s.read_to_string(&mut out))
+        .await
+        .unwrap();
+    out
 }

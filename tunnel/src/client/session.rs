@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use super::connect::Established;
+use super::establish::{Established, PodTls};
 use super::{stopped, ClientConfig, PortMap, TunnelStats};
 use crate::end::SessionEnd;
 use crate::keepalive;
@@ -28,7 +28,7 @@ use crate::proto::stream_head::{connected_response, StreamHead, StreamRefusal};
 use crate::splice::splice;
 
 pub(crate) async fn run(
-    established: Established,
+    established: Established<h2::server::Connection<PodTls, Bytes>>,
     config: &ClientConfig,
     stats: &Arc<TunnelStats>,
     stop: &mut watch::Receiver<bool>,

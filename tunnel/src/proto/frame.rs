@@ -27,6 +27,7 @@ const KIND_REFUSE: u8 = 3;
 const HELLO_ROLE: u8 = 1;
 const HELLO_PROTOCOL: u8 = 2;
 const HELLO_SOFTWARE: u8 = 3;
+const HELLO_PURPOSE: u8 = 4;
 const ACCEPT_VERSION: u8 = 1;
 const REFUSE_CODE: u8 = 1;
 const REFUSE_MESSAGE: u8 = 2;
@@ -48,6 +49,37 @@ pub enum Role {
     Shadow,
 }
 
+/// What a session is for (tag 4 of `Hello`, protocol version 2). A peer that sends no purpose
+/// means [`Purpose::Serve`]: every version-1 peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// The pod opens a stream per in-cluster connection; ktx connects it to a local port
+    /// (`ktx mesh`, `ktx exchange`).
+    Serve,
+    /// ktx opens a stream per local flow; the pod dials its destination (`ktx connect`).
+    Connect,
+    /// A purpose this build does not know (from a newer peer); refused as a wrong purpose.
+    Other(u8),
+}
+
+impl Purpose {
+    fn to_wire(self) -> u8 {
+        match self {
+            Purpose::Serve => 1,
+            Purpose::Connect => 2,
+            Purpose::Other(p) => p,
+        }
+    }
+
+    fn from_wire(p: u8) -> Self {
+        match p {
+            1 => Purpose::Serve,
+            2 => Purpose::Connect,
+            p => Purpose::Other(p),
+        }
+    }
+}
+
 /// First frame of each side: who it is and which protocol versions it speaks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {
@@ -55,6 +87,15 @@ pub struct Hello {
     pub protocol: VersionRange,
     /// Human-readable build, e.g. `ktx 0.1.0`; only used in messages.
     pub software: String,
+    /// What the session is for; `None` (not sent) means [`Purpose::Serve`].
+    pub purpose: Option<Purpose>,
+}
+
+impl Hello {
+    /// The purpose this hello asks for or offers, absent meaning serve.
+    pub fn purpose(&self) -> Purpose {
+        self.purpose.unwrap_or(Purpose::Serve)
+    }
 }
 
 /// The shadow's "yes": the protocol version both sides now speak.
@@ -80,6 +121,9 @@ pub enum RefuseCode {
     Busy,
     /// The peer's preamble made no sense.
     BadPreamble,
+    /// The session's purpose is not what this pod is for (a mesh shadow asked to connect, a
+    /// connect pod asked to serve).
+    WrongPurpose,
     Other(u8),
 }
 
@@ -89,6 +133,7 @@ impl RefuseCode {
             RefuseCode::Incompatible => 1,
             RefuseCode::Busy => 2,
             RefuseCode::BadPreamble => 3,
+            RefuseCode::WrongPurpose => 4,
             RefuseCode::Other(c) => c,
         }
     }
@@ -98,6 +143,7 @@ impl RefuseCode {
             1 => RefuseCode::Incompatible,
             2 => RefuseCode::Busy,
             3 => RefuseCode::BadPreamble,
+            4 => RefuseCode::WrongPurpose,
             c => RefuseCode::Other(c),
         }
     }
@@ -175,6 +221,9 @@ impl Frame {
                 range[2..].copy_from_slice(&h.protocol.max().to_be_bytes());
                 put_tlv(&mut body, HELLO_PROTOCOL, &range);
                 put_tlv(&mut body, HELLO_SOFTWARE, clip(&h.software).as_bytes());
+                if let Some(p) = h.purpose {
+                    put_tlv(&mut body, HELLO_PURPOSE, &[p.to_wire()]);
+                }
                 KIND_HELLO
             }
             Frame::Accept(a) => {
@@ -304,7 +353,7 @@ fn text(value: &[u8], frame: &'static str, field: &'static str) -> Result<String
 
 fn decode_hello(body: &[u8]) -> Result<Hello, FrameError> {
     const F: &str = "Hello";
-    let (mut role, mut protocol, mut software) = (None, None, None);
+    let (mut role, mut protocol, mut software, mut purpose) = (None, None, None, None);
     each_tlv(F, body, |tag, v| match tag {
         HELLO_ROLE => {
             let r = match fixed::<1>(v, F, "role")?[0] {
@@ -334,6 +383,10 @@ fn decode_hello(body: &[u8]) -> Result<Hello, FrameError> {
             once(&mut protocol, range, F, "protocol")
         }
         HELLO_SOFTWARE => once(&mut software, text(v, F, "software")?, F, "software"),
+        HELLO_PURPOSE => {
+            let p = Purpose::from_wire(fixed::<1>(v, F, "purpose")?[0]);
+            once(&mut purpose, p, F, "purpose")
+        }
         _ => Ok(()),
     })?;
     Ok(Hello {
@@ -346,6 +399,7 @@ fn decode_hello(body: &[u8]) -> Result<Hello, FrameError> {
             field: "protocol",
         })?,
         software: software.unwrap_or_else(|| "unknown".into()),
+        purpose,
     })
 }
 

@@ -7,8 +7,8 @@
 
 use std::fmt;
 
-use super::frame::{Accept, Frame, Hello, Refuse, RefuseCode, Role};
-use super::VersionRange;
+use super::frame::{Accept, Frame, Hello, Purpose, Refuse, RefuseCode, Role};
+use super::{VersionRange, CONNECT_MIN_VERSION};
 
 /// The highest version in both ranges, if any.
 pub fn common_version(a: VersionRange, b: VersionRange) -> Option<u16> {
@@ -59,8 +59,12 @@ impl fmt::Display for Incompatible {
     }
 }
 
-/// The shadow's answer to a ktx hello, leaving out "busy" (the driver decides that with an
-/// atomic claim after this returns `Ok`).
+/// The pod's answer to a ktx hello, leaving out "busy" (the driver decides that with an
+/// atomic claim after this returns `Ok`). `ours.purpose` is what this pod is for.
+///
+/// Checked in this order: role, version, purpose. Version first, so a pod that is older than
+/// the purpose (protocol 1 knows none) and a newer one narrowed to version 1 answer alike.
+/// A version-1 session has no purpose tag and means serve; connect needs version 2.
 pub fn shadow_verdict(ours: &Hello, theirs: &Hello) -> Result<u16, Refuse> {
     if theirs.role != Role::Ktx {
         return Err(Refuse {
@@ -68,14 +72,53 @@ pub fn shadow_verdict(ours: &Hello, theirs: &Hello) -> Result<u16, Refuse> {
             message: format!("expected a hello from ktx, got one from a {}", theirs.role),
         });
     }
-    common_version(ours.protocol, theirs.protocol).ok_or_else(|| Refuse {
+    let version = common_version(ours.protocol, theirs.protocol).ok_or_else(|| Refuse {
         code: RefuseCode::Incompatible,
         message: Incompatible {
             local: ours.clone(),
             remote: theirs.clone(),
         }
         .to_string(),
-    })
+    })?;
+    let (mine, asked) = (ours.purpose(), theirs.purpose());
+    if mine != asked {
+        return Err(wrong_purpose(&ours.software, mine, asked));
+    }
+    if asked == Purpose::Connect && version < CONNECT_MIN_VERSION {
+        return Err(Refuse {
+            code: RefuseCode::BadPreamble,
+            message: format!(
+                "purpose connect needs tunnel protocol {CONNECT_MIN_VERSION} or later; \
+                 the connecting ktx ({}) offers {}",
+                theirs.software, theirs.protocol
+            ),
+        });
+    }
+    Ok(version)
+}
+
+fn describe(p: Purpose) -> String {
+    match p {
+        Purpose::Serve => "a mesh shadow (purpose serve: ktx mesh, ktx exchange)".into(),
+        Purpose::Connect => "a connect pod (purpose connect: ktx connect)".into(),
+        Purpose::Other(n) => format!("purpose {n}, unknown to this build"),
+    }
+}
+
+/// The refusal of a session whose purpose is not this pod's.
+fn wrong_purpose(software: &str, mine: Purpose, asked: Purpose) -> Refuse {
+    let asked = match asked {
+        Purpose::Serve => "serve (ktx mesh, ktx exchange)".to_string(),
+        Purpose::Connect => "connect (ktx connect)".to_string(),
+        Purpose::Other(n) => format!("{n} (unknown to this build)"),
+    };
+    Refuse {
+        code: RefuseCode::WrongPurpose,
+        message: format!(
+            "this pod ({software}) is {}; it does not take a session with purpose {asked}",
+            describe(mine)
+        ),
+    }
 }
 
 /// The refusal sent when another session already holds the shadow.
@@ -95,6 +138,8 @@ pub enum Refused {
     Incompatible(#[from] Incompatible),
     #[error("the shadow is busy: {0}")]
     Busy(String),
+    #[error("the pod is not for this kind of session: {0}")]
+    WrongPurpose(String),
     #[error("the shadow refused the tunnel (code {code:?}): {message}")]
     Other { code: RefuseCode, message: String },
     #[error("the peer sent a {0} frame where the shadow's hello belongs")]
@@ -114,7 +159,10 @@ pub enum Refused {
 impl Refused {
     /// Retrying the same shadow cannot help: only a different ktx or image can.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, Refused::Incompatible(_) | Refused::NotAShadow(_))
+        matches!(
+            self,
+            Refused::Incompatible(_) | Refused::NotAShadow(_) | Refused::WrongPurpose(_)
+        )
     }
 }
 
@@ -154,6 +202,7 @@ pub fn ktx_conclude(ours: &Hello, theirs: &Hello, verdict: &Frame) -> Result<u16
                 })
             }
             RefuseCode::Busy => Refused::Busy(r.message.clone()),
+            RefuseCode::WrongPurpose => Refused::WrongPurpose(r.message.clone()),
             code => Refused::Other {
                 code,
                 message: r.message.clone(),
@@ -172,7 +221,86 @@ mod tests {
             role,
             protocol: VersionRange::new(min, max).unwrap(),
             software: software.into(),
+            purpose: None,
         }
+    }
+
+    fn with(mut h: Hello, p: Purpose) -> Hello {
+        h.purpose = Some(p);
+        h
+    }
+
+    #[test]
+    fn connect_ktx_and_old_shadow_find_no_version_and_say_which_to_upgrade() {
+        let ktx = with(hello(Role::Ktx, 2, 2, "ktx 0.2.0"), Purpose::Connect);
+        // A version-1 shadow sends no purpose and knows none.
+        let shadow = hello(Role::Shadow, 1, 1, "ktx-shadow 0.1.0");
+        let refuse = shadow_verdict(&shadow, &ktx).unwrap_err();
+        assert_eq!(refuse.code, RefuseCode::Incompatible);
+        let err = ktx_conclude(&ktx, &shadow, &Frame::Refuse(refuse)).unwrap_err();
+        assert!(err.is_permanent());
+        assert!(
+            err.to_string()
+                .ends_with("speaks 1..1: use a newer shadow image (--shadowImage) or an older ktx"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_purpose_other_than_the_pods_is_refused_for_good_both_ways() {
+        let mesh_pod = with(
+            hello(Role::Shadow, 1, 2, "ktx-shadow 0.2.0"),
+            Purpose::Serve,
+        );
+        let connect_pod = with(
+            hello(Role::Shadow, 1, 2, "ktx-shadow 0.2.0"),
+            Purpose::Connect,
+        );
+        let connect_ktx = with(hello(Role::Ktx, 2, 2, "ktx 0.2.0"), Purpose::Connect);
+        let mesh_ktx = with(hello(Role::Ktx, 1, 2, "ktx 0.2.0"), Purpose::Serve);
+        let old_ktx = hello(Role::Ktx, 1, 1, "ktx 0.1.0");
+        for (pod, ktx) in [
+            (&mesh_pod, &connect_ktx),
+            (&connect_pod, &mesh_ktx),
+            (&connect_pod, &old_ktx),
+        ] {
+            let refuse = shadow_verdict(pod, ktx).unwrap_err();
+            assert_eq!(refuse.code, RefuseCode::WrongPurpose, "{}", refuse.message);
+            let err = ktx_conclude(ktx, pod, &Frame::Refuse(refuse)).unwrap_err();
+            assert!(err.is_permanent(), "{err}");
+        }
+        let refuse = shadow_verdict(&mesh_pod, &connect_ktx).unwrap_err();
+        assert_eq!(
+            refuse.message,
+            "this pod (ktx-shadow 0.2.0) is a mesh shadow (purpose serve: ktx mesh, ktx exchange); \
+             it does not take a session with purpose connect (ktx connect)"
+        );
+        let future = with(hello(Role::Ktx, 2, 2, "ktx 9"), Purpose::Other(7));
+        let refuse = shadow_verdict(&connect_pod, &future).unwrap_err();
+        assert_eq!(refuse.code, RefuseCode::WrongPurpose);
+        assert!(refuse
+            .message
+            .ends_with("purpose 7 (unknown to this build)"));
+    }
+
+    #[test]
+    fn matching_purposes_agree_and_serve_is_the_default() {
+        let mesh_pod = with(hello(Role::Shadow, 1, 2, "s"), Purpose::Serve);
+        let connect_pod = with(hello(Role::Shadow, 1, 2, "s"), Purpose::Connect);
+        // New ktx ⇄ new mesh shadow: version 2 with purpose serve, which is version 1's streams.
+        let mesh_ktx = with(hello(Role::Ktx, 1, 2, "k"), Purpose::Serve);
+        assert_eq!(shadow_verdict(&mesh_pod, &mesh_ktx), Ok(2));
+        // Old ktx (no purpose) ⇄ new mesh shadow: version 1.
+        assert_eq!(
+            shadow_verdict(&mesh_pod, &hello(Role::Ktx, 1, 1, "k")),
+            Ok(1)
+        );
+        let connect_ktx = with(hello(Role::Ktx, 2, 2, "k"), Purpose::Connect);
+        assert_eq!(shadow_verdict(&connect_pod, &connect_ktx), Ok(2));
+        // A ktx that claims connect but offers only version 1 is refused.
+        let broken = with(hello(Role::Ktx, 1, 1, "k"), Purpose::Connect);
+        let refuse = shadow_verdict(&connect_pod, &broken).unwrap_err();
+        assert_eq!(refuse.code, RefuseCode::BadPreamble);
     }
 
     #[test]

@@ -10,6 +10,7 @@ fn hello(role: Role, min: u16, max: u16, software: &str) -> Frame {
         role,
         protocol: VersionRange::new(min, max).unwrap(),
         software: software.into(),
+        purpose: None,
     })
 }
 
@@ -38,6 +39,32 @@ fn golden_hello() {
 }
 
 #[test]
+fn golden_hello_with_purpose_connect() {
+    let Frame::Hello(mut h) = hello(Role::Ktx, 2, 2, "ktx") else {
+        unreachable!()
+    };
+    h.purpose = Some(Purpose::Connect);
+    let bytes = Frame::Hello(h.clone()).encode();
+    #[rustfmt::skip]
+    let want: &[u8] = &[
+        b'K', b'T', b'X', b'T', 0x01, 0x00, 0x11,
+        0x01, 0x01, 0x01,                         // role = ktx
+        0x02, 0x04, 0x00, 0x02, 0x00, 0x02,       // protocol 2..2
+        0x03, 0x03, b'k', b't', b'x',
+        0x04, 0x01, 0x02,                         // purpose = connect
+    ];
+    assert_eq!(bytes, want);
+    assert_eq!(complete(want), (Frame::Hello(h), want.len()));
+    // A purpose this build does not know is kept, to be refused in words.
+    let mut future = want.to_vec();
+    *future.last_mut().unwrap() = 9;
+    let (Frame::Hello(h), _) = complete(&future) else {
+        panic!()
+    };
+    assert_eq!(h.purpose, Some(Purpose::Other(9)));
+}
+
+#[test]
 fn golden_accept_and_refuse() {
     let accept = Frame::Accept(Accept { version: 1 }).encode();
     assert_eq!(accept, b"KTXT\x02\x00\x04\x01\x02\x00\x01");
@@ -47,6 +74,12 @@ fn golden_accept_and_refuse() {
     })
     .encode();
     assert_eq!(refuse, b"KTXT\x03\x00\x09\x01\x01\x02\x02\x04busy");
+    let wrong = Frame::Refuse(Refuse {
+        code: RefuseCode::WrongPurpose,
+        message: "no".into(),
+    })
+    .encode();
+    assert_eq!(wrong, b"KTXT\x03\x00\x07\x01\x01\x04\x02\x02no");
 }
 
 #[test]
@@ -136,13 +169,16 @@ fn arb_text() -> impl Strategy<Value = String> {
 fn arb_frame() -> impl Strategy<Value = Frame> {
     let range = (1u16..=u16::MAX).prop_flat_map(|min| (Just(min), min..=u16::MAX));
     prop_oneof![
-        (any::<bool>(), range, arb_text()).prop_map(|(ktx, (min, max), software)| {
-            Frame::Hello(Hello {
-                role: if ktx { Role::Ktx } else { Role::Shadow },
-                protocol: VersionRange::new(min, max).unwrap(),
-                software,
-            })
-        }),
+        (any::<bool>(), range, arb_text(), any::<Option<u8>>()).prop_map(
+            |(ktx, (min, max), software, purpose)| {
+                Frame::Hello(Hello {
+                    role: if ktx { Role::Ktx } else { Role::Shadow },
+                    protocol: VersionRange::new(min, max).unwrap(),
+                    software,
+                    purpose: purpose.map(Purpose::from_wire),
+                })
+            }
+        ),
         any::<u16>().prop_map(|version| Frame::Accept(Accept { version })),
         (any::<u8>(), arb_text()).prop_map(|(code, message)| Frame::Refuse(Refuse {
             code: RefuseCode::from_wire(code),

@@ -1,15 +1,18 @@
-//! One attempt of the ktx end: connector → TLS (client) → preamble → HTTP/2 (server role).
+//! One attempt of the ktx end: connector → TLS (client) → preamble → HTTP/2 (the role the
+//! purpose gives ktx: server for serve, client for connect).
 
+use std::future::Future;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use super::{BoxIo, ClientConfig, Connector};
+use super::{BoxIo, Connector};
+use crate::options::TunnelOptions;
 use crate::preamble::{read_frame, write_frames, PreambleError};
-use crate::proto::frame::{Frame, Hello, Role};
+use crate::proto::frame::{Frame, Hello, Purpose, Role};
 use crate::proto::negotiate::{ktx_check_hello, ktx_conclude, Refused};
 use crate::tls::{classify, shadow_server_name, TlsFailure};
 
@@ -62,38 +65,64 @@ impl ConnectError {
     }
 }
 
-/// A tunnel that passed every handshake.
-pub(crate) struct Established {
-    pub conn: h2::server::Connection<TlsStream<BoxIo>, Bytes>,
+/// The TLS stream to the pod, once the preamble is done.
+pub(crate) type PodTls = TlsStream<BoxIo>;
+
+/// A tunnel that passed every handshake; `C` is the HTTP/2 connection of its purpose.
+pub(crate) struct Established<C> {
+    pub conn: C,
     pub version: u16,
     pub peer: Hello,
 }
 
-/// One attempt, bounded by the handshake timeout.
-pub(crate) async fn establish(
-    config: &ClientConfig,
+/// What one attempt needs to know.
+pub(crate) struct Attempt<'a> {
+    pub tls: &'a Arc<rustls::ClientConfig>,
+    pub options: &'a TunnelOptions,
+    pub purpose: Purpose,
+}
+
+/// One attempt, bounded by the handshake timeout; `h2` runs the HTTP/2 handshake of the
+/// purpose on the authenticated, negotiated stream.
+pub(crate) async fn establish<C, F, Fut>(
+    attempt: Attempt<'_>,
     connector: &dyn Connector,
-) -> Result<Established, ConnectError> {
-    let limit = config.options.handshake_timeout;
-    tokio::time::timeout(limit, attempt(config, connector))
+    h2: F,
+) -> Result<Established<C>, ConnectError>
+where
+    F: FnOnce(PodTls) -> Fut,
+    Fut: Future<Output = Result<C, h2::Error>>,
+{
+    let limit = attempt.options.handshake_timeout;
+    let run = async {
+        let (tls, version, peer) = preamble(attempt, connector).await?;
+        let conn = h2(tls).await?;
+        Ok(Established {
+            conn,
+            version,
+            peer,
+        })
+    };
+    tokio::time::timeout(limit, run)
         .await
         .unwrap_or(Err(ConnectError::Timeout(limit)))
 }
 
-async fn attempt(
-    config: &ClientConfig,
+async fn preamble(
+    attempt: Attempt<'_>,
     connector: &dyn Connector,
-) -> Result<Established, ConnectError> {
+) -> Result<(PodTls, u16, Hello), ConnectError> {
     let io = connector.connect().await.map_err(ConnectError::Connect)?;
-    let mut tls = TlsConnector::from(config.tls.clone())
+    let mut tls = TlsConnector::from(attempt.tls.clone())
         .connect(shadow_server_name(), io)
         .await
         .map_err(ConnectError::from_tls)?;
 
     let ours = Hello {
         role: Role::Ktx,
-        protocol: config.options.protocol,
-        software: config.options.software.clone(),
+        protocol: attempt.options.protocol,
+        software: attempt.options.software.clone(),
+        purpose: Some(attempt.purpose),
     };
     write_frames(&mut tls, &[Frame::Hello(ours.clone())])
         .await
@@ -106,11 +135,5 @@ async fn attempt(
         .await
         .map_err(ConnectError::from_preamble)?;
     let version = ktx_conclude(&ours, &theirs, &verdict)?;
-
-    let conn = config.options.h2_server().handshake(tls).await?;
-    Ok(Established {
-        conn,
-        version,
-        peer: theirs,
-    })
+    Ok((tls, version, theirs))
 }
