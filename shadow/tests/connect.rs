@@ -144,7 +144,12 @@ async fn one_session_at_a_time_and_no_mesh_session() {
     .unwrap()
     .clone();
     assert!(format!("{down:?}").contains("busy"), "{down:?}");
-    assert!(pod.metrics.refused_peers("busy") >= 1);
+    // The refusal reaches ktx before the pod counts it.
+    within(
+        "the busy refusal to be counted",
+        until(|| pod.metrics.refused_peers("busy") >= 1),
+    )
+    .await;
     second.shutdown().await.unwrap();
 
     // A mesh ktx with this session's credentials: refused for good, by purpose.
@@ -163,12 +168,70 @@ async fn one_session_at_a_time_and_no_mesh_session() {
         panic!("{end:?}")
     };
     assert!(error.contains("is a connect pod"), "{error}");
-    assert_eq!(pod.metrics.refused_peers("purpose"), 1);
+    within(
+        "the purpose refusal to be counted",
+        until(|| pod.metrics.refused_peers("purpose") == 1),
+    )
+    .await;
     // The live session was not disturbed.
     assert!(matches!(
         *first.status().borrow(),
         Status::Up { session: 1, .. }
     ));
     first.shutdown().await.unwrap();
+    pod.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_tunnel_cuts_open_streams_and_ktx_comes_back() {
+    let creds = SessionCredentials::generate("c").unwrap();
+    let pod = connect_pod(creds.shadow()).await;
+    let relay = Relay::start(pod.tunnel_addr).await;
+    let ktx = ConnectClient::start(
+        ConnectConfig {
+            tls: creds.ktx().ktx_config().unwrap(),
+            options: quick("ktx"),
+            backoff: quick_backoff(),
+            open: OpenOptions::default(),
+        },
+        relay.connector(),
+    );
+    within("session 1", ktx.wait_for_session(1)).await;
+    let far = TcpListener::bind((outside_ip(), 0)).await.unwrap();
+    let mut s = ktx.handle().open(far.local_addr().unwrap()).await.unwrap();
+    let (mut d, _) = within("accept", far.accept()).await.unwrap();
+    s.write_all(b"x").await.unwrap();
+    let mut one = [0u8; 1];
+    within("the first byte", d.read_exact(&mut one))
+        .await
+        .unwrap();
+
+    relay.cut();
+    // Neither end may take the cut for a complete stream.
+    let mut rest = Vec::new();
+    let read = within("ktx's read to fail", s.read_to_end(&mut rest)).await;
+    assert!(read.is_err(), "ktx read {read:?} after the tunnel was lost");
+    let far_read = within("the destination's reset", d.read(&mut one)).await;
+    match far_read {
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+        Ok(n) => panic!("the destination read {n} bytes / EOF instead of a reset"),
+    }
+    within(
+        "the cut stream to be counted",
+        until(|| pod.metrics.stream_errors.get() >= 1),
+    )
+    .await;
+
+    // ktx reconnects by itself, and opens work again.
+    let up = within("session 2", ktx.wait_for_session(2)).await;
+    assert!(matches!(up, Status::Up { session: 2, .. }), "{up:?}");
+    let mut s = ktx.handle().open(far.local_addr().unwrap()).await.unwrap();
+    let (mut d, _) = within("accept", far.accept()).await.unwrap();
+    s.write_all(b"again").await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    within("the bytes", d.read_to_end(&mut got)).await.unwrap();
+    assert_eq!(got, b"again");
+    ktx.shutdown().await.unwrap();
     pod.shutdown().await;
 }

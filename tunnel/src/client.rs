@@ -5,7 +5,7 @@
 //! `control/`) a Kubernetes port-forward. Each attempt is connect → TLS → preamble → HTTP/2
 //! (see [`establish`]); a live session is [`session`]. A permanent refusal (no common protocol
 //! version, a pod for another purpose) stops the loop: retrying cannot help, the developer
-//! must upgrade or fix something. The same loop ([`keep_up`]) keeps a connect session up
+//! must upgrade or fix something. The same loop (`keep_up`) keeps a connect session up
 //! ([`crate::connect::client`]).
 
 pub(crate) mod establish;

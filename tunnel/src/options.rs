@@ -31,7 +31,8 @@ pub struct TunnelOptions {
     /// Largest read from a forwarded socket (one allocation each; reads grow to this size
     /// only while they come back full).
     pub read_chunk: usize,
-    /// Streams the shadow may have open at once (ktx enforces it).
+    /// Streams the opening side may have open at once, enforced by the HTTP/2 server: ktx
+    /// for a shadow's streams (serve), the connect pod for ktx's (connect).
     pub max_concurrent_streams: u32,
     /// How often each side pings the other.
     pub keepalive_interval: Duration,
@@ -80,7 +81,7 @@ impl TunnelOptions {
             .clamp(FRAME_SIZE_RANGE.0, FRAME_SIZE_RANGE.1)
     }
 
-    /// ktx's HTTP/2 server (it accepts the shadow's streams).
+    /// The accepting side's HTTP/2 server: ktx (serve) or the connect pod (connect).
     pub(crate) fn h2_server(&self) -> h2::server::Builder {
         let mut b = h2::server::Builder::new();
         b.initial_window_size(self.stream_window.min(MAX_WINDOW))
@@ -97,7 +98,7 @@ impl TunnelOptions {
         b
     }
 
-    /// The shadow's HTTP/2 client (it opens the streams).
+    /// The opening side's HTTP/2 client: the shadow (serve) or ktx (connect).
     pub(crate) fn h2_client(&self) -> h2::client::Builder {
         let mut b = h2::client::Builder::new();
         b.initial_window_size(self.stream_window.min(MAX_WINDOW))

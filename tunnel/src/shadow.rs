@@ -1,5 +1,6 @@
 //! The shadow end of the protocol: accept one tunnel connection (TLS server → preamble →
-//! HTTP/2 client), then open one stream per in-cluster connection and splice it.
+//! HTTP/2 client), then open one stream per in-cluster connection and splice it. The TLS and
+//! preamble part (`pod_preamble`) is shared with the connect pod (`crate::connect::pod`).
 //!
 //! Listeners, the one-session rule, readiness and metrics belong to the `ktx-shadow` binary;
 //! it decides who may hold the session through the `claim` callback of

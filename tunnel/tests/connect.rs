@@ -104,6 +104,14 @@ impl Rig {
     }
 
     async fn start_with(pod_options: TunnelOptions, dial_timeout: Duration) -> Self {
+        Self::start_full(pod_options, dial_timeout, OpenOptions::default()).await
+    }
+
+    async fn start_full(
+        pod_options: TunnelOptions,
+        dial_timeout: Duration,
+        open: OpenOptions,
+    ) -> Self {
         let creds = SessionCredentials::generate("connect").unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let tunnel_addr = listener.local_addr().unwrap();
@@ -129,7 +137,7 @@ impl Rig {
                 tls: creds.ktx().ktx_config().unwrap(),
                 options: quick("ktx"),
                 backoff: quick_backoff(),
-                open: OpenOptions::default(),
+                open,
             },
             Arc::new(TcpConnector { addr: tunnel_addr }),
         );
@@ -157,7 +165,15 @@ async fn a_stream_reaches_its_destination_and_comes_back() {
     s.shutdown().await.unwrap();
     let echo = within("the echo", read_all(&mut s)).await.unwrap();
     assert_eq!(echo, b"there and back again");
-    assert_eq!(rig.client.handle().stats().opened.load(ORD), 1);
+    let stats = rig.client.handle().stats().clone();
+    assert_eq!(stats.opened.load(ORD), 1);
+    assert_eq!(stats.active.load(ORD), 1);
+    assert_eq!(
+        (stats.bytes_sent.load(ORD), stats.bytes_received.load(ORD)),
+        (20, 20)
+    );
+    drop(s);
+    assert_eq!(stats.active.load(ORD), 0);
 }
 
 const ORD: std::sync::atomic::Ordering = std::sync::atomic::Ordering::Relaxed;
@@ -206,6 +222,54 @@ async fn a_refused_port_is_a_typed_error_at_once() {
         started.elapsed()
     );
     assert_eq!(rig.client.handle().stats().failed.load(ORD), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_that_does_not_answer_is_a_timeout_after_the_dial_timeout() {
+    let rig = Rig::start_with(quick("ktx-shadow"), Duration::from_millis(300)).await;
+    // A listener whose accept queue is full drops new SYNs: connecting to it hangs.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(outside_ip(), 0)).unwrap();
+    let full = socket.listen(0).unwrap();
+    let dest = full.local_addr().unwrap();
+    let _queued = TcpStream::connect(dest).await.unwrap();
+    let started = Instant::now();
+    let err = within("the timeout", rig.client.handle().open(dest))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OpenError::Timeout { .. }), "{err}");
+    assert!(err.to_string().contains("no answer within 300ms"), "{err}");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_that_does_not_answer_in_time_is_a_timeout_on_ktxs_clock() {
+    // The pod would wait 10 s for the destination; ktx gives up after 300 ms.
+    let open = OpenOptions {
+        answer_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let rig = Rig::start_full(quick("ktx-shadow"), Duration::from_secs(10), open).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(outside_ip(), 0)).unwrap();
+    let full = socket.listen(0).unwrap();
+    let dest = full.local_addr().unwrap();
+    let _queued = TcpStream::connect(dest).await.unwrap();
+    let err = within("the timeout", rig.client.handle().open(dest))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OpenError::Timeout { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("the connect pod did not answer within 300ms"),
+        "{err}"
+    );
+    // The tunnel itself is fine: the next open works.
+    let echo = echo_server(listen_outside().await).await;
+    let mut s = rig.client.handle().open(echo).await.unwrap();
+    s.write_all(b"still here").await.unwrap();
+    s.shutdown().await.unwrap();
+    assert_eq!(read_all(&mut s).await.unwrap(), b"still here");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -318,6 +382,12 @@ async fn a_proxy_client_socket_spliced_to_a_stream_keeps_half_close_and_resets()
         .expect_err("a cut stream must not read as complete");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
     assert_eq!(within("the proxy", proxy).await.unwrap(), [true, false]);
+    let stats = rig.client.handle().stats().clone();
+    assert_eq!(
+        (stats.bytes_sent.load(ORD), stats.bytes_received.load(ORD)),
+        (7, 6)
+    );
+    assert_eq!(stats.active.load(ORD), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -427,6 +497,77 @@ async fn an_open_without_a_tunnel_fails_as_tunnel_down_after_its_wait() {
         .unwrap_err();
     assert!(matches!(err, OpenError::TunnelDown(_)), "{err}");
     client.shutdown().await.unwrap();
+}
+
+/// A hand-made ktx: TLS, the preamble written frame by frame, then a raw HTTP/2 client, so a
+/// test can send the heads the real ktx never sends.
+async fn raw_ktx(
+    creds: &SessionCredentials,
+    pod: SocketAddr,
+) -> h2::client::SendRequest<bytes::Bytes> {
+    use ktx_tunnel::proto::frame::{decode, Decoded, Frame, Hello, Purpose, Role};
+    let tcp = TcpStream::connect(pod).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(creds.ktx().ktx_config().unwrap())
+        .connect(ktx_tunnel::tls::shadow_server_name(), tcp)
+        .await
+        .unwrap();
+    let hello = Frame::Hello(Hello {
+        role: Role::Ktx,
+        protocol: VersionRange::CONNECT,
+        software: "raw".into(),
+        purpose: Some(Purpose::Connect),
+    });
+    tls.write_all(&hello.encode()).await.unwrap();
+    // The pod's Hello, then its Accept: read exactly those two frames.
+    for _ in 0..2 {
+        let mut buf = Vec::new();
+        let mut need = 7;
+        loop {
+            let start = buf.len();
+            buf.resize(need, 0);
+            tls.read_exact(&mut buf[start..]).await.unwrap();
+            match decode(&buf).unwrap() {
+                Decoded::Complete { frame, .. } => {
+                    assert!(!matches!(frame, Frame::Refuse(_)), "{frame:?}");
+                    break;
+                }
+                Decoded::Incomplete { needed } => need = needed,
+            }
+        }
+    }
+    let (sender, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heads_the_real_ktx_never_sends_are_answered_400_or_403() {
+    let creds = SessionCredentials::generate("raw").unwrap();
+    let (addr, _verdict) = pod(&creds, true, VersionRange::CURRENT).await;
+    let sender = raw_ktx(&creds, addr).await;
+    for (method, authority, status, reason) in [
+        ("CONNECT", "inventory.shop:80", 400, "bad-head"),
+        ("CONNECT", "10.0.0.1:0", 400, "bad-head"),
+        ("GET", "10.0.0.1:80", 400, "bad-head"),
+        ("CONNECT", "[::ffff:127.0.0.1]:7766", 403, "forbidden"),
+        ("CONNECT", "0.0.0.0:9902", 403, "forbidden"),
+    ] {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(if method == "GET" {
+                format!("http://{authority}/")
+            } else {
+                authority.to_string()
+            })
+            .body(())
+            .unwrap();
+        let mut sender = sender.clone().ready().await.unwrap();
+        let (resp, _send) = sender.send_request(req, false).unwrap();
+        let resp = within("the answer", resp).await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{method} {authority}");
+        assert_eq!(resp.headers()["ktx-reason"], reason, "{method} {authority}");
+        assert!(resp.headers().contains_key("ktx-error"));
+    }
 }
 
 /// A pod of either purpose on loopback that takes one session; returns its tunnel address.

@@ -103,6 +103,22 @@ pub struct ConnectStats {
     pub opened: AtomicU64,
     /// Opens that failed, for any reason.
     pub failed: AtomicU64,
+    /// Streams open now.
+    pub active: AtomicU64,
+    /// Bytes written into streams (towards the cluster).
+    pub bytes_sent: AtomicU64,
+    /// Bytes read from streams (from the cluster).
+    pub bytes_received: AtomicU64,
+}
+
+impl crate::splice::Observer for ConnectStats {
+    fn sent(&self, n: u64) {
+        self.bytes_sent.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn received(&self, n: u64) {
+        self.bytes_received.fetch_add(n, Ordering::Relaxed);
+    }
 }
 
 /// The live session's stream opener, `None` while the tunnel is down.
@@ -157,7 +173,12 @@ impl ConnectHandle {
         })??;
         check_connect_response(&response)
             .map_err(|r| OpenError::dial(dest, r.failure, r.reason))?;
-        Ok(ConnectStream::new(dest, send, response.into_body()))
+        Ok(ConnectStream::new(
+            dest,
+            send,
+            response.into_body(),
+            self.stats.clone(),
+        ))
     }
 
     /// The live session's opener, waiting up to `tunnel_wait` for one.

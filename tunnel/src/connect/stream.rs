@@ -14,6 +14,8 @@ use std::future::ready;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
@@ -21,6 +23,7 @@ use h2::{Reason, RecvStream, SendStream};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::client::ConnectStats;
 use crate::splice::{abort, splice, Observer, SpliceError, Spliced};
 
 /// Largest single write handed to h2 (it copies the caller's buffer).
@@ -35,6 +38,39 @@ pub struct ConnectStream {
     pending: Bytes,
     read_done: bool,
     write_done: bool,
+    /// Counts bytes, and this stream as active until dropped.
+    stats: Active,
+}
+
+/// One active stream in [`ConnectStats::active`] while it lives.
+struct Active(Arc<ConnectStats>);
+
+impl Active {
+    fn new(stats: Arc<ConnectStats>) -> Self {
+        stats.active.fetch_add(1, Ordering::Relaxed);
+        Self(stats)
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Both the client's counters and the caller's observer see a splice's bytes.
+struct Both<'a>(&'a ConnectStats, &'a dyn Observer);
+
+impl Observer for Both<'_> {
+    fn sent(&self, n: u64) {
+        self.0.sent(n);
+        self.1.sent(n);
+    }
+
+    fn received(&self, n: u64) {
+        self.0.received(n);
+        self.1.received(n);
+    }
 }
 
 impl std::fmt::Debug for ConnectStream {
@@ -48,7 +84,12 @@ impl std::fmt::Debug for ConnectStream {
 }
 
 impl ConnectStream {
-    pub(crate) fn new(dest: SocketAddr, send: SendStream<Bytes>, recv: RecvStream) -> Self {
+    pub(crate) fn new(
+        dest: SocketAddr,
+        send: SendStream<Bytes>,
+        recv: RecvStream,
+        stats: Arc<ConnectStats>,
+    ) -> Self {
         Self {
             dest,
             send,
@@ -56,6 +97,7 @@ impl ConnectStream {
             pending: Bytes::new(),
             read_done: false,
             write_done: false,
+            stats: Active::new(stats),
         }
     }
 
@@ -86,6 +128,7 @@ impl ConnectStream {
             pending,
             read_done,
             write_done,
+            stats,
             ..
         } = self;
         if read_done || write_done {
@@ -100,7 +143,8 @@ impl ConnectStream {
             }
             let _ = recv.flow_control().release_capacity(pending.len());
         }
-        splice(socket, send, ready(Ok(recv)), read_chunk, observer).await
+        let both = Both(&stats.0, observer);
+        splice(socket, send, ready(Ok(recv)), read_chunk, &both).await
     }
 }
 
@@ -134,6 +178,7 @@ impl AsyncRead for ConnectStream {
             if !this.pending.is_empty() {
                 let n = this.pending.len().min(buf.remaining());
                 buf.put_slice(&this.pending.split_to(n));
+                this.stats.0.received(n as u64);
                 // Fails only when the stream is gone, which the next poll reports.
                 let _ = this.recv.flow_control().release_capacity(n);
                 return Poll::Ready(Ok(()));
@@ -182,6 +227,7 @@ impl AsyncWrite for ConnectStream {
                     this.send
                         .send_data(Bytes::copy_from_slice(&buf[..n]), false)
                         .map_err(to_io)?;
+                    this.stats.0.sent(n as u64);
                     Poll::Ready(Ok(n))
                 }
                 Some(Err(e)) => Poll::Ready(Err(to_io(e))),

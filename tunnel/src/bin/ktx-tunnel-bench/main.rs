@@ -3,12 +3,14 @@
 //! - `creds`: a session's certificates as two directories (`shadow/`, `ktx/`) — the benchmark
 //!   only; `ktx` itself never writes its key to disk.
 //! - `ktx`: the ktx end of the tunnel (the library's client with a TCP connector).
+//! - `connect`: ktx's end of a connect tunnel, forwarding a local port to one destination.
 //! - `sink`: the "developer's process": streams bytes out, swallows bytes, or echoes.
 //! - `relay`: a TCP relay that delays each direction (a long round trip without netem).
 //! - `load`: throughput, paced latency and idle-connection clients; one JSON line per run.
 //!
 //! Everything is meant for 127.0.0.1 and every load run is bounded (bytes or seconds).
 
+mod connect;
 mod creds;
 mod ktx;
 mod load;
@@ -45,6 +47,8 @@ enum Command {
         #[arg(long)]
         listen: SocketAddr,
     },
+    /// Run ktx's end of a connect tunnel: a local port forwarded through the connect pod.
+    Connect(connect::Args),
     /// Run a delaying relay.
     Relay(relay::Args),
     /// Run a load client.
@@ -73,6 +77,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Creds { out } => creds::write(&out),
             Command::Ktx(args) => ktx::run(args).await,
+            Command::Connect(args) => connect::run(args).await,
             Command::Sink { listen } => sink::run(listen).await,
             Command::Relay(args) => relay::run(args).await,
             Command::Load(l) => load::run(l).await,
