@@ -1,0 +1,249 @@
+//! The local DNS resolver (UDP + TCP on one address, e.g. `127.0.0.153:53`).
+//!
+//! Each query is decided by [`decide`], a pure function over the bytes and a [`Names`] snapshot:
+//! cluster names are answered from the table (A/AAAA, authoritative, short TTL), unknown names
+//! under `svc.DOMAIN` get NXDOMAIN, and everything else is relayed byte for byte to the machine's
+//! previous resolvers by [`forward`]. Only the DNS wire format comes from `hickory-proto`; no
+//! resolver or server crate (they bring their own runtime layers, caches and config parsers this
+//! job does not need).
+
+pub mod forward;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA};
+use hickory_proto::rr::{RData, Record, RecordType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
+
+use crate::names::{Lookup, NameTable, Names};
+use forward::Forwarder;
+
+/// Limits and timeouts of the resolver (ktx exposes each as a flag).
+#[derive(Debug, Clone)]
+pub struct DnsConfig {
+    /// Where to listen, UDP and TCP.
+    pub listen: SocketAddr,
+    /// The previous resolvers, tried in order (never include `listen` itself).
+    pub upstreams: Vec<SocketAddr>,
+    /// How long one upstream may take before the next is tried.
+    pub forward_timeout: Duration,
+    /// TTL of the answers from the table: short, the table changes as pods come and go.
+    pub ttl: u32,
+    /// Queries relayed at once (UDP + TCP); past it, SERVFAIL at once.
+    pub max_forwards: usize,
+    /// TCP clients at once; past it, new connections are closed.
+    pub max_tcp_clients: usize,
+    /// A TCP client that sends no query for this long is closed.
+    pub tcp_idle: Duration,
+}
+
+impl DnsConfig {
+    pub fn new(listen: SocketAddr, upstreams: Vec<SocketAddr>) -> Self {
+        DnsConfig {
+            listen,
+            upstreams,
+            forward_timeout: Duration::from_secs(2),
+            ttl: 5,
+            max_forwards: 256,
+            max_tcp_clients: 64,
+            tcp_idle: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    #[error("bind DNS {proto} on {addr}: {source}")]
+    Bind {
+        proto: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// What to do with one query.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Send these bytes back.
+    Reply(Vec<u8>),
+    /// Relay the query to the previous resolvers.
+    Forward,
+    /// Not a DNS query worth an answer (unparsable, or a response): drop it.
+    Drop,
+}
+
+/// Decides one query. Never panics, whatever the bytes (proptest in `tests/dns.rs`).
+pub fn decide(query: &[u8], names: &Names, ttl: u32) -> Decision {
+    let Ok(msg) = Message::from_vec(query) else {
+        return Decision::Drop;
+    };
+    let meta = msg.metadata;
+    if meta.message_type != MessageType::Query {
+        return Decision::Drop;
+    }
+    let reply = |code: ResponseCode, answers: Vec<Record>, authoritative: bool| {
+        let mut out = Message::error_msg(meta.id, meta.op_code, code);
+        out.metadata.recursion_desired = meta.recursion_desired;
+        out.metadata.recursion_available = true;
+        out.metadata.authoritative = authoritative;
+        out.add_queries(msg.queries.clone());
+        out.add_answers(answers);
+        match out.to_vec() {
+            Ok(bytes) => Decision::Reply(bytes),
+            Err(_) => Decision::Drop,
+        }
+    };
+    if meta.op_code != OpCode::Query {
+        return reply(ResponseCode::NotImp, vec![], false);
+    }
+    let [query] = msg.queries.as_slice() else {
+        return reply(ResponseCode::FormErr, vec![], false);
+    };
+    match names.lookup(&query.name().to_ascii()) {
+        Lookup::NotOurs => Decision::Forward,
+        Lookup::NoSuchName => reply(ResponseCode::NXDomain, vec![], true),
+        Lookup::Found(ips) => {
+            let qtype = query.query_type();
+            let answers = ips
+                .into_iter()
+                .filter_map(|ip| match (ip, qtype) {
+                    (IpAddr::V4(v4), RecordType::A | RecordType::ANY) => Some(RData::A(A(v4))),
+                    (IpAddr::V6(v6), RecordType::AAAA | RecordType::ANY) => {
+                        Some(RData::AAAA(AAAA(v6)))
+                    }
+                    _ => None,
+                })
+                .map(|rdata| Record::from_rdata(query.name().clone(), ttl, rdata))
+                .collect();
+            reply(ResponseCode::NoError, answers, true)
+        }
+    }
+}
+
+/// A bound resolver; [`DnsServer::run`] serves until dropped.
+pub struct DnsServer {
+    udp: UdpSocket,
+    tcp: TcpListener,
+    names: NameTable,
+    config: DnsConfig,
+}
+
+impl DnsServer {
+    pub async fn bind(config: DnsConfig, names: NameTable) -> Result<Self, DnsError> {
+        let addr = config.listen;
+        let udp = UdpSocket::bind(addr)
+            .await
+            .map_err(|source| DnsError::Bind {
+                proto: "udp",
+                addr,
+                source,
+            })?;
+        // Same port for TCP (an ephemeral UDP port picked by the OS is reused).
+        let tcp_addr = udp.local_addr().unwrap_or(addr);
+        let tcp = TcpListener::bind(tcp_addr)
+            .await
+            .map_err(|source| DnsError::Bind {
+                proto: "tcp",
+                addr: tcp_addr,
+                source,
+            })?;
+        Ok(DnsServer {
+            udp,
+            tcp,
+            names,
+            config,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.udp.local_addr().unwrap_or(self.config.listen)
+    }
+
+    /// Serves UDP and TCP until the future is dropped.
+    pub async fn run(self) {
+        let forwarder = Arc::new(Forwarder::new(&self.config));
+        let udp = Arc::new(self.udp);
+        let tcp_slots = Arc::new(Semaphore::new(self.config.max_tcp_clients));
+        let udp_loop = serve_udp(udp, self.names.clone(), forwarder.clone(), self.config.ttl);
+        let tcp_loop = async {
+            loop {
+                let Ok((conn, peer)) = self.tcp.accept().await else {
+                    continue;
+                };
+                let Ok(slot) = tcp_slots.clone().try_acquire_owned() else {
+                    tracing::debug!(%peer, "dns: too many TCP clients, closing");
+                    continue;
+                };
+                let names = self.names.clone();
+                let forwarder = forwarder.clone();
+                let (ttl, idle) = (self.config.ttl, self.config.tcp_idle);
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    let _ = serve_tcp(conn, names, forwarder, ttl, idle).await;
+                });
+            }
+        };
+        tokio::join!(udp_loop, tcp_loop);
+    }
+}
+
+async fn serve_udp(udp: Arc<UdpSocket>, names: NameTable, forwarder: Arc<Forwarder>, ttl: u32) {
+    let mut buf = vec![0u8; 65535];
+    loop {
+        let Ok((n, peer)) = udp.recv_from(&mut buf).await else {
+            continue;
+        };
+        let query = &buf[..n];
+        match decide(query, &names.snapshot(), ttl) {
+            Decision::Reply(bytes) => {
+                let _ = udp.send_to(&bytes, peer).await;
+            }
+            Decision::Drop => {}
+            Decision::Forward => {
+                let query = query.to_vec();
+                let (udp, forwarder) = (udp.clone(), forwarder.clone());
+                tokio::spawn(async move {
+                    if let Some(answer) = forwarder.udp(&query).await {
+                        let _ = udp.send_to(&answer, peer).await;
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn serve_tcp(
+    mut conn: TcpStream,
+    names: NameTable,
+    forwarder: Arc<Forwarder>,
+    ttl: u32,
+    idle: Duration,
+) -> std::io::Result<()> {
+    loop {
+        let Ok(len) = tokio::time::timeout(idle, conn.read_u16()).await else {
+            return Ok(());
+        };
+        let mut query = vec![0u8; usize::from(len?)];
+        tokio::time::timeout(idle, conn.read_exact(&mut query))
+            .await
+            .map_err(|_| std::io::ErrorKind::TimedOut)??;
+        let answer = match decide(&query, &names.snapshot(), ttl) {
+            Decision::Reply(bytes) => bytes,
+            Decision::Drop => return Ok(()),
+            Decision::Forward => match forwarder.tcp(&query).await {
+                Some(answer) => answer,
+                None => return Ok(()),
+            },
+        };
+        let Ok(len) = u16::try_from(answer.len()) else {
+            return Ok(());
+        };
+        conn.write_u16(len).await?;
+        conn.write_all(&answer).await?;
+    }
+}

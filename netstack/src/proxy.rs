@@ -1,0 +1,147 @@
+//! SOCKS5 and HTTP proxy on one port, for `ktx connect` without root (and `ktx connect -- CMD`).
+//!
+//! The first byte picks the protocol: `0x05` is SOCKS5 ([`socks5`]), anything else is read as an
+//! HTTP/1 request head ([`http`]): `CONNECT host:port` tunnels, and an absolute-form request
+//! (`GET http://svc.ns/ HTTP/1.1`, what curl sends for `http://` URLs through `HTTP_PROXY`) is
+//! rewritten to origin-form and sent as the connection's only request (`Connection: close`).
+//! Names are resolved here ("remote" resolution for the client): the [`NameTable`] first, then
+//! the system resolver. Every flow then goes through [`Dial`] and [`splice`].
+//!
+//! Bounds: `max_flows` connections at once (past it, new ones are closed), the handshake (SOCKS5
+//! negotiation or the HTTP head) must finish within `handshake_timeout` and fit in `max_head`
+//! bytes, and a flow with no byte moving for `idle` is closed.
+
+pub mod http;
+pub mod socks5;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use crate::dial::{Dial, DialError};
+use crate::names::{Lookup, NameTable};
+use crate::splice::splice;
+
+/// Limits of the proxy (ktx exposes each as a flag).
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub handshake_timeout: Duration,
+    pub max_head: usize,
+    pub max_flows: usize,
+    pub idle: Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            handshake_timeout: Duration::from_secs(10),
+            max_head: 16 * 1024,
+            max_flows: 1024,
+            idle: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Why a client's destination could not be reached; each protocol maps it to its own answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("no such host {host}")]
+    NoSuchHost { host: String },
+    #[error(transparent)]
+    Dial(#[from] DialError),
+}
+
+/// Serves the proxy on `listener` until the future is dropped.
+pub async fn serve<D: Dial>(
+    listener: TcpListener,
+    dial: Arc<D>,
+    names: NameTable,
+    config: ProxyConfig,
+) {
+    let slots = Arc::new(Semaphore::new(config.max_flows));
+    let config = Arc::new(config);
+    loop {
+        let Ok((conn, peer)) = listener.accept().await else {
+            continue;
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "proxy: too many flows, closing");
+            continue;
+        };
+        let (dial, names, config) = (dial.clone(), names.clone(), config.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(e) = handle(conn, &*dial, &names, &config).await {
+                tracing::debug!(%peer, error = %e, "proxy: flow ended");
+            }
+        });
+    }
+}
+
+async fn handle<D: Dial>(
+    mut conn: TcpStream,
+    dial: &D,
+    names: &NameTable,
+    config: &ProxyConfig,
+) -> std::io::Result<()> {
+    let _ = conn.set_nodelay(true);
+    let mut first = [0u8; 1];
+    let handshake = async {
+        if conn.peek(&mut first).await? == 0 {
+            return Ok(None);
+        }
+        if first[0] == 0x05 {
+            socks5::handshake(&mut conn, dial, names).await
+        } else {
+            http::handshake(&mut conn, dial, names, config.max_head).await
+        }
+    };
+    let flow = tokio::time::timeout(config.handshake_timeout, handshake)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "proxy handshake"))??;
+    if let Some(mut remote) = flow {
+        splice(&mut conn, &mut remote, config.idle).await?;
+    }
+    Ok(())
+}
+
+/// Resolves `host` (a literal address, a cluster name, or any other name) to one address.
+pub async fn resolve(names: &NameTable, host: &str, port: u16) -> Result<SocketAddr, ConnectError> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let no_such = || ConnectError::NoSuchHost {
+        host: host.to_owned(),
+    };
+    match names.snapshot().lookup(host) {
+        Lookup::Found(ips) => {
+            let ip = ips
+                .iter()
+                .find(|ip| ip.is_ipv4())
+                .or(ips.first())
+                .ok_or_else(no_such)?;
+            Ok(SocketAddr::new(*ip, port))
+        }
+        Lookup::NoSuchName => Err(no_such()),
+        Lookup::NotOurs => tokio::net::lookup_host((host, port))
+            .await
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(no_such),
+    }
+}
+
+/// Resolves and dials.
+pub async fn connect<D: Dial>(
+    dial: &D,
+    names: &NameTable,
+    host: &str,
+    port: u16,
+) -> Result<D::Stream, ConnectError> {
+    let dst = resolve(names, host, port).await?;
+    Ok(dial.dial(dst).await?)
+}

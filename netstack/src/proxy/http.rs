@@ -1,0 +1,248 @@
+//! The HTTP side of the proxy: `CONNECT host:port` and absolute-form requests.
+//!
+//! Only the request head is parsed, and only as far as the proxy needs (method, target,
+//! version; headers are carried through except the proxy's own). Everything after the head is
+//! spliced untouched, so bodies, chunking, Upgrade and TLS inside CONNECT work unchanged.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{connect, ConnectError};
+use crate::dial::{Dial, DialError};
+use crate::names::NameTable;
+
+/// The status line for a failed connect.
+pub fn status(err: &ConnectError) -> &'static str {
+    match err {
+        ConnectError::NoSuchHost { .. } => "502 Bad Gateway",
+        ConnectError::Dial(DialError::Refused { .. }) => "502 Bad Gateway",
+        ConnectError::Dial(DialError::Unreachable { .. }) => "504 Gateway Timeout",
+        ConnectError::Dial(DialError::Forbidden { .. }) => "403 Forbidden",
+        ConnectError::Dial(DialError::Down { .. }) => "503 Service Unavailable",
+    }
+}
+
+/// A parsed request head.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Head {
+    /// `CONNECT host:port`
+    Connect { host: String, port: u16 },
+    /// `METHOD http://host[:port]/path VERSION`: `head` is the rewritten origin-form head.
+    Forward {
+        host: String,
+        port: u16,
+        head: Vec<u8>,
+    },
+}
+
+/// Why a head is refused, with the status that says so.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    #[error("request head larger than the limit")]
+    TooLarge,
+    #[error("malformed request: {0}")]
+    Malformed(&'static str),
+}
+
+impl HeadError {
+    fn status(&self) -> &'static str {
+        match self {
+            HeadError::TooLarge => "431 Request Header Fields Too Large",
+            HeadError::Malformed(_) => "400 Bad Request",
+        }
+    }
+}
+
+/// Parses a complete head (up to and including the blank line). Never panics.
+pub fn parse_head(head: &[u8]) -> Result<Head, HeadError> {
+    let text = std::str::from_utf8(head).map_err(|_| HeadError::Malformed("not UTF-8"))?;
+    let (request_line, rest) = text
+        .split_once("\r\n")
+        .ok_or(HeadError::Malformed("no request line"))?;
+    let mut parts = request_line.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(HeadError::Malformed("request line"));
+    };
+    if !version.starts_with("HTTP/1.") {
+        return Err(HeadError::Malformed("version"));
+    }
+    if method.eq_ignore_ascii_case("CONNECT") {
+        let (host, port) = split_host_port(target, None)?;
+        return Ok(Head::Connect { host, port });
+    }
+    let after_scheme = target
+        .strip_prefix("http://")
+        .ok_or(HeadError::Malformed("not an http:// absolute-form target"))?;
+    let (authority, path) = match after_scheme.find(['/', '?']) {
+        Some(i) => after_scheme.split_at(i),
+        None => (after_scheme, "/"),
+    };
+    let path = if path.starts_with('?') {
+        format!("/{path}")
+    } else {
+        path.to_owned()
+    };
+    if authority.contains('@') {
+        return Err(HeadError::Malformed("userinfo in target"));
+    }
+    let (host, port) = split_host_port(authority, Some(80))?;
+    let mut out = format!("{method} {path} {version}\r\n");
+    for line in rest.split("\r\n").filter(|l| !l.is_empty()) {
+        let name = line.split(':').next().unwrap_or("").trim();
+        let drop = [
+            "proxy-connection",
+            "proxy-authorization",
+            "connection",
+            "keep-alive",
+        ]
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h));
+        if !drop {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    // One request per proxied connection: the next one may be for another host.
+    out.push_str("Connection: close\r\n\r\n");
+    Ok(Head::Forward {
+        host,
+        port,
+        head: out.into_bytes(),
+    })
+}
+
+fn split_host_port(authority: &str, default: Option<u16>) -> Result<(String, u16), HeadError> {
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, _)) if !h.ends_with(']') && h.contains(':') => (authority, None),
+        Some((h, p)) => (h, Some(p)),
+        None => (authority, None),
+    };
+    let port = match (port, default) {
+        (Some(p), _) => p.parse().map_err(|_| HeadError::Malformed("port"))?,
+        (None, Some(d)) => d,
+        (None, None) => return Err(HeadError::Malformed("CONNECT target without port")),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(HeadError::Malformed("empty host"));
+    }
+    Ok((host.to_owned(), port))
+}
+
+/// Reads the head, connects, answers; `None` when the client got an error status.
+pub async fn handshake<D: Dial>(
+    conn: &mut TcpStream,
+    dial: &D,
+    names: &NameTable,
+    max_head: usize,
+) -> std::io::Result<Option<D::Stream>> {
+    let mut buf = Vec::with_capacity(1024);
+    let head_end = loop {
+        if let Some(i) = find_blank_line(&buf) {
+            break i;
+        }
+        if buf.len() >= max_head {
+            return refuse::<D>(conn, HeadError::TooLarge.status()).await;
+        }
+        let mut chunk = vec![0u8; (max_head - buf.len()).min(4096)];
+        let n = conn.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let (head, early) = buf.split_at(head_end);
+    let parsed = match parse_head(head) {
+        Ok(h) => h,
+        Err(e) => return refuse::<D>(conn, e.status()).await,
+    };
+    let (host, port) = match &parsed {
+        Head::Connect { host, port } | Head::Forward { host, port, .. } => (host, *port),
+    };
+    let mut remote = match connect(dial, names, host, port).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(%host, port, error = %e, "http proxy: connect failed");
+            return refuse::<D>(conn, status(&e)).await;
+        }
+    };
+    match &parsed {
+        Head::Connect { .. } => {
+            conn.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                .await?
+        }
+        Head::Forward { head, .. } => remote.write_all(head).await?,
+    }
+    // Bytes the client sent after the head (a body, a TLS ClientHello) go first.
+    remote.write_all(early).await?;
+    Ok(Some(remote))
+}
+
+fn find_blank_line(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
+}
+
+async fn refuse<D: Dial>(conn: &mut TcpStream, status: &str) -> std::io::Result<Option<D::Stream>> {
+    let body = format!("ktx proxy: {status}\n");
+    let answer = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(answer.as_bytes()).await?;
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_and_absolute_form() {
+        assert_eq!(
+            parse_head(b"CONNECT inventory.shop:8080 HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Ok(Head::Connect {
+                host: "inventory.shop".into(),
+                port: 8080
+            })
+        );
+        assert_eq!(
+            parse_head(b"CONNECT [fd00::1]:443 HTTP/1.1\r\n\r\n"),
+            Ok(Head::Connect {
+                host: "fd00::1".into(),
+                port: 443
+            })
+        );
+        let Ok(Head::Forward { host, port, head }) = parse_head(
+            b"GET http://inventory.shop/items?q=1 HTTP/1.1\r\nHost: inventory.shop\r\nProxy-Connection: Keep-Alive\r\nAccept: */*\r\n\r\n",
+        ) else {
+            panic!("absolute-form not parsed");
+        };
+        assert_eq!((host.as_str(), port), ("inventory.shop", 80));
+        assert_eq!(
+            String::from_utf8(head).unwrap(),
+            "GET /items?q=1 HTTP/1.1\r\nHost: inventory.shop\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_proxy() {
+        for bad in [
+            &b"GET / HTTP/1.1\r\n\r\n"[..],
+            b"GET https://x/ HTTP/1.1\r\n\r\n",
+            b"CONNECT x HTTP/1.1\r\n\r\n",
+            b"CONNECT x:99999 HTTP/1.1\r\n\r\n",
+            b"CONNECT :80 HTTP/1.1\r\n\r\n",
+            b"GET http://u@x/ HTTP/1.1\r\n\r\n",
+            b"\xff\xfe\r\n\r\n",
+            b"GET http://x/ HTTP/2\r\n\r\n",
+        ] {
+            assert!(
+                parse_head(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}
