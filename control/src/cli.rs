@@ -434,7 +434,11 @@ pub struct CleanArgs {
     pub dry_run: bool,
     /// Where `ktx connect` keeps its backup of /etc/resolv.conf: a crashed `ktx connect`'s DNS
     /// settings are put back from there (only if the file is still exactly what ktx wrote).
-    #[arg(long = "state-dir", env = "KTX_STATE_DIR", default_value = "/var/lib/ktx")]
+    #[arg(
+        long = "state-dir",
+        env = "KTX_STATE_DIR",
+        default_value = "/var/lib/ktx"
+    )]
     pub state_dir: std::path::PathBuf,
 }
 
@@ -467,7 +471,11 @@ pub struct ConnectArgs {
     pub cluster_domain: String,
     /// Where ktx keeps the backup of /etc/resolv.conf while it manages it (restored on exit, by
     /// the next `ktx connect`, or by `ktx clean` after a crash).
-    #[arg(long = "state-dir", env = "KTX_STATE_DIR", default_value = "/var/lib/ktx")]
+    #[arg(
+        long = "state-dir",
+        env = "KTX_STATE_DIR",
+        default_value = "/var/lib/ktx"
+    )]
     pub state_dir: std::path::PathBuf,
 }
 

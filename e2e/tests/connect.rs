@@ -68,9 +68,18 @@ impl Laptop {
         let resolv = format!("nameserver {host_ip}\noptions timeout:1 attempts:1\n");
         fs::write(dir.join("resolv.conf"), &resolv).unwrap();
         sh_ok(&["ip", "netns", "add", &name]);
-        sh_ok(&["ip", "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if]);
+        sh_ok(&[
+            "ip", "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+        ]);
         sh_ok(&["ip", "link", "set", &ns_if, "netns", &name]);
-        sh_ok(&["ip", "addr", "add", &format!("{host_ip}/30"), "dev", &host_if]);
+        sh_ok(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{host_ip}/30"),
+            "dev",
+            &host_if,
+        ]);
         sh_ok(&["ip", "link", "set", &host_if, "up"]);
         let inside = |args: &[&str]| {
             let mut a = vec!["ip", "netns", "exec", &name];
@@ -80,7 +89,14 @@ impl Laptop {
         inside(&["ip", "link", "set", "lo", "up"]);
         inside(&["ip", "addr", "add", &format!("{ns_ip}/30"), "dev", &ns_if]);
         inside(&["ip", "link", "set", &ns_if, "up"]);
-        inside(&["ip", "route", "add", &format!("{node_ip}/32"), "via", &host_ip]);
+        inside(&[
+            "ip",
+            "route",
+            "add",
+            &format!("{node_ip}/32"),
+            "via",
+            &host_ip,
+        ]);
         let admin = fs::read_to_string(std::env::var("KUBECONFIG").expect("KUBECONFIG")).unwrap();
         let kubeconfig = dir.join("kubeconfig");
         let pointed = admin.replace("https://127.0.0.1:", &format!("https://{node_ip}:"));
@@ -119,7 +135,16 @@ impl Laptop {
         let client = bin_dir().join("ktx-testbackend").display().to_string();
         let mut a = vec!["client"];
         a.extend_from_slice(calls);
-        a.extend(["--addr", addr, "--expect", expect, "--retry-for", "10s", "--timeout", "5s"]);
+        a.extend([
+            "--addr",
+            addr,
+            "--expect",
+            expect,
+            "--retry-for",
+            "10s",
+            "--timeout",
+            "5s",
+        ]);
         self.cmd(&client, &a).output().unwrap()
     }
 
@@ -184,7 +209,10 @@ fn connect_from_a_laptop_reaches_services_by_name_and_address_and_cleans_up_afte
 
     // Before: no route and no name.
     let before = laptop.curl(&[&by_name]);
-    assert!(!before.status.success(), "reached the cluster before ktx connect");
+    assert!(
+        !before.status.success(),
+        "reached the cluster before ktx connect"
+    );
     let routes_before = laptop.routes();
 
     let mut connect = Proc::spawn("ktx connect", &mut laptop.ktx(&ns, &["connect"]));
@@ -193,12 +221,16 @@ fn connect_from_a_laptop_reaches_services_by_name_and_address_and_cleans_up_afte
     let ip = ns.cluster_ip("inventory");
     let pod = pod_ip(&ns, "inventory");
     let body = laptop.curl(&[&by_name]);
-    assert!(body.status.success(), "{by_name}: {}", String::from_utf8_lossy(&body.stderr));
+    assert!(
+        body.status.success(),
+        "{by_name}: {}",
+        String::from_utf8_lossy(&body.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&body.stdout).trim(), "inventory");
     for addr in [
         format!("inventory.{n}:8080"),
         format!("inventory.{n}.svc.cluster.local:8080"),
-        format!("inventory:8080"),
+        "inventory:8080".to_string(),
         format!("{ip}:8080"),
         format!("{pod}:8080"),
     ] {
@@ -212,7 +244,11 @@ fn connect_from_a_laptop_reaches_services_by_name_and_address_and_cleans_up_afte
     connect.kill9();
     let routes_after = laptop.routes();
     assert_eq!(routes_after, routes_before, "routes left after kill -9");
-    assert_ne!(laptop.resolv_now(), laptop.resolv, "ktx connect never managed resolv.conf");
+    assert_ne!(
+        laptop.resolv_now(),
+        laptop.resolv,
+        "ktx connect never managed resolv.conf"
+    );
     let mut again = Proc::spawn("ktx connect (again)", &mut laptop.ktx(&ns, &["connect"]));
     again.wait_line(true, "reaches namespace", secs(180));
     let body = laptop.curl(&[&by_name]);
@@ -220,15 +256,29 @@ fn connect_from_a_laptop_reaches_services_by_name_and_address_and_cleans_up_afte
     again.interrupt();
     let (ok, out) = again.wait_exit(secs(60));
     assert!(ok, "ktx connect did not end cleanly:\n{out}");
-    assert_eq!(laptop.resolv_now(), laptop.resolv, "resolv.conf not restored:\n{out}");
+    assert_eq!(
+        laptop.resolv_now(),
+        laptop.resolv,
+        "resolv.conf not restored:\n{out}"
+    );
     assert_eq!(laptop.routes(), routes_before);
     // The killed session's pod: gone once its Lease expired and `ktx clean` ran.
     let gone = ktx_e2e::poll(secs(90), || {
         let out = laptop.ktx(&ns, &["clean"]).output().unwrap();
-        let left = ns.kubectl(&["get", "pods", "-l", "ktx.dev/service=ktx-connect", "-o", "name"]);
+        let left = ns.kubectl(&[
+            "get",
+            "pods",
+            "-l",
+            "ktx.dev/service=ktx-connect",
+            "-o",
+            "name",
+        ]);
         (out.status.success() && left.trim().is_empty()).then_some(())
     });
-    assert!(gone.is_some(), "the killed session's connect pod is still there");
+    assert!(
+        gone.is_some(),
+        "the killed session's connect pod is still there"
+    );
 }
 
 #[test]
@@ -251,9 +301,22 @@ fn connect_without_root_serves_a_socks_and_http_proxy() {
     connect.wait_line(true, "through the proxy", secs(180));
     for args in [
         vec!["--socks5-hostname", &proxy, "http://inventory:8080/"],
-        vec!["--socks5-hostname", &proxy, &format!("http://inventory.{n}.svc.cluster.local:8080/")],
-        vec!["-x", &format!("http://{proxy}"), &format!("http://inventory.{n}:8080/")],
-        vec!["-p", "-x", &format!("http://{proxy}"), &format!("http://inventory.{n}:8080/")],
+        vec![
+            "--socks5-hostname",
+            &proxy,
+            &format!("http://inventory.{n}.svc.cluster.local:8080/"),
+        ],
+        vec![
+            "-x",
+            &format!("http://{proxy}"),
+            &format!("http://inventory.{n}:8080/"),
+        ],
+        vec![
+            "-p",
+            "-x",
+            &format!("http://{proxy}"),
+            &format!("http://inventory.{n}:8080/"),
+        ],
     ] {
         let out = laptop.curl(&args);
         assert!(
@@ -261,7 +324,11 @@ fn connect_without_root_serves_a_socks_and_http_proxy() {
             "curl {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "inventory", "{args:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "inventory",
+            "{args:?}"
+        );
     }
     // A name that is not the cluster's is not the proxy's either.
     let out = laptop.curl(&["--socks5-hostname", &proxy, "http://nosuch.invalid/"]);

@@ -17,9 +17,7 @@ mod support;
 use std::net::SocketAddr;
 
 use clients::{ask_from_pods, Ask};
-use ktx_e2e::{
-    http_get, image, secs, testbackend_manifest, two_port_manifest, Cluster, Namespace,
-};
+use ktx_e2e::{http_get, image, secs, testbackend_manifest, two_port_manifest, Cluster, Namespace};
 use support::{end_session, ktx, local_backend, mesh_cmd, service_fingerprint, Proc};
 
 /// A shell function `h2 HOST PORT [VERSION]` that sends one h2c GET / (with header
@@ -205,7 +203,6 @@ fn mesh_routes_grpc_streams_and_websockets_by_header() {
     assert!(local_counter(port, "websockets") >= 1);
     end_session(&ns, mesh, "orders", &before, secs(60));
 }
-
 
 #[test]
 fn multi_port_named_target_ports_mesh_and_exchange() {

@@ -160,7 +160,11 @@ impl Kube {
     /// The API server's host (a name or an IP literal), if known.
     pub fn api_host(&self) -> Option<String> {
         let host = self.api_url.as_ref()?.host()?;
-        Some(host.trim_start_matches('[').trim_end_matches(']').to_string())
+        Some(
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+        )
     }
 
     /// A client on `namespace`, reaching pods through the API server's port-forward.

@@ -35,10 +35,10 @@ use tokio::net::TcpListener;
 use crate::cli::ConnectArgs;
 use crate::error::{Error, Result};
 use crate::lifecycle::flow::{self, Ctx, Ready};
+use crate::lifecycle::link;
 use crate::lifecycle::shutdown::Shutdown;
 use crate::lifecycle::steps;
 use crate::lifecycle::undo::{LocalStop, Step, Undo};
-use crate::lifecycle::link;
 use crate::objects::lease::LeaseParams;
 use crate::objects::shadow::{NotTaken, ShadowParams};
 
@@ -207,7 +207,9 @@ async fn setup(
                     "cannot listen on {addr} for the proxy: {e}; choose another address (--socks)"
                 ))
             })?;
-            let local = listener.local_addr().map_err(|e| Error::Tunnel(e.to_string()))?;
+            let local = listener
+                .local_addr()
+                .map_err(|e| Error::Tunnel(e.to_string()))?;
             let served = tokio::spawn(ktx_netstack::proxy::serve(
                 listener,
                 dial,
@@ -272,14 +274,19 @@ async fn tun_routes(ctx: &Ctx, args: &ConnectArgs) -> Result<Vec<Cidr>> {
     let mut addrs: Vec<IpAddr> = Vec::new();
     for s in kube.list::<Service>("").await? {
         let spec = s.spec.unwrap_or_default();
-        addrs.extend(spec.cluster_ips.unwrap_or_default().iter().filter_map(|ip| ip.parse().ok()));
-        addrs.extend(spec.cluster_ip.and_then(|ip| ip.parse().ok()));
+        addrs.extend(
+            spec.cluster_ips
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|ip| ip.parse::<IpAddr>().ok()),
+        );
+        addrs.extend(spec.cluster_ip.and_then(|ip| ip.parse::<IpAddr>().ok()));
     }
     for p in kube.list::<Pod>("").await? {
         addrs.extend(
             p.status
                 .and_then(|s| s.pod_ip)
-                .and_then(|ip| ip.parse().ok()),
+                .and_then(|ip| ip.parse::<IpAddr>().ok()),
         );
     }
     let blocks = ranges::blocks(addrs);

@@ -51,7 +51,7 @@ pub struct Link {
 #[derive(Debug)]
 enum Inner {
     Serve(Tunnel),
-    Connect(ConnectClient),
+    Connect(Box<ConnectClient>),
 }
 
 /// Where each exposed target port goes on this machine.
@@ -131,7 +131,7 @@ pub async fn open_connect(
     let status = client.status();
     let what = format!("tunnel to connect pod {}/{pod}", kube.namespace);
     let link = Link {
-        tunnel: Inner::Connect(client),
+        tunnel: Inner::Connect(Box::new(client)),
     };
     Ok((link.wait_up(what, status, timeout, progress).await?, handle))
 }

@@ -117,6 +117,8 @@ impl Made {
 }
 
 /// One thing to undo.
+// A session records a dozen steps: the size of the largest (a Lock) costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Step {
     /// Release the lock on a Service.
@@ -159,7 +161,9 @@ pub struct LocalStop {
 
 impl std::fmt::Debug for LocalStop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalStop").field("what", &self.what).finish()
+        f.debug_struct("LocalStop")
+            .field("what", &self.what)
+            .finish()
     }
 }
 

@@ -72,7 +72,10 @@ pub fn entries(namespace: &str, services: &[Service], endpoints: &[Endpoints]) -
                 }
             }
         } else {
-            entry.ips = cluster_ips.iter().filter_map(|ip| ip.parse().ok()).collect();
+            entry.ips = cluster_ips
+                .iter()
+                .filter_map(|ip| ip.parse().ok())
+                .collect();
         }
         out.push(entry);
     }
@@ -98,7 +101,7 @@ pub async fn watch(kube: Kube, debounce: Duration, apply: impl Fn(Vec<Entry>) + 
     )
     .touched_objects()
     .map(|r| r.map(|_| ()).map_err(|e| e.to_string()));
-    let mut events = futures_util::stream::select(svc_events, ep_events);
+    let mut events = std::pin::pin!(futures_util::stream::select(svc_events, ep_events));
     let ns = kube.namespace.clone();
     let publish = |apply: &dyn Fn(Vec<Entry>)| {
         let s: Vec<Service> = services.state().iter().map(|s| (**s).clone()).collect();
@@ -114,7 +117,10 @@ pub async fn watch(kube: Kube, debounce: Duration, apply: impl Fn(Vec<Entry>) + 
         if !ready {
             let both = tokio::time::timeout(
                 Duration::ZERO,
-                futures_util::future::join(services.wait_until_ready(), endpoints.wait_until_ready()),
+                futures_util::future::join(
+                    services.wait_until_ready(),
+                    endpoints.wait_until_ready(),
+                ),
             )
             .await
             .is_ok();
@@ -181,7 +187,10 @@ mod tests {
             &[svc("inventory", "10.96.0.10"), svc("db", "None"), external],
             &[
                 eps("inventory", &[("10.244.0.5", None)]),
-                eps("db", &[("10.244.0.7", Some("db-0")), ("10.244.0.8", Some("db-1"))]),
+                eps(
+                    "db",
+                    &[("10.244.0.7", Some("db-0")), ("10.244.0.8", Some("db-1"))],
+                ),
             ],
         );
         assert_eq!(got.len(), 2, "{got:?}");
