@@ -305,10 +305,45 @@ pub struct MeshArgs {
     /// mark to it.
     #[arg(long, value_enum, default_value_t = MeshMode::Auto)]
     pub mode: MeshMode,
-    /// (--mode manual) Apply the printed VirtualService and DestinationRule. Not available
-    /// yet: refused with a message; apply them with `kubectl apply -f -`.
+    /// (--mode manual) Create the printed VirtualService and DestinationRule (owned by the
+    /// session's Lease, deleted when the session ends) instead of only printing them. Needs
+    /// Istio's CRDs in the cluster and the Role's rights on networking.istio.io.
     #[arg(long = "apply-istio", alias = "applyIstio")]
     pub apply_istio: bool,
+    #[command(flatten)]
+    pub workload: WorkloadEnvArgs,
+}
+
+/// The workload's environment for your process, and the process itself (mesh, exchange).
+#[derive(Debug, Clone, Args)]
+pub struct WorkloadEnvArgs {
+    /// Write the environment of the workload's container (literal values and ConfigMap refs
+    /// resolved, as in its pods) to PATH before the session starts: `KEY=value` lines,
+    /// dotenv-quoted where needed, file mode 0600.
+    #[arg(long = "env-file", value_name = "PATH")]
+    pub env_file: Option<PathBuf>,
+    /// Also take the variables that come from Secrets (needs `get` on those Secrets, which the
+    /// developer Role does not grant: see the README's "The workload's environment").
+    #[arg(long = "env-secrets")]
+    pub env_secrets: bool,
+    /// The workload container whose environment is taken, when its pods have several.
+    #[arg(long, value_name = "NAME")]
+    pub container: Option<String>,
+    /// After a stop request (Ctrl-C, SIGTERM) ktx sends CMD SIGTERM and waits this long for it
+    /// to exit before killing it and tearing the session down.
+    #[arg(long = "command-grace", env = "KTX_COMMAND_GRACE", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub command_grace: Duration,
+    /// Runs CMD ARGS… (after `--`) once the session is up, with the workload's environment on
+    /// top of yours; the session ends when CMD exits, and ktx exits with CMD's status.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+impl WorkloadEnvArgs {
+    /// Whether the workload's environment is needed at all.
+    pub fn wanted(&self) -> bool {
+        self.env_file.is_some() || !self.command.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -386,6 +421,8 @@ pub struct ExchangeArgs {
         value_name = "SECONDS"
     )]
     pub recover_wait_time: Option<u64>,
+    #[command(flatten)]
+    pub workload: WorkloadEnvArgs,
 }
 
 fn parse_exchange_mode(s: &str) -> Result<ExchangeMode, String> {
@@ -477,6 +514,15 @@ pub struct ConnectArgs {
         default_value = "/var/lib/ktx"
     )]
     pub state_dir: std::path::PathBuf,
+    /// After a stop request (Ctrl-C, SIGTERM) ktx sends CMD SIGTERM and waits this long for it
+    /// to exit before killing it and ending the session.
+    #[arg(long = "command-grace", env = "KTX_COMMAND_GRACE", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub command_grace: Duration,
+    /// Runs CMD ARGS… (after `--`) once connected, no root needed: the proxy on a free local
+    /// port, and CMD with ALL_PROXY (socks5h://), HTTP_PROXY, HTTPS_PROXY and NO_PROXY set; the
+    /// session ends when CMD exits, and ktx exits with CMD's status.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]

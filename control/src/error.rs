@@ -145,6 +145,37 @@ pub enum Error {
     #[error("interrupted; everything set up so far was removed")]
     Interrupted,
 
+    #[error(transparent)]
+    WorkloadEnv(#[from] crate::plan::workload_env::EnvError),
+
+    #[error("the selector of Service {namespace}/{service} ({selector}) matches no pod: there is no workload to take the environment from (--env-file, -- CMD)")]
+    NoWorkloadPod {
+        namespace: String,
+        service: String,
+        selector: String,
+    },
+
+    #[error("cannot write the workload's environment to {path}: {source}")]
+    EnvFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("--env-secrets: you may not read Secret {namespace}/{name} (HTTP 403); it needs `get` on secrets in namespace {namespace}, which the developer Role leaves out: see the README's \"The workload's environment\" for the extra Role, or drop --env-secrets")]
+    SecretsForbidden { namespace: String, name: String },
+
+    #[error("cannot start {command}: {source}")]
+    CommandStart {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// CMD of `-- CMD` ended with a non-zero status (128+N for signal N); ktx exits with it.
+    #[error("{command} exited with status {code}")]
+    CommandExited { command: String, code: u8 },
+
     #[error("could not undo everything; left behind: {left}. Run `ktx clean` (or `ktx recover SERVICE`) to finish")]
     Leftovers { left: String },
 }

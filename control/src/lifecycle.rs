@@ -4,8 +4,10 @@
 //! ([`liveness`]); the tunnel as the orchestration uses it ([`link`]); the developer's local
 //! ports ([`local`]); `exchange --mode scale`'s replicas ([`scale`]); removing what expired
 //! sessions left ([`expired`]); leaving a Service ([`teardown`], also used by `clean`, `recover`
-//! and the janitor); Ctrl-C ([`shutdown`]).
+//! and the janitor); Ctrl-C ([`shutdown`]); the workload's environment for the developer's process
+//! ([`workload_env`]) and `-- CMD` ([`command`]).
 
+pub mod command;
 pub mod expired;
 pub mod flow;
 pub mod link;
@@ -18,3 +20,4 @@ pub mod shutdown;
 pub mod steps;
 pub mod teardown;
 pub mod undo;
+pub mod workload_env;

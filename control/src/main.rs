@@ -33,9 +33,12 @@ fn main() -> ExitCode {
         }
     } else {
         let filter = EnvFilter::try_from_env("KTX_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+        // Colours only on a terminal: piped into a file or CI log, escapes garble the text.
+        use std::io::IsTerminal;
         tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
             .init();
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -51,6 +54,11 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(ktx::run_resolved(resolved)) {
         Ok(()) => ExitCode::SUCCESS,
+        // `-- CMD` ended the session: ktx exits as CMD did.
+        Err(e @ ktx::Error::CommandExited { code, .. }) => {
+            eprintln!("ktx: {e}");
+            ExitCode::from(code)
+        }
         Err(e) => {
             // The error's text already carries its cause and what to do about it.
             eprintln!("ktx: {e}");

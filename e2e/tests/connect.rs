@@ -340,3 +340,137 @@ fn connect_without_root_serves_a_socks_and_http_proxy() {
     assert!(ok, "ktx connect --socks did not end cleanly:\n{out}");
     support::assert_nothing_left(&ns, secs(60));
 }
+
+/// `curl` inside the laptop, printing `%{speed_download} %{size_download} %{time_total}`.
+fn curl_stats(laptop: &Laptop, args: &[&str]) -> (f64, u64, f64) {
+    let mut a = vec![
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{speed_download} %{size_download} %{time_total}",
+    ];
+    a.extend_from_slice(args);
+    let mut c = laptop.cmd("curl", &["-sS", "--max-time", "120"]);
+    c.args(&a);
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let v: Vec<&str> = text.split_whitespace().collect();
+    (
+        v[0].parse::<f64>().unwrap() / (1024.0 * 1024.0),
+        v[1].parse().unwrap(),
+        v[2].parse().unwrap(),
+    )
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// The numbers e2e/README.md reports: a 100 MiB download from the same pod through `ktx
+/// connect` and through `kubectl port-forward` (both from the laptop, over the same path to the
+/// API server), three of each, alternating; and one small request's time through ktx connect
+/// against the same request from the node straight to the pod.
+#[test]
+fn connect_download_and_latency_against_kubectl_port_forward() {
+    let Some(cluster) = Cluster::from_env("connect_speed") else {
+        return;
+    };
+    support::build();
+    let ns = cluster.namespace("connect-speed");
+    ns.apply(&two_port_manifest("inventory", "inventory"));
+    ns.wait_deployment("inventory", secs(120));
+    let laptop = Laptop::new(&ns, "c");
+    let n = ns.name().to_string();
+    let pod_name = ns
+        .kubectl(&[
+            "get",
+            "pods",
+            "-l",
+            "app=inventory",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ])
+        .trim()
+        .to_string();
+    let pod = pod_ip(&ns, "inventory");
+    const MIB100: u64 = 100 * 1024 * 1024;
+    let path = format!("/bytes?n={MIB100}");
+
+    let mut connect = Proc::spawn("ktx connect", &mut laptop.ktx(&ns, &["connect"]));
+    connect.wait_line(true, "reaches namespace", secs(180));
+    let port = support::free_port();
+    let kubectl = cluster.kubectl_program().to_string();
+    let mut pf = Proc::spawn(
+        "kubectl port-forward (laptop)",
+        &mut laptop.cmd(
+            &kubectl,
+            &[
+                "-n",
+                &n,
+                "port-forward",
+                "--address",
+                "127.0.0.1",
+                &format!("pod/{pod_name}"),
+                &format!("{port}:8080"),
+            ],
+        ),
+    );
+    pf.wait_line(true, "Forwarding from", secs(60));
+
+    let (mut via_connect, mut via_pf) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let (speed, size, _) = curl_stats(&laptop, &[&format!("http://{pod}:8080{path}")]);
+        assert_eq!(size, MIB100, "through ktx connect");
+        via_connect.push(speed);
+        let (speed, size, _) = curl_stats(&laptop, &[&format!("http://127.0.0.1:{port}{path}")]);
+        assert_eq!(size, MIB100, "through kubectl port-forward");
+        via_pf.push(speed);
+    }
+    // One small request: through ktx connect (tunnel already up) vs from the node to the pod.
+    let mut through = Vec::new();
+    for _ in 0..20 {
+        through.push(curl_stats(&laptop, &[&format!("http://{pod}:8080/hello")]).2 * 1e3);
+    }
+    let mut direct = Vec::new();
+    for _ in 0..20 {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{time_total}",
+                &format!("http://{pod}:8080/hello"),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        direct.push(
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse::<f64>()
+                .unwrap()
+                * 1e3,
+        );
+    }
+    let (c, p) = (median(via_connect.clone()), median(via_pf.clone()));
+    let (t, d) = (median(through), median(direct));
+    eprintln!(
+        "MEASURED 100 MiB download: ktx connect {c:.1} MiB/s (runs {via_connect:.1?}), kubectl port-forward {p:.1} MiB/s (runs {via_pf:.1?}), ratio {:.2}",
+        c / p
+    );
+    eprintln!(
+        "MEASURED one GET /hello (median of 20): through ktx connect {t:.2} ms, node to pod {d:.2} ms, added {:.2} ms",
+        t - d
+    );
+    drop(pf);
+    connect.interrupt();
+    let (ok, out) = connect.wait_exit(secs(60));
+    assert!(ok, "ktx connect did not end cleanly:\n{out}");
+}

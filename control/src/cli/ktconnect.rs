@@ -78,7 +78,7 @@ pub const FLAGS: &[Flag] = &[
     flag("global", "asWorker", None, None, Refused(AS_WORKER)),
     flag("global", "podQuota", None, Some("0.5c,512m"), Accepted("CPU and memory request and limit of the router and shadow containers")),
     flag("mesh", "expose", None, Some("8080"), Accepted("Service ports to local ports, [LOCAL:]REMOTE")),
-    flag("mesh", "mode", None, Some("manual"), Accepted("auto: ktx's router; manual: a labelled shadow for Istio, its DestinationRule and VirtualService printed")),
+    flag("mesh", "mode", None, Some("manual"), Accepted("auto: ktx's router; manual: a labelled shadow for Istio, its DestinationRule and VirtualService printed (or created with --apply-istio)")),
     flag("mesh", "versionMark", None, Some("ver:"), Accepted("header KEY: VALUE (KEY default VERSION, VALUE random when empty)")),
     flag("mesh", "skipPortChecking", None, None, Accepted("no warning when nothing listens on a local port")),
     flag("mesh", "routerImage", None, Some("reg/router:1"), Accepted("the router image")),

@@ -286,3 +286,56 @@ fn help_says_where_kt_connects_version_flag_went() {
         "{help}"
     );
 }
+
+#[test]
+fn a_command_after_double_dash_keeps_its_own_flags() {
+    let cli = parse(&[
+        "-n",
+        "shop",
+        "mesh",
+        "orders",
+        "--expose",
+        "3001:80",
+        "--env-file",
+        ".env",
+        "--container",
+        "app",
+        "--versionMark",
+        "ci",
+        "--",
+        "sh",
+        "-c",
+        "exit 3",
+        "--expose",
+        "-n",
+    ])
+    .unwrap();
+    let Command::Mesh(m) = cli.command else {
+        panic!("not mesh")
+    };
+    assert_eq!(cli.global.namespace.as_deref(), Some("shop"));
+    assert_eq!(m.rule.version_mark.as_deref(), Some("ci"));
+    assert_eq!(m.workload.env_file, Some(PathBuf::from(".env")));
+    assert_eq!(m.workload.container.as_deref(), Some("app"));
+    assert_eq!(m.workload.command, ["sh", "-c", "exit 3", "--expose", "-n"]);
+    assert_eq!(m.workload.command_grace, Duration::from_secs(10));
+    assert!(!m.workload.env_secrets);
+
+    let cli = parse(&[
+        "exchange",
+        "orders",
+        "--expose",
+        "80",
+        "--env-secrets",
+        "--",
+        "env",
+    ])
+    .unwrap();
+    let Command::Exchange(x) = cli.command else {
+        panic!("not exchange")
+    };
+    assert!(x.workload.env_secrets && x.workload.env_file.is_none());
+    assert_eq!(x.workload.command, ["env"]);
+    // Without `--`, a stray word is still an error, not a command.
+    assert!(parse(&["mesh", "orders", "--expose", "80", "sh"]).is_err());
+}

@@ -8,9 +8,10 @@
 //! Keep it honest: a new call through [`crate::cluster::api::Kube`] (or `kube.api::<K>()`) or a new
 //! watcher in `router/src/kube.rs` gets a row here, with where it is made.
 //!
-//! What ktx never does: read Secrets. It creates the shadow's Secret (the object comes back from
-//! `create`), patches its owner reference and deletes it; `kubectl auth can-i get secrets` is
-//! "no" for a developer.
+//! What ktx never does with the developer Role: read Secrets. It creates the shadow's Secret (the
+//! object comes back from `create`), patches its owner reference and deletes it; `kubectl auth
+//! can-i get secrets` is "no" for a developer. Only `--env-secrets` reads the workload's Secrets,
+//! with an extra Role the developer is given on purpose.
 
 /// Whose rights a call needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -21,6 +22,9 @@ pub enum Account {
     /// ServiceAccount, Role and RoleBinding. RBAC lets nobody grant rights they do not hold, so
     /// the developer also needs every right of that router Role.
     DeveloperWithoutChart,
+    /// A developer who runs `mesh`/`exchange --env-secrets`: the extra Role `ktx-env-secrets`
+    /// of the README's "The workload's environment", never part of the developer Role.
+    DeveloperEnvSecrets,
     /// `ktx janitor` in the cluster (the chart's `ktx-janitor` Role).
     Janitor,
     /// `ktx-router` (the chart's `ktx-router` Role, or the per-Service one ktx creates).
@@ -58,7 +62,10 @@ const fn c(
     }
 }
 
-use Account::{Developer as D, DeveloperWithoutChart as DN, Janitor as J, Router as R};
+use Account::{
+    Developer as D, DeveloperEnvSecrets as ES, DeveloperWithoutChart as DN, Janitor as J,
+    Router as R,
+};
 
 const SETUP: &str = "mesh exchange preview";
 const ALL: &str = "mesh exchange preview clean recover";
@@ -73,7 +80,7 @@ pub const CALLS: &[Call] = &[
     c(D, ALL, "", "services", "update", "api.rs modify: lock.rs, mesh.rs, exchange.rs, takeover restore, scale.rs"),
     c(D, ALL, "", "services", "delete", "teardown.rs remove_session, delete_shared; clean.rs; undo.rs"),
     // The routes ConfigMap.
-    c(D, ALL, "", "configmaps", "get", "mesh.rs, mesh/rules.rs, teardown.rs, clean.rs"),
+    c(D, ALL, "", "configmaps", "get", "mesh.rs, mesh/rules.rs, teardown.rs, clean.rs, lifecycle/workload_env.rs (--env-file, -- CMD)"),
     // The team's defaults (ConfigMap ktx-defaults), before every command but the janitor;
     // without this right they are skipped silently.
     c(D, "mesh exchange preview status clean recover config forward connect", "", "configmaps", "get", "config/namespace.rs read"),
@@ -82,7 +89,7 @@ pub const CALLS: &[Call] = &[
     c(D, ALL, "", "configmaps", "delete", "teardown.rs delete_shared, undo.rs"),
     // The shadow pod; the workload's pods (named targetPorts); the router pods (metrics).
     c(D, "mesh exchange preview connect", "", "pods", "get", "api/wait.rs pod"),
-    c(D, "mesh exchange preview status clean forward connect", "", "pods", "list", "mesh.rs, exchange.rs (named ports), api/wait.rs, router_admin.rs, clean.rs, forward.rs (Ready pods)"),
+    c(D, "mesh exchange preview status clean forward connect", "", "pods", "list", "mesh.rs, exchange.rs (named ports), api/wait.rs, router_admin.rs, clean.rs, forward.rs (Ready pods), lifecycle/workload_env.rs"),
     c(D, "mesh exchange preview connect", "", "pods", "create", "flow.rs (shadow)"),
     c(D, "mesh exchange preview clean recover connect", "", "pods", "delete", "teardown.rs remove_session, clean.rs, undo.rs"),
     // The tunnel: kube-rs port-forwards over WebSocket, a GET that API servers before 1.35
@@ -95,6 +102,8 @@ pub const CALLS: &[Call] = &[
     c(D, "mesh exchange preview connect", "", "secrets", "create", "flow.rs (shadow Secret)"),
     c(D, "mesh exchange preview connect", "", "secrets", "patch", "flow.rs (owner reference to the shadow pod)"),
     c(D, "mesh exchange preview clean recover connect", "", "secrets", "delete", "teardown.rs remove_session, clean.rs, undo.rs"),
+    // --env-secrets only: the Secrets the workload's environment refers to (an extra Role).
+    c(ES, "mesh exchange", "", "secrets", "get", "lifecycle/workload_env.rs prepare"),
     // The chart's shared router account, looked up by name.
     c(D, "mesh clean recover", "", "serviceaccounts", "get", "teardown.rs shared_router_account, delete_shared"),
     // The router Deployment; the workloads behind S (exchange --mode scale) and their scale.
@@ -114,6 +123,13 @@ pub const CALLS: &[Call] = &[
     c(D, "connect", "", "services", "watch", "commands/connect/cluster_names.rs watch"),
     c(D, "connect", "", "endpoints", "list", "commands/connect/cluster_names.rs watch"),
     c(D, "connect", "", "endpoints", "watch", "commands/connect/cluster_names.rs watch"),
+    // `mesh --mode manual --apply-istio`: Istio's routing for the mark, owned by the Lease.
+    c(D, "mesh", "networking.istio.io", "destinationrules", "create", "mesh/manual.rs apply_istio"),
+    c(D, "mesh", "networking.istio.io", "destinationrules", "get", "undo.rs delete_made (without a UID)"),
+    c(D, "mesh", "networking.istio.io", "destinationrules", "delete", "undo.rs"),
+    c(D, "mesh", "networking.istio.io", "virtualservices", "create", "mesh/manual.rs apply_istio"),
+    c(D, "mesh", "networking.istio.io", "virtualservices", "get", "undo.rs delete_made (without a UID)"),
+    c(D, "mesh", "networking.istio.io", "virtualservices", "delete", "undo.rs"),
     // Session Leases.
     c(D, "mesh exchange preview clean recover connect", "coordination.k8s.io", "leases", "get", "session.rs (who holds a name)"),
     c(D, "mesh exchange preview status clean recover connect", "coordination.k8s.io", "leases", "list", "teardown.rs session_leases, status.rs, clean.rs"),

@@ -7,6 +7,8 @@
 //! destination) → the names (Services and Endpoints watched) → the front end:
 //!
 //! - `--socks ADDR` (no root): a SOCKS5 + HTTP proxy on ADDR that resolves cluster names itself;
+//! - `-- CMD ARGS…` (no root): that proxy on a free loopback port, and CMD run with ALL_PROXY,
+//!   HTTP(S)_PROXY and NO_PROXY pointing at it; the session ends when CMD exits;
 //! - otherwise (root): a TUN device with routes for the cluster's ranges, a userspace TCP/IP
 //!   stack carrying every TCP flow through the tunnel, and a DNS resolver for cluster names,
 //!   installed for the machine (systemd-resolved's per-link DNS where it runs, else a managed
@@ -34,6 +36,7 @@ use tokio::net::TcpListener;
 
 use crate::cli::ConnectArgs;
 use crate::error::{Error, Result};
+use crate::lifecycle::command::LocalCommand;
 use crate::lifecycle::flow::{self, Ctx, Ready};
 use crate::lifecycle::link;
 use crate::lifecycle::shutdown::Shutdown;
@@ -44,26 +47,72 @@ use crate::objects::shadow::{NotTaken, ShadowParams};
 
 /// `ktx connect`.
 pub async fn run(ctx: &Ctx, args: &ConnectArgs, shutdown: &Shutdown) -> Result<()> {
-    let front = Front::check(args)?;
+    let front = Front::check(args).await?;
+    // `-- CMD`: the proxy's address is known before the session starts, so CMD's environment is.
+    let command = match (&front, args.command.is_empty()) {
+        (Front::Proxy(listener), false) => {
+            let addr = listener
+                .local_addr()
+                .map_err(|e| Error::Unsupported(format!("the proxy's address: {e}")))?;
+            Some(LocalCommand {
+                argv: args.command.clone(),
+                env: proxy_env(addr),
+                grace: args.command_grace,
+            })
+        }
+        _ => None,
+    };
     let names = ServiceNames::new(CONNECT_GROUP);
     let session = crate::plan::rule::random_id();
     let undo = Undo::new();
     let setup = setup(ctx, &names, &session, args, front, &undo);
-    flow::session(ctx, shutdown, &undo, setup).await
+    flow::session_with(ctx, shutdown, &undo, setup, command).await
 }
 
-/// What this machine gets: a proxy, or the TUN device with routes and DNS.
-#[derive(Debug, Clone, Copy)]
+/// The variables that send a program's connections through the proxy at `addr`: `socks5h`
+/// (names resolved by the proxy, so cluster names work) for what honours ALL_PROXY, HTTP
+/// proxying for the rest; loopback stays direct.
+pub fn proxy_env(addr: SocketAddr) -> Vec<(String, String)> {
+    let (socks, http) = (format!("socks5h://{addr}"), format!("http://{addr}"));
+    let no = "localhost,127.0.0.1,::1".to_string();
+    [
+        ("ALL_PROXY", &socks),
+        ("all_proxy", &socks),
+        ("HTTP_PROXY", &http),
+        ("http_proxy", &http),
+        ("HTTPS_PROXY", &http),
+        ("https_proxy", &http),
+        ("NO_PROXY", &no),
+        ("no_proxy", &no),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.clone()))
+    .collect()
+}
+
+/// What this machine gets: a proxy (its listener bound before the session starts), or the TUN
+/// device with routes and DNS.
+#[derive(Debug)]
 enum Front {
-    Proxy(SocketAddr),
+    Proxy(TcpListener),
     Tun,
 }
 
 impl Front {
     /// Chosen from the flags, and checked before anything is created in the cluster.
-    fn check(args: &ConnectArgs) -> Result<Front> {
-        if let Some(addr) = args.socks {
-            return Ok(Front::Proxy(addr));
+    async fn check(args: &ConnectArgs) -> Result<Front> {
+        let listen = match (args.socks, args.command.is_empty()) {
+            (Some(addr), _) => Some(addr),
+            (None, false) => Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            (None, true) => None,
+        };
+        if let Some(addr) = listen {
+            let listener = TcpListener::bind(addr).await.map_err(|e| {
+                Error::Unsupported(format!(
+                    "cannot listen on {addr} for the proxy: {e}; choose another address (--socks)"
+                ))
+            })?;
+            return Ok(Front::Proxy(listener));
         }
         // SAFETY-free check of the effective user: root (or CAP_NET_ADMIN) is needed for the
         // TUN device and the routes; say so before touching the cluster.
@@ -201,12 +250,7 @@ async fn setup(
     let dial = Arc::new(TunnelDial(handle));
 
     let (text, json) = match front {
-        Front::Proxy(addr) => {
-            let listener = TcpListener::bind(addr).await.map_err(|e| {
-                Error::Unsupported(format!(
-                    "cannot listen on {addr} for the proxy: {e}; choose another address (--socks)"
-                ))
-            })?;
+        Front::Proxy(listener) => {
             let local = listener
                 .local_addr()
                 .map_err(|e| Error::Tunnel(e.to_string()))?;

@@ -13,12 +13,14 @@ use ktx_names::{mode, ServiceNames};
 
 use crate::cli::{ExchangeArgs, ExchangeMode};
 use crate::error::{Error, Result};
+use crate::lifecycle::command::LocalCommand;
 use crate::lifecycle::flow::{self, Ctx, Ready};
 use crate::lifecycle::lock;
 use crate::lifecycle::scale;
 use crate::lifecycle::shutdown::Shutdown;
 use crate::lifecycle::steps;
 use crate::lifecycle::undo::{Step, Undo};
+use crate::lifecycle::workload_env;
 use crate::objects::lease::{holder_and_since, LeaseParams};
 use crate::objects::shadow::{NotTaken, ShadowParams};
 use crate::objects::{check_name, shadow_selector};
@@ -31,12 +33,15 @@ pub async fn run(ctx: &Ctx, args: &ExchangeArgs, shutdown: &Shutdown) -> Result<
     let session = crate::plan::rule::random_id();
     check_name(&service)?;
     check_name(&names.exchange(&session))?;
+    let env = workload_env::prepare(ctx, &service, &args.workload, shutdown).await?;
+    let command = LocalCommand::of(&args.workload, env);
     let undo = Undo::new();
-    flow::session(
+    flow::session_with(
         ctx,
         shutdown,
         &undo,
         setup(ctx, &names, args, &session, &undo),
+        command,
     )
     .await
 }

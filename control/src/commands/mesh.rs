@@ -19,12 +19,14 @@ use crate::cli::{MeshArgs, MeshMode};
 use crate::cluster::api::{wait, Kind};
 use crate::cluster::router_admin;
 use crate::error::{Error, Result};
+use crate::lifecycle::command::LocalCommand;
 use crate::lifecycle::flow::{self, Ctx, Ready};
 use crate::lifecycle::lock;
 use crate::lifecycle::shutdown::Shutdown;
 use crate::lifecycle::steps;
 use crate::lifecycle::teardown;
 use crate::lifecycle::undo::{ObjKind, Step, Undo};
+use crate::lifecycle::workload_env;
 use crate::objects::lease::{holder_and_since, LeaseParams};
 use crate::objects::router::{self, RouterParams};
 use crate::objects::routes;
@@ -40,9 +42,9 @@ mod report;
 mod rules;
 
 pub async fn run(ctx: &Ctx, args: &MeshArgs, shutdown: &Shutdown) -> Result<()> {
-    if args.apply_istio {
+    if args.apply_istio && args.mode != MeshMode::Manual {
         return Err(Error::Unsupported(
-            "--apply-istio is not available yet: --mode manual prints the VirtualService and DestinationRule; apply them with `kubectl apply -f -`".into(),
+            "--apply-istio goes with --mode manual (Istio routes the mark to your shadow pod); --mode auto uses ktx's router and needs no Istio objects".into(),
         ));
     }
     let plan = rule::plan(&args.rule, rule::random_id)?;
@@ -57,15 +59,17 @@ pub async fn run(ctx: &Ctx, args: &MeshArgs, shutdown: &Shutdown) -> Result<()> 
     ] {
         check_name(&n)?;
     }
+    let env = workload_env::prepare(ctx, &service, &args.workload, shutdown).await?;
+    let command = LocalCommand::of(&args.workload, env);
     let undo = Undo::new();
     match args.mode {
         MeshMode::Auto => {
             let setup = setup(ctx, &names, args, &plan, &undo);
-            flow::session(ctx, shutdown, &undo, setup).await
+            flow::session_with(ctx, shutdown, &undo, setup, command).await
         }
         MeshMode::Manual => {
             let setup = manual::setup(ctx, &names, args, &plan, &undo);
-            flow::session(ctx, shutdown, &undo, setup).await
+            flow::session_with(ctx, shutdown, &undo, setup, command).await
         }
     }
 }

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use crate::cli::{Global, Output};
 use crate::cluster::api::{wait, Kind, Kube};
 use crate::error::{ApiContext, Error, Result};
+use crate::lifecycle::command::{LocalCommand, Running};
 use crate::lifecycle::link;
 use crate::lifecycle::session::LeaseKeeper;
 use crate::lifecycle::shutdown::Shutdown;
@@ -73,6 +74,18 @@ pub async fn session(
     undo: &Undo,
     setup: impl std::future::Future<Output = Result<Ready>>,
 ) -> Result<()> {
+    session_with(ctx, shutdown, undo, setup, None).await
+}
+
+/// [`session`] that, once up, runs `command` (`-- CMD`) and ends when it exits; a stop request
+/// reaches the command first. The result is the command's when it did not succeed.
+pub async fn session_with(
+    ctx: &Ctx,
+    shutdown: &Shutdown,
+    undo: &Undo,
+    setup: impl std::future::Future<Output = Result<Ready>>,
+    command: Option<LocalCommand>,
+) -> Result<()> {
     let started = Instant::now();
     let outcome = tokio::select! {
         r = setup => r,
@@ -109,10 +122,54 @@ pub async fn session(
             for line in &ready.text {
                 println!("{line}");
             }
-            println!("Press Ctrl-C to end the session and restore everything.");
+            if command.is_none() {
+                println!("Press Ctrl-C to end the session and restore everything.");
+            }
         }
     }
-    let lost = hold(ctx, shutdown, &mut ready).await;
+    let mut running = match command.as_ref().map(LocalCommand::spawn).transpose() {
+        Ok(r) => r,
+        Err(e) => {
+            ctx.progress
+                .warn("the command did not start (see below): ending the session");
+            rollback(ctx, shutdown, undo).await?;
+            return Err(e);
+        }
+    };
+    if let Some(r) = &running {
+        ctx.progress.done(format!(
+            "Started {}; the session ends when it exits (Ctrl-C stops it first)",
+            r.name()
+        ));
+    }
+    let end = hold(ctx, shutdown, &mut ready, running.as_mut()).await;
+    let (lost, outcome) = match (end, running.as_mut()) {
+        (End::Exited(status), Some(r)) => {
+            ctx.progress
+                .done(format!("{} exited; ending the session", r.name()));
+            (None, Some(r.outcome(status)))
+        }
+        (End::Stopped | End::Exited(_), None) => (None, None),
+        (End::Stopped, Some(r)) => {
+            ctx.progress.done(format!(
+                "Stopping {} (SIGTERM) before the teardown",
+                r.name()
+            ));
+            let status = r.stop(shutdown, shutdown.count()).await;
+            (None, Some(r.outcome(status)))
+        }
+        (End::Lost(reason), r) => {
+            if let Some(r) = r {
+                ctx.progress.warn(format!(
+                    "session lost: {reason}; stopping {} (SIGTERM)",
+                    r.name()
+                ));
+                let status = r.stop(shutdown, shutdown.count()).await;
+                let _ = r.outcome(status);
+            }
+            (Some(reason), None)
+        }
+    };
     let teardown = Instant::now();
     ctx.progress.done(match &lost {
         Some(reason) => format!("Session lost: {reason}; cleaning up"),
@@ -123,30 +180,56 @@ pub async fn session(
         "Session ended (teardown took {:.1}s)",
         teardown.elapsed().as_secs_f64()
     ));
-    match lost {
-        Some(reason) => Err(Error::SessionLost(reason)),
-        None => Ok(()),
+    match (lost, outcome) {
+        (Some(reason), _) => Err(Error::SessionLost(reason)),
+        (None, Some(r)) => r,
+        (None, None) => Ok(()),
     }
 }
 
-/// Waits for a stop request or a lost Lease; reports tunnel drops meanwhile.
-async fn hold(ctx: &Ctx, shutdown: &Shutdown, ready: &mut Ready) -> Option<String> {
+/// Why a held session ends.
+enum End {
+    /// A stop request (Ctrl-C, SIGTERM).
+    Stopped,
+    /// The Lease was lost, or the tunnel failed for good.
+    Lost(String),
+    /// `-- CMD` exited by itself.
+    Exited(std::io::Result<std::process::ExitStatus>),
+}
+
+/// Waits for a stop request, a lost Lease or the command's exit; reports tunnel drops meanwhile.
+async fn hold(
+    ctx: &Ctx,
+    shutdown: &Shutdown,
+    ready: &mut Ready,
+    running: Option<&mut Running>,
+) -> End {
     let mut was_up = true;
+    let mut tunnel_reports = true;
+    let exited = async {
+        match running {
+            Some(r) => r.exited().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(exited);
     loop {
         tokio::select! {
-            _ = shutdown.reached(1) => return None,
+            _ = shutdown.reached(1) => return End::Stopped,
+            status = &mut exited => return End::Exited(status),
             r = ready.lost.changed() => {
                 if r.is_err() {
-                    return Some("the Lease keeper stopped".into());
+                    return End::Lost("the Lease keeper stopped".into());
                 }
                 if let Some(reason) = ready.lost.borrow().clone() {
-                    return Some(reason);
+                    return End::Lost(reason);
                 }
             }
-            r = ready.tunnel.changed() => {
+            r = ready.tunnel.changed(), if tunnel_reports => {
                 if r.is_err() {
                     // The tunnel is gone for good; keep the session until told otherwise.
-                    std::future::pending::<()>().await;
+                    tunnel_reports = false;
+                    continue;
                 }
                 let status = ready.tunnel.borrow().clone();
                 match status {
@@ -161,7 +244,7 @@ async fn hold(ctx: &Ctx, shutdown: &Shutdown, ready: &mut Ready) -> Option<Strin
                         ));
                     }
                     Status::Failed { error } => {
-                        return Some(format!("the tunnel failed for good: {error}"));
+                        return End::Lost(format!("the tunnel failed for good: {error}"));
                     }
                     _ => {}
                 }

@@ -44,6 +44,9 @@ pub enum ObjKind {
     Pod,
     Secret,
     Lease,
+    /// Istio's, made by `mesh --mode manual --apply-istio`.
+    DestinationRule,
+    VirtualService,
 }
 
 impl fmt::Display for ObjKind {
@@ -77,6 +80,12 @@ impl ObjKind {
                 None => Ok(Deleted::Gone),
             },
             ObjKind::Lease => delete_made::<Lease>(kube, name, uid, token).await,
+            ObjKind::DestinationRule => {
+                delete_made::<crate::objects::istio::DestinationRule>(kube, name, uid, token).await
+            }
+            ObjKind::VirtualService => {
+                delete_made::<crate::objects::istio::VirtualService>(kube, name, uid, token).await
+            }
         }
     }
 }

@@ -1,10 +1,77 @@
 //! What `ktx mesh --mode manual` prints for Istio (kt-connect's manual mesh): a DestinationRule
 //! with a subset for the developer's shadow pod (label `KEY: MARK`) and a VirtualService that
-//! sends requests with header `KEY: MARK` to that subset and the rest to the Service. ktx does
-//! not apply them (the test cluster has no Istio); the developer applies or merges them into
-//! the team's own routes.
+//! sends requests with header `KEY: MARK` to that subset and the rest to the Service. The
+//! developer applies or merges them into the team's own routes; with `--apply-istio` ktx
+//! creates them itself ([`DestinationRule`], [`VirtualService`]: typed as far as ktx needs,
+//! the spec kept as JSON), owned by the session's Lease like the shadow, and deletes them when
+//! the session ends.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+
+/// The API group and version ktx writes (`networking.istio.io/v1beta1`: served by every Istio
+/// since 1.8, beside v1 from 1.22).
+pub const GROUP: &str = "networking.istio.io";
+pub const VERSION: &str = "v1beta1";
+
+macro_rules! istio_kind {
+    ($name:ident, $kind:literal, $plural:literal) => {
+        #[doc = concat!("An Istio `", $kind, "`, as ktx creates and deletes it.")]
+        #[derive(Debug, Clone, Serialize, Deserialize)]
+        pub struct $name {
+            pub metadata: ObjectMeta,
+            #[serde(default)]
+            pub spec: Value,
+        }
+
+        impl kube::Resource for $name {
+            type DynamicType = ();
+            type Scope = kube::core::NamespaceResourceScope;
+
+            fn kind(_: &()) -> std::borrow::Cow<'_, str> {
+                $kind.into()
+            }
+            fn group(_: &()) -> std::borrow::Cow<'_, str> {
+                GROUP.into()
+            }
+            fn version(_: &()) -> std::borrow::Cow<'_, str> {
+                VERSION.into()
+            }
+            fn plural(_: &()) -> std::borrow::Cow<'_, str> {
+                $plural.into()
+            }
+            fn meta(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+            fn meta_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+        }
+
+        impl $name {
+            /// From the printed object (the same JSON `kubectl apply` would get), with `labels`.
+            pub fn from_printed(
+                mut v: Value,
+                labels: std::collections::BTreeMap<String, String>,
+            ) -> Self {
+                let spec = v["spec"].take();
+                $name {
+                    metadata: ObjectMeta {
+                        name: v["metadata"]["name"].as_str().map(str::to_string),
+                        namespace: v["metadata"]["namespace"].as_str().map(str::to_string),
+                        labels: Some(labels),
+                        ..Default::default()
+                    },
+                    spec,
+                }
+            }
+        }
+    };
+}
+
+istio_kind!(DestinationRule, "DestinationRule", "destinationrules");
+istio_kind!(VirtualService, "VirtualService", "virtualservices");
 
 /// The names of the printed objects: those of the shadow pod.
 pub struct IstioParams<'a> {
@@ -116,6 +183,31 @@ fn scalar(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_applied_objects_are_the_printed_ones_with_ktx_labels() {
+        let p = params();
+        let labels = std::collections::BTreeMap::from([("a".to_string(), "b".to_string())]);
+        let vs = VirtualService::from_printed(virtual_service(&p), labels.clone());
+        let mut back = serde_json::to_value(&vs).unwrap();
+        assert_eq!(back["spec"], virtual_service(&p)["spec"]);
+        assert_eq!(back["metadata"]["name"], "tomcat-ktx-mesh-ci");
+        assert_eq!(back["metadata"]["labels"]["a"], "b");
+        back["metadata"]["labels"].take();
+        let dr = DestinationRule::from_printed(destination_rule(&p), labels);
+        assert_eq!(
+            <DestinationRule as kube::Resource>::api_version(&()),
+            "networking.istio.io/v1beta1"
+        );
+        assert_eq!(
+            <VirtualService as kube::Resource>::plural(&()),
+            "virtualservices"
+        );
+        assert_eq!(
+            serde_json::to_value(&dr).unwrap()["spec"]["subsets"][0]["name"],
+            "ktx-ci"
+        );
+    }
 
     fn params() -> IstioParams<'static> {
         IstioParams {

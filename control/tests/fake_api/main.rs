@@ -10,3 +10,4 @@ mod forward;
 mod ownership;
 mod rollback;
 mod teardown;
+mod workload_env;

@@ -9,7 +9,8 @@
 //! no endpoints, no pod proxy, no port-forward (the tunnel goes through [`super::dialer`]).
 //!
 //! Faults: [`Fake::fail_write`] makes the k-th write (create, replace, patch, delete) answer
-//! 500 once — the setup-fails-at-step-k table runs on it. Every request is logged in order.
+//! 500 once — the setup-fails-at-step-k table runs on it; [`Fake::forbid`] answers a verb on a
+//! resource with 403, as RBAC does. Every request is logged in order.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -52,6 +53,8 @@ struct State {
     version: u64,
     writes: usize,
     fail_write: Option<usize>,
+    /// (resource, verb) answered 403, as RBAC would without the right.
+    forbidden: Vec<(String, &'static str)>,
     calls: Vec<Call>,
 }
 
@@ -351,6 +354,11 @@ impl Fake {
         s.fail_write = Some(s.writes + k);
     }
 
+    /// Answers every `verb` on `resource` with 403 Forbidden from now on.
+    pub fn forbid(&self, resource: &str, verb: &'static str) {
+        self.lock().forbidden.push((resource.to_string(), verb));
+    }
+
     /// How many writes (create, replace, patch, delete) were answered so far.
     pub fn writes(&self) -> usize {
         self.lock().writes
@@ -399,6 +407,16 @@ impl Fake {
             name: name.clone().unwrap_or_default(),
             after: Value::Null,
         });
+        if s.forbidden
+            .iter()
+            .any(|(r, v)| *r == resource && *v == verb)
+        {
+            return status(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                format!("{resource} is forbidden: cannot {verb} {resource} in namespace {NS}"),
+            );
+        }
         // The `scale` subresource of workloads (exchange --mode scale): a view of the object's
         // replicas; a patch of it is a patch of the object's spec.replicas.
         let scale = sub.as_deref() == Some("scale")

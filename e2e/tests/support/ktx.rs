@@ -50,6 +50,11 @@ pub fn ktx_path() -> PathBuf {
         .unwrap_or_else(|| bin_dir().join("ktx"))
 }
 
+/// The `ktx-testbackend` binary [`build`] made: a developer's process a test starts itself.
+pub fn testbackend_path() -> PathBuf {
+    bin_dir().join("ktx-testbackend")
+}
+
 /// A free local port for a process the test starts next. Picked in 20000-28999: below the
 /// ephemeral range (32768+), so that no outgoing connection of this machine (kubectl,
 /// port-forwards) can be given it between this check and the process binding it, and below

@@ -144,7 +144,7 @@ fn readme_role() -> String {
         .split("```yaml\n")
         .skip(1)
         .filter_map(|b| b.split_once("```").map(|(yaml, _)| yaml.to_string()))
-        .find(|yaml| yaml.contains("kind: Role\n"))
+        .find(|yaml| yaml.contains("kind: Role\n") && yaml.contains("name: ktx-developer"))
         .expect("README.md has a ```yaml block with the developer Role")
 }
 
@@ -219,6 +219,22 @@ fn the_role_ktx_creates_for_a_router_grants_exactly_what_it_calls() {
             );
         }
     }
+}
+
+/// The README's extra Role for `--env-secrets` grants exactly what that flag adds.
+#[test]
+fn the_readme_env_secrets_role_grants_exactly_what_env_secrets_calls() {
+    let yaml = repo("README.md")
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|b| b.split_once("```").map(|(yaml, _)| yaml.to_string()))
+        .find(|yaml| yaml.contains("name: ktx-env-secrets"))
+        .expect("README.md has a ```yaml block with the Role ktx-env-secrets");
+    same(
+        "README.md ktx-env-secrets Role",
+        &rights(&role_rules(&yaml, "ktx-env-secrets")),
+        &needed(&[Account::DeveloperEnvSecrets]),
+    );
 }
 
 #[test]

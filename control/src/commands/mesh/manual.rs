@@ -20,7 +20,7 @@ use crate::cli::MeshArgs;
 use crate::error::{Error, Result};
 use crate::lifecycle::flow::{self, Ctx, Ready};
 use crate::lifecycle::steps;
-use crate::lifecycle::undo::Undo;
+use crate::lifecycle::undo::{ObjKind, Undo};
 use crate::objects::istio::{self, IstioParams};
 use crate::objects::lease::LeaseParams;
 use crate::objects::pod_settings::{parse_key_value, PairKind};
@@ -64,6 +64,43 @@ pub fn shadow_labels(
     let mut l = selector.clone();
     l.insert(key.to_string(), mark.to_string());
     l
+}
+
+/// `--apply-istio`: creates the DestinationRule and the VirtualService, each recorded on `undo`
+/// first and owned by the session's Lease (the garbage collector removes them after a crash).
+async fn apply_istio(
+    ctx: &Ctx,
+    undo: &Undo,
+    ip: &IstioParams<'_>,
+    session: &str,
+    owner: &crate::plan::ownership::SessionOwner,
+) -> Result<()> {
+    let labels = crate::objects::labels(ip.service, ktx_names::role::SHADOW, Some(session));
+    let dr = istio::DestinationRule::from_printed(istio::destination_rule(ip), labels.clone());
+    let vs = istio::VirtualService::from_printed(istio::virtual_service(ip), labels);
+    let not_installed = |e: Error| {
+        match &e {
+        Error::Api { source, .. } if crate::error::status_code(source) == Some(404) => {
+            Error::Unsupported(format!(
+                "this cluster does not serve {}/{} (Istio is not installed): run without --apply-istio and apply the printed objects where Istio runs",
+                istio::GROUP,
+                istio::VERSION
+            ))
+        }
+        _ => e,
+    }
+    };
+    flow::create_own(ctx, undo, ObjKind::DestinationRule, false, dr, Some(owner))
+        .await
+        .map_err(not_installed)?;
+    flow::create_own(ctx, undo, ObjKind::VirtualService, false, vs, Some(owner))
+        .await
+        .map_err(not_installed)?;
+    ctx.progress.done(format!(
+        "Created DestinationRule and VirtualService {}/{}",
+        ip.namespace, ip.name
+    ));
+    Ok(())
 }
 
 pub async fn setup(
@@ -143,10 +180,13 @@ pub async fn setup(
         mark: &mark,
     };
     let manifest = istio::yaml(&ip);
-    let mut text = vec![
-        format!("Shadow pod {ns}/{name} carries {key}={mark} and the labels of Service {service}'s pods; Service {service} is unchanged."),
-        format!("Route the mark to it with Istio (`kubectl apply -f -`; unmarked traffic keeps going to {service}, give the original pods a subset of their own to keep it off this pod):"),
-    ];
+    let mut text = vec![format!("Shadow pod {ns}/{name} carries {key}={mark} and the labels of Service {service}'s pods; Service {service} is unchanged.")];
+    if args.apply_istio {
+        apply_istio(ctx, undo, &ip, &plan.session, &lease.owner).await?;
+        text.push(format!("Istio routes the mark to it: DestinationRule and VirtualService {ns}/{name} (deleted when the session ends; unmarked traffic keeps going to {service}, give the original pods a subset of their own to keep it off this pod):"));
+    } else {
+        text.push(format!("Route the mark to it with Istio (`kubectl apply -f -`, or run with --apply-istio; unmarked traffic keeps going to {service}, give the original pods a subset of their own to keep it off this pod):"));
+    }
     text.extend(manifest.lines().map(str::to_string));
     let json = serde_json::json!({
         "command": "mesh",
