@@ -98,11 +98,15 @@ impl Laptop {
             &host_ip,
         ]);
         let admin = fs::read_to_string(std::env::var("KUBECONFIG").expect("KUBECONFIG")).unwrap();
-        let kubeconfig = dir.join("kubeconfig");
+        // Not under /etc/netns/NAME: `ip netns exec` binds every file there over /etc.
+        let work = std::env::temp_dir().join(&name);
+        let _ = fs::remove_dir_all(&work);
+        fs::create_dir_all(&work).unwrap();
+        let kubeconfig = work.join("kubeconfig");
         let pointed = admin.replace("https://127.0.0.1:", &format!("https://{node_ip}:"));
         assert_ne!(pointed, admin, "the admin kubeconfig names 127.0.0.1");
         fs::write(&kubeconfig, pointed).unwrap();
-        let state = dir.join("ktx-state");
+        let state = work.join("ktx-state");
         Laptop {
             name,
             host_if,
@@ -178,6 +182,9 @@ impl Drop for Laptop {
         let _ = sh(&["ip", "netns", "del", &self.name]);
         let _ = sh(&["ip", "link", "del", &self.host_if]);
         let _ = fs::remove_dir_all(&self.dir);
+        if let Some(work) = self.kubeconfig.parent() {
+            let _ = fs::remove_dir_all(work);
+        }
     }
 }
 

@@ -215,6 +215,7 @@ async fn setup(
         tokio::spawn(cluster_names::watch(
             kube.clone(),
             Duration::from_millis(50),
+            ctx.global.api_timeout.saturating_sub(Duration::from_secs(5)),
             move |entries| {
                 for e in entries {
                     table.set_service(

@@ -84,22 +84,29 @@ pub fn entries(namespace: &str, services: &[Service], endpoints: &[Endpoints]) -
 
 /// Watches the namespace's Services and Endpoints and calls `apply` with every Service's
 /// entry: once both lists are first read, then after every change (changes within
-/// `debounce` are applied together). Returns only if a watch stream ends (kube's watcher
-/// retries errors with backoff and does not end on its own).
-pub async fn watch(kube: Kube, debounce: Duration, apply: impl Fn(Vec<Entry>) + Send + 'static) {
+/// `debounce` are applied together). Each watch request asks the API server to end it after
+/// `watch_timeout` (below the client's read timeout, so a quiet namespace is not taken for a
+/// hung connection); kube's watcher then resumes it. Returns only if a watch stream ends.
+pub async fn watch(
+    kube: Kube,
+    debounce: Duration,
+    watch_timeout: Duration,
+    apply: impl Fn(Vec<Entry>) + Send + 'static,
+) {
+    let config = watcher::Config::default().timeout(watch_timeout.as_secs().clamp(1, 290) as u32);
     let (services, svc_writer) = reflector::store::<Service>();
     let (endpoints, ep_writer) = reflector::store::<Endpoints>();
+    // Every event counts, the initial list's end (InitDone) included: that is when a store
+    // becomes ready.
     let svc_events = reflector(
         svc_writer,
-        watcher(kube.api::<Service>(), watcher::Config::default()).default_backoff(),
+        watcher(kube.api::<Service>(), config.clone()).default_backoff(),
     )
-    .touched_objects()
     .map(|r| r.map(|_| ()).map_err(|e| e.to_string()));
     let ep_events = reflector(
         ep_writer,
-        watcher(kube.api::<Endpoints>(), watcher::Config::default()).default_backoff(),
+        watcher(kube.api::<Endpoints>(), config).default_backoff(),
     )
-    .touched_objects()
     .map(|r| r.map(|_| ()).map_err(|e| e.to_string()));
     let mut events = std::pin::pin!(futures_util::stream::select(svc_events, ep_events));
     let ns = kube.namespace.clone();
