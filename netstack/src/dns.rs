@@ -125,6 +125,24 @@ pub fn decide(query: &[u8], names: &Names, ttl: u32) -> Decision {
     }
 }
 
+/// [`decide`] for a UDP query: an answer larger than the client can take over UDP (512 bytes, or
+/// its EDNS payload size) is sent truncated (TC set, no records), so the client retries over
+/// TCP — a headless Service with many pods does not fit in 512 bytes.
+pub fn decide_udp(query: &[u8], names: &Names, ttl: u32) -> Decision {
+    let decision = decide(query, names, ttl);
+    let Decision::Reply(bytes) = &decision else {
+        return decision;
+    };
+    let limit = Message::from_vec(query).map_or(512, |q| usize::from(q.max_payload()));
+    if bytes.len() <= limit {
+        return decision;
+    }
+    match Message::from_vec(bytes).map(|m| m.truncate().to_vec()) {
+        Ok(Ok(truncated)) => Decision::Reply(truncated),
+        _ => Decision::Drop,
+    }
+}
+
 /// A bound resolver; [`DnsServer::run`] serves until dropped.
 pub struct DnsServer {
     udp: UdpSocket,
@@ -135,29 +153,42 @@ pub struct DnsServer {
 
 impl DnsServer {
     pub async fn bind(config: DnsConfig, names: NameTable) -> Result<Self, DnsError> {
-        let addr = config.listen;
-        let udp = UdpSocket::bind(addr)
-            .await
-            .map_err(|source| DnsError::Bind {
-                proto: "udp",
-                addr,
-                source,
-            })?;
-        // Same port for TCP (an ephemeral UDP port picked by the OS is reused).
-        let tcp_addr = udp.local_addr().unwrap_or(addr);
-        let tcp = TcpListener::bind(tcp_addr)
-            .await
-            .map_err(|source| DnsError::Bind {
-                proto: "tcp",
-                addr: tcp_addr,
-                source,
-            })?;
-        Ok(DnsServer {
-            udp,
-            tcp,
-            names,
-            config,
-        })
+        // With port 0 the OS picks the UDP port, which TCP may not have free: try a few.
+        let attempts = if config.listen.port() == 0 { 16 } else { 1 };
+        let mut last = None;
+        for _ in 0..attempts {
+            let addr = config.listen;
+            let udp = UdpSocket::bind(addr)
+                .await
+                .map_err(|source| DnsError::Bind {
+                    proto: "udp",
+                    addr,
+                    source,
+                })?;
+            let tcp_addr = udp.local_addr().unwrap_or(addr);
+            match TcpListener::bind(tcp_addr).await {
+                Ok(tcp) => {
+                    return Ok(DnsServer {
+                        udp,
+                        tcp,
+                        names,
+                        config,
+                    })
+                }
+                Err(source) => {
+                    last = Some(DnsError::Bind {
+                        proto: "tcp",
+                        addr: tcp_addr,
+                        source,
+                    })
+                }
+            }
+        }
+        Err(last.unwrap_or(DnsError::Bind {
+            proto: "tcp",
+            addr: config.listen,
+            source: std::io::ErrorKind::AddrInUse.into(),
+        }))
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -199,7 +230,7 @@ async fn serve_udp(udp: Arc<UdpSocket>, names: NameTable, forwarder: Arc<Forward
             continue;
         };
         let query = &buf[..n];
-        match decide(query, &names.snapshot(), ttl) {
+        match decide_udp(query, &names.snapshot(), ttl) {
             Decision::Reply(bytes) => {
                 let _ = udp.send_to(&bytes, peer).await;
             }

@@ -133,3 +133,57 @@ impl<S: AsyncWrite + Unpin + ?Sized> AsyncWrite for Idle<'_, S> {
         Pin::new(&mut *self.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_direction_keeps_an_idle_one_alive_and_half_close_passes_through() {
+        let (mut local, mut local_peer) = duplex(1024);
+        let (mut remote, mut remote_peer) = duplex(1024);
+        let idle = Duration::from_secs(10);
+        let spliced = tokio::spawn(async move { splice(&mut local, &mut remote, idle).await });
+        // the client says nothing for 30 s while the server streams every 5 s
+        for _ in 0..6 {
+            remote_peer.write_all(b"tick").await.unwrap();
+            let mut got = [0u8; 4];
+            local_peer.read_exact(&mut got).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        // the client half-closes; the server still answers, then closes
+        local_peer.shutdown().await.unwrap();
+        let mut eof = [0u8; 1];
+        assert_eq!(
+            remote_peer.read(&mut eof).await.unwrap(),
+            0,
+            "FIN passed on"
+        );
+        remote_peer.write_all(b"bye").await.unwrap();
+        remote_peer.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        local_peer.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"bye");
+        let carried = spliced.await.unwrap().unwrap();
+        assert_eq!(
+            carried,
+            Carried {
+                to_remote: 0,
+                to_local: 27
+            }
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flow_idle_both_ways_times_out() {
+        let (mut local, _local_peer) = duplex(1024);
+        let (mut remote, _remote_peer) = duplex(1024);
+        let started = tokio::time::Instant::now();
+        let err = splice(&mut local, &mut remote, Duration::from_secs(10))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+    }
+}

@@ -18,6 +18,12 @@ pub struct Config {
     #[arg(long = "listen", env = "KTX_ROUTER_LISTEN", value_delimiter = ',', required = true, value_parser = parse_listen)]
     pub listen: Vec<SocketAddr>,
 
+    /// New connections the kernel holds until the router accepts them (listen backlog; the
+    /// kernel caps it at net.core.somaxconn). A burst beyond it has SYNs dropped, and those
+    /// clients wait a second for the retransmit.
+    #[arg(long, env = "KTX_ROUTER_LISTEN_BACKLOG", default_value_t = 4096)]
+    pub listen_backlog: u32,
+
     /// Admin address for /metrics, /healthz and /readyz.
     #[arg(long, env = "KTX_ROUTER_ADMIN", default_value = "0.0.0.0:9901")]
     pub admin: SocketAddr,
@@ -58,8 +64,9 @@ pub struct Config {
     #[arg(long, env = "KTX_ROUTER_SNIFF_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
     pub sniff_timeout: Duration,
 
-    /// Free the buffers of a client keep-alive connection quiet this long after a response
-    /// (the socket stays open; about 1 KB of memory remains per idle connection).
+    /// Free the buffers of a client keep-alive connection quiet this long after a response (the
+    /// socket stays open; about 3 KB of memory remains per idle connection). It is parked
+    /// between one and 1.25 times this after its last byte.
     #[arg(long, env = "KTX_ROUTER_IDLE_PARK_AFTER", default_value = "1s", value_parser = parse_duration)]
     pub idle_park_after: Duration,
 
@@ -95,6 +102,12 @@ pub struct Config {
     /// speaks first); close it if the server does not speak within this long either.
     #[arg(long, env = "KTX_ROUTER_SILENT_UPSTREAM_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub silent_upstream_timeout: Duration,
+
+    /// Upstream connects at a time for clients that sent nothing before --sniff-timeout (a
+    /// flood of silent sockets reaches that timeout all at once); the others wait their turn
+    /// within --silent-upstream-timeout, while other clients' requests keep being served.
+    #[arg(long, env = "KTX_ROUTER_SILENT_CONNECTS", default_value_t = 4)]
+    pub silent_connects: usize,
 
     /// Open client connections at most (all ports); further ones are closed at accept.
     #[arg(long, env = "KTX_ROUTER_MAX_CONNECTIONS", default_value_t = 10_000)]

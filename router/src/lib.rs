@@ -197,10 +197,6 @@ impl Router {
                 },
             },
         ));
-        tasks.push(tokio::spawn(sweep_pools(
-            Arc::clone(&upstreams),
-            cfg.upstream_idle_timeout,
-        )));
         let admin_table = table_rx.clone();
         let proxy = Arc::new(proxy::Proxy::new(
             table_rx,
@@ -212,6 +208,10 @@ impl Router {
             },
             cfg.upstream_h2_shared,
         ));
+        tasks.push(tokio::spawn(sweep_pools(
+            Arc::clone(&proxy),
+            cfg.upstream_idle_timeout,
+        )));
         let listen_cfg = Arc::new(ListenConfig {
             sniff_timeout: cfg.sniff_timeout,
             header_read_timeout: cfg.header_read_timeout,
@@ -225,6 +225,7 @@ impl Router {
             h2c_idle_timeout: cfg.h2c_idle_timeout,
             splice_idle_timeout: cfg.splice_idle_timeout,
             silent_upstream_timeout: cfg.silent_upstream_timeout,
+            silent_connect_turns: Arc::new(tokio::sync::Semaphore::new(cfg.silent_connects.max(1))),
         });
         let admission = Arc::new(admission::Admission::new(
             cfg.max_connections,
@@ -236,9 +237,8 @@ impl Router {
 
         let mut listen_addrs = Vec::new();
         for addr in &cfg.listen {
-            let l = TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind {
+            let l =
+                listener::bind(*addr, cfg.listen_backlog).map_err(|source| StartError::Bind {
                     addr: *addr,
                     source,
                 })?;
@@ -330,11 +330,11 @@ fn exchange_stall_timeout(cfg: &Config) -> std::time::Duration {
 
 /// Drops idle upstream connections past their timeout, and pool entries of addresses that
 /// have none left, every idle timeout (at least every second).
-async fn sweep_pools(upstreams: Arc<Upstreams>, every: std::time::Duration) {
-    let every = every.max(std::time::Duration::from_secs(1));
+async fn sweep_pools(proxy: Arc<proxy::Proxy>, idle: std::time::Duration) {
+    let every = idle.max(std::time::Duration::from_secs(1));
     loop {
         tokio::time::sleep(every).await;
-        upstreams.sweep();
+        proxy.sweep_pools(idle);
     }
 }
 

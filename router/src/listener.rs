@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -27,6 +27,20 @@ use crate::sniff::{sniff, Sniffed};
 
 // The admin server's accept loop uses these too.
 pub use crate::serve::signalled;
+
+/// A listening socket whose kernel queue holds `backlog` connections not yet accepted (tokio's
+/// `TcpListener::bind` allows 128: a burst of new connections beyond that has its SYNs dropped
+/// while the accept loop is busy, and each of those clients waits a second to retry).
+pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
 
 /// Sleeps after a failed accept. EMFILE and friends do not clear by retrying at once, and an
 /// immediate retry would spin a core; the pause doubles from 5 ms to 1 s while failures repeat.
@@ -132,11 +146,16 @@ async fn serve_connection(
             let bounds = SpliceIdle {
                 idle: cfg.splice_idle_timeout,
                 silent_first: cfg.silent_upstream_timeout,
+                silent_turns: Arc::clone(&cfg.silent_connect_turns),
             };
-            crate::serve::splice::passthrough(&proxy, io, port, peer, bounds).await
+            // Boxed, as h2c below: the task of every connection is as large as the largest
+            // state it could be in, and idle keep-alive HTTP/1.1 connections are the many.
+            Box::pin(crate::serve::splice::passthrough(
+                &proxy, io, port, peer, bounds,
+            ))
+            .await
         }
         Proto::http1 => crate::serve::http1::serve(io, peer, port, proxy, cfg, shutdown).await,
-        // Boxed so every connection's task is not as large as an HTTP/2 connection's state.
         Proto::h2c => {
             Box::pin(crate::serve::h2c::serve(
                 io, peer, port, proxy, cfg, shutdown,

@@ -114,6 +114,18 @@ impl Proxy {
         }
     }
 
+    /// Drops idle pooled upstream connections: HTTP/1.1 past their timeout, and HTTP/2 ones no
+    /// client owns (shared) that carried no stream for `idle`. Run periodically.
+    pub fn sweep_pools(&self, idle: std::time::Duration) {
+        self.upstreams.sweep();
+        if let Some(shared) = &self.shared_conns {
+            shared.sweep(idle);
+        }
+        if let Some(pool) = &self.shared_h2 {
+            pool.sweep(idle);
+        }
+    }
+
     /// Serves one request that arrived on listener `port`. Never fails: errors become responses.
     pub async fn handle(
         &self,

@@ -7,9 +7,10 @@ pub mod h2c;
 pub mod http1;
 pub mod splice;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 /// Connection-level settings of the listeners.
 #[derive(Debug, Clone)]
@@ -41,6 +42,8 @@ pub struct ListenConfig {
     /// A client silent until the sniff timeout is passed through only if the upstream speaks
     /// within this long.
     pub silent_upstream_timeout: Duration,
+    /// Upstream connects of silent clients take these turns (`--silent-connects` at a time).
+    pub silent_connect_turns: Arc<Semaphore>,
 }
 
 /// Resolves once shutdown is signalled (or its sender is gone).

@@ -9,6 +9,7 @@ mod proxy {
     mod bad_input;
     mod bounds;
     mod desync;
+    mod flood;
     mod fuzz;
     mod grpc;
     mod h2c;

@@ -79,20 +79,31 @@ pub async fn wait_for_signal(who: &str) {
 /// Unless the operator already set `key`, re-run this binary once with `key=value`: same PID,
 /// same arguments. If exec fails the binary carries on with the defaults (and says so).
 pub fn reexec_with_env(binary: &str, key: &str, value: &str) {
-    if std::env::var_os(key).is_some() {
+    reexec_with_envs(binary, &[(key, value)]);
+}
+
+/// [`reexec_with_env`] for several settings at once: re-runs the binary once with every
+/// `key=value` whose key the operator did not set, if there is any.
+pub fn reexec_with_envs(binary: &str, settings: &[(&str, &str)]) {
+    let missing: Vec<_> = settings
+        .iter()
+        .filter(|(key, _)| std::env::var_os(key).is_none())
+        .collect();
+    if missing.is_empty() {
         return;
     }
     use std::os::unix::process::CommandExt;
     let mut args = std::env::args_os();
     let arg0 = args.next().unwrap_or_default();
     if let Ok(exe) = std::env::current_exe() {
-        let err = std::process::Command::new(exe)
-            .arg0(arg0)
-            .args(args)
-            .env(key, OsStr::new(value))
-            .exec();
+        let mut cmd = std::process::Command::new(exe);
+        cmd.arg0(arg0).args(args);
+        for (key, value) in &missing {
+            cmd.env(key, OsStr::new(value));
+        }
+        let err = cmd.exec();
         // exec only returns on failure.
-        eprintln!("{binary}: could not re-exec with {key}={value} ({err}); continuing");
+        eprintln!("{binary}: could not re-exec with {missing:?} ({err}); continuing");
     }
 }
 

@@ -96,12 +96,20 @@ async fn delete_made<K: Kind>(
     uid: Option<&str>,
     token: &str,
 ) -> Result<Deleted> {
-    match uid {
+    let deleted = match uid {
         Some(uid) => kube.delete_uid::<K>(name, uid).await,
         None => {
             kube.delete_checked::<K>(name, |o| ownership::created_by(o.meta(), token))
                 .await
         }
+    };
+    match deleted {
+        // A 404 that is not an object's NotFound: the cluster does not serve the kind at all
+        // (Istio's, without Istio), so nothing of it was made.
+        Err(Error::Api { source, .. }) if crate::error::status_code(&source) == Some(404) => {
+            Ok(Deleted::Gone)
+        }
+        other => other,
     }
 }
 

@@ -194,6 +194,55 @@ async fn manual_mesh_setup_failing_at_any_step_rolls_back_exactly() {
 }
 
 #[tokio::test]
+async fn manual_mesh_applying_istio_failing_at_any_step_rolls_back_exactly() {
+    tokio::time::timeout(
+        PATIENCE,
+        every_step_rolls_back(&[
+            "mesh",
+            "tb",
+            "--mode",
+            "manual",
+            "--apply-istio",
+            "--versionMark",
+            "ci",
+            "--expose",
+            "3001:80",
+        ]),
+    )
+    .await
+    .expect("in time");
+}
+
+/// A cluster without Istio: `--apply-istio` is refused with what to do, and the rollback
+/// leaves the namespace as it was (the undo of an Istio object that was never created must
+/// not fail on the kind not being served).
+#[tokio::test]
+async fn apply_istio_without_istio_is_refused_and_leaves_nothing() {
+    let (fake, before) = team_namespace("tb");
+    fake.unserve("destinationrules");
+    fake.unserve("virtualservices");
+    let cli = cli(&[
+        "mesh",
+        "tb",
+        "--mode",
+        "manual",
+        "--apply-istio",
+        "--versionMark",
+        "ci",
+        "--expose",
+        "3001:80",
+    ]);
+    let (shutdown, _stop) = ktx::lifecycle::shutdown::Shutdown::manual();
+    let err = tokio::time::timeout(PATIENCE, support::run(&fake, &cli, &shutdown))
+        .await
+        .expect("in time")
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains("Istio is not installed"), "{err}");
+    assert_eq!(diff(&before, &fake.snapshot()), "");
+}
+
+#[tokio::test]
 async fn kt_connect_line_setup_failing_at_any_step_rolls_back_exactly() {
     // kt-connect's exchange line and pod knobs: the Deployment stands for its Service.
     tokio::time::timeout(

@@ -55,6 +55,9 @@ struct State {
     fail_write: Option<usize>,
     /// (resource, verb) answered 403, as RBAC would without the right.
     forbidden: Vec<(String, &'static str)>,
+    /// Resources whose API group the cluster does not serve (a CRD not installed): every
+    /// request gets the API server's plain `404 page not found`.
+    unserved: Vec<String>,
     calls: Vec<Call>,
 }
 
@@ -359,6 +362,11 @@ impl Fake {
         self.lock().forbidden.push((resource.to_string(), verb));
     }
 
+    /// Serves `resource` no more, as a cluster without its CRD (see [`State::unserved`]).
+    pub fn unserve(&self, resource: &str) {
+        self.lock().unserved.push(resource.to_string());
+    }
+
     /// How many writes (create, replace, patch, delete) were answered so far.
     pub fn writes(&self) -> usize {
         self.lock().writes
@@ -407,6 +415,13 @@ impl Fake {
             name: name.clone().unwrap_or_default(),
             after: Value::Null,
         });
+        if s.unserved.contains(&resource) {
+            return Response::builder()
+                .status(StatusCode::NOT_FOUND)
+                .header("content-type", "text/plain; charset=utf-8")
+                .body(Full::new(Bytes::from_static(b"404 page not found\n")))
+                .expect("a status and a body make a response");
+        }
         if s.forbidden
             .iter()
             .any(|(r, v)| *r == resource && *v == verb)

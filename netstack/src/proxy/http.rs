@@ -191,8 +191,26 @@ async fn refuse<D: Dial>(conn: &mut TcpStream, status: &str) -> std::io::Result<
         body.len()
     );
     conn.write_all(answer.as_bytes()).await?;
+    // Closing with unread input makes the kernel send RST, which can destroy the answer before
+    // the client reads it: send FIN, then discard what the client still sends, briefly.
+    conn.shutdown().await?;
+    let drain = async {
+        let mut sink = [0u8; 4096];
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match conn.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
     Ok(None)
 }
+
+/// How long and how much a refused client's leftover input is read before closing.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+const LINGER_BYTES: usize = 64 * 1024;
 
 #[cfg(test)]
 mod tests {

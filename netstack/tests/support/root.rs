@@ -30,7 +30,10 @@ pub struct Netns {
 impl Netns {
     pub fn new(tag: &str) -> Self {
         let name = format!("ktx-nst-{}-{tag}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(std::process::Stdio::null())
+            .status();
         run("ip", &["netns", "add", &name]);
         run("ip", &["-n", &name, "link", "set", "lo", "up"]);
         Netns { name }

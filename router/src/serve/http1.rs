@@ -121,6 +121,9 @@ impl<S: AsyncWrite> AsyncWrite for Watched<S> {
     }
 }
 
+/// Quiet checks per `--idle-park-after`; a connection is parked after this many in a row.
+const PARK_CHECKS: u32 = 4;
+
 /// How one hyper connection on the socket ended.
 enum Ended {
     /// We parked it: the socket is open and idle; here it is with any unread bytes.
@@ -166,25 +169,47 @@ pub async fn serve(
         {
             Ended::Closed => return,
             Ended::Upgraded(client, upstream) => {
-                crate::serve::splice::splice_upgraded(client, upstream, cfg.splice_idle_timeout)
-                    .await;
+                // Boxed, like every state but parking: see `wait_parked`.
+                Box::pin(crate::serve::splice::splice_upgraded(
+                    client,
+                    upstream,
+                    cfg.splice_idle_timeout,
+                ))
+                .await;
                 return;
             }
             Ended::Parked(parked) => {
                 let (prefix, stream) = parked.into_parts();
                 if prefix.is_empty() {
-                    let _parked = ParkedGuard::new(&proxy.metrics);
-                    tokio::select! {
-                        r = stream.readable() => if r.is_err() { return },
-                        _ = signalled(&mut shutdown) => return,
-                        _ = tokio::time::sleep(cfg.client_idle_timeout) => {
-                            tracing::debug!(%peer, "idle keep-alive connection closed after the idle timeout");
-                            return;
-                        }
+                    let wait = wait_parked(&stream, peer, &cfg, &mut shutdown, &proxy);
+                    if !Box::pin(wait).await {
+                        return;
                     }
                 }
                 io = Prefixed::new(prefix, stream);
             }
+        }
+    }
+}
+
+/// Waits on a parked connection until the client sends again (true) or it is to be closed:
+/// client gone, idle timeout, shutdown (false). A parked connection's memory is its task: this
+/// wait is boxed while it lasts, every other state of the connection (hyper's, a splice's) is
+/// boxed while *it* lasts, so the task itself stays a few hundred bytes.
+async fn wait_parked(
+    stream: &TcpStream,
+    peer: SocketAddr,
+    cfg: &ListenConfig,
+    shutdown: &mut watch::Receiver<bool>,
+    proxy: &Proxy,
+) -> bool {
+    let _parked = ParkedGuard::new(&proxy.metrics);
+    tokio::select! {
+        r = stream.readable() => r.is_ok(),
+        _ = signalled(shutdown) => false,
+        _ = tokio::time::sleep(cfg.client_idle_timeout) => {
+            tracing::debug!(%peer, "idle keep-alive connection closed after the idle timeout");
+            false
         }
     }
 }
@@ -233,7 +258,11 @@ async fn serve_until_idle(
     let mut quiet = Quiet::Serving;
     let mut stopping = false;
     let mut seen = activity.snapshot();
-    let tick = tokio::time::sleep(cfg.idle_park_after);
+    // Checked PARK_CHECKS times per --idle-park-after: a connection is parked between one and
+    // 1.25 park delays after its last byte (checking once per delay took up to two).
+    let check = (cfg.idle_park_after / PARK_CHECKS).max(std::time::Duration::from_millis(1));
+    let mut quiet_checks = 0;
+    let tick = tokio::time::sleep(check);
     tokio::pin!(tick);
     // No byte either way for this long while hyper still runs the connection: a client that
     // stopped reading its response, or any other stall the per-wait timeouts do not end.
@@ -254,7 +283,13 @@ async fn serve_until_idle(
             }
             _ = &mut tick, if quiet == Quiet::Serving && !stopping => {
                 let now = activity.snapshot();
-                if now == seen && last_was_write.load(Ordering::Relaxed) {
+                if now == seen {
+                    quiet_checks += 1;
+                } else {
+                    seen = now;
+                    quiet_checks = 0;
+                }
+                if quiet_checks >= PARK_CHECKS && last_was_write.load(Ordering::Relaxed) {
                     // Quiet since a response went out. hyper finishes at once only when the
                     // last exchange is complete both ways; one still waiting for request body
                     // bytes (a body the upstream answered early and then abandoned) must not
@@ -268,8 +303,7 @@ async fn serve_until_idle(
                         Poll::Pending => quiet = Quiet::Closing,
                     }
                 } else {
-                    seen = now;
-                    tick.as_mut().reset(tokio::time::Instant::now() + cfg.idle_park_after);
+                    tick.as_mut().reset(tokio::time::Instant::now() + check);
                 }
             }
             _ = signalled(shutdown), if !stopping => {

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -52,6 +52,26 @@ pub(super) struct H2Conn {
     pub(super) tx: http2::SendRequest<RequestBody>,
     pub(super) in_flight: Arc<AtomicUsize>,
     pub(super) born: Instant,
+    /// When its last stream started (its birth, for the stream that opened it).
+    pub(super) last_stream: Instant,
+}
+
+impl H2Conn {
+    /// A connection just opened for one stream.
+    pub(super) fn opened(tx: http2::SendRequest<RequestBody>, in_flight: Arc<AtomicUsize>) -> Self {
+        let now = Instant::now();
+        H2Conn {
+            tx,
+            in_flight,
+            born: now,
+            last_stream: now,
+        }
+    }
+
+    /// Carries a stream, or started one less than `idle` ago.
+    fn in_use(&self, idle: Duration) -> bool {
+        self.in_flight.load(Ordering::Relaxed) > 0 || self.last_stream.elapsed() < idle
+    }
 }
 
 /// A stream's connection and the slot it holds until its response ends.
@@ -112,11 +132,8 @@ impl H2Pool {
         let tx = Box::pin(open(&self.upstreams, addr, side, window)).await?;
         let in_flight = Arc::new(AtomicUsize::new(1));
         if let Some(p) = self.lock().get_mut(&addr) {
-            p.conns.push(H2Conn {
-                tx: tx.clone(),
-                in_flight: Arc::clone(&in_flight),
-                born: Instant::now(),
-            });
+            p.conns
+                .push(H2Conn::opened(tx.clone(), Arc::clone(&in_flight)));
         }
         Ok(H2Stream {
             tx,
@@ -168,6 +185,18 @@ impl H2Pool {
             }
         };
         Ok(permit)
+    }
+
+    /// Drops connections that carried no stream for `idle`, and the entries of addresses left
+    /// with no connection and no stream. For the one pool of `--upstream-h2-shared`, which no
+    /// client's going away closes; run periodically.
+    pub fn sweep(&self, idle: Duration) {
+        let cfg = self.upstreams.config();
+        let total = cfg.h2_streams_per_connection * cfg.h2_connections_per_client;
+        self.lock().retain(|_, p| {
+            drop_idle(&mut p.conns, idle);
+            !p.conns.is_empty() || p.slots.available_permits() < total
+        });
     }
 
     /// Addresses this pool keeps state for (for tests and metrics).
@@ -229,12 +258,19 @@ pub(super) fn take_room(
     } else {
         conns.retain(|c| !c.tx.is_closed());
     }
-    let c = conns.iter().find(|c| {
+    let c = conns.iter_mut().find(|c| {
         c.in_flight.load(Ordering::Relaxed) < cap
             && (side != Side::Shadow || reuse.allows(c.born, None))
     })?;
     c.in_flight.fetch_add(1, Ordering::Relaxed);
+    c.last_stream = Instant::now();
     Some((c.tx.clone(), Arc::clone(&c.in_flight)))
+}
+
+/// Drops closed connections and those that carried no stream for `idle`. Dropping the pool's
+/// handle closes a connection once no stream holds another (hyper then ends it).
+pub(super) fn drop_idle(conns: &mut Vec<H2Conn>, idle: Duration) {
+    conns.retain(|c| !c.tx.is_closed() && c.in_use(idle));
 }
 
 /// Opens an HTTP/2 connection to `addr` with the given receive connection window.

@@ -14,17 +14,18 @@
 //!   stall another client's stream behind the backend's connection window.
 //!
 //! Connections open per address as the open ones fill (`h2_streams_per_connection`); the
-//! number of streams, hence of connections, is bounded by the clients' quotas.
+//! number of streams, hence of connections, is bounded by the clients' quotas. A connection
+//! that carried no stream for `--upstream-idle-timeout` is closed by the periodic sweep.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::Duration;
 
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::h2_pool::{open, take_room, H2Conn, H2Stream};
+use super::h2_pool::{drop_idle, open, take_room, H2Conn, H2Stream};
 use super::Upstreams;
 use crate::body::StreamSlot;
 use crate::error::{ProxyError, Side};
@@ -80,11 +81,11 @@ impl SharedH2 {
         };
         let tx = Box::pin(open(&self.upstreams, addr, side, self.connection_window)).await?;
         let in_flight = Arc::new(AtomicUsize::new(1));
-        self.lock().entry(addr).or_default().conns.push(H2Conn {
-            tx: tx.clone(),
-            in_flight: Arc::clone(&in_flight),
-            born: Instant::now(),
-        });
+        self.lock()
+            .entry(addr)
+            .or_default()
+            .conns
+            .push(H2Conn::opened(tx.clone(), Arc::clone(&in_flight)));
         Ok(H2Stream {
             tx,
             slot: StreamSlot {
@@ -128,6 +129,16 @@ impl SharedH2 {
             }),
             None => Err((quota, Arc::clone(&a.opening))),
         }
+    }
+
+    /// Drops connections that carried no stream for `idle` (no client owns them, so no
+    /// client's going away closes them), and the entries of addresses left with none that
+    /// nobody is opening. Run periodically.
+    pub fn sweep(&self, idle: Duration) {
+        self.lock().retain(|_, a| {
+            drop_idle(&mut a.conns, idle);
+            !a.conns.is_empty() || Arc::strong_count(&a.opening) > 1
+        });
     }
 
     /// Addresses with shared connections (for tests).

@@ -307,3 +307,52 @@ async fn an_http1_client_that_stops_reading_its_response_is_closed() {
     }
     panic!("a client that stopped reading kept its connection open for {WITHIN:?}");
 }
+
+/// An h2c backend that answers every stream at once; `open` follows its open connections.
+async fn h2_backend() -> (SocketAddr, tokio::sync::watch::Receiver<usize>) {
+    use hyper::service::service_fn;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (open, rx) = tokio::sync::watch::channel(0usize);
+    let open = std::sync::Arc::new(open);
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            open.send_modify(|n| *n += 1);
+            let open = std::sync::Arc::clone(&open);
+            tokio::spawn(async move {
+                let svc = service_fn(|_req| async {
+                    let body = http_body_util::Full::new(bytes::Bytes::from_static(b"hi"));
+                    Ok::<_, std::convert::Infallible>(http::Response::new(body))
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+                open.send_modify(|n| *n -= 1);
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// The upstream h2 connections every client's body-less streams share belong to no client, so
+/// no client's going away closes them: one that carried no stream for the upstream idle
+/// timeout is closed, and the next stream opens another.
+#[tokio::test]
+async fn an_idle_shared_upstream_h2_connection_is_closed() {
+    let (backend, mut open) = h2_backend().await;
+    let (router, _routes) = router_to(backend, |c| c.upstream_idle_timeout = BOUND).await;
+    let addr = router.listen_addrs[0];
+    // The client stays connected throughout: only the shared connection goes idle.
+    let mut client = H2::connect(addr).await;
+    let r = client.get(addr, "/", None).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(*open.borrow(), 1, "one shared upstream connection");
+    tokio::time::timeout(WITHIN, open.wait_for(|n| *n == 0))
+        .await
+        .expect("the idle shared upstream connection was kept open")
+        .unwrap();
+    let r = client.get(addr, "/", None).await;
+    assert_eq!(r.status(), 200, "a new stream after the close");
+    assert_eq!(*open.borrow(), 1);
+}

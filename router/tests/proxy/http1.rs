@@ -248,6 +248,27 @@ async fn idle_connections_are_parked_and_serve_the_next_request() {
     assert_eq!(backend_of(&c.send(get("/")).await), ORIGINAL);
 }
 
+/// `--idle-park-after` counts from the connection's last byte: a connection quiet that long
+/// after its response is parked then, not up to twice that long later (idle keep-alive
+/// connections hold hyper's buffers until they are parked; `loadtests/run.sh` idle-5k measures
+/// 1.5 s after the last response with the default of 1 s). Paused time makes "then" exact.
+#[tokio::test(start_paused = true)]
+async fn an_idle_connection_is_parked_once_quiet_for_the_park_delay() {
+    let park = std::time::Duration::from_secs(1);
+    let mesh = Mesh::start_with(|c| c.idle_park_after = park).await;
+    let mut c = H1::connect(mesh.addr()).await;
+    // Half a period after the connection opened, one exchange.
+    tokio::time::sleep(park / 2).await;
+    assert_eq!(backend_of(&c.send(get("/")).await), ORIGINAL);
+    tokio::time::sleep(park + park / 4 + std::time::Duration::from_millis(10)).await;
+    let parked = counter(&mesh.metrics().await, "ktx_router_parked_connections");
+    assert_eq!(
+        parked, 1.0,
+        "parked connections 1.26 s after the last response"
+    );
+    assert_eq!(backend_of(&c.send(get_marked("/", "foobar")).await), SHADOW);
+}
+
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order() {
     let mesh = Mesh::start_with(|c| c.idle_park_after = std::time::Duration::from_millis(30)).await;

@@ -1,0 +1,293 @@
+//! The resolver with a real client (`dig`, from dnsutils) over UDP and TCP: every name form,
+//! NXDOMAIN under svc.DOMAIN, forwarding to a fake upstream on loopback, an upstream that never
+//! answers; and a proptest that no packet makes the query path panic.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use ktx_netstack::dns::{decide, DnsConfig, DnsServer};
+use ktx_netstack::names::{NameTable, ServiceNames};
+use proptest::prelude::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+
+fn table() -> NameTable {
+    let t = NameTable::new("cluster.local", "shop");
+    t.set_service(
+        "shop",
+        "many",
+        ServiceNames {
+            ips: (1..=60)
+                .map(|i| format!("10.244.1.{i}").parse().unwrap())
+                .collect(),
+            pods: BTreeMap::new(),
+        },
+    );
+    t.set_service(
+        "shop",
+        "inventory",
+        ServiceNames {
+            ips: vec!["10.96.0.10".parse().unwrap(), "fd00::10".parse().unwrap()],
+            pods: BTreeMap::new(),
+        },
+    );
+    t.set_service(
+        "data",
+        "db",
+        ServiceNames {
+            ips: vec!["10.244.0.5".parse().unwrap(), "10.244.0.6".parse().unwrap()],
+            pods: BTreeMap::from([("db-0".into(), vec!["10.244.0.5".parse().unwrap()])]),
+        },
+    );
+    t
+}
+
+fn fake_answer(query: &[u8]) -> Vec<u8> {
+    let q = Message::from_vec(query).unwrap();
+    let mut r = Message::response(q.metadata.id, OpCode::Query);
+    r.add_queries(q.queries.clone());
+    let name = q.queries[0].name().clone();
+    r.add_answer(Record::from_rdata(
+        name,
+        60,
+        RData::A(A("192.0.2.7".parse().unwrap())),
+    ));
+    r.to_vec().unwrap()
+}
+
+/// A fake upstream on UDP and TCP (same port): answers every query with A 192.0.2.7.
+async fn fake_upstream() -> SocketAddr {
+    let (sock, tcp) = loop {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        if let Ok(tcp) = TcpListener::bind(sock.local_addr().unwrap()).await {
+            break (sock, tcp);
+        }
+    };
+    let addr = sock.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let (n, peer) = sock.recv_from(&mut buf).await.unwrap();
+            sock.send_to(&fake_answer(&buf[..n]), peer).await.unwrap();
+        }
+    });
+    tokio::spawn(async move {
+        loop {
+            let (mut c, _) = tcp.accept().await.unwrap();
+            tokio::spawn(async move {
+                let len = c.read_u16().await.unwrap();
+                let mut q = vec![0u8; usize::from(len)];
+                c.read_exact(&mut q).await.unwrap();
+                let a = fake_answer(&q);
+                c.write_u16(a.len() as u16).await.unwrap();
+                c.write_all(&a).await.unwrap();
+            });
+        }
+    });
+    addr
+}
+
+fn have_dig() -> bool {
+    if std::process::Command::new("dig").arg("-v").output().is_ok() {
+        return true;
+    }
+    let why = "SKIP dns tests: `dig` not installed (apt-get install dnsutils)";
+    if std::env::var("KTX_REQUIRE_ROOT_TESTS").as_deref() == Ok("1") {
+        panic!("{why}, and KTX_REQUIRE_ROOT_TESTS=1");
+    }
+    eprintln!("{why}");
+    false
+}
+
+async fn dig(server: SocketAddr, args: &[&str]) -> String {
+    let out = tokio::process::Command::new("dig")
+        .arg(format!("@{}", server.ip()))
+        .args(["-p", &server.port().to_string(), "+tries=1", "+time=3"])
+        .args(args)
+        .output()
+        .await
+        .expect("run dig");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+async fn server(upstreams: Vec<SocketAddr>, timeout: Duration) -> SocketAddr {
+    let mut config = DnsConfig::new("127.0.0.1:0".parse().unwrap(), upstreams);
+    config.forward_timeout = timeout;
+    let server = DnsServer::bind(config, table()).await.expect("bind");
+    let addr = server.local_addr();
+    tokio::spawn(server.run());
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dig_gets_every_name_form_nxdomain_and_forwarded_answers() {
+    if !have_dig() {
+        return;
+    }
+    let upstream = fake_upstream().await;
+    let dns = server(vec![upstream], Duration::from_secs(2)).await;
+    for transport in ["+notcp", "+tcp"] {
+        for name in [
+            "inventory",
+            "inventory.shop",
+            "inventory.shop.svc",
+            "inventory.shop.svc.cluster.local",
+            "Inventory.Shop.svc.cluster.local.",
+        ] {
+            let got = dig(dns, &[transport, "+short", name, "A"]).await;
+            assert_eq!(got.trim(), "10.96.0.10", "{transport} {name}");
+        }
+        let got = dig(dns, &[transport, "+short", "inventory.shop", "AAAA"]).await;
+        assert_eq!(got.trim(), "fd00::10", "{transport} AAAA");
+        let got = dig(
+            dns,
+            &[transport, "+short", "db-0.db.data.svc.cluster.local"],
+        )
+        .await;
+        assert_eq!(got.trim(), "10.244.0.5", "{transport} headless pod");
+        let got = dig(dns, &[transport, "+short", "db.data.svc.cluster.local"]).await;
+        assert_eq!(
+            got.lines().count(),
+            2,
+            "{transport} headless service: {got}"
+        );
+
+        for name in [
+            "nope.shop.svc.cluster.local",
+            "db-9.db.data.svc.cluster.local",
+        ] {
+            let got = dig(dns, &[transport, name]).await;
+            assert!(
+                got.contains("status: NXDOMAIN"),
+                "{transport} {name}: {got}"
+            );
+            assert!(got.contains(" aa"), "authoritative: {got}");
+        }
+        // not ours: forwarded (a known namespace does not capture other names)
+        for name in ["example.com", "nope.shop", "inventory.com"] {
+            let got = dig(dns, &[transport, "+short", name]).await;
+            assert_eq!(got.trim(), "192.0.2.7", "{transport} forwarded {name}");
+        }
+        // a name that exists without an address of the asked type: NOERROR, no answer
+        let got = dig(dns, &[transport, "db.data", "AAAA"]).await;
+        assert!(
+            got.contains("status: NOERROR") && got.contains("ANSWER: 0"),
+            "{got}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_answer_is_truncated_over_udp_and_whole_over_tcp() {
+    if !have_dig() {
+        return;
+    }
+    let dns = server(vec![], Duration::from_secs(1)).await;
+    let got = dig(dns, &["+notcp", "+noedns", "+ignore", "many.shop"]).await;
+    assert!(got.contains(" tc"), "TC set: {got}");
+    assert!(got.contains("ANSWER: 0"), "{got}");
+    // dig retries over TCP by itself when TC is set
+    let got = dig(dns, &["+notcp", "+noedns", "+short", "many.shop"]).await;
+    assert_eq!(got.lines().count(), 60, "{got}");
+    // an EDNS client with a large buffer gets it all over UDP
+    let got = dig(
+        dns,
+        &["+notcp", "+bufsize=4096", "+ignore", "+short", "many.shop"],
+    )
+    .await;
+    assert_eq!(got.lines().count(), 60, "{got}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_never_answers_gives_servfail_after_the_timeout() {
+    if !have_dig() {
+        return;
+    }
+    // bound but silent
+    let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let dns = server(
+        vec![silent.local_addr().unwrap()],
+        Duration::from_millis(300),
+    )
+    .await;
+    let started = Instant::now();
+    let got = dig(dns, &["example.com"]).await;
+    let took = started.elapsed();
+    assert!(got.contains("status: SERVFAIL"), "{got}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    // the cluster names still answer
+    let got = dig(dns, &["+short", "inventory"]).await;
+    assert_eq!(got.trim(), "10.96.0.10");
+}
+
+fn query_bytes(name: &str, qtype: RecordType) -> Vec<u8> {
+    let mut m = Message::new(7, MessageType::Query, OpCode::Query);
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    m.to_vec().unwrap()
+}
+
+#[test]
+fn a_response_or_another_opcode_is_not_answered_as_a_query() {
+    let names = table().snapshot();
+    let mut m = Message::response(1, OpCode::Query);
+    m.add_query(Query::query(
+        Name::from_ascii("inventory").unwrap(),
+        RecordType::A,
+    ));
+    assert_eq!(
+        decide(&m.to_vec().unwrap(), &names, 5),
+        ktx_netstack::dns::Decision::Drop
+    );
+    let mut m = Message::new(2, MessageType::Query, OpCode::Update);
+    m.add_query(Query::query(
+        Name::from_ascii("inventory").unwrap(),
+        RecordType::A,
+    ));
+    let ktx_netstack::dns::Decision::Reply(r) = decide(&m.to_vec().unwrap(), &names, 5) else {
+        panic!("an update gets an answer");
+    };
+    assert_eq!(
+        Message::from_vec(&r).unwrap().metadata.response_code,
+        ResponseCode::NotImp
+    );
+    let two = {
+        let mut m = Message::new(3, MessageType::Query, OpCode::Query);
+        m.add_query(Query::query(Name::from_ascii("a").unwrap(), RecordType::A));
+        m.add_query(Query::query(Name::from_ascii("b").unwrap(), RecordType::A));
+        m.to_vec().unwrap()
+    };
+    let ktx_netstack::dns::Decision::Reply(r) = decide(&two, &names, 5) else {
+        panic!("two questions get an answer");
+    };
+    assert_eq!(
+        Message::from_vec(&r).unwrap().metadata.response_code,
+        ResponseCode::FormErr
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 4000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn no_packet_makes_the_query_path_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let _ = decide(&bytes, &table().snapshot(), 5);
+    }
+
+    #[test]
+    fn no_mutation_of_a_real_query_makes_it_panic(
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let mut q = query_bytes("db-0.db.data.svc.cluster.local", RecordType::A);
+        for (i, b) in flips {
+            let at = i.index(q.len());
+            q[at] = b;
+        }
+        let len = cut.index(q.len() + 1);
+        let _ = decide(&q[..len], &table().snapshot(), 5);
+    }
+}
