@@ -212,7 +212,7 @@ fn connect_from_a_laptop_reaches_services_by_name_and_address_and_cleans_up_afte
     ns.wait_deployment("inventory", secs(120));
     let laptop = Laptop::new(&ns, "a");
     let n = ns.name();
-    let by_name = format!("http://inventory.{n}:8080/");
+    let by_name = format!("http://inventory.{n}/");
 
     // Before: no route and no name.
     let before = laptop.curl(&[&by_name]);
@@ -235,10 +235,10 @@ fn connect_from_a_laptop_reaches_services_by_name_and_address_and_cleans_up_afte
     );
     assert_eq!(String::from_utf8_lossy(&body.stdout).trim(), "inventory");
     for addr in [
-        format!("inventory.{n}:8080"),
-        format!("inventory.{n}.svc.cluster.local:8080"),
-        "inventory:8080".to_string(),
-        format!("{ip}:8080"),
+        format!("inventory.{n}:80"),
+        format!("inventory.{n}.svc.cluster.local:80"),
+        "inventory:80".to_string(),
+        format!("{ip}:80"),
         format!("{pod}:8080"),
     ] {
         laptop.assert_asks(&addr, &["http1", "h2c", "grpc-unary"], "inventory");
@@ -307,22 +307,22 @@ fn connect_without_root_serves_a_socks_and_http_proxy() {
     );
     connect.wait_line(true, "through the proxy", secs(180));
     for args in [
-        vec!["--socks5-hostname", &proxy, "http://inventory:8080/"],
+        vec!["--socks5-hostname", &proxy, "http://inventory/"],
         vec![
             "--socks5-hostname",
             &proxy,
-            &format!("http://inventory.{n}.svc.cluster.local:8080/"),
+            &format!("http://inventory.{n}.svc.cluster.local/"),
         ],
         vec![
             "-x",
             &format!("http://{proxy}"),
-            &format!("http://inventory.{n}:8080/"),
+            &format!("http://inventory.{n}/"),
         ],
         vec![
             "-p",
             "-x",
             &format!("http://{proxy}"),
-            &format!("http://inventory.{n}:8080/"),
+            &format!("http://inventory.{n}/"),
         ],
     ] {
         let out = laptop.curl(&args);
