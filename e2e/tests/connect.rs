@@ -481,3 +481,80 @@ fn connect_download_and_latency_against_kubectl_port_forward() {
     let (ok, out) = connect.wait_exit(secs(60));
     assert!(ok, "ktx connect did not end cleanly:\n{out}");
 }
+
+/// The developer's process of kt-connect's scenario: answers every GET with what it got from
+/// `http://catalog:8080/` — a cluster Service, called by its short name, through `ktx connect`.
+const LOCAL_INVENTORY: &str = r#"
+import signal, sys, urllib.request
+from http.server import BaseHTTPRequestHandler, HTTPServer
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        got = urllib.request.urlopen("http://catalog:8080/", timeout=10).read().decode().strip()
+        body = ("local got: " + got).encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"#;
+
+/// kt-connect's own scenario, from the laptop: `ktx connect`, then `ktx mesh inventory
+/// --versionMark ci -- ./local-inventory`, where the local process calls another cluster
+/// Service by name; a pod's request with `VERSION: ci` gets the local answer.
+#[test]
+fn kt_connects_scenario_connect_then_mesh_with_a_local_process_that_calls_the_cluster() {
+    let Some(cluster) = Cluster::from_env("connect_ktconnect") else {
+        return;
+    };
+    support::build();
+    let ns = cluster.namespace("connect-ktc");
+    ns.apply(&two_port_manifest("inventory", "inventory"));
+    ns.apply(&ktx_e2e::testbackend_manifest("catalog", "catalog", 1));
+    ns.wait_deployment("inventory", secs(120));
+    ns.wait_deployment("catalog", secs(120));
+    let laptop = Laptop::new(&ns, "d");
+    let mut connect = Proc::spawn("ktx connect", &mut laptop.ktx(&ns, &["connect"]));
+    connect.wait_line(true, "reaches namespace", secs(180));
+
+    let script = laptop.kubeconfig.with_file_name("local-inventory.py");
+    fs::write(&script, LOCAL_INVENTORY).unwrap();
+    let port = support::free_port();
+    let script = script.display().to_string();
+    let (expose, port_arg) = (format!("{port}:80"), port.to_string());
+    let mut mesh = Proc::spawn(
+        "ktx mesh -- local-inventory",
+        &mut laptop.ktx(
+            &ns,
+            &[
+                "mesh",
+                "inventory",
+                "--expose",
+                &expose,
+                "--versionMark",
+                "ci",
+                "--",
+                "python3",
+                &script,
+                &port_arg,
+            ],
+        ),
+    );
+    mesh.wait_line(false, "Started python3", secs(180));
+    let url = format!("http://inventory.{}/", ns.name());
+    support::ask_from_pod(
+        &ns,
+        "ktc-scenario",
+        &url,
+        &[("VERSION: ci", "local got: catalog"), ("", "inventory")],
+    );
+    mesh.interrupt();
+    let (ok, out) = mesh.wait_exit(secs(90));
+    assert!(ok, "ktx mesh -- CMD did not end cleanly:\n{out}");
+    connect.interrupt();
+    let (ok, out) = connect.wait_exit(secs(60));
+    assert!(ok, "ktx connect did not end cleanly:\n{out}");
+    support::assert_nothing_left(&ns, secs(60));
+}
