@@ -247,6 +247,10 @@ pub enum Command {
     Exchange(ExchangeArgs),
     /// Your process becomes a new Service NAME in the cluster until Ctrl-C.
     Preview(PreviewArgs),
+    /// This machine reaches the cluster's Services and pods by name and address until Ctrl-C:
+    /// `sudo ktx connect` (TUN device, routes, DNS), or without root `ktx connect --socks
+    /// 127.0.0.1:1080` (SOCKS5 and HTTP proxy). TCP only: UDP other than DNS is not carried.
+    Connect(ConnectArgs),
     /// A local port that reaches a Service's port through the API server (any Ready pod,
     /// re-picked when pods restart); no root, nothing created in the cluster. Prints the local
     /// address on stdout.
@@ -465,6 +469,60 @@ pub struct CleanArgs {
     /// Only say what would be removed and restored.
     #[arg(long = "dry-run", alias = "dryRun")]
     pub dry_run: bool,
+    /// Where `ktx connect` keeps its backup of /etc/resolv.conf: a crashed `ktx connect`'s DNS
+    /// settings are put back from there (only if the file is still exactly what ktx wrote).
+    #[arg(
+        long = "state-dir",
+        env = "KTX_STATE_DIR",
+        default_value = "/var/lib/ktx"
+    )]
+    pub state_dir: std::path::PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ConnectArgs {
+    /// No root: serve a SOCKS5 (with remote name resolution) and HTTP proxy (CONNECT and
+    /// absolute-form requests) on this address instead of a TUN device, e.g. 127.0.0.1:1080.
+    #[arg(long, value_name = "ADDR")]
+    pub socks: Option<std::net::SocketAddr>,
+    /// Ranges to route into the cluster (repeatable). Default: the /16 blocks of the
+    /// namespace's ClusterIPs and pod IPs.
+    #[arg(long, value_name = "CIDR")]
+    pub cidr: Vec<ktx_netstack::cidr::Cidr>,
+    /// Ranges never routed into the cluster, carved out of the others (repeatable). The API
+    /// server's address and 127.0.0.0/8 are never routed.
+    #[arg(long = "exclude-cidr", value_name = "CIDR")]
+    pub exclude_cidr: Vec<ktx_netstack::cidr::Cidr>,
+    /// The TUN device's name.
+    #[arg(long = "tun-name", default_value = "ktx0")]
+    pub tun_name: String,
+    /// The TUN device's own address (never a destination).
+    #[arg(long = "tun-address", default_value = "198.18.77.1")]
+    pub tun_address: std::net::Ipv4Addr,
+    /// Where the DNS resolver for cluster names listens (UDP and TCP); the machine's resolver
+    /// configuration points at it while ktx connect runs.
+    #[arg(long, default_value = "127.0.0.153:53")]
+    pub dns: std::net::SocketAddr,
+    /// The cluster's DNS domain.
+    #[arg(long = "cluster-domain", default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// Where ktx keeps the backup of /etc/resolv.conf while it manages it (restored on exit, by
+    /// the next `ktx connect`, or by `ktx clean` after a crash).
+    #[arg(
+        long = "state-dir",
+        env = "KTX_STATE_DIR",
+        default_value = "/var/lib/ktx"
+    )]
+    pub state_dir: std::path::PathBuf,
+    /// After a stop request (Ctrl-C, SIGTERM) ktx sends CMD SIGTERM and waits this long for it
+    /// to exit before killing it and ending the session.
+    #[arg(long = "command-grace", env = "KTX_COMMAND_GRACE", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub command_grace: Duration,
+    /// Runs CMD ARGS… (after `--`) once connected, no root needed: the proxy on a free local
+    /// port, and CMD with ALL_PROXY (socks5h://), HTTP_PROXY, HTTPS_PROXY and NO_PROXY set; the
+    /// session ends when CMD exits, and ktx exits with CMD's status.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]

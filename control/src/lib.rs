@@ -23,7 +23,7 @@ pub mod random;
 pub use error::{Error, Result};
 
 use cli::{Cli, Command};
-use commands::{clean, exchange, forward, janitor, mesh, preview, recover, status};
+use commands::{clean, connect, exchange, forward, janitor, mesh, preview, recover, status};
 use lifecycle::flow::Ctx;
 use lifecycle::session;
 use lifecycle::shutdown::Shutdown;
@@ -127,6 +127,7 @@ async fn run_layered(
         Command::Preview(args) => preview::run(&ctx, args, &shutdown).await,
         Command::Janitor(args) => janitor::run(&ctx, args, &shutdown).await,
         Command::Forward(args) => forward::run(&ctx, args, &shutdown).await,
+        Command::Connect(args) => connect::run(&ctx, args, &shutdown).await,
         _ => tokio::select! {
             r = one_shot => r,
             _ = shutdown.reached(1) => Err(Error::Stopped),

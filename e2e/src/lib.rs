@@ -36,7 +36,9 @@ use std::time::{Duration, Instant};
 
 pub use cluster::Cluster;
 pub use http::{http_get, HttpResponse};
-pub use manifest::{image, testbackend_image, testbackend_manifest, yaml_string};
+pub use manifest::{
+    image, testbackend_image, testbackend_manifest, two_port_manifest, yaml_string,
+};
 pub use namespace::{Namespace, PodRun, PortForward};
 pub use process::{run, Output};
 

@@ -86,6 +86,69 @@ spec:
     )
 }
 
+/// Service `name` with two ports: `http` (8080 → container port `http`, the test backend) and
+/// `raw` (9001 → container port `raw` 9000: raw TCP, a banner with `backend_name`, then echo).
+pub fn two_port_manifest(name: &str, backend_name: &str) -> String {
+    let image = testbackend_image();
+    let backend_name = yaml_string(backend_name);
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+  labels:
+    app.kubernetes.io/created-by: ktx-e2e
+spec:
+  replicas: 1
+  selector:
+    matchLabels:
+      app: {name}
+  template:
+    metadata:
+      labels:
+        app: {name}
+        app.kubernetes.io/created-by: ktx-e2e
+    spec:
+      terminationGracePeriodSeconds: 2
+      securityContext:
+        runAsNonRoot: true
+        runAsUser: 65532
+        runAsGroup: 65532
+      containers:
+      - name: backend
+        image: {image}
+        imagePullPolicy: IfNotPresent
+        args: ["--listen", "0.0.0.0:8080", "--tcp-listen", "0.0.0.0:9000", "--name", {backend_name}]
+        ports:
+        - name: http
+          containerPort: 8080
+        - name: raw
+          containerPort: 9000
+        readinessProbe:
+          tcpSocket:
+            port: 8080
+          periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+  labels:
+    app.kubernetes.io/created-by: ktx-e2e
+spec:
+  selector:
+    app: {name}
+  ports:
+  - name: http
+    port: 80
+    targetPort: http
+  - name: raw
+    port: 9001
+    targetPort: raw
+"#
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

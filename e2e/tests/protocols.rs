@@ -17,9 +17,7 @@ mod support;
 use std::net::SocketAddr;
 
 use clients::{ask_from_pods, Ask};
-use ktx_e2e::{
-    http_get, image, secs, testbackend_image, testbackend_manifest, yaml_string, Cluster, Namespace,
-};
+use ktx_e2e::{http_get, image, secs, testbackend_manifest, two_port_manifest, Cluster, Namespace};
 use support::{end_session, ktx, local_backend, mesh_cmd, service_fingerprint, Proc};
 
 /// A shell function `h2 HOST PORT [VERSION]` that sends one h2c GET / (with header
@@ -204,69 +202,6 @@ fn mesh_routes_grpc_streams_and_websockets_by_header() {
     assert!(local_counter(port, "grpc_calls") >= 4);
     assert!(local_counter(port, "websockets") >= 1);
     end_session(&ns, mesh, "orders", &before, secs(60));
-}
-
-/// Service `name` with two ports: `http` (8080 → container port `http`, the test backend) and
-/// `raw` (9001 → container port `raw` 9000: raw TCP, a banner with `backend_name`, then echo).
-fn two_port_manifest(name: &str, backend_name: &str) -> String {
-    let image = testbackend_image();
-    let backend_name = yaml_string(backend_name);
-    format!(
-        r#"apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {name}
-  labels:
-    app.kubernetes.io/created-by: ktx-e2e
-spec:
-  replicas: 1
-  selector:
-    matchLabels:
-      app: {name}
-  template:
-    metadata:
-      labels:
-        app: {name}
-        app.kubernetes.io/created-by: ktx-e2e
-    spec:
-      terminationGracePeriodSeconds: 2
-      securityContext:
-        runAsNonRoot: true
-        runAsUser: 65532
-        runAsGroup: 65532
-      containers:
-      - name: backend
-        image: {image}
-        imagePullPolicy: IfNotPresent
-        args: ["--listen", "0.0.0.0:8080", "--tcp-listen", "0.0.0.0:9000", "--name", {backend_name}]
-        ports:
-        - name: http
-          containerPort: 8080
-        - name: raw
-          containerPort: 9000
-        readinessProbe:
-          tcpSocket:
-            port: 8080
-          periodSeconds: 1
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: {name}
-  labels:
-    app.kubernetes.io/created-by: ktx-e2e
-spec:
-  selector:
-    app: {name}
-  ports:
-  - name: http
-    port: 80
-    targetPort: http
-  - name: raw
-    port: 9001
-    targetPort: raw
-"#
-    )
 }
 
 #[test]

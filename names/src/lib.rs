@@ -77,7 +77,14 @@ pub mod mode {
     pub const EXCHANGE: &str = "exchange";
     /// A new Service that exists only while the developer's process runs.
     pub const PREVIEW: &str = "preview";
+    /// `ktx connect`: a connect pod that dials into the cluster for the developer's machine.
+    pub const CONNECT: &str = "connect";
 }
+
+/// `ktx connect` sessions belong to no Service: their Lease and connect pod carry this value in
+/// [`LABEL_SERVICE`], so `ktx clean`, `ktx status` and the janitor treat them like the sessions
+/// of a Service of that name (which never exists).
+pub const CONNECT_GROUP: &str = "ktx-connect";
 
 /// Names derived from a meshed Service `S`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +139,12 @@ impl ServiceNames {
     /// by ktx and selects the pod).
     pub fn preview(&self) -> String {
         format!("{}-ktx-preview", self.service)
+    }
+
+    /// `S-ID`: connect pod, Secret and Lease of a `ktx connect` session (S is
+    /// [`CONNECT_GROUP`]: `ktx-connect-ID`).
+    pub fn connect(&self, session: &str) -> String {
+        format!("{}-{}", self.service, dns_label(session))
     }
 
     /// `S-ktx-router`: the router's ServiceAccount, Role and RoleBinding (same name as the

@@ -85,6 +85,8 @@ pub struct Kube {
     pub dialer: Option<Arc<dyn Dialer>>,
     /// How long a Lease that looks expired is watched before its session counts as dead.
     pub liveness: crate::lifecycle::liveness::Window,
+    /// The API server's address as the kubeconfig gives it (`None` for a client made by hand).
+    pub api_url: Option<http::Uri>,
 }
 
 /// What a checked delete did.
@@ -148,8 +150,21 @@ impl Kube {
             .namespace
             .clone()
             .unwrap_or_else(|| config.default_namespace.clone());
+        let api_url = Some(config.cluster_url.clone());
         let client = Client::try_from(config).map_err(|e| bad(e.to_string()))?;
-        Ok(Kube::new(client, namespace))
+        let mut kube = Kube::new(client, namespace);
+        kube.api_url = api_url;
+        Ok(kube)
+    }
+
+    /// The API server's host (a name or an IP literal), if known.
+    pub fn api_host(&self) -> Option<String> {
+        let host = self.api_url.as_ref()?.host()?;
+        Some(
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+        )
     }
 
     /// A client on `namespace`, reaching pods through the API server's port-forward.
@@ -159,6 +174,7 @@ impl Kube {
             namespace: namespace.into(),
             dialer: None,
             liveness: crate::lifecycle::liveness::Window::default(),
+            api_url: None,
         }
     }
 

@@ -74,8 +74,8 @@ const ALL: &str = "mesh exchange preview clean recover";
 #[rustfmt::skip]
 pub const CALLS: &[Call] = &[
     // Service S (lock, selector switch, saved replicas), stuntman, shadow and preview Services.
-    c(D, "mesh exchange preview clean recover forward", "", "services", "get", "mesh.rs, exchange.rs, preview.rs, lock.rs, teardown.rs, clean.rs, forward.rs"),
-    c(D, "clean mesh exchange preview", "", "services", "list", "clean.rs services_in_use, service_judged"),
+    c(D, "mesh exchange preview clean recover forward connect", "", "services", "get", "mesh.rs, exchange.rs, preview.rs, lock.rs, teardown.rs, clean.rs, forward.rs"),
+    c(D, "clean mesh exchange preview connect", "", "services", "list", "clean.rs services_in_use, service_judged"),
     c(D, SETUP, "", "services", "create", "mesh.rs ensure (stuntman), flow.rs (shadow), preview.rs"),
     c(D, ALL, "", "services", "update", "api.rs modify: lock.rs, mesh.rs, exchange.rs, takeover restore, scale.rs"),
     c(D, ALL, "", "services", "delete", "teardown.rs remove_session, delete_shared; clean.rs; undo.rs"),
@@ -83,25 +83,25 @@ pub const CALLS: &[Call] = &[
     c(D, ALL, "", "configmaps", "get", "mesh.rs, mesh/rules.rs, teardown.rs, clean.rs, lifecycle/workload_env.rs (--env-file, -- CMD)"),
     // The team's defaults (ConfigMap ktx-defaults), before every command but the janitor;
     // without this right they are skipped silently.
-    c(D, "mesh exchange preview status clean recover config forward", "", "configmaps", "get", "config/namespace.rs read"),
+    c(D, "mesh exchange preview status clean recover config forward connect", "", "configmaps", "get", "config/namespace.rs read"),
     c(D, SETUP, "", "configmaps", "create", "mesh.rs ensure (routes)"),
     c(D, ALL, "", "configmaps", "update", "mesh/rules.rs add rule, teardown.rs remove_rules"),
     c(D, ALL, "", "configmaps", "delete", "teardown.rs delete_shared, undo.rs"),
     // The shadow pod; the workload's pods (named targetPorts); the router pods (metrics).
-    c(D, SETUP, "", "pods", "get", "api/wait.rs pod"),
-    c(D, "mesh exchange preview status clean forward", "", "pods", "list", "mesh.rs, exchange.rs (named ports), api/wait.rs, router_admin.rs, clean.rs, forward.rs (Ready pods), lifecycle/workload_env.rs"),
-    c(D, SETUP, "", "pods", "create", "flow.rs (shadow)"),
-    c(D, ALL, "", "pods", "delete", "teardown.rs remove_session, clean.rs, undo.rs"),
+    c(D, "mesh exchange preview connect", "", "pods", "get", "api/wait.rs pod"),
+    c(D, "mesh exchange preview status clean forward connect", "", "pods", "list", "mesh.rs, exchange.rs (named ports), api/wait.rs, router_admin.rs, clean.rs, forward.rs (Ready pods), lifecycle/workload_env.rs"),
+    c(D, "mesh exchange preview connect", "", "pods", "create", "flow.rs (shadow)"),
+    c(D, "mesh exchange preview clean recover connect", "", "pods", "delete", "teardown.rs remove_session, clean.rs, undo.rs"),
     // The tunnel: kube-rs port-forwards over WebSocket, a GET that API servers before 1.35
     // authorize as `get`; from 1.35 (AuthorizePodWebsocketUpgradeCreatePermission) as `create`.
-    c(D, "mesh exchange preview forward", "", "pods/portforward", "get", "cluster/port_forward.rs PortForwardConnector"),
-    c(D, "mesh exchange preview forward", "", "pods/portforward", "create", "cluster/port_forward.rs PortForwardConnector (1.35+)"),
+    c(D, "mesh exchange preview forward connect", "", "pods/portforward", "get", "cluster/port_forward.rs PortForwardConnector"),
+    c(D, "mesh exchange preview forward connect", "", "pods/portforward", "create", "cluster/port_forward.rs PortForwardConnector (1.35+)"),
     // The router's /metrics through the API server: "rule applied", status's request counts.
     c(D, "mesh status", "", "pods/proxy", "get", "kube/proxy.rs get"),
     // The shadow's tunnel credentials: never read back.
-    c(D, SETUP, "", "secrets", "create", "flow.rs (shadow Secret)"),
-    c(D, SETUP, "", "secrets", "patch", "flow.rs (owner reference to the shadow pod)"),
-    c(D, ALL, "", "secrets", "delete", "teardown.rs remove_session, clean.rs, undo.rs"),
+    c(D, "mesh exchange preview connect", "", "secrets", "create", "flow.rs (shadow Secret)"),
+    c(D, "mesh exchange preview connect", "", "secrets", "patch", "flow.rs (owner reference to the shadow pod)"),
+    c(D, "mesh exchange preview clean recover connect", "", "secrets", "delete", "teardown.rs remove_session, clean.rs, undo.rs"),
     // --env-secrets only: the Secrets the workload's environment refers to (an extra Role).
     c(ES, "mesh exchange", "", "secrets", "get", "lifecycle/workload_env.rs prepare"),
     // The chart's shared router account, looked up by name.
@@ -119,6 +119,10 @@ pub const CALLS: &[Call] = &[
     c(D, "exchange clean recover", "apps", "statefulsets/scale", "patch", "scale.rs set_replicas"),
     // The router's PodDisruptionBudget (owned by its Deployment: the garbage collector deletes it).
     c(D, "mesh", "policy", "poddisruptionbudgets", "create", "kube/budget.rs create"),
+    // `ktx connect`'s names: the namespace's Services and Endpoints, watched.
+    c(D, "connect", "", "services", "watch", "commands/connect/cluster_names.rs watch"),
+    c(D, "connect", "", "endpoints", "list", "commands/connect/cluster_names.rs watch"),
+    c(D, "connect", "", "endpoints", "watch", "commands/connect/cluster_names.rs watch"),
     // `mesh --mode manual --apply-istio`: Istio's routing for the mark, owned by the Lease.
     c(D, "mesh", "networking.istio.io", "destinationrules", "create", "mesh/manual.rs apply_istio"),
     c(D, "mesh", "networking.istio.io", "destinationrules", "get", "undo.rs delete_made (without a UID)"),
@@ -127,11 +131,11 @@ pub const CALLS: &[Call] = &[
     c(D, "mesh", "networking.istio.io", "virtualservices", "get", "undo.rs delete_made (without a UID)"),
     c(D, "mesh", "networking.istio.io", "virtualservices", "delete", "undo.rs"),
     // Session Leases.
-    c(D, ALL, "coordination.k8s.io", "leases", "get", "session.rs (who holds a name)"),
-    c(D, "mesh exchange preview status clean recover", "coordination.k8s.io", "leases", "list", "teardown.rs session_leases, status.rs, clean.rs"),
-    c(D, SETUP, "coordination.k8s.io", "leases", "create", "session.rs LeaseKeeper::create"),
-    c(D, SETUP, "coordination.k8s.io", "leases", "patch", "session.rs renew_loop"),
-    c(D, ALL, "coordination.k8s.io", "leases", "delete", "teardown.rs remove_session, undo.rs"),
+    c(D, "mesh exchange preview clean recover connect", "coordination.k8s.io", "leases", "get", "session.rs (who holds a name)"),
+    c(D, "mesh exchange preview status clean recover connect", "coordination.k8s.io", "leases", "list", "teardown.rs session_leases, status.rs, clean.rs"),
+    c(D, "mesh exchange preview connect", "coordination.k8s.io", "leases", "create", "session.rs LeaseKeeper::create"),
+    c(D, "mesh exchange preview connect", "coordination.k8s.io", "leases", "patch", "session.rs renew_loop"),
+    c(D, "mesh exchange preview clean recover connect", "coordination.k8s.io", "leases", "delete", "teardown.rs remove_session, undo.rs"),
     // Without the chart: the router's own account, Role and RoleBinding.
     c(DN, "mesh", "", "serviceaccounts", "create", "mesh.rs ensure (router account)"),
     c(DN, ALL, "", "serviceaccounts", "delete", "teardown.rs delete_shared, undo.rs"),

@@ -48,6 +48,9 @@ pub async fn services_in_use(ctx: &Ctx) -> Result<BTreeSet<String>> {
 
 /// `ktx clean`.
 pub async fn run(ctx: &Ctx, args: &CleanArgs) -> Result<()> {
+    if !args.dry_run {
+        crate::commands::connect::restore_dns(ctx, &args.state_dir);
+    }
     let mut reports = Vec::new();
     for s in services_in_use(ctx).await? {
         reports.push(service(ctx, &ServiceNames::new(s), args.dry_run).await?);

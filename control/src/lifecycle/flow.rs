@@ -374,6 +374,54 @@ pub async fn start_shadow(
     with_service: bool,
 ) -> Result<watch::Receiver<Status>> {
     let kube = &ctx.kube;
+    let timeout = ctx.global.timeout;
+    let creds = create_shadow(ctx, undo, p, owner, with_service).await?;
+    let link = link::open(
+        kube,
+        p.name,
+        p.tunnel_port(),
+        p.exposed,
+        &creds,
+        timeout,
+        &ctx.progress,
+    )
+    .await?;
+    let status = link.status();
+    undo.push(Step::CloseTunnel(link));
+    ctx.progress
+        .done("Tunnel is up (TLS 1.3, pinned certificates)");
+    wait_shadow_ready(ctx, p.name).await?;
+    Ok(status)
+}
+
+/// Waits until the shadow (or connect) pod `name` is Ready: its tunnel is up.
+pub async fn wait_shadow_ready(ctx: &Ctx, name: &str) -> Result<()> {
+    wait::pod(
+        &ctx.kube,
+        name,
+        wait::Goal::Ready,
+        "shadow pod",
+        ctx.global.timeout,
+        &ctx.progress,
+    )
+    .await?;
+    ctx.progress
+        .done(format!("Shadow pod {}/{name} is Ready", ctx.kube.namespace));
+    Ok(())
+}
+
+/// Creates a session's shadow (or connect) pod with its Secret (and its Service if
+/// `with_service`) and waits until it runs; returns the credentials ktx's tunnel end uses.
+/// Every object is on `undo` before it is created, carries the session's Lease as owner and is
+/// deleted only by its UID.
+pub async fn create_shadow(
+    ctx: &Ctx,
+    undo: &Undo,
+    p: &ShadowParams<'_>,
+    owner: &SessionOwner,
+    with_service: bool,
+) -> Result<link::Credentials> {
+    let kube = &ctx.kube;
     let ns = &kube.namespace;
     let timeout = ctx.global.timeout;
     let creds = link::credentials(p.session)?;
@@ -414,30 +462,5 @@ pub async fn start_shadow(
         &ctx.progress,
     )
     .await?;
-    let link = link::open(
-        kube,
-        p.name,
-        p.tunnel_port(),
-        p.exposed,
-        &creds,
-        timeout,
-        &ctx.progress,
-    )
-    .await?;
-    let status = link.status();
-    undo.push(Step::CloseTunnel(link));
-    ctx.progress
-        .done("Tunnel is up (TLS 1.3, pinned certificates)");
-    wait::pod(
-        kube,
-        p.name,
-        wait::Goal::Ready,
-        "shadow pod",
-        timeout,
-        &ctx.progress,
-    )
-    .await?;
-    ctx.progress
-        .done(format!("Shadow pod {ns}/{} is Ready", p.name));
-    Ok(status)
+    Ok(creds)
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use ktx_tunnel::client::{ClientConfig, Connector, PortMap, Status, Tunnel};
+use ktx_tunnel::connect::client::{ConnectClient, ConnectConfig, ConnectHandle, OpenOptions};
 use ktx_tunnel::credentials::SessionCredentials;
 use ktx_tunnel::TunnelOptions;
 use tokio::sync::watch;
@@ -40,10 +41,17 @@ impl Credentials {
     }
 }
 
-/// A running tunnel to one shadow pod.
+/// A running tunnel to one shadow pod (serve: the pod opens streams towards this machine) or
+/// to one connect pod (connect: this machine opens streams into the cluster).
 #[derive(Debug)]
 pub struct Link {
-    tunnel: Tunnel,
+    tunnel: Inner,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Serve(Tunnel),
+    Connect(Box<ConnectClient>),
 }
 
 /// Where each exposed target port goes on this machine.
@@ -89,41 +97,90 @@ pub async fn open(
         backoff: Default::default(),
     };
     let tunnel = Tunnel::spawn(config, connector(kube, pod, tunnel_port));
-    let mut status = tunnel.status();
+    let status = tunnel.status();
     let what = format!("tunnel to shadow pod {}/{pod}", kube.namespace);
-    let wait = async {
-        loop {
-            let now = status.borrow_and_update().clone();
-            match now {
-                Status::Up { .. } => return Ok(()),
-                Status::Failed { error } => return Err(Error::Tunnel(format!("{what}: {error}"))),
-                Status::Stopped => return Err(Error::Tunnel(format!("{what}: stopped"))),
-                Status::Connecting { attempt } => {
-                    progress.waiting(format!("connecting the {what} (attempt {attempt})"))
-                }
-                Status::Down { error, .. } => {
-                    progress.waiting(format!("connecting the {what}: {}", shorten(&error, 160)))
-                }
-            }
-            if status.changed().await.is_err() {
-                return Err(Error::Tunnel(format!("{what}: the tunnel task ended")));
-            }
-        }
+    let link = Link {
+        tunnel: Inner::Serve(tunnel),
     };
-    match tokio::time::timeout(timeout, wait).await {
-        Ok(Ok(())) => Ok(Link { tunnel }),
-        Ok(Err(e)) => {
-            let _ = tunnel.shutdown().await;
-            Err(e)
-        }
-        Err(_) => {
-            let last = format!("{:?}", *tunnel.status().borrow());
-            let _ = tunnel.shutdown().await;
-            Err(Error::Timeout {
-                what,
-                waited: timeout,
-                last,
-            })
+    link.wait_up(what, status, timeout, progress).await
+}
+
+/// Starts the ktx end of a connect session towards connect pod `pod` and waits until the first
+/// tunnel session is up; streams are opened with the returned handle.
+pub async fn open_connect(
+    kube: &Kube,
+    pod: &str,
+    tunnel_port: u16,
+    creds: &Credentials,
+    timeout: Duration,
+    progress: &Progress,
+) -> Result<(Link, ConnectHandle)> {
+    let tls = creds
+        .0
+        .ktx()
+        .ktx_config()
+        .map_err(|e| Error::Tunnel(format!("TLS configuration: {e}")))?;
+    let config = ConnectConfig {
+        tls,
+        options: TunnelOptions::new("ktx"),
+        backoff: Default::default(),
+        open: OpenOptions::default(),
+    };
+    let client = ConnectClient::start(config, connector(kube, pod, tunnel_port));
+    let handle = client.handle();
+    let status = client.status();
+    let what = format!("tunnel to connect pod {}/{pod}", kube.namespace);
+    let link = Link {
+        tunnel: Inner::Connect(Box::new(client)),
+    };
+    Ok((link.wait_up(what, status, timeout, progress).await?, handle))
+}
+
+impl Link {
+    /// Waits until the tunnel is up for the first time; stops it on failure or timeout.
+    async fn wait_up(
+        self,
+        what: String,
+        mut status: watch::Receiver<Status>,
+        timeout: Duration,
+        progress: &Progress,
+    ) -> Result<Link> {
+        let wait = async {
+            loop {
+                let now = status.borrow_and_update().clone();
+                match now {
+                    Status::Up { .. } => return Ok(()),
+                    Status::Failed { error } => {
+                        return Err(Error::Tunnel(format!("{what}: {error}")))
+                    }
+                    Status::Stopped => return Err(Error::Tunnel(format!("{what}: stopped"))),
+                    Status::Connecting { attempt } => {
+                        progress.waiting(format!("connecting the {what} (attempt {attempt})"))
+                    }
+                    Status::Down { error, .. } => {
+                        progress.waiting(format!("connecting the {what}: {}", shorten(&error, 160)))
+                    }
+                }
+                if status.changed().await.is_err() {
+                    return Err(Error::Tunnel(format!("{what}: the tunnel task ended")));
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok(())) => Ok(self),
+            Ok(Err(e)) => {
+                self.close().await;
+                Err(e)
+            }
+            Err(_) => {
+                let last = format!("{:?}", *self.status().borrow());
+                self.close().await;
+                Err(Error::Timeout {
+                    what,
+                    waited: timeout,
+                    last,
+                })
+            }
         }
     }
 }
@@ -139,12 +196,19 @@ fn shorten(s: &str, max: usize) -> String {
 impl Link {
     /// The tunnel's state, for the session to report drops and recoveries.
     pub fn status(&self) -> watch::Receiver<Status> {
-        self.tunnel.status()
+        match &self.tunnel {
+            Inner::Serve(t) => t.status(),
+            Inner::Connect(c) => c.status(),
+        }
     }
 
     /// Stops the tunnel: no new streams; open ones get the tunnel's drain time.
     pub async fn close(self) {
-        if let Err(e) = self.tunnel.shutdown().await {
+        let ended = match self.tunnel {
+            Inner::Serve(t) => t.shutdown().await,
+            Inner::Connect(c) => c.shutdown().await,
+        };
+        if let Err(e) = ended {
             tracing::debug!(error = %e, "tunnel ended with an error");
         }
     }

@@ -100,7 +100,7 @@ pub async fn remove_session(kube: &Kube, names: &ServiceNames, lease: &Lease) ->
             kube.delete_checked::<Service>(names.service(), |s| mine(&s.metadata))
                 .await?;
         }
-        mode::EXCHANGE => {}
+        mode::EXCHANGE | mode::CONNECT => {}
         _ => {
             remove_rules(kube, names, |r| r.lease.as_deref() == Some(name.as_str())).await?;
             kube.delete_checked::<Service>(&name, |s| mine(&s.metadata))

@@ -134,6 +134,8 @@ impl Made {
 }
 
 /// One thing to undo.
+// A session records a dozen steps: the size of the largest (a Lock) costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Step {
     /// Release the lock on a Service.
@@ -163,6 +165,23 @@ pub enum Step {
     },
     /// Last one out: if no live session of S remains, restore S and delete the shared objects.
     LeaveShared { service: String },
+    /// Undo something this machine set up for the session (`ktx connect`'s proxy, TUN device,
+    /// DNS settings): runs `stop`.
+    StopLocal(LocalStop),
+}
+
+/// What [`Step::StopLocal`] runs, and what it is called in messages.
+pub struct LocalStop {
+    pub what: String,
+    pub stop: Box<dyn FnOnce() -> futures_util::future::BoxFuture<'static, ()> + Send>,
+}
+
+impl std::fmt::Debug for LocalStop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalStop")
+            .field("what", &self.what)
+            .finish()
+    }
 }
 
 impl Step {
@@ -175,6 +194,7 @@ impl Step {
             }
             Step::EndLease(k) => format!("stop renewing the session Lease {ns}/{}", k.name()),
             Step::CloseTunnel(_) => "close the tunnel".into(),
+            Step::StopLocal(l) => format!("stop {}", l.what),
             Step::RemoveRule { service, session } => format!(
                 "remove the rule of session {session} from ConfigMap {ns}/{}",
                 ServiceNames::new(service.as_str()).routes()
@@ -196,6 +216,7 @@ impl Step {
             }
             Step::EndLease(k) => format!("Stopped renewing the session Lease {ns}/{}", k.name()),
             Step::CloseTunnel(_) => "Closed the tunnel".into(),
+            Step::StopLocal(l) => format!("Stopped {}", l.what),
             Step::RemoveRule { session, .. } => format!("Removed the rule of session {session}"),
             Step::LeaveShared { service } => format!("Left Service {ns}/{service}"),
             Step::ScaleBack { kind, name, .. } => format!("Scaled {kind:?} {ns}/{name} back"),
@@ -362,6 +383,10 @@ async fn run_step(step: Step, env: &UndoEnv) -> Result<()> {
         }
         Step::CloseTunnel(link) => {
             link.close().await;
+            Ok(())
+        }
+        Step::StopLocal(l) => {
+            (l.stop)().await;
             Ok(())
         }
         Step::Delete {

@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
-use ktx_names::{role, LABEL_MODE};
+use ktx_names::{mode, role, LABEL_MODE};
 
 use super::pod_settings::{PodRole, PodSettings};
 use super::{
@@ -96,18 +96,25 @@ impl ShadowParams<'_> {
 /// The shadow's command line (`shadow/src/config.rs`).
 pub fn args(p: &ShadowParams<'_>) -> Vec<String> {
     let listen: Vec<String> = p.exposed.iter().map(|e| e.target.to_string()).collect();
-    vec![
-        "--ports".into(),
-        listen.join(","),
-        "--tunnel-port".into(),
-        p.tunnel_port().to_string(),
-        "--admin".into(),
-        format!("0.0.0.0:{}", p.admin_port()),
-        "--tls-dir".into(),
-        CREDENTIALS_DIR.into(),
-        "--log-format".into(),
-        "json".into(),
-    ]
+    // A connect pod listens on no service ports (an image without connect mode stops at the
+    // unknown flag, and the pod's status shows why).
+    let what = if p.mode == mode::CONNECT {
+        ["--mode".to_string(), "connect".to_string()]
+    } else {
+        ["--ports".to_string(), listen.join(",")]
+    };
+    what.into_iter()
+        .chain([
+            "--tunnel-port".into(),
+            p.tunnel_port().to_string(),
+            "--admin".into(),
+            format!("0.0.0.0:{}", p.admin_port()),
+            "--tls-dir".into(),
+            CREDENTIALS_DIR.into(),
+            "--log-format".into(),
+            "json".into(),
+        ])
+        .collect()
 }
 
 /// The shadow's settings that older shadow images do not know, as environment variables (an
@@ -119,6 +126,9 @@ pub fn env(p: &ShadowParams<'_>) -> Vec<EnvVar> {
         ..Default::default()
     };
     let mut env = vec![var("KTX_SHADOW_SESSION", p.session.to_string())];
+    if p.mode == mode::CONNECT {
+        return env;
+    }
     match &p.not_taken {
         NotTaken::Reject => env.push(var("KTX_SHADOW_ON_UNAVAILABLE", "reject".into())),
         NotTaken::Fallback(routes) => {

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use ktx_e2e::Namespace;
 
 /// `<target>/debug`, where the test binaries' sibling binaries are.
-fn bin_dir() -> PathBuf {
+pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test knows its own path");
     // <target>/debug/deps/mesh-<hash>
     exe.parent()
