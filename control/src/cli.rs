@@ -499,8 +499,9 @@ pub struct ConnectArgs {
     /// The TUN device's own address (never a destination).
     #[arg(long = "tun-address", default_value = "198.18.77.1")]
     pub tun_address: std::net::Ipv4Addr,
-    /// Where the DNS resolver for cluster names listens (UDP and TCP); the machine's resolver
-    /// configuration points at it while ktx connect runs.
+    /// Where the DNS resolver for cluster names listens (UDP and TCP); /etc/resolv.conf points
+    /// at it while ktx connect runs. Where systemd-resolved runs, the resolver listens on the
+    /// TUN device's address instead and is set as that link's DNS (per-link, gone with it).
     #[arg(long, default_value = "127.0.0.153:53")]
     pub dns: std::net::SocketAddr,
     /// The cluster's DNS domain.

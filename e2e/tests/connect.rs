@@ -345,6 +345,35 @@ fn connect_without_root_serves_a_socks_and_http_proxy() {
     connect.interrupt();
     let (ok, out) = connect.wait_exit(secs(60));
     assert!(ok, "ktx connect --socks did not end cleanly:\n{out}");
+
+    // `ktx connect -- CMD`: CMD runs with ALL_PROXY/HTTP_PROXY pointing at the proxy on a free
+    // port; the session ends with it, and ktx exits with its status.
+    let url = format!("http://inventory.{n}/");
+    let out = laptop
+        .ktx(
+            &ns,
+            &["connect", "--", "curl", "-sS", "--max-time", "10", &url],
+        )
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "ktx connect -- curl:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.lines().any(|l| l.trim() == "inventory"),
+        "curl's answer missing:\n{stdout}\n{stderr}"
+    );
+    let out = laptop
+        .ktx(&ns, &["connect", "--", "sh", "-c", "exit 3"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "ktx exits with CMD's status");
+    assert_eq!(laptop.resolv_now(), laptop.resolv);
     support::assert_nothing_left(&ns, secs(60));
 }
 

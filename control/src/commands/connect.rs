@@ -215,7 +215,9 @@ async fn setup(
         tokio::spawn(cluster_names::watch(
             kube.clone(),
             Duration::from_millis(50),
-            ctx.global.api_timeout.saturating_sub(Duration::from_secs(5)),
+            ctx.global
+                .api_timeout
+                .saturating_sub(Duration::from_secs(5)),
             move |entries| {
                 for e in entries {
                     table.set_service(
@@ -388,39 +390,78 @@ async fn start_tun(
         args.tun_name
     ));
 
-    // DNS: the previous resolvers become the upstreams; the managed file is restored on exit
-    // (and by the next `ktx connect` / `ktx clean` after a crash).
-    let paths = ktx_netstack::resolv_conf::ResolvPaths {
-        backup: args.state_dir.join("resolv.conf.backup"),
-        ..Default::default()
-    };
     let domain = args.cluster_domain.trim_matches('.').to_string();
     let search = vec![
         format!("{ns}.svc.{domain}"),
         format!("svc.{domain}"),
         domain.clone(),
     ];
-    let listen = args.dns;
-    let restore_paths = paths.clone();
-    undo.push(Step::StopLocal(LocalStop {
-        what: format!("the DNS settings ({})", paths.resolv_conf.display()),
-        stop: Box::new(move || {
-            Box::pin(async move {
-                if let Err(e) = ktx_netstack::resolv_conf::restore(&restore_paths) {
-                    tracing::warn!(error = %e, "restoring resolv.conf");
-                }
-            })
-        }),
-    }));
-    let installed = ktx_netstack::resolv_conf::install(&paths, listen.ip(), &search)
-        .map_err(|e| Error::Unsupported(format!("DNS: {e}")))?;
-    let upstreams: Vec<SocketAddr> = installed
-        .original
-        .nameservers
-        .iter()
-        .filter(|ip| **ip != listen.ip())
-        .map(|ip| SocketAddr::new(*ip, 53))
-        .collect();
+    let (listen, upstreams, installed_in) = if ktx_netstack::resolved::is_running() {
+        // systemd-resolved: per-link DNS on the TUN device (gone with the device after a
+        // crash). The resolver listens on the device's own address, where resolved reaches
+        // it; its upstreams are resolved's real ones, never the 127.0.0.53 stub (a forwarded
+        // `x.NS` would come straight back). Not exercised on the test machine (no resolved).
+        let listen = SocketAddr::new(IpAddr::V4(args.tun_address), 53);
+        let real = std::fs::read_to_string("/run/systemd/resolve/resolv.conf").unwrap_or_default();
+        let upstreams = ktx_netstack::resolv_conf::parse(&real)
+            .nameservers
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, 53))
+            .collect::<Vec<_>>();
+        let link = args.tun_name.clone();
+        undo.push(Step::StopLocal(LocalStop {
+            what: format!("the DNS settings of link {link} (systemd-resolved)"),
+            stop: Box::new(move || {
+                Box::pin(async move {
+                    if let Err(e) = ktx_netstack::resolved::revert(&link).await {
+                        tracing::warn!(error = %e, "reverting the link's DNS");
+                    }
+                })
+            }),
+        }));
+        ktx_netstack::resolved::install(
+            &args.tun_name,
+            listen.ip(),
+            &search,
+            &[domain.clone(), ns.clone()],
+        )
+        .await
+        .map_err(|e| Error::Unsupported(format!("DNS through systemd-resolved: {e}")))?;
+        (
+            listen,
+            upstreams,
+            format!("systemd-resolved, link {}", args.tun_name),
+        )
+    } else {
+        // A managed /etc/resolv.conf: the previous resolvers become the upstreams; the file is
+        // restored on exit (and by the next `ktx connect` / `ktx clean` after a crash).
+        let paths = ktx_netstack::resolv_conf::ResolvPaths {
+            backup: args.state_dir.join("resolv.conf.backup"),
+            ..Default::default()
+        };
+        let listen = args.dns;
+        let restore_paths = paths.clone();
+        undo.push(Step::StopLocal(LocalStop {
+            what: format!("the DNS settings ({})", paths.resolv_conf.display()),
+            stop: Box::new(move || {
+                Box::pin(async move {
+                    if let Err(e) = ktx_netstack::resolv_conf::restore(&restore_paths) {
+                        tracing::warn!(error = %e, "restoring resolv.conf");
+                    }
+                })
+            }),
+        }));
+        let installed = ktx_netstack::resolv_conf::install(&paths, listen.ip(), &search)
+            .map_err(|e| Error::Unsupported(format!("DNS: {e}")))?;
+        let upstreams: Vec<SocketAddr> = installed
+            .original
+            .nameservers
+            .iter()
+            .filter(|ip| **ip != listen.ip())
+            .map(|ip| SocketAddr::new(*ip, 53))
+            .collect();
+        (listen, upstreams, paths.resolv_conf.display().to_string())
+    };
     let server = ktx_netstack::dns::DnsServer::bind(
         ktx_netstack::dns::DnsConfig::new(listen, upstreams),
         table,
@@ -434,8 +475,7 @@ async fn start_tun(
         stop: Box::new(move || Box::pin(async move { abort.abort() })),
     }));
     ctx.progress.done(format!(
-        "DNS resolver on {listen} answers the cluster's names ({})",
-        paths.resolv_conf.display()
+        "DNS resolver on {listen} answers the cluster's names ({installed_in})"
     ));
     Ok(())
 }
