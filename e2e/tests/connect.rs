@@ -572,7 +572,8 @@ fn kt_connects_scenario_connect_then_mesh_with_a_local_process_that_calls_the_cl
         ),
     );
     mesh.wait_line(false, "Started python3", secs(180));
-    let url = format!("http://inventory.{}/", ns.name());
+    // (Pods here have no cluster DNS: they call the ClusterIP.)
+    let url = format!("http://{}/", ns.cluster_ip("inventory"));
     support::ask_from_pod(
         &ns,
         "ktc-scenario",

@@ -300,7 +300,8 @@ pub async fn create_own<K: Kind>(
         ownership::mark_session(obj.meta_mut(), o);
     }
     let made = undo.creating(kind, &name, shared);
-    let deadline = Instant::now() + SESSION_NAME_GRACE.min(ctx.global.timeout);
+    let started = Instant::now();
+    let mut deadline = started + SESSION_NAME_GRACE.min(ctx.global.timeout);
     loop {
         match ctx.kube.create(&obj).await {
             Err(Error::Api { source, .. })
@@ -308,9 +309,22 @@ pub async fn create_own<K: Kind>(
                     && owner.is_some()
                     && Instant::now() < deadline =>
             {
+                // One being deleted (a session just rolled back or ended: a pod can take the
+                // kubelet a while) is waited for as long as any other step; one that is not
+                // only for the grace.
+                // (Secrets are never read: ktx has no right to; theirs is the plain grace.)
+                let terminating = kind != ObjKind::Secret
+                    && matches!(
+                        ctx.kube.get::<K>(&name).await,
+                        Ok(Some(o)) if o.meta().deletion_timestamp.is_some()
+                    );
+                if terminating {
+                    deadline = deadline.max(started + ctx.global.timeout);
+                }
                 ctx.progress.waiting(format!(
-                    "{kind} {}/{name} exists; waiting in case it is a removed session's, on its way out",
-                    ctx.kube.namespace
+                    "{kind} {}/{name} exists{}; waiting in case it is a removed session's, on its way out",
+                    ctx.kube.namespace,
+                    if terminating { " and is being deleted" } else { "" }
                 ));
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
