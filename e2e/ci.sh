@@ -83,3 +83,14 @@ phase "e2e tests passed"
 phase "the README's demo: e2e/demo"
 "$ROOT/e2e/demo"
 phase "demo passed"
+
+# README "On your own cluster", step 1, exactly as written (into a throwaway root; its release
+# build is cached in ~/.cache/ktx/target-release), and the installed ktx answers.
+phase "the README's install: cargo install --locked --path control"
+install_root=$(mktemp -d)
+CARGO_TARGET_DIR="${KTX_RELEASE_TARGET_DIR:-$HOME/.cache/ktx/target-release}" \
+    cargo install --locked --path "$ROOT/control" --root "$install_root" --quiet
+"$install_root/bin/ktx" --version
+"$install_root/bin/ktx" config show >/dev/null
+rm -rf "$install_root"
+phase "install passed"

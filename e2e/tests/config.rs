@@ -1,7 +1,8 @@
 //! Team defaults as README's "On your own cluster" sets them: `ktx config set` of the images
 //! (and `skipPortChecking`) in a developer's config file, or the chart's `defaults` published
 //! as ConfigMap `ktx-defaults`; then `ktx mesh` with no image flag. And `e2e/images.sh --push`
-//! to a registry on loopback (Debian's docker-registry).
+//! to a registry on loopback (Debian's docker-registry) that wants a login: refused without
+//! one, pushed after README's `buildah login`.
 //!
 //! The images are the locally loaded ones given second names of each test's own
 //! (`e2e/cluster tag`, e.g. `ktx.local/team-file/ktx-router:configured`): ktx's built-in
@@ -253,7 +254,7 @@ fn images_push_to_a_registry() {
         return;
     };
     let registry = Path::new("/usr/bin/docker-registry");
-    if !registry.exists() {
+    if !registry.exists() || !Path::new("/usr/bin/htpasswd").exists() {
         let ok = Command::new("apt-get")
             .args([
                 "install",
@@ -261,25 +262,37 @@ fn images_push_to_a_registry() {
                 "-qq",
                 "--no-install-recommends",
                 "docker-registry",
+                "apache2-utils",
             ])
             .env("DEBIAN_FRONTEND", "noninteractive")
             .status()
             .is_ok_and(|s| s.success());
         assert!(
             ok,
-            "cannot install Debian's docker-registry for the push test"
+            "cannot install Debian's docker-registry and htpasswd for the push test"
         );
     }
     let dir = config_home("registry");
     let port = free_port();
+    // A registry that wants a login, as a team's does: README's `buildah login` first.
+    let (user, password) = ("ktx-ci", "not-a-real-secret");
+    let htpasswd = Command::new("htpasswd")
+        .args(["-Bbn", user, password])
+        .output()
+        .expect("htpasswd runs");
+    assert!(htpasswd.status.success());
+    std::fs::write(dir.join("htpasswd"), &htpasswd.stdout).expect("htpasswd file");
     std::fs::write(
         dir.join("config.yml"),
         format!(
-            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.join("data").display()
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: ktx-e2e\n    path: {}\n",
+            dir.join("data").display(),
+            dir.join("htpasswd").display()
         ),
     )
     .expect("registry config");
+    // buildah keeps logins in this file; the test's own, so nothing of the machine's changes.
+    let authfile = dir.join("auth.json");
     let mut reg = Proc::spawn(
         "docker-registry",
         Command::new(registry)
@@ -288,16 +301,51 @@ fn images_push_to_a_registry() {
     );
     reg.wait_line(false, "listening on", secs(30));
     // busybox: no Rust build needed; the push path is the same for every image.
-    let out = Command::new(repo_root().join("e2e/images.sh"))
+    let push = || {
+        Command::new(repo_root().join("e2e/images.sh"))
+            .args([
+                "--no-load",
+                "--push",
+                &format!("127.0.0.1:{port}/team"),
+                "--insecure",
+                "busybox",
+            ])
+            .env("REGISTRY_AUTH_FILE", &authfile)
+            .output()
+            .expect("e2e/images.sh runs")
+    };
+    let refused = push();
+    assert!(
+        !refused.status.success(),
+        "pushed to a registry that wants a login without one"
+    );
+    let login = Command::new("buildah")
         .args([
-            "--no-load",
-            "--push",
-            &format!("127.0.0.1:{port}/team"),
-            "--insecure",
-            "busybox",
+            "login",
+            "--tls-verify=false",
+            "-u",
+            user,
+            "--password-stdin",
         ])
-        .output()
-        .expect("e2e/images.sh runs");
+        .arg(format!("127.0.0.1:{port}"))
+        .env("REGISTRY_AUTH_FILE", &authfile)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin
+                .take()
+                .expect("piped")
+                .write_all(password.as_bytes())?;
+            c.wait_with_output()
+        })
+        .expect("buildah login runs");
+    assert!(
+        login.status.success(),
+        "buildah login: {}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    let out = push();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let tag = std::env::var("KTX_IMAGE_TAG").unwrap_or_else(|_| "dev".into());
@@ -305,12 +353,18 @@ fn images_push_to_a_registry() {
         stderr.contains(&format!("pushed 127.0.0.1:{port}/team/busybox:{tag}")),
         "{stderr}"
     );
-    let tags = ktx_e2e::http_get(
-        format!("127.0.0.1:{port}").parse().expect("an address"),
-        "/v2/team/busybox/tags/list",
-        secs(10),
-    )
-    .expect("the registry answers");
-    assert!(tags.body.contains(&format!("\"{tag}\"")), "{}", tags.body);
+    let tags = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-u",
+            &format!("{user}:{password}"),
+        ])
+        .arg(format!("http://127.0.0.1:{port}/v2/team/busybox/tags/list"))
+        .output()
+        .expect("curl runs");
+    let tags = String::from_utf8_lossy(&tags.stdout);
+    assert!(tags.contains(&format!("\"{tag}\"")), "{tags}");
     let _ = std::fs::remove_dir_all(&dir);
 }
