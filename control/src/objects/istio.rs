@@ -15,11 +15,28 @@ use serde_json::{json, Value};
 pub const GROUP: &str = "networking.istio.io";
 pub const VERSION: &str = "v1beta1";
 
+fn api_version() -> String {
+    format!("{GROUP}/{VERSION}")
+}
+
+fn kind_destination_rule() -> String {
+    "DestinationRule".into()
+}
+
+fn kind_virtual_service() -> String {
+    "VirtualService".into()
+}
+
 macro_rules! istio_kind {
-    ($name:ident, $kind:literal, $plural:literal) => {
+    ($name:ident, $kind:literal, $kind_fn:literal, $plural:literal) => {
         #[doc = concat!("An Istio `", $kind, "`, as ktx creates and deletes it.")]
         #[derive(Debug, Clone, Serialize, Deserialize)]
         pub struct $name {
+            /// Always sent: the API server refuses an object without it.
+            #[serde(rename = "apiVersion", default = "api_version")]
+            pub api_version: String,
+            #[serde(default = $kind_fn)]
+            pub kind: String,
             pub metadata: ObjectMeta,
             #[serde(default)]
             pub spec: Value,
@@ -57,6 +74,8 @@ macro_rules! istio_kind {
             ) -> Self {
                 let spec = v["spec"].take();
                 $name {
+                    api_version: api_version(),
+                    kind: $kind.into(),
                     metadata: ObjectMeta {
                         name: v["metadata"]["name"].as_str().map(str::to_string),
                         namespace: v["metadata"]["namespace"].as_str().map(str::to_string),
@@ -70,8 +89,18 @@ macro_rules! istio_kind {
     };
 }
 
-istio_kind!(DestinationRule, "DestinationRule", "destinationrules");
-istio_kind!(VirtualService, "VirtualService", "virtualservices");
+istio_kind!(
+    DestinationRule,
+    "DestinationRule",
+    "kind_destination_rule",
+    "destinationrules"
+);
+istio_kind!(
+    VirtualService,
+    "VirtualService",
+    "kind_virtual_service",
+    "virtualservices"
+);
 
 /// The names of the printed objects: those of the shadow pod.
 pub struct IstioParams<'a> {
@@ -193,6 +222,9 @@ mod tests {
         assert_eq!(back["spec"], virtual_service(&p)["spec"]);
         assert_eq!(back["metadata"]["name"], "tomcat-ktx-mesh-ci");
         assert_eq!(back["metadata"]["labels"]["a"], "b");
+        // The API server refuses an object without them ("Object 'Kind' is missing").
+        assert_eq!(back["apiVersion"], "networking.istio.io/v1beta1");
+        assert_eq!(back["kind"], "VirtualService");
         back["metadata"]["labels"].take();
         let dr = DestinationRule::from_printed(destination_rule(&p), labels);
         assert_eq!(

@@ -497,6 +497,14 @@ impl Fake {
             }
             "create" => {
                 let mut v = body;
+                // As the API server: an object must say what it is.
+                if !v["kind"].is_string() || !v["apiVersion"].is_string() {
+                    return status(
+                        StatusCode::BAD_REQUEST,
+                        "BadRequest",
+                        format!("{resource} cannot be handled: Object 'Kind' is missing"),
+                    );
+                }
                 let n = v["metadata"]["name"]
                     .as_str()
                     .unwrap_or_default()
