@@ -249,132 +249,57 @@ fn manual_mesh_makes_a_labelled_shadow_and_no_router() {
     end_session(&ns, mesh, "tomcat", &before, secs(60));
 }
 
-/// The two Istio kinds `--apply-istio` writes, as CRDs that accept any spec (the cluster has no
-/// Istio; the API server stores the objects, which is what ktx is tested for here).
-fn istio_crds() -> String {
-    [
-        "destinationrules:DestinationRule",
-        "virtualservices:VirtualService",
-    ]
-    .map(|k| {
-        let (plural, kind) = k.split_once(':').unwrap();
-        format!(
-            r#"---
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: {plural}.networking.istio.io
-spec:
-  group: networking.istio.io
-  scope: Namespaced
-  names: {{ plural: {plural}, kind: {kind} }}
-  versions:
-  - name: v1beta1
-    served: true
-    storage: true
-    schema:
-      openAPIV3Schema:
-        type: object
-        x-kubernetes-preserve-unknown-fields: true
-"#
-        )
-    })
-    .concat()
-}
-
+/// `--apply-istio` on a cluster without Istio (this one): refused with what to do, and the setup
+/// rolls back to nothing. The objects it creates where Istio runs are tested on the fake API
+/// (`control/tests/fake_api/rollback.rs`): this cluster cannot store custom resources — its API
+/// server (Kubernetes 1.20 built with Go 1.19) crashes decoding one (the vendored reflect2's
+/// map iteration), which took the whole e2e tier down when tried.
 #[test]
-fn apply_istio_creates_the_routes_owned_by_the_lease_and_removes_them() {
+fn apply_istio_without_istio_is_refused_and_leaves_nothing() {
     let Some(cluster) = Cluster::from_env("ktconnect-apply-istio") else {
         return;
     };
     support::build();
     let ns = cluster.namespace("ktc-istio");
-    let nsn = ns.name().to_string();
     deploy_tomcat(&ns);
     let before = service_fingerprint(&ns, "tomcat");
     let (_local, port) = local_backend(LOCAL_V2);
     let expose = format!("{port}:8080");
-    let args = [
-        "mesh",
-        "tomcat",
-        "--mode",
-        "manual",
-        "--apply-istio",
-        "--expose",
-        &expose,
-        "--versionMark",
-        "ci",
-        "-o",
-        "json",
-    ];
-    let crds = [
-        "crd/destinationrules.networking.istio.io",
-        "crd/virtualservices.networking.istio.io",
-    ];
-    let mut delete_crds: Vec<&str> = vec!["delete", "--ignore-not-found", "--wait=true"];
-    delete_crds.extend(crds);
-    cluster
-        .kubectl(&delete_crds)
-        .expect("no Istio CRDs left from an earlier run");
-
-    // Without Istio: a clear refusal, and nothing left behind.
-    let (ok, out) = ktx_run(&ns, &args, secs(180));
+    let served = cluster
+        .kubectl(&[
+            "get",
+            "crd",
+            "virtualservices.networking.istio.io",
+            "-o",
+            "name",
+        ])
+        .is_ok();
+    assert!(!served, "this test needs a cluster without Istio's CRDs");
+    let (ok, out) = ktx_run(
+        &ns,
+        &[
+            "mesh",
+            "tomcat",
+            "--mode",
+            "manual",
+            "--apply-istio",
+            "--expose",
+            &expose,
+            "--versionMark",
+            "ci",
+            "-o",
+            "json",
+        ],
+        secs(180),
+    );
     assert!(!ok, "--apply-istio without Istio's CRDs succeeded:\n{out}");
     assert!(out.contains("Istio is not installed"), "{out}");
+    assert!(
+        !out.contains("left behind"),
+        "the rollback left something:\n{out}"
+    );
     assert_nothing_left(&ns, secs(60));
     assert_eq!(service_fingerprint(&ns, "tomcat"), before);
-
-    cluster
-        .kubectl_in(&["apply", "-f", "-"], Some(&istio_crds()), secs(30))
-        .expect("Istio's CRDs install");
-    let mut wait: Vec<&str> = vec!["wait", "--for=condition=established", "--timeout=60s"];
-    wait.extend(crds);
-    cluster.kubectl(&wait).expect("the CRDs are served");
-
-    let mut mesh = ktx_line(
-        "ktx mesh --mode manual --apply-istio",
-        &[&["-n", &nsn][..], &args[..]].concat(),
-    );
-    mesh.wait_line(true, "\"mode\":\"manual\"", secs(180));
-    let name = "tomcat-ktx-mesh-ci";
-    let lease_uid = ns.kubectl(&["get", "lease", name, "-o", "jsonpath={.metadata.uid}"]);
-    for kind in ["virtualservice", "destinationrule"] {
-        let owner = ns.kubectl(&[
-            "get",
-            kind,
-            name,
-            "-o",
-            "jsonpath={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].uid}",
-        ]);
-        assert_eq!(
-            owner.trim(),
-            format!("Lease/{}", lease_uid.trim()),
-            "{kind}"
-        );
-    }
-    let header = ns.kubectl(&[
-        "get",
-        "virtualservice",
-        name,
-        "-o",
-        "jsonpath={.spec.http[0].match[0].headers.version.exact}",
-    ]);
-    assert_eq!(header.trim(), "ci");
-    let subset = ns.kubectl(&[
-        "get",
-        "destinationrule",
-        name,
-        "-o",
-        "jsonpath={.spec.subsets[0].labels.version}",
-    ]);
-    assert_eq!(subset.trim(), "ci");
-
-    end_session(&ns, mesh, "tomcat", &before, secs(60));
-    for kind in ["virtualservice", "destinationrule"] {
-        let left = ns.kubectl(&["get", kind, "-o", "name"]);
-        assert_eq!(left.trim(), "", "{kind} left after the session");
-    }
-    cluster.kubectl(&delete_crds).expect("the CRDs go");
 }
 
 #[test]
