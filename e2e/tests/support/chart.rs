@@ -176,7 +176,7 @@ pub fn readme_role() -> String {
         .split("```yaml\n")
         .skip(1)
         .filter_map(|b| b.split_once("```").map(|(yaml, _)| yaml))
-        .find(|yaml| yaml.contains("kind: Role\n"))
-        .expect("README.md has a ```yaml block with the developer Role")
+        .find(|yaml| yaml.contains("kind: Role\n") && yaml.contains("name: ktx-developer"))
+        .expect("README.md has a ```yaml block with the developer Role (ktx-developer)")
         .to_string()
 }
