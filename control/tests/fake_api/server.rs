@@ -58,6 +58,10 @@ struct State {
     /// Resources whose API group the cluster does not serve (a CRD not installed): every
     /// request gets the API server's plain `404 page not found`.
     unserved: Vec<String>,
+    /// A deleted pod stays, Terminating (a `deletionTimestamp`), until
+    /// [`Fake::finish_terminating`]: a kubelet that takes its time, as this repository's 1.20
+    /// test cluster's sometimes does for more than a minute.
+    slow_kubelet: bool,
     calls: Vec<Call>,
 }
 
@@ -367,6 +371,22 @@ impl Fake {
         self.lock().unserved.push(resource.to_string());
     }
 
+    /// Keeps deleted pods Terminating until [`Fake::finish_terminating`] (see
+    /// [`State::slow_kubelet`]).
+    pub fn slow_kubelet(&self) {
+        self.lock().slow_kubelet = true;
+    }
+
+    /// The kubelet catches up: every Terminating pod goes, and what only it kept alive.
+    pub fn finish_terminating(&self) {
+        let mut s = self.lock();
+        s.objects
+            .retain(|(r, _), v| !(r == "pods" && !v["metadata"]["deletionTimestamp"].is_null()));
+        Self::collect_garbage(&mut s);
+        drop(s);
+        self.changed.send_modify(|n| *n += 1);
+    }
+
     /// How many writes (create, replace, patch, delete) were answered so far.
     pub fn writes(&self) -> usize {
         self.lock().writes
@@ -578,7 +598,13 @@ impl Fake {
                         );
                     }
                 }
-                s.objects.remove(&key(&n));
+                if s.slow_kubelet && resource == "pods" {
+                    let mut terminating = current.clone();
+                    terminating["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+                    s.objects.insert(key(&n), terminating);
+                } else {
+                    s.objects.remove(&key(&n));
+                }
                 Self::collect_garbage(&mut s);
                 (StatusCode::OK, current)
             }
@@ -614,6 +640,7 @@ impl Fake {
             let orphaned: Vec<(String, String)> = s
                 .objects
                 .iter()
+                .filter(|(_, v)| v["metadata"]["deletionTimestamp"].is_null())
                 .filter(|(_, v)| {
                     v["metadata"]["ownerReferences"]
                         .as_array()
@@ -630,7 +657,13 @@ impl Fake {
                 return;
             }
             for k in orphaned {
-                s.objects.remove(&k);
+                if s.slow_kubelet && k.0 == "pods" {
+                    if let Some(v) = s.objects.get_mut(&k) {
+                        v["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+                    }
+                } else {
+                    s.objects.remove(&k);
+                }
             }
         }
     }

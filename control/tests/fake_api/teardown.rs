@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use serde_json::{json, Value};
 
 use super::server::{Call, Fake};
@@ -260,4 +260,33 @@ async fn clean_with_no_live_session_restores_the_service() {
         before,
         "no live session left: clean restores everything"
     );
+}
+
+/// The shadow's key does not outlive its session's cleanup by as long as the kubelet takes to
+/// remove the stopped shadow pod (more than a minute on this repository's test cluster): it
+/// goes with the session's Lease.
+#[tokio::test]
+async fn clean_removes_the_shadow_key_while_its_pod_is_still_terminating() {
+    let (fake, _before) = team_namespace("tb");
+    fake.slow_kubelet();
+    let a = start(
+        &fake,
+        &["mesh", "tb", "--versionMark", "a", "--expose", "3001:80"],
+    )
+    .await;
+    assert!(fake.get::<Secret>("tb-ktx-mesh-a").is_some());
+    a.crash();
+    expire(&fake, "tb-ktx-mesh-a");
+    let (shutdown, _stop) = ktx::lifecycle::shutdown::Shutdown::manual();
+    support::run(&fake, &cli(&["clean"]), &shutdown)
+        .await
+        .expect("clean runs");
+    let pod = fake.get::<Pod>("tb-ktx-mesh-a").expect("the kubelet is slow");
+    assert!(pod.metadata.deletion_timestamp.is_some(), "clean deleted the shadow pod");
+    assert!(
+        fake.get::<Secret>("tb-ktx-mesh-a").is_none(),
+        "the shadow's Secret is left while its pod terminates"
+    );
+    fake.finish_terminating();
+    assert!(!meshed(&fake));
 }
