@@ -257,7 +257,7 @@ const DEVELOPER_NEEDS: &[(&str, &[&str])] = &[
     ("services", &["get", "list", "create", "update", "delete"]),
     ("configmaps", &["get", "create", "update", "delete"]),
     ("pods", &["get", "list", "create", "delete"]),
-    ("secrets", &["create", "patch", "delete"]),
+    ("secrets", &["create", "delete"]),
     ("serviceaccounts", &["get"]),
     ("pods/portforward", &["get", "create"]),
     ("pods/proxy", &["get"]),

@@ -100,7 +100,6 @@ pub const CALLS: &[Call] = &[
     c(D, "mesh status", "", "pods/proxy", "get", "kube/proxy.rs get"),
     // The shadow's tunnel credentials: never read back.
     c(D, "mesh exchange preview connect", "", "secrets", "create", "flow.rs (shadow Secret)"),
-    c(D, "mesh exchange preview connect", "", "secrets", "patch", "flow.rs (owner reference to the shadow pod)"),
     c(D, "mesh exchange preview clean recover connect", "", "secrets", "delete", "teardown.rs remove_session, clean.rs, undo.rs"),
     // --env-secrets only: the Secrets the workload's environment refers to (an extra Role).
     c(ES, "mesh exchange", "", "secrets", "get", "lifecycle/workload_env.rs prepare"),

@@ -132,7 +132,7 @@ pub async fn service_judged(
         .orphans
         .extend(orphan_names.iter().map(|n| format!("shadow {n}")));
     if !dry_run {
-        // Their Secrets list the Pod and the Lease as owners: the garbage collector takes them.
+        // Their Secrets are owned by the (gone) Lease: the garbage collector has taken them.
         for svc in svcs {
             if let Some(uid) = svc.uid() {
                 kube.delete_uid::<Service>(&svc.name_any(), &uid).await?;

@@ -8,16 +8,14 @@
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Secret;
 use ktx_tunnel::client::Status;
-use kube::api::{Patch, PatchParams};
 use kube::ResourceExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::cli::{Global, Output};
 use crate::cluster::api::{wait, Kind, Kube};
-use crate::error::{ApiContext, Error, Result};
+use crate::error::{Error, Result};
 use crate::lifecycle::command::{LocalCommand, Running};
 use crate::lifecycle::link;
 use crate::lifecycle::session::LeaseKeeper;
@@ -440,20 +438,10 @@ pub async fn create_shadow(
     let timeout = ctx.global.timeout;
     let creds = link::credentials(p.session)?;
     let secret = shadow::secret(p, creds.shadow_secret_data());
-    let made_secret = create_own(ctx, undo, ObjKind::Secret, false, secret, Some(owner)).await?;
-    let pod = create_own(ctx, undo, ObjKind::Pod, false, shadow::pod(p), Some(owner)).await?;
-    // The Secret goes with the pod, even if this process dies before its own cleanup (and
-    // with the Lease, its other owner).
-    let refs = [
-        ownership::lease_reference(owner),
-        shadow::owned_by(&pod.name_any(), &pod.uid().unwrap_or_default()),
-    ];
-    let secret_uid = made_secret.uid().unwrap_or_default();
-    let patch = serde_json::json!({ "metadata": { "uid": secret_uid, "ownerReferences": refs } });
-    kube.api::<Secret>()
-        .patch(p.name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .ctx("patch", "secrets", ns, p.name)?;
+    // Owned by the Lease alone, not also by the pod: the garbage collector takes it with the
+    // Lease, not only once a slow kubelet has removed the stopped pod (minutes, at times).
+    create_own(ctx, undo, ObjKind::Secret, false, secret, Some(owner)).await?;
+    create_own(ctx, undo, ObjKind::Pod, false, shadow::pod(p), Some(owner)).await?;
     if with_service {
         create_own(
             ctx,

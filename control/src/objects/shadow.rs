@@ -14,7 +14,6 @@ use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, HTTPGetAction, Pod, PodSpec, Probe, Secret,
     SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
 use ktx_names::{mode, role, LABEL_MODE};
@@ -246,25 +245,13 @@ pub fn service(p: &ShadowParams<'_>) -> Service {
 }
 
 /// The Secret with the shadow's credentials. Created before the pod (so the pod can mount it at
-/// once), then given the pod as owner by [`owned_by`].
+/// once); owned by the session's Lease, so it goes with the session even after a `kill -9`.
 pub fn secret(p: &ShadowParams<'_>, data: BTreeMap<String, Vec<u8>>) -> Secret {
     Secret {
         metadata: meta(p.name, p.namespace, p.labels()),
         type_: Some("Opaque".into()),
         data: Some(data.into_iter().map(|(k, v)| (k, ByteString(v))).collect()),
         ..Default::default()
-    }
-}
-
-/// The owner reference that makes the garbage collector delete the Secret with its pod.
-pub fn owned_by(pod_name: &str, pod_uid: &str) -> OwnerReference {
-    OwnerReference {
-        api_version: "v1".into(),
-        kind: "Pod".into(),
-        name: pod_name.to_string(),
-        uid: pod_uid.to_string(),
-        controller: Some(true),
-        block_owner_deletion: Some(false),
     }
 }
 

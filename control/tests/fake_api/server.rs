@@ -381,7 +381,7 @@ impl Fake {
     pub fn finish_terminating(&self) {
         let mut s = self.lock();
         s.objects
-            .retain(|(r, _), v| !(r == "pods" && !v["metadata"]["deletionTimestamp"].is_null()));
+            .retain(|(r, _), v| r != "pods" || v["metadata"]["deletionTimestamp"].is_null());
         Self::collect_garbage(&mut s);
         drop(s);
         self.changed.send_modify(|n| *n += 1);

@@ -281,8 +281,13 @@ async fn clean_removes_the_shadow_key_while_its_pod_is_still_terminating() {
     support::run(&fake, &cli(&["clean"]), &shutdown)
         .await
         .expect("clean runs");
-    let pod = fake.get::<Pod>("tb-ktx-mesh-a").expect("the kubelet is slow");
-    assert!(pod.metadata.deletion_timestamp.is_some(), "clean deleted the shadow pod");
+    let pod = fake
+        .get::<Pod>("tb-ktx-mesh-a")
+        .expect("the kubelet is slow");
+    assert!(
+        pod.metadata.deletion_timestamp.is_some(),
+        "clean deleted the shadow pod"
+    );
     assert!(
         fake.get::<Secret>("tb-ktx-mesh-a").is_none(),
         "the shadow's Secret is left while its pod terminates"
