@@ -234,14 +234,10 @@ async fn setup(
         ))
     };
     let watched_abort = watched.abort_handle();
-    undo.push(Step::StopLocal(LocalStop {
-        what: "watching Services and Endpoints".into(),
-        stop: Box::new(move || {
-            Box::pin(async move {
-                watched_abort.abort();
-            })
-        }),
-    }));
+    undo.push(Step::StopLocal(LocalStop::abort(
+        "watching Services and Endpoints",
+        watched_abort,
+    )));
     tokio::time::timeout(ctx.global.timeout, first_rx.wait_for(|f| *f))
         .await
         .map_err(|_| Error::Timeout {
@@ -264,10 +260,10 @@ async fn setup(
                 ktx_netstack::proxy::ProxyConfig::default(),
             ));
             let abort = served.abort_handle();
-            undo.push(Step::StopLocal(LocalStop {
-                what: format!("the proxy on {local}"),
-                stop: Box::new(move || Box::pin(async move { abort.abort() })),
-            }));
+            undo.push(Step::StopLocal(LocalStop::abort(
+                format!("the proxy on {local}"),
+                abort,
+            )));
             ctx.progress
                 .done(format!("SOCKS5 and HTTP proxy on {local}"));
             (
@@ -381,10 +377,10 @@ async fn start_tun(
         }
     });
     let abort = served.abort_handle();
-    undo.push(Step::StopLocal(LocalStop {
-        what: format!("TUN device {} and its routes", args.tun_name),
-        stop: Box::new(move || Box::pin(async move { abort.abort() })),
-    }));
+    undo.push(Step::StopLocal(LocalStop::abort(
+        format!("TUN device {} and its routes", args.tun_name),
+        abort,
+    )));
     ctx.progress.done(format!(
         "TUN device {} up with routes for the cluster's ranges",
         args.tun_name
@@ -470,10 +466,10 @@ async fn start_tun(
     .map_err(|e| Error::Unsupported(format!("DNS resolver on {listen}: {e}")))?;
     let dns = tokio::spawn(server.run());
     let abort = dns.abort_handle();
-    undo.push(Step::StopLocal(LocalStop {
-        what: format!("the DNS resolver on {listen}"),
-        stop: Box::new(move || Box::pin(async move { abort.abort() })),
-    }));
+    undo.push(Step::StopLocal(LocalStop::abort(
+        format!("the DNS resolver on {listen}"),
+        abort,
+    )));
     ctx.progress.done(format!(
         "DNS resolver on {listen} answers the cluster's names ({installed_in})"
     ));

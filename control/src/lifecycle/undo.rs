@@ -176,6 +176,16 @@ pub struct LocalStop {
     pub stop: Box<dyn FnOnce() -> futures_util::future::BoxFuture<'static, ()> + Send>,
 }
 
+impl LocalStop {
+    /// Stops a background task (a watch, a proxy, the TUN's flows) by aborting it.
+    pub fn abort(what: impl Into<String>, task: tokio::task::AbortHandle) -> LocalStop {
+        LocalStop {
+            what: what.into(),
+            stop: Box::new(move || Box::pin(async move { task.abort() })),
+        }
+    }
+}
+
 impl std::fmt::Debug for LocalStop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalStop")
