@@ -31,8 +31,35 @@ pub fn yaml_string(s: &str) -> String {
 /// Deployment + Service of the test backend: `replicas` pods answering with `backend_name`,
 /// Service `name` port 8080.
 pub fn testbackend_manifest(name: &str, backend_name: &str, replicas: u32) -> String {
+    backend_manifest(name, backend_name, replicas, 8080, false)
+}
+
+/// Service `name` with two ports: `http` (80 → container port `http`, the test backend) and
+/// `raw` (9001 → container port `raw` 9000: raw TCP, a banner with `backend_name`, then echo).
+pub fn two_port_manifest(name: &str, backend_name: &str) -> String {
+    backend_manifest(name, backend_name, 1, 80, true)
+}
+
+/// The test backend's Deployment and Service: Service port `http_port` → container port `http`
+/// (8080), and with `raw`, Service port 9001 → container port `raw` (9000, raw TCP echo).
+fn backend_manifest(
+    name: &str,
+    backend_name: &str,
+    replicas: u32,
+    http_port: u16,
+    raw: bool,
+) -> String {
     let image = testbackend_image();
     let backend_name = yaml_string(backend_name);
+    let (raw_arg, raw_container_port, raw_service_port) = if raw {
+        (
+            r#""--tcp-listen", "0.0.0.0:9000", "#,
+            "\n        - name: raw\n          containerPort: 9000",
+            "\n  - name: raw\n    port: 9001\n    targetPort: raw",
+        )
+    } else {
+        ("", "", "")
+    };
     format!(
         r#"apiVersion: apps/v1
 kind: Deployment
@@ -60,10 +87,10 @@ spec:
       - name: backend
         image: {image}
         imagePullPolicy: IfNotPresent
-        args: ["--listen", "0.0.0.0:8080", "--name", {backend_name}]
+        args: ["--listen", "0.0.0.0:8080", {raw_arg}"--name", {backend_name}]
         ports:
         - name: http
-          containerPort: 8080
+          containerPort: 8080{raw_container_port}
         readinessProbe:
           tcpSocket:
             port: 8080
@@ -80,71 +107,8 @@ spec:
     app: {name}
   ports:
   - name: http
-    port: 8080
-    targetPort: http
-"#
-    )
-}
-
-/// Service `name` with two ports: `http` (8080 → container port `http`, the test backend) and
-/// `raw` (9001 → container port `raw` 9000: raw TCP, a banner with `backend_name`, then echo).
-pub fn two_port_manifest(name: &str, backend_name: &str) -> String {
-    let image = testbackend_image();
-    let backend_name = yaml_string(backend_name);
-    format!(
-        r#"apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {name}
-  labels:
-    app.kubernetes.io/created-by: ktx-e2e
-spec:
-  replicas: 1
-  selector:
-    matchLabels:
-      app: {name}
-  template:
-    metadata:
-      labels:
-        app: {name}
-        app.kubernetes.io/created-by: ktx-e2e
-    spec:
-      terminationGracePeriodSeconds: 2
-      securityContext:
-        runAsNonRoot: true
-        runAsUser: 65532
-        runAsGroup: 65532
-      containers:
-      - name: backend
-        image: {image}
-        imagePullPolicy: IfNotPresent
-        args: ["--listen", "0.0.0.0:8080", "--tcp-listen", "0.0.0.0:9000", "--name", {backend_name}]
-        ports:
-        - name: http
-          containerPort: 8080
-        - name: raw
-          containerPort: 9000
-        readinessProbe:
-          tcpSocket:
-            port: 8080
-          periodSeconds: 1
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: {name}
-  labels:
-    app.kubernetes.io/created-by: ktx-e2e
-spec:
-  selector:
-    app: {name}
-  ports:
-  - name: http
-    port: 80
-    targetPort: http
-  - name: raw
-    port: 9001
-    targetPort: raw
+    port: {http_port}
+    targetPort: http{raw_service_port}
 "#
     )
 }
