@@ -135,21 +135,7 @@ async fn one_session_at_a_time_and_no_mesh_session() {
     within("the first session", first.wait_for_session(1)).await;
 
     let second = client(creds.ktx(), &pod);
-    let mut status = second.status();
-    let down = within(
-        "the busy refusal",
-        status.wait_for(|s| matches!(s, Status::Down { .. })),
-    )
-    .await
-    .unwrap()
-    .clone();
-    assert!(format!("{down:?}").contains("busy"), "{down:?}");
-    // The refusal reaches ktx before the pod counts it.
-    within(
-        "the busy refusal to be counted",
-        until(|| pod.metrics.refused_peers("busy") >= 1),
-    )
-    .await;
+    refused_busy(second.status(), &pod).await;
     second.shutdown().await.unwrap();
 
     // A mesh ktx with this session's credentials: refused for good, by purpose.

@@ -239,21 +239,7 @@ async fn a_second_session_is_refused_until_the_first_ends() {
         connector,
         quick("ktx"),
     );
-    let mut status = second.status();
-    let down = within(
-        "the busy refusal",
-        status.wait_for(|s| matches!(s, Status::Down { .. })),
-    )
-    .await
-    .unwrap()
-    .clone();
-    assert!(format!("{down:?}").contains("busy"), "{down:?}");
-    // The peer hears the refusal before the shadow counts it: wait for the count.
-    within(
-        "the refusal to be counted",
-        until(|| rig.shadow.metrics.refused_peers("busy") >= 1),
-    )
-    .await;
+    refused_busy(second.status(), &rig.shadow).await;
     // The first session still carries traffic.
     assert_eq!(round_trip(rig.service(), b"ping").await.unwrap(), b"ping");
 

@@ -24,6 +24,24 @@ use tokio::task::JoinSet;
 /// Upper bound for any single wait in these tests.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+/// Waits until a second ktx end, whose `status` this is, hears the shadow's "busy" refusal, then
+/// until `shadow` has counted it (the peer hears the refusal before the shadow counts it).
+pub async fn refused_busy(mut status: watch::Receiver<Status>, shadow: &Shadow) {
+    let down = within(
+        "the busy refusal",
+        status.wait_for(|s| matches!(s, Status::Down { .. })),
+    )
+    .await
+    .expect("the ktx end is alive")
+    .clone();
+    assert!(format!("{down:?}").contains("busy"), "{down:?}");
+    within(
+        "the busy refusal to be counted",
+        until(|| shadow.metrics.refused_peers("busy") >= 1),
+    )
+    .await;
+}
+
 /// Awaits `f`, failing the test with `what` if it takes longer than [`PATIENCE`].
 pub async fn within<F: Future>(what: &str, f: F) -> F::Output {
     match tokio::time::timeout(PATIENCE, f).await {
