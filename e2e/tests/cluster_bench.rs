@@ -281,9 +281,11 @@ fn mesh_first_request() {
     let mut all = Vec::new();
     for rep in 0..reps() {
         // The asking pod runs before ktx starts: the measurement holds no pod start of its own.
+        // Each round its own mark, so no pod of the round before (terminating) is in the way.
         let asker = format!("asker-{rep}");
+        let mark = format!("first{rep}");
         let script = format!(
-            "for i in $(seq 1 1200); do b=$(timeout 2 wget -q -O - --header 'VERSION: first' http://{ip}:8080/ 2>/dev/null); \
+            "for i in $(seq 1 1200); do b=$(timeout 2 wget -q -O - --header 'VERSION: {mark}' http://{ip}:8080/ 2>/dev/null); \
              if [ \"$b\" = developer ]; then echo \"FIRST $(cut -d' ' -f1 /proc/uptime)\"; exit 0; fi; sleep 0.05; done; exit 1"
         );
         let manifest = format!(
@@ -314,7 +316,7 @@ spec:
 
         let t0 = uptime();
         let start = Instant::now();
-        let mut cmd = mesh_cmd(&ns, "orders", &format!("{port}:8080"), "first", &[]);
+        let mut cmd = mesh_cmd(&ns, "orders", &format!("{port}:8080"), &mark, &[]);
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -360,6 +362,17 @@ spec:
         );
         all.push(seconds);
         support::assert_nothing_left(&ns, secs(120));
+        // The next round starts on a namespace without the old router pods (terminating ones
+        // would be listed while ktx waits for the new router).
+        let gone = poll(secs(90), || {
+            support::ktx_leftovers(&ns).is_empty().then_some(())
+        });
+        if gone.is_none() {
+            eprintln!(
+                "rep {rep}: pods still terminating: {}",
+                support::ktx_leftovers(&ns)
+            );
+        }
     }
     row(&format!(
         r#""scenario":"mesh-first-request","subject":"ktx-mesh","seconds":{:.2},"runs":{},"seconds_all":{},"note":"ktx mesh start to the first VERSION-marked request (asked every 50 ms from a running pod) answered by the local process""#,
