@@ -96,6 +96,35 @@ fn curl_mib_per_s(url: &str) -> f64 {
     v[0].parse::<f64>().expect("curl's speed") / (1024.0 * 1024.0)
 }
 
+/// `curl` on this machine: MiB/s of a POST of `file` (exactly 100 MiB) to `/sink`, which
+/// answers the length it read.
+fn curl_upload_mib_per_s(url: &str, file: &std::path::Path) -> f64 {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "120", "-w", " %{speed_upload}"])
+        .args([
+            "-H",
+            "content-type: application/octet-stream",
+            "--data-binary",
+        ])
+        .arg(format!("@{}", file.display()))
+        .arg(url)
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "curl {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let v: Vec<&str> = text.split_whitespace().collect();
+    assert_eq!(
+        v[0].parse::<u64>().ok(),
+        Some(MIB100),
+        "bytes {url} read: {text}"
+    );
+    v[1].parse::<f64>().expect("curl's speed") / (1024.0 * 1024.0)
+}
+
 /// A pod that GETs `url` `n` times with `header` (after one check that `/` answers
 /// `expect`), printing `START END SIZE` (node uptime) per GET; returns MiB/s per GET.
 fn pod_downloads(ns: &Namespace, pod: &str, base: &str, header: &str, expect: &str) -> Vec<f64> {
@@ -190,6 +219,17 @@ fn tunnel_portforward_100mb() {
         spdy.push(curl_mib_per_s(&format!("http://127.0.0.1:{pf_port}{path}")));
         ws.push(curl_mib_per_s(&format!("http://127.0.0.1:{ws_port}{path}")));
     }
+    // The other way, laptop → pod: the direction of the marked download below.
+    let file = std::env::temp_dir().join(format!("ktx-bench-{}.bin", std::process::id()));
+    std::fs::write(&file, vec![b'x'; MIB100 as usize]).expect("write the upload file");
+    let (mut spdy_up, mut ws_up) = (Vec::new(), Vec::new());
+    for _ in 0..reps() {
+        let pf_url = format!("http://127.0.0.1:{pf_port}/sink");
+        spdy_up.push(curl_upload_mib_per_s(&pf_url, &file));
+        let ws_url = format!("http://127.0.0.1:{ws_port}/sink");
+        ws_up.push(curl_upload_mib_per_s(&ws_url, &file));
+    }
+    let _ = std::fs::remove_file(&file);
     drop(pf);
     fwd.interrupt();
     let _ = fwd.wait_exit(secs(30));
@@ -232,6 +272,18 @@ fn tunnel_portforward_100mb() {
         "pod-to-laptop",
         &ws,
         "curl on the node through ktx forward (kube-rs WebSocket port-forward) to the pod",
+    );
+    speed_row(
+        "kubectl-port-forward-upload",
+        "laptop-to-pod",
+        &spdy_up,
+        "curl on the node POSTs 100 MiB through kubectl port-forward (SPDY) to the pod",
+    );
+    speed_row(
+        "ws-port-forward-upload",
+        "laptop-to-pod",
+        &ws_up,
+        "curl on the node POSTs 100 MiB through ktx forward (kube-rs WebSocket port-forward)",
     );
     speed_row(
         "ktx-mesh",
