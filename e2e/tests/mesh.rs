@@ -121,7 +121,8 @@ fn a_failed_setup_leaves_nothing_behind() {
     // The kubelet may still be busy trying to pull the missing image before it kills the pod.
     assert_nothing_left(&ns, secs(150));
 
-    // A failure after the selector switch and the Lease: the shadow's image is missing.
+    // A failure after the Lease, in the shadow's branch (the router's may have switched S by
+    // then): the shadow's image is missing.
     let (ok, out) = ktx_run(
         &ns,
         &[
@@ -171,7 +172,8 @@ fn ctrl_c_in_the_middle_of_setup_restores_exactly() {
             &["mesh", "orders", "--expose", "8080", "--versionMark", "x"],
         ),
     );
-    // After the selector switch and the Lease: the most state there is before the shadow.
+    // After the selector switch and the Lease, with the shadow starting (or up) meanwhile: the
+    // most state there is before the rule.
     mesh.wait_line(false, "now selects the router", secs(120));
     mesh.interrupt();
     let (ok, out) = mesh.wait_exit(secs(90));

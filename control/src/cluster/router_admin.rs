@@ -116,7 +116,8 @@ pub async fn wait_applied(
     timeout: Duration,
     progress: &Progress,
 ) -> Result<bool> {
-    let deadline = Instant::now() + timeout;
+    let started = Instant::now();
+    let deadline = started + timeout;
     let mut pending: Vec<&(RouterPod, AppliedTable)> = before.iter().collect();
     while !pending.is_empty() {
         progress.waiting(format!(
@@ -149,7 +150,13 @@ pub async fn wait_applied(
         if Instant::now() >= deadline {
             return Ok(false);
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Fast at first: a router applies a table within milliseconds of seeing the change.
+        tokio::time::sleep(if started.elapsed() < Duration::from_secs(2) {
+            Duration::from_millis(50)
+        } else {
+            Duration::from_millis(200)
+        })
+        .await;
     }
     Ok(true)
 }

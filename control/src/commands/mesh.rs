@@ -2,9 +2,11 @@
 //! everything else keeps reaching the original workload.
 //!
 //! Setup follows DESIGN.md's order, each step recorded on the undo stack before it acts:
-//! lock S → validate → stuntman → routes + router, wait Ready → switch S's selector (original
-//! saved in the same update) → session Lease → (unlock) → shadow Secret, Pod, Service → tunnel →
-//! shadow Ready → add the rule → wait until the router applied it → print how to reach it.
+//! lock S → validate → stuntman → routes + router → session Lease → two branches at once:
+//! (router Ready → switch S's selector, original saved in the same update) and (shadow Secret,
+//! Pod, Service → tunnel → shadow Ready) → (unlock) → add the rule → wait until the router
+//! applied it → print how to reach it. The shadow does not wait for the router: the rule, which
+//! is what sends requests to it, goes in only once both branches are done.
 //! Teardown is the undo stack: rule → tunnel → shadow → Lease → last one out restores S and
 //! deletes the shared objects.
 
@@ -242,37 +244,9 @@ async fn setup(
         crate::cluster::api::budget::create(kube, &router::disruption_budget(names, ns, &uid))
             .await?;
     }
-    wait::deployment(
-        kube,
-        &names.router(),
-        "router",
-        &selector_string(&router_selector(service)),
-        timeout,
-        p,
-    )
-    .await?;
-    p.done(format!("Router {ns}/{} is Ready", names.router()));
-
-    // Switch S to the router, saving the original selector in the same update.
-    if !already_meshed {
-        undo.push(Step::RestoreSelector {
-            service: service.to_string(),
-        });
-    }
-    kube.modify::<Service, _>(service, |svc| {
-        if lock::record(svc).is_none_or(|r| r.token != token) {
-            return Err(Error::Locked {
-                service: service.to_string(),
-                holder: "someone else (our lock expired)".into(),
-                until: "now".into(),
-            });
-        }
-        takeover::switch(svc, &router_selector(service), mode::MESH, ns)
-    })
-    .await?;
-    p.done(format!("Service {ns}/{service} now selects the router"));
-
-    // The session's Lease; from here on the shared objects belong to "last one out".
+    // The session's Lease now, so that its shadow (owned by the Lease) starts while the router
+    // comes up. The lock stays held, and the shared objects stay this run's to undo, until S
+    // selects the router.
     let rule_text = rule::describe(&plan.matches);
     let lease = steps::session_lease(
         ctx,
@@ -287,35 +261,74 @@ async fn setup(
         },
     )
     .await?;
+
+    // Router Ready → switch S; meanwhile shadow → tunnel → shadow Ready. Independent objects:
+    // the switch waits for the router alone, the rule (below) for both. Either failing drops
+    // the other mid-step; every object is on the undo stack before it is created.
+    let switch = async {
+        wait::deployment(
+            kube,
+            &names.router(),
+            "router",
+            &selector_string(&router_selector(service)),
+            timeout,
+            p,
+        )
+        .await?;
+        p.done(format!("Router {ns}/{} is Ready", names.router()));
+
+        // Switch S to the router, saving the original selector in the same update.
+        if !already_meshed {
+            undo.push(Step::RestoreSelector {
+                service: service.to_string(),
+            });
+        }
+        kube.modify::<Service, _>(service, |svc| {
+            if lock::record(svc).is_none_or(|r| r.token != token) {
+                return Err(Error::Locked {
+                    service: service.to_string(),
+                    holder: "someone else (our lock expired)".into(),
+                    until: "now".into(),
+                });
+            }
+            takeover::switch(svc, &router_selector(service), mode::MESH, ns)
+        })
+        .await?;
+        p.done(format!("Service {ns}/{service} now selects the router"));
+        Ok::<_, Error>(())
+    };
+    let exposed = plan_ports.exposed.clone();
+    let pod = ctx.global.pod_settings();
+    let shadow = async {
+        let meanwhile = match plan.on_unavailable {
+            OnUnavailable::Fallback => "go to the original workload",
+            OnUnavailable::Reject => "get a 503 naming your session",
+        };
+        steps::check_local_ports(ctx, &exposed, meanwhile).await;
+        let not_taken = match plan.on_unavailable {
+            OnUnavailable::Reject => NotTaken::Reject,
+            OnUnavailable::Fallback => NotTaken::Fallback(fallback_routes(&stuntman, &exposed)),
+        };
+        let sp = ShadowParams {
+            name: &lease_name,
+            namespace: ns,
+            service,
+            session: &plan.session,
+            mode: mode::MESH,
+            image: &ctx.global.shadow_image,
+            targets: &targets,
+            exposed: &exposed,
+            not_taken,
+            pod: &pod,
+        };
+        flow::start_shadow(ctx, undo, &sp, &lease.owner, true).await
+    };
+    let ((), tunnel) = tokio::try_join!(switch, shadow)?;
+
+    // From here on the shared objects belong to "last one out".
     if let Some(l) = undo.settle_shared(service) {
         l.release().await?;
     }
-
-    // Shadow, tunnel.
-    let exposed = plan_ports.exposed.clone();
-    let meanwhile = match plan.on_unavailable {
-        OnUnavailable::Fallback => "go to the original workload",
-        OnUnavailable::Reject => "get a 503 naming your session",
-    };
-    steps::check_local_ports(ctx, &exposed, meanwhile).await;
-    let not_taken = match plan.on_unavailable {
-        OnUnavailable::Reject => NotTaken::Reject,
-        OnUnavailable::Fallback => NotTaken::Fallback(fallback_routes(&stuntman, &exposed)),
-    };
-    let pod = ctx.global.pod_settings();
-    let sp = ShadowParams {
-        name: &lease_name,
-        namespace: ns,
-        service,
-        session: &plan.session,
-        mode: mode::MESH,
-        image: &ctx.global.shadow_image,
-        targets: &targets,
-        exposed: &exposed,
-        not_taken,
-        pod: &pod,
-    };
-    let tunnel = flow::start_shadow(ctx, undo, &sp, &lease.owner, true).await?;
 
     // The rule, last.
     let before = router_admin::table_states(kube, names).await?;

@@ -6,6 +6,7 @@ mod dialer;
 mod server;
 mod support;
 
+mod branches;
 mod forward;
 mod ownership;
 mod rollback;

@@ -62,6 +62,9 @@ struct State {
     /// [`Fake::finish_terminating`]: a kubelet that takes its time, as this repository's 1.20
     /// test cluster's sometimes does for more than a minute.
     slow_kubelet: bool,
+    /// Deployments report no Ready replica until [`Fake::release_deployments`]: a router whose
+    /// pods take their time to start.
+    deployments_held: bool,
     calls: Vec<Call>,
 }
 
@@ -186,8 +189,9 @@ fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
-/// What the cluster's controllers would do to a stored object at once.
-fn settle(resource: &str, obj: &mut Value) {
+/// What the cluster's controllers would do to a stored object at once (Deployments only once
+/// released when `held`).
+fn settle(resource: &str, obj: &mut Value, held: bool) {
     match resource {
         "pods" => {
             obj["spec"]["nodeName"] = json!("node-1");
@@ -213,8 +217,13 @@ fn settle(resource: &str, obj: &mut Value) {
         "deployments" | "statefulsets" => {
             let replicas = obj["spec"]["replicas"].as_i64().unwrap_or(1);
             let generation = obj["metadata"]["generation"].clone();
+            let ready = if held && resource == "deployments" {
+                0
+            } else {
+                replicas
+            };
             obj["status"] = json!({
-                "replicas": replicas, "readyReplicas": replicas, "observedGeneration": generation,
+                "replicas": replicas, "readyReplicas": ready, "observedGeneration": generation,
             });
         }
         _ => {}
@@ -302,7 +311,8 @@ impl Fake {
         v["metadata"]["resourceVersion"] = json!(s.version.to_string());
         v["metadata"]["generation"] = json!(1);
         v["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
-        settle(resource, v);
+        let held = s.deployments_held;
+        settle(resource, v, held);
         uid
     }
 
@@ -375,6 +385,25 @@ impl Fake {
     /// [`State::slow_kubelet`]).
     pub fn slow_kubelet(&self) {
         self.lock().slow_kubelet = true;
+    }
+
+    /// Deployments created or updated from now on report no Ready replica (see
+    /// [`State::deployments_held`]).
+    pub fn hold_deployments(&self) {
+        self.lock().deployments_held = true;
+    }
+
+    /// Every Deployment's pods are Ready now.
+    pub fn release_deployments(&self) {
+        let mut s = self.lock();
+        s.deployments_held = false;
+        for ((r, _), v) in s.objects.iter_mut() {
+            if r == "deployments" {
+                settle(r, v, false);
+            }
+        }
+        drop(s);
+        self.changed.send_modify(|n| *n += 1);
     }
 
     /// The kubelet catches up: every Terminating pod goes, and what only it kept alive.
@@ -580,7 +609,7 @@ impl Fake {
                 } else {
                     generation
                 });
-                settle(&resource, &mut v);
+                settle(&resource, &mut v, s.deployments_held);
                 s.objects.insert(key(&n), v.clone());
                 (StatusCode::OK, v)
             }

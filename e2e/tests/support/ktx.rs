@@ -50,9 +50,12 @@ pub fn ktx_path() -> PathBuf {
         .unwrap_or_else(|| bin_dir().join("ktx"))
 }
 
-/// The `ktx-testbackend` binary [`build`] made: a developer's process a test starts itself.
+/// The `ktx-testbackend` binary [`build`] made (or `$KTX_TESTBACKEND_BIN`, e.g. a release build
+/// for a measurement): a developer's process a test starts itself.
 pub fn testbackend_path() -> PathBuf {
-    bin_dir().join("ktx-testbackend")
+    std::env::var_os("KTX_TESTBACKEND_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| bin_dir().join("ktx-testbackend"))
 }
 
 /// A free local port for a process the test starts next. Picked in 20000-28999: below the
@@ -293,7 +296,7 @@ pub fn local_backend_with_raw(name: &str) -> (Proc, u16, u16) {
 fn start_local_backend(name: &str, ports: &[u16], listen: &[&str]) -> Proc {
     let mut p = Proc::spawn(
         "local ktx-testbackend",
-        Command::new(bin_dir().join("ktx-testbackend"))
+        Command::new(testbackend_path())
             .args(listen)
             .args(["--name", name]),
     );

@@ -126,3 +126,20 @@ fn unscheduled_and_ended_pods() {
     );
     assert!(blocker(&Pod::default(), Goal::Running).is_some());
 }
+
+#[test]
+fn polls_fast_while_a_pod_may_be_about_to_start_then_slower() {
+    assert_eq!(poll_interval(Duration::ZERO), Duration::from_millis(100));
+    assert_eq!(
+        poll_interval(Duration::from_millis(4900)),
+        Duration::from_millis(100)
+    );
+    assert_eq!(
+        poll_interval(Duration::from_secs(5)),
+        Duration::from_millis(300)
+    );
+    assert_eq!(
+        poll_interval(Duration::from_secs(60)),
+        Duration::from_millis(300)
+    );
+}
