@@ -46,6 +46,8 @@ pub use error::StartError;
 pub use metrics::Metrics;
 
 use crate::routes::RoutesText;
+use crate::serve::http1::Shared;
+use crate::serve::parking::ParkingLot;
 use crate::serve::ListenConfig;
 use crate::upstream::{EndpointMap, UpstreamConfig, Upstreams};
 
@@ -234,6 +236,37 @@ impl Router {
             metrics.clone(),
         ));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        // Idle keep-alive connections wait in one parking lot; a woken one is served again by
+        // a fresh task, as at accept.
+        let lot = {
+            let (proxy, cfg, shutdown) = (
+                Arc::clone(&proxy),
+                Arc::clone(&listen_cfg),
+                shutdown_rx.clone(),
+            );
+            let runtime = tokio::runtime::Handle::current();
+            ParkingLot::start(
+                listen_cfg.client_idle_timeout,
+                metrics.parked_connections.clone(),
+                shutdown_rx.clone(),
+                move |woken, lot| {
+                    let shared = Shared {
+                        proxy: Arc::clone(&proxy),
+                        cfg: Arc::clone(&cfg),
+                        lot: Arc::clone(lot),
+                        shutdown: shutdown.clone(),
+                    };
+                    listener::resume(&runtime, woken, shared)
+                },
+            )
+            .map_err(|e| StartError::Config(format!("start the parking lot: {e}")))?
+        };
+        let shared = Shared {
+            proxy: Arc::clone(&proxy),
+            cfg: Arc::clone(&listen_cfg),
+            lot,
+            shutdown: shutdown_rx.clone(),
+        };
 
         let mut listen_addrs = Vec::new();
         for addr in &cfg.listen {
@@ -248,10 +281,8 @@ impl Router {
             })?);
             tasks.push(tokio::spawn(listener::accept_loop(
                 l,
-                Arc::clone(&proxy),
-                Arc::clone(&listen_cfg),
                 Arc::clone(&admission),
-                shutdown_rx.clone(),
+                shared.clone(),
             )));
         }
         let admin_l = TcpListener::bind(cfg.admin)
