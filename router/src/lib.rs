@@ -186,7 +186,7 @@ impl Router {
             UpstreamConfig {
                 connect_timeout: cfg.connect_timeout,
                 idle_timeout: cfg.upstream_idle_timeout,
-                max_idle_per_addr: 256,
+                max_idle_per_addr: cfg.upstream_max_idle,
                 h2_streams_per_connection: cfg.upstream_h2_streams.max(1),
                 h2_connections_per_client: cfg.upstream_h2_connections.max(1),
                 h2_stream_slot_timeout: cfg.stream_slot_timeout,

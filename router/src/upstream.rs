@@ -341,6 +341,24 @@ mod tests {
         panic!("the pool kept {} address entries", pool.idle_h1_addrs());
     }
 
+    /// A burst of clients opens many upstream connections at once; once it is over the pool
+    /// keeps only `--upstream-max-idle` of them (each holds hyper's buffers until it closes).
+    #[tokio::test]
+    async fn a_full_pool_closes_the_connections_returned_to_it() {
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let a = ktx_testbackend::spawn("a", any).await.unwrap();
+        let pool = upstreams(Duration::from_secs(60));
+        let mut burst = Vec::new();
+        for _ in 0..10 {
+            burst.push(pool.h1_fresh(a.addr(), Side::Upstream).await.unwrap());
+        }
+        for conn in burst {
+            pool.checkin(conn);
+        }
+        let kept = pool.h1_idle.lock().unwrap()[&a.addr()].len();
+        assert_eq!(kept, pool.config().max_idle_per_addr);
+    }
+
     #[tokio::test]
     async fn a_sweep_drops_expired_connections_and_their_entries() {
         let any: SocketAddr = "127.0.0.1:0".parse().unwrap();

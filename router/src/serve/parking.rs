@@ -333,3 +333,88 @@ fn hand_out(
         leaving.shrink_to(EVENTS);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::sync::mpsc;
+
+    use super::*;
+    use crate::admission::Admission;
+    use crate::metrics::{Metrics, Proto};
+
+    /// A connected pair: (the router's side as a tokio stream, the client's side).
+    async fn pair(l: &tokio::net::TcpListener) -> (TcpStream, std::net::TcpStream) {
+        let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (server, _) = l.accept().await.unwrap();
+        (server, client)
+    }
+
+    /// A connection that parks and wakes again and again (a client with a request every
+    /// second or two) leaves stale entries in the deadline FIFO; they are compacted away, so
+    /// the FIFO stays near the number of parked connections.
+    #[tokio::test]
+    async fn a_connection_that_parks_and_wakes_often_leaves_a_bounded_fifo() {
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = Metrics::new(&mut registry);
+        let admission = Admission::new(2, 0, 0, metrics.clone());
+        let (_stop, shutdown) = watch::channel(false);
+        let (woken_tx, woken_rx) = mpsc::channel::<Woken>();
+        let lot = ParkingLot::start(
+            Duration::from_secs(60),
+            metrics.parked_connections.clone(),
+            shutdown,
+            move |w, _| woken_tx.send(w).unwrap(),
+        )
+        .unwrap();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // A quiet connection parked first stays at the head of the FIFO, so stale entries
+        // behind it are never popped there.
+        let (quiet, _quiet_client) = pair(&l).await;
+        let quiet_peer = quiet.peer_addr().unwrap();
+        let quiet_held = Held {
+            slot: admission.admit(quiet_peer.ip()).unwrap(),
+            guard: ConnGuard::new(&metrics, Proto::http1),
+        };
+        lot.park(quiet, quiet_peer, 80, quiet_held).unwrap();
+        let (mut server, mut client) = pair(&l).await;
+        let peer = client.local_addr().unwrap();
+        let mut held = Held {
+            slot: admission.admit(peer.ip()).unwrap(),
+            guard: ConnGuard::new(&metrics, Proto::http1),
+        };
+        for i in 0..3000u32 {
+            lot.park(server, peer, 80, held).unwrap();
+            client.write_all(b"x").unwrap();
+            let w = woken_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+            let mut byte = [0u8; 1];
+            let mut stream = w.stream;
+            stream.set_nonblocking(false).unwrap();
+            stream.read_exact(&mut byte).unwrap();
+            stream.set_nonblocking(true).unwrap();
+            held = w.held;
+            server = TcpStream::from_std(stream).unwrap();
+            let order = lot.lock().order.len();
+            assert!(
+                order <= 2 * 2 + 1024 + 1,
+                "FIFO of {order} after {i} parkings"
+            );
+        }
+        assert_eq!(metrics.parked_connections.get(), 1);
+        // The client leaves while parked: reaped, its slot given back.
+        lot.park(server, peer, 80, held).unwrap();
+        assert_eq!(metrics.parked_connections.get(), 2);
+        drop(client);
+        // The slot comes back once the lot's thread has closed the socket.
+        let mut admitted = None;
+        for _ in 0..500 {
+            admitted = admission.admit(peer.ip()).ok();
+            if admitted.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(admitted.is_some(), "the reaped connection kept its slot");
+        assert_eq!(metrics.parked_connections.get(), 1);
+    }
+}
