@@ -213,6 +213,7 @@ impl Router {
         tasks.push(tokio::spawn(sweep_pools(
             Arc::clone(&proxy),
             cfg.upstream_idle_timeout,
+            cfg.session_reuse_age,
         )));
         let listen_cfg = Arc::new(ListenConfig {
             sniff_timeout: cfg.sniff_timeout,
@@ -359,10 +360,17 @@ fn exchange_stall_timeout(cfg: &Config) -> std::time::Duration {
     cfg.response_header_timeout.max(cfg.body_idle_timeout) + std::time::Duration::from_secs(1)
 }
 
-/// Drops idle upstream connections past their timeout, and pool entries of addresses that
-/// have none left, every idle timeout (at least every second).
-async fn sweep_pools(proxy: Arc<proxy::Proxy>, idle: std::time::Duration) {
-    let every = idle.max(std::time::Duration::from_secs(1));
+/// Drops idle upstream connections past their timeout (or, to a session's shadow, past its
+/// reuse bounds), and pool entries of addresses that have none left, every idle timeout or
+/// session reuse age, whichever is shorter (at most ten times a second).
+async fn sweep_pools(
+    proxy: Arc<proxy::Proxy>,
+    idle: std::time::Duration,
+    session_age: std::time::Duration,
+) {
+    let every = idle
+        .min(session_age)
+        .max(std::time::Duration::from_millis(100));
     loop {
         tokio::time::sleep(every).await;
         proxy.sweep_pools(idle);
