@@ -184,7 +184,7 @@ async fn settled_rss_kb(pid: u32, admin: std::net::SocketAddr) -> u64 {
 const KEEP_ALIVE: usize = 1000;
 
 /// 1,000 keep-alive connections, one exchange each, then quiet: each is parked (hyper's
-/// buffers freed) and waits in the parking lot with no task of its own, a slab entry of ~130
+/// buffers freed) and waits in the parking lot with no task of its own, a slab entry of 128
 /// bytes. On the debug binary 1.8–2.5 KB per connection remain (most of it allocator pages
 /// that the freed buffers shared with live ones; 0.5–0.8 KB with the release binary); a parked
 /// connection that kept its task cost ~3.2 KB, and 4.4 KB before that task was boxed.

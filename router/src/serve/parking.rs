@@ -4,7 +4,7 @@
 //! A proxy in front of a Service holds thousands of idle keep-alive connections. Once
 //! `serve::http1` has freed a quiet connection's hyper state, the bare socket leaves tokio
 //! (`into_std`) and comes here: one slab entry (the socket, its peer, its admission slot and
-//! gauge, its deadline: ~150 bytes) and one registration with the lot's own epoll instance,
+//! gauge, its deadline: 128 bytes) and one registration with the lot's own epoll instance,
 //! keyed by the slab index. One thread ("ktx-parking") waits on that epoll with the earliest
 //! deadline as its timeout. When a parked socket turns readable the thread peeks one byte:
 //! data → the socket is handed back (the caller's `wake` spawns a fresh connection task on the
@@ -106,6 +106,14 @@ impl Lot {
     }
 }
 
+/// Now plus `timeout`; a timeout too long for the clock means about never.
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
 /// The parking lot: connections park here; its thread watches them.
 #[derive(Debug)]
 pub struct ParkingLot {
@@ -183,7 +191,7 @@ impl ParkingLot {
             peer,
             port,
             held,
-            deadline: Instant::now() + self.idle_timeout,
+            deadline: deadline_after(self.idle_timeout),
             seq,
         });
         lot.order.push_back((index, seq));
@@ -348,6 +356,15 @@ mod tests {
         let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (server, _) = l.accept().await.unwrap();
         (server, client)
+    }
+
+    /// What a parked connection costs the lot: its slab entry and two words of FIFO.
+    #[test]
+    fn a_parked_connection_is_a_small_slab_entry() {
+        let entry = std::mem::size_of::<Parked>();
+        eprintln!("parked connection: {entry} bytes");
+        assert!(entry <= 160, "{entry} bytes");
+        assert!(deadline_after(Duration::MAX) > Instant::now());
     }
 
     /// A connection that parks and wakes again and again (a client with a request every
