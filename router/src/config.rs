@@ -65,8 +65,8 @@ pub struct Config {
     pub sniff_timeout: Duration,
 
     /// Free the buffers of a client keep-alive connection quiet this long after a response (the
-    /// socket stays open; about 3 KB of memory remains per idle connection). It is parked
-    /// between one and 1.25 times this after its last byte.
+    /// socket stays open in the parking lot, with no task: a few hundred bytes remain per idle
+    /// connection). It is parked between one and 1.25 times this after its last byte.
     #[arg(long, env = "KTX_ROUTER_IDLE_PARK_AFTER", default_value = "1s", value_parser = parse_duration)]
     pub idle_park_after: Duration,
 
@@ -77,6 +77,12 @@ pub struct Config {
     /// Close pooled upstream connections idle for longer than this.
     #[arg(long, env = "KTX_ROUTER_UPSTREAM_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub upstream_idle_timeout: Duration,
+
+    /// Idle HTTP/1.1 connections kept per upstream address; one returned to a full pool is
+    /// closed. Each keeps hyper's buffers (~20 KB), and those a burst of clients opened would
+    /// otherwise stay until the idle timeout.
+    #[arg(long, env = "KTX_ROUTER_UPSTREAM_MAX_IDLE", default_value_t = 64)]
+    pub upstream_max_idle: usize,
 
     /// Answer 504 when an upstream sends no response head within this long after the request
     /// (its body included) was sent. 0s: off.

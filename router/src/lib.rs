@@ -46,6 +46,8 @@ pub use error::StartError;
 pub use metrics::Metrics;
 
 use crate::routes::RoutesText;
+use crate::serve::http1::Shared;
+use crate::serve::parking::ParkingLot;
 use crate::serve::ListenConfig;
 use crate::upstream::{EndpointMap, UpstreamConfig, Upstreams};
 
@@ -184,7 +186,7 @@ impl Router {
             UpstreamConfig {
                 connect_timeout: cfg.connect_timeout,
                 idle_timeout: cfg.upstream_idle_timeout,
-                max_idle_per_addr: 256,
+                max_idle_per_addr: cfg.upstream_max_idle,
                 h2_streams_per_connection: cfg.upstream_h2_streams.max(1),
                 h2_connections_per_client: cfg.upstream_h2_connections.max(1),
                 h2_stream_slot_timeout: cfg.stream_slot_timeout,
@@ -211,6 +213,7 @@ impl Router {
         tasks.push(tokio::spawn(sweep_pools(
             Arc::clone(&proxy),
             cfg.upstream_idle_timeout,
+            cfg.session_reuse_age,
         )));
         let listen_cfg = Arc::new(ListenConfig {
             sniff_timeout: cfg.sniff_timeout,
@@ -234,6 +237,37 @@ impl Router {
             metrics.clone(),
         ));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        // Idle keep-alive connections wait in one parking lot; a woken one is served again by
+        // a fresh task, as at accept.
+        let lot = {
+            let (proxy, cfg, shutdown) = (
+                Arc::clone(&proxy),
+                Arc::clone(&listen_cfg),
+                shutdown_rx.clone(),
+            );
+            let runtime = tokio::runtime::Handle::current();
+            ParkingLot::start(
+                listen_cfg.client_idle_timeout,
+                metrics.parked_connections.clone(),
+                shutdown_rx.clone(),
+                move |woken, lot| {
+                    let shared = Shared {
+                        proxy: Arc::clone(&proxy),
+                        cfg: Arc::clone(&cfg),
+                        lot: Arc::clone(lot),
+                        shutdown: shutdown.clone(),
+                    };
+                    listener::resume(&runtime, woken, shared)
+                },
+            )
+            .map_err(|e| StartError::Config(format!("start the parking lot: {e}")))?
+        };
+        let shared = Shared {
+            proxy: Arc::clone(&proxy),
+            cfg: Arc::clone(&listen_cfg),
+            lot,
+            shutdown: shutdown_rx.clone(),
+        };
 
         let mut listen_addrs = Vec::new();
         for addr in &cfg.listen {
@@ -248,10 +282,8 @@ impl Router {
             })?);
             tasks.push(tokio::spawn(listener::accept_loop(
                 l,
-                Arc::clone(&proxy),
-                Arc::clone(&listen_cfg),
                 Arc::clone(&admission),
-                shutdown_rx.clone(),
+                shared.clone(),
             )));
         }
         let admin_l = TcpListener::bind(cfg.admin)
@@ -328,10 +360,17 @@ fn exchange_stall_timeout(cfg: &Config) -> std::time::Duration {
     cfg.response_header_timeout.max(cfg.body_idle_timeout) + std::time::Duration::from_secs(1)
 }
 
-/// Drops idle upstream connections past their timeout, and pool entries of addresses that
-/// have none left, every idle timeout (at least every second).
-async fn sweep_pools(proxy: Arc<proxy::Proxy>, idle: std::time::Duration) {
-    let every = idle.max(std::time::Duration::from_secs(1));
+/// Drops idle upstream connections past their timeout (or, to a session's shadow, past its
+/// reuse bounds), and pool entries of addresses that have none left, every idle timeout or
+/// session reuse age, whichever is shorter (at most ten times a second).
+async fn sweep_pools(
+    proxy: Arc<proxy::Proxy>,
+    idle: std::time::Duration,
+    session_age: std::time::Duration,
+) {
+    let every = idle
+        .min(session_age)
+        .max(std::time::Duration::from_millis(100));
     loop {
         tokio::time::sleep(every).await;
         proxy.sweep_pools(idle);

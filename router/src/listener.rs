@@ -14,15 +14,14 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::admission::{Admission, Admitted};
 use crate::io::Prefixed;
 use crate::metrics::{ConnGuard, Proto};
-use crate::proxy::Proxy;
+use crate::serve::http1::Shared;
+use crate::serve::parking::{Held, Woken};
 use crate::serve::splice::SpliceIdle;
-use crate::serve::ListenConfig;
 use crate::sniff::{sniff, Sniffed};
 
 // The admin server's accept loop uses these too.
@@ -63,15 +62,10 @@ impl AcceptBackoff {
     }
 }
 
-/// Accepts until `shutdown` turns true; every connection task holds a clone of `drained`'s
-/// receiver, so the caller knows when all have finished.
-pub async fn accept_loop(
-    listener: TcpListener,
-    proxy: Arc<Proxy>,
-    cfg: Arc<ListenConfig>,
-    admission: Arc<Admission>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// Accepts until `shared.shutdown` turns true; every connection task (and the parking lot)
+/// holds a clone of that receiver, so the caller knows when all have finished.
+pub async fn accept_loop(listener: TcpListener, admission: Arc<Admission>, shared: Shared) {
+    let mut shutdown = shared.shutdown.clone();
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     let mut backoff = AcceptBackoff::default();
     loop {
@@ -92,14 +86,9 @@ pub async fn accept_loop(
                         continue;
                     }
                 };
-                let proxy = Arc::clone(&proxy);
-                let cfg = Arc::clone(&cfg);
-                let shutdown = shutdown.clone();
+                let shared = shared.clone();
                 let span = tracing::debug_span!("conn", %peer, port);
-                tokio::spawn(
-                    serve_connection(stream, peer, port, proxy, cfg, slot, shutdown)
-                        .instrument(span),
-                );
+                tokio::spawn(serve_connection(stream, peer, port, slot, shared).instrument(span));
             }
             Err(e) => {
                 tracing::warn!(port, error = %e, "accept failed");
@@ -113,11 +102,10 @@ async fn serve_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
     port: u16,
-    proxy: Arc<Proxy>,
-    cfg: Arc<ListenConfig>,
-    _slot: Admitted,
-    shutdown: watch::Receiver<bool>,
+    slot: Admitted,
+    shared: Shared,
 ) {
+    let cfg = &shared.cfg;
     let _ = stream.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(32);
     let proto = loop {
@@ -138,7 +126,7 @@ async fn serve_connection(
             Err(_) => break Proto::tcp,
         }
     };
-    let _guard = ConnGuard::new(&proxy.metrics, proto);
+    let guard = ConnGuard::new(&shared.proxy.metrics, proto);
     let io = Prefixed::new(buf.freeze(), stream);
     tracing::debug!(proto = ?proto, "accepted");
     match proto {
@@ -151,16 +139,55 @@ async fn serve_connection(
             // Boxed, as h2c below: the task of every connection is as large as the largest
             // state it could be in, and idle keep-alive HTTP/1.1 connections are the many.
             Box::pin(crate::serve::splice::passthrough(
-                &proxy, io, port, peer, bounds,
+                &shared.proxy,
+                io,
+                port,
+                peer,
+                bounds,
             ))
-            .await
+            .await;
+            drop((slot, guard));
         }
-        Proto::http1 => crate::serve::http1::serve(io, peer, port, proxy, cfg, shutdown).await,
+        Proto::http1 => {
+            // The connection takes what it holds along when it parks.
+            let held = Held { slot, guard };
+            crate::serve::http1::serve(io, peer, port, held, shared).await
+        }
         Proto::h2c => {
+            let Shared {
+                proxy,
+                cfg,
+                shutdown,
+                ..
+            } = shared;
             Box::pin(crate::serve::h2c::serve(
                 io, peer, port, proxy, cfg, shutdown,
             ))
-            .await
+            .await;
+            drop((slot, guard));
         }
     }
+}
+
+/// Serves a parked HTTP/1.1 connection again once its client has sent bytes (the parking
+/// lot's `wake`, on the lot's thread), in a task of its own on `runtime`, as at accept.
+pub fn resume(runtime: &tokio::runtime::Handle, woken: Woken, shared: Shared) {
+    let Woken {
+        stream,
+        peer,
+        port,
+        held,
+    } = woken;
+    let span = tracing::debug_span!("conn", %peer, port);
+    let serve = async move {
+        // Registered with the reactor again here, on the runtime.
+        match TcpStream::from_std(stream) {
+            Ok(stream) => {
+                let io = Prefixed::new(bytes::Bytes::new(), stream);
+                crate::serve::http1::serve(io, peer, port, held, shared).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "could not resume a parked connection"),
+        }
+    };
+    runtime.spawn(serve.instrument(span));
 }

@@ -1,10 +1,11 @@
-//! Serving one connection once the listener has sniffed its protocol: HTTP/1.1 with parking
-//! ([`http1`]), h2c ([`h2c`]), and byte splicing for plain TCP and upgraded connections
+//! Serving one connection once the listener has sniffed its protocol: HTTP/1.1 ([`http1`]),
+//! whose idle connections wait in the [`parking`] lot, h2c ([`h2c`]), and byte splicing for plain TCP and upgraded connections
 //! ([`splice`]). Each hands requests to the proxy core (`crate::proxy`) and owns only the
 //! connection: its buffers, idle rules and shutdown. This module holds what they share.
 
 pub mod h2c;
 pub mod http1;
+pub mod parking;
 pub mod splice;
 
 use std::sync::Arc;

@@ -93,6 +93,7 @@ pub struct Upstreams {
 struct IdleH1 {
     since: Instant,
     born: Instant,
+    side: Side,
     tx: http1::SendRequest<RequestBody>,
 }
 
@@ -103,6 +104,8 @@ pub struct H1Conn {
     pub tx: http1::SendRequest<RequestBody>,
     /// When it was opened.
     pub born: Instant,
+    /// Whom it leads to (a session's shadow is reused only while young and just idle).
+    pub side: Side,
 }
 
 impl Upstreams {
@@ -175,7 +178,12 @@ impl Upstreams {
     /// An idle pooled HTTP/1.1 connection to `addr`, or a new one.
     pub async fn h1(&self, addr: SocketAddr, side: Side) -> Result<H1Conn, ProxyError> {
         if let Some((tx, born)) = self.checkout_h1(addr, side) {
-            return Ok(H1Conn { addr, tx, born });
+            return Ok(H1Conn {
+                addr,
+                tx,
+                born,
+                side,
+            });
         }
         // Boxed: connecting is the rare path, and its state would make every request's
         // future larger (and every request copy it).
@@ -198,6 +206,7 @@ impl Upstreams {
             addr,
             tx,
             born: Instant::now(),
+            side,
         })
     }
 
@@ -241,15 +250,22 @@ impl Upstreams {
         found
     }
 
-    /// Drops closed and expired idle connections, and the entries of addresses left with none
-    /// (an address that went away is never checked out again). Run periodically.
+    /// Drops closed and expired idle connections, connections to a session's shadow that
+    /// its reuse rules no longer allow (they would only be dropped at a later checkout, and
+    /// each holds a tunnel stream and hyper's buffers), and the entries of addresses left with
+    /// none (an address that went away is never checked out again). Run periodically.
     pub fn sweep(&self) {
+        let reuse = self.cfg.session_reuse;
         let mut idle = self
             .h1_idle
             .lock()
             .expect("pool lock is never held across a panic");
         idle.retain(|_, list| {
-            list.retain(|c| !c.tx.is_closed() && c.since.elapsed() < self.cfg.idle_timeout);
+            list.retain(|c| {
+                !c.tx.is_closed()
+                    && c.since.elapsed() < self.cfg.idle_timeout
+                    && (c.side != Side::Shadow || reuse.allows(c.born, Some(c.since)))
+            });
             !list.is_empty()
         });
     }
@@ -278,6 +294,7 @@ impl Upstreams {
             list.push(IdleH1 {
                 since: Instant::now(),
                 born: conn.born,
+                side: conn.side,
                 tx: conn.tx,
             });
         }
@@ -339,6 +356,47 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("the pool kept {} address entries", pool.idle_h1_addrs());
+    }
+
+    /// A burst of clients opens many upstream connections at once; once it is over the pool
+    /// keeps only `--upstream-max-idle` of them (each holds hyper's buffers until it closes).
+    #[tokio::test]
+    async fn a_full_pool_closes_the_connections_returned_to_it() {
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let a = ktx_testbackend::spawn("a", any).await.unwrap();
+        let pool = upstreams(Duration::from_secs(60));
+        let mut burst = Vec::new();
+        for _ in 0..10 {
+            burst.push(pool.h1_fresh(a.addr(), Side::Upstream).await.unwrap());
+        }
+        for conn in burst {
+            pool.checkin(conn);
+        }
+        let kept = pool.h1_idle.lock().unwrap()[&a.addr()].len();
+        assert_eq!(kept, pool.config().max_idle_per_addr);
+    }
+
+    /// A connection to a shadow that went quiet may not be reused (`SessionReuse`); the sweep
+    /// closes it instead of keeping it for the whole idle timeout.
+    #[tokio::test]
+    async fn a_sweep_drops_shadow_connections_that_may_not_be_reused() {
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let a = ktx_testbackend::spawn("a", any).await.unwrap();
+        let pool = upstreams(Duration::from_secs(60));
+        let shadow = pool.h1(a.addr(), Side::Shadow).await.unwrap();
+        let original = pool.h1(a.addr(), Side::Upstream).await.unwrap();
+        pool.checkin(shadow);
+        pool.checkin(original);
+        pool.sweep();
+        assert_eq!(pool.h1_idle.lock().unwrap()[&a.addr()].len(), 2);
+        // Past the session reuse idle bound (100 ms here): only the original's stays.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        pool.sweep();
+        let kept = pool.h1_idle.lock().unwrap()[&a.addr()]
+            .iter()
+            .map(|c| c.side)
+            .collect::<Vec<_>>();
+        assert_eq!(kept, [Side::Upstream]);
     }
 
     #[tokio::test]

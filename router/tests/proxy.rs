@@ -16,6 +16,7 @@ mod proxy {
     mod http1;
     mod isolation;
     mod live_rules;
+    mod parking;
     mod sessions;
     mod smuggling;
     mod tcp;

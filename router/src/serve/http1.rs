@@ -4,8 +4,9 @@
 //! of a Service holds thousands of idle keep-alive connections, so once a connection has been
 //! quiet for a moment after a complete exchange, the hyper connection is shut down *without*
 //! closing the socket (`poll_without_shutdown` + `into_parts`), its buffers are freed, and the
-//! bare socket waits for readability. The next request starts a fresh hyper connection on the
-//! same socket; the client never notices. Only a connection between two complete exchanges is
+//! bare socket waits in the parking lot (`parking.rs`) with no task of its own. The next
+//! request starts a fresh task and hyper connection on the same socket; the client never
+//! notices. Only a connection between two complete exchanges is
 //! parked: one that went quiet mid-exchange (a request body the upstream answered early and
 //! abandoned) is closed when hyper is done with it, so late body bytes are never read as a
 //! request. Absolute-form targets are made origin-form before routing. Upgrades (WebSocket)
@@ -29,6 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use super::parking::{Held, ParkingLot};
 use super::{signalled, ListenConfig};
 use crate::io::Prefixed;
 use crate::proxy::{Proxy, UpgradeSlot, Wire};
@@ -145,71 +147,51 @@ enum Quiet {
     Closing,
 }
 
-/// Serves HTTP/1.1 on `io` until the client goes away or shutdown is signalled.
+/// What every HTTP/1.1 connection of one router shares.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub proxy: Arc<Proxy>,
+    pub cfg: Arc<ListenConfig>,
+    pub lot: Arc<ParkingLot>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Serves HTTP/1.1 on `io` until the client goes away, shutdown is signalled, or the
+/// connection goes idle between two exchanges: then its hyper state is freed and the bare
+/// socket, with what it holds (`held`), moves to the parking lot, which ends this task and
+/// starts a new one when the client speaks again.
 pub async fn serve(
     mut io: Prefixed<TcpStream>,
     peer: SocketAddr,
     port: u16,
-    proxy: Arc<Proxy>,
-    cfg: Arc<ListenConfig>,
-    mut shutdown: watch::Receiver<bool>,
+    held: Held,
+    shared: Shared,
 ) {
+    let Shared {
+        proxy,
+        cfg,
+        lot,
+        mut shutdown,
+    } = shared;
     loop {
-        // Boxed: the state of a live hyper connection is large; a parked connection's task
-        // should not carry room for it.
-        match Box::pin(serve_until_idle(
-            io,
-            peer,
-            port,
-            &proxy,
-            &cfg,
-            &mut shutdown,
-        ))
-        .await
-        {
+        match serve_until_idle(io, peer, port, &proxy, &cfg, &mut shutdown).await {
             Ended::Closed => return,
             Ended::Upgraded(client, upstream) => {
-                // Boxed, like every state but parking: see `wait_parked`.
-                Box::pin(crate::serve::splice::splice_upgraded(
-                    client,
-                    upstream,
-                    cfg.splice_idle_timeout,
-                ))
-                .await;
+                crate::serve::splice::splice_upgraded(client, upstream, cfg.splice_idle_timeout)
+                    .await;
                 return;
             }
             Ended::Parked(parked) => {
                 let (prefix, stream) = parked.into_parts();
                 if prefix.is_empty() {
-                    let wait = wait_parked(&stream, peer, &cfg, &mut shutdown, &proxy);
-                    if !Box::pin(wait).await {
-                        return;
+                    if let Err(e) = lot.park(stream, peer, port, held) {
+                        tracing::debug!(%peer, error = %e, "idle keep-alive connection closed: not parked");
                     }
+                    return;
                 }
+                // Bytes of the next request came with the last one: serve them at once.
                 io = Prefixed::new(prefix, stream);
             }
-        }
-    }
-}
-
-/// Waits on a parked connection until the client sends again (true) or it is to be closed:
-/// client gone, idle timeout, shutdown (false). A parked connection's memory is its task: this
-/// wait is boxed while it lasts, every other state of the connection (hyper's, a splice's) is
-/// boxed while *it* lasts, so the task itself stays a few hundred bytes.
-async fn wait_parked(
-    stream: &TcpStream,
-    peer: SocketAddr,
-    cfg: &ListenConfig,
-    shutdown: &mut watch::Receiver<bool>,
-    proxy: &Proxy,
-) -> bool {
-    let _parked = ParkedGuard::new(&proxy.metrics);
-    tokio::select! {
-        r = stream.readable() => r.is_ok(),
-        _ = signalled(shutdown) => false,
-        _ = tokio::time::sleep(cfg.client_idle_timeout) => {
-            tracing::debug!(%peer, "idle keep-alive connection closed after the idle timeout");
-            false
         }
     }
 }
@@ -247,7 +229,6 @@ async fn serve_until_idle(
         activity: Arc::clone(&activity),
         last_was_write: Arc::clone(&last_was_write),
     };
-    // Boxed: while parked, the task keeps only a few hundred bytes, not hyper's state.
     let mut conn = Box::new(
         http1::Builder::new()
             .timer(TokioTimer::new())
@@ -362,20 +343,4 @@ fn unsupported_transfer_coding() -> http::Response<crate::body::RouterBody> {
     );
     h.insert("x-ktx-error", http::HeaderValue::from_static("client"));
     resp
-}
-
-/// Counts a parked connection for as long as it waits.
-struct ParkedGuard(prometheus_client::metrics::gauge::Gauge);
-
-impl ParkedGuard {
-    fn new(metrics: &crate::metrics::Metrics) -> Self {
-        metrics.parked_connections.inc();
-        ParkedGuard(metrics.parked_connections.clone())
-    }
-}
-
-impl Drop for ParkedGuard {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
 }
