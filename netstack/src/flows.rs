@@ -80,6 +80,9 @@ pub enum FlowError {
 /// Packets read from the TUN per turn of the loop, at most.
 const READ_BATCH: usize = 64;
 
+/// Polls of the stack per turn, each followed by pumping the flows it woke.
+const PUMP_ROUNDS: usize = 8;
+
 /// How often idle flows are looked for.
 const SWEEP: Duration = Duration::from_secs(1);
 
@@ -125,6 +128,7 @@ pub async fn serve<D: Dial>(
     let mut incoming: Vec<Vec<u8>> = Vec::with_capacity(READ_BATCH);
     let mut woken: Vec<SocketHandle> = Vec::new();
     let mut answers: Vec<Dialed<D::Stream>> = Vec::new();
+    let mut syns: Vec<(FlowKey, u32, Vec<u8>)> = Vec::new();
     let mut next_sweep = Instant::now() + SWEEP;
 
     loop {
@@ -197,35 +201,12 @@ pub async fn serve<D: Dial>(
                 Packet::Segment { .. } => queues.rx.push_back(packet),
                 Packet::Syn { key, .. } if by_key.contains_key(&key) => queues.rx.push_back(packet),
                 Packet::Syn { key, .. } if dialing.contains(&key) => queues.recycle(packet),
-                Packet::Syn { key, seq } => {
-                    if flows.len() + dialing.len() >= config.max_flows {
-                        tracing::debug!(client = %key.0, dst = %key.1, "flow: too many flows, refusing");
-                        if let Some(rst) = syn_gate::reset_for(key, seq) {
-                            queues.tx.push_back(rst);
-                        }
-                        queues.recycle(packet);
-                    } else if dialing.len() >= config.max_dialing {
-                        tracing::debug!(client = %key.0, dst = %key.1, "flow: too many dials, dropping the SYN");
-                        queues.recycle(packet);
-                    } else {
-                        dialing.insert(key);
-                        let (dial, tx) = (dial.clone(), dialed_tx.clone());
-                        tokio::spawn(async move {
-                            let result = dial.dial(key.1).await;
-                            let _ = tx.send(Dialed {
-                                key,
-                                syn: packet,
-                                seq,
-                                result,
-                            });
-                        });
-                    }
-                }
+                Packet::Syn { key, seq } => syns.push((key, seq, packet)),
             }
         }
 
         // 4. the stack, then the flows it woke, then the stack again for what they queued
-        for _ in 0..4 {
+        for _ in 0..PUMP_ROUNDS {
             iface.poll(now(), &mut queues, &mut sockets);
             resetting.retain(|&handle| {
                 // an aborted socket is removed once its RST went out
@@ -262,7 +243,36 @@ pub async fn serve<D: Dial>(
             }
         }
 
-        // 5. out to the machine
+        // 5. new flows, judged once the flows that just ended were removed
+        for (key, seq, packet) in syns.drain(..) {
+            if dialing.contains(&key) || by_key.contains_key(&key) {
+                // a retransmission in the same batch
+                queues.recycle(packet);
+            } else if flows.len() + dialing.len() >= config.max_flows {
+                tracing::debug!(client = %key.0, dst = %key.1, "flow: too many flows, refusing");
+                if let Some(rst) = syn_gate::reset_for(key, seq) {
+                    queues.tx.push_back(rst);
+                }
+                queues.recycle(packet);
+            } else if dialing.len() >= config.max_dialing {
+                tracing::debug!(client = %key.0, dst = %key.1, "flow: too many dials, dropping the SYN");
+                queues.recycle(packet);
+            } else {
+                dialing.insert(key);
+                let (dial, tx) = (dial.clone(), dialed_tx.clone());
+                tokio::spawn(async move {
+                    let result = dial.dial(key.1).await;
+                    let _ = tx.send(Dialed {
+                        key,
+                        syn: packet,
+                        seq,
+                        result,
+                    });
+                });
+            }
+        }
+
+        // 6. out to the machine
         while let Some(packet) = queues.tx.pop_front() {
             if let Err(e) = device.send(&packet).await {
                 tracing::debug!(error = %e, "tun: write failed, packet dropped");
@@ -270,7 +280,7 @@ pub async fn serve<D: Dial>(
             queues.recycle_tx(packet);
         }
 
-        // 6. idle flows
+        // 7. idle flows
         if Instant::now() >= next_sweep {
             next_sweep = Instant::now() + SWEEP;
             let expired: Vec<SocketHandle> = flows
