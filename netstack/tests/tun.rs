@@ -321,46 +321,55 @@ async fn child_throughput() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
     let total = mib * 1024 * 1024;
-    let sink = TcpListener::bind("127.0.0.1:7005").await.expect("bind");
-    let counted = tokio::spawn(async move {
-        let (mut c, _) = sink.accept().await.expect("accept");
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut n = 0usize;
-        while n < total {
-            match c.read(&mut buf).await.expect("sink read") {
-                0 => break,
-                k => n += k,
-            }
-        }
-        n
-    });
     let tun = tun_device::open(&flows_config()).await.expect("open tun");
     let dial = Arc::new(TcpDial::new(
         |dst: SocketAddr| SocketAddr::from(([127, 0, 0, 1], dst.port())),
         Duration::from_secs(2),
     ));
     tokio::spawn(flows::serve(tun, dial, FlowConfig::default()));
-    let mut c = TcpStream::connect("10.250.0.1:7005")
-        .await
-        .expect("connect");
-    let block = vec![7u8; 256 * 1024];
-    let started = Instant::now();
-    let mut sent = 0usize;
-    while sent < total {
-        c.write_all(&block).await.expect("write");
-        sent += block.len();
+    // upload: the client writes, the destination counts; download: the other way round
+    for (way, port) in [("upload", 7005u16), ("download", 7008)] {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
+        let upload = way == "upload";
+        let far = tokio::spawn(async move {
+            let (c, _) = listener.accept().await.expect("accept");
+            pump(c, upload, total).await
+        });
+        let c = TcpStream::connect(("10.250.0.1", port))
+            .await
+            .expect("connect");
+        let started = Instant::now();
+        let near = pump(c, !upload, total).await;
+        let got = tokio::time::timeout(Duration::from_secs(300), far)
+            .await
+            .expect("in time")
+            .expect("far end");
+        let secs = started.elapsed().as_secs_f64();
+        assert_eq!((near, got), (total, total));
+        println!(
+            "{way}: {mib} MiB through the TUN in {secs:.2}s: {:.1} MiB/s",
+            mib as f64 / secs
+        );
     }
-    let got = tokio::time::timeout(Duration::from_secs(300), counted)
-        .await
-        .expect("the sink got every byte in time")
-        .expect("sink");
-    let secs = started.elapsed().as_secs_f64();
-    assert_eq!(got, total);
-    println!(
-        "{mib} MiB to a sink through the TUN in {secs:.2}s: {:.1} MiB/s",
-        mib as f64 / secs
-    );
     println!("READY");
+}
+
+/// Reads `total` bytes from `c` (`read`), or writes them; returns the count.
+async fn pump(mut c: TcpStream, read: bool, total: usize) -> usize {
+    let mut buf = vec![7u8; 256 * 1024];
+    let mut n = 0usize;
+    while n < total {
+        if read {
+            match c.read(&mut buf).await.expect("read") {
+                0 => break,
+                k => n += k,
+            }
+        } else {
+            c.write_all(&buf).await.expect("write");
+            n += buf.len();
+        }
+    }
+    n
 }
 
 async fn child_backpressure() {
