@@ -174,7 +174,7 @@ pub async fn serve<D: Dial>(
                     iface.poll(now(), &mut queues, &mut sockets);
                     let socket = sockets.get_mut::<tcp::Socket>(handle);
                     let took = socket.state() == tcp::State::SynReceived
-                        && socket.remote_endpoint().map(|e| e.port) == Some(key.0.port());
+                        && socket.remote_endpoint() == Some(key.0.into());
                     if !took {
                         tracing::debug!(client = %key.0, dst = %key.1, state = %socket.state(), "flow: the stack did not take the SYN, dropping");
                         sockets.remove(handle);
