@@ -33,7 +33,8 @@
 //!   each. Measured (release, `cargo test --release -p ktx-netstack --test tun -- --ignored
 //!   --nocapture tun_throughput`, 100 MiB from a client in the netns through the TUN to a
 //!   loopback sink, shared 2-core machine): 540–583 MiB/s (ipstack: 84–88); the 100 MiB echo
-//!   both ways at once (`tun_flows`): 116–125 MiB/s each way (ipstack: 50–56).
+//!   both ways at once (`tun_flows`): 116–125 MiB/s each way (ipstack: 50–56); through the
+//!   tunnel in e2e (`e2e/README.md`): 143 MiB/s (ipstack: 134), the tunnel now the bottleneck.
 //! - `tun` (the device): pure Rust ioctls, async device, non-persistent by default.
 //! - `hickory-proto` (DNS wire format only, no resolver/server crates).
 //! - routes through the `ip` command (see [`tun_device`]).
