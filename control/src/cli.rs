@@ -515,6 +515,29 @@ pub struct ConnectArgs {
         default_value = "/var/lib/ktx"
     )]
     pub state_dir: std::path::PathBuf,
+    /// TUN mode: TCP connections carried at once (dialing or open); past it, a new one is
+    /// refused (RST).
+    #[arg(
+        long = "max-flows",
+        env = "KTX_CONNECT_MAX_FLOWS",
+        default_value_t = 4096
+    )]
+    pub max_flows: usize,
+    /// TUN mode: connections being dialed through the tunnel at once; past it, a new
+    /// connection's SYN is dropped and the machine retries it.
+    #[arg(
+        long = "max-dialing",
+        env = "KTX_CONNECT_MAX_DIALING",
+        default_value_t = 256
+    )]
+    pub max_dialing: usize,
+    /// TUN mode: each connection's receive and send buffer in bytes (a connection costs at most
+    /// twice this): the most a client can have in flight to a destination that does not read.
+    #[arg(long = "flow-buffer", env = "KTX_CONNECT_FLOW_BUFFER", default_value_t = 256 * 1024)]
+    pub flow_buffer: usize,
+    /// TUN mode: a connection with no byte moving either way for this long is reset.
+    #[arg(long = "flow-idle-timeout", env = "KTX_CONNECT_FLOW_IDLE", value_name = "DURATION", default_value = "60m", value_parser = parse_duration)]
+    pub flow_idle: Duration,
     /// After a stop request (Ctrl-C, SIGTERM) ktx sends CMD SIGTERM and waits this long for it
     /// to exit before killing it and ending the session.
     #[arg(long = "command-grace", env = "KTX_COMMAND_GRACE", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]

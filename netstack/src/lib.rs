@@ -4,38 +4,37 @@
 //! [`names::NameTable`] (from watched Services and Endpoints).
 //!
 //! ```text
-//!  app ──TCP──▶ route ──▶ TUN ──▶ flows (SYN gate + ipstack) ──▶ Dial ══▶ cluster
+//!  app ──TCP──▶ route ──▶ TUN ──▶ flows (SYN gate + smoltcp) ──▶ Dial ══▶ cluster
 //!  app ──DNS──▶ resolv.conf / resolved ──▶ dns (NameTable | forward to the old resolvers)
 //!  app ──SOCKS5 / HTTP CONNECT / absolute-form──▶ proxy ──▶ Dial ══▶ cluster   (no root)
 //! ```
 //!
 //! Modules, by role:
 //! - flows of packets: [`tun_device`] (the device, its address and routes), [`cidr`] (the route
-//!   plan: includes minus excludes), [`flows`] (the userspace TCP stack and one dial + splice per
+//!   plan: includes minus excludes), [`flows`] (the userspace TCP stack and one dial + bridge per
 //!   connection; `flows::syn_gate` answers a SYN only once its dial has an answer);
 //! - names: [`names`] (the table and the lookup rules), [`dns`] (the resolver on UDP and TCP);
 //! - machine configuration: [`resolved`] (per-link DNS where systemd-resolved runs), else
 //!   [`resolv_conf`] (a managed, backed-up `/etc/resolv.conf`);
 //! - no root: [`proxy`] (SOCKS5 and HTTP on one port);
-//! - shared: [`dial`] (the seam and a plain-TCP implementation), [`splice`] (both-way copy).
+//! - shared: [`dial`] (the seam and a plain-TCP implementation), [`splice`] (both-way copy, for
+//!   the proxy).
 //!
 //! Dependencies, each chosen for one job:
-//! - `ipstack` (TCP stack): tokio-native, hands out each connection as an
-//!   `AsyncRead + AsyncWrite` stream, maintained (used by tun2proxy), pure Rust, small (etherparse and
-//!   tokio). `smoltcp` is the more mature stack but is poll-driven: bridging its sockets to
-//!   tokio streams is a few hundred lines of our own; `netstack-smoltcp` does that bridging but
-//!   is younger and less used. Measured here (netns test, 100 MiB echoed both ways at the same
-//!   time, byte-exact, `cargo test --release -p ktx-netstack --test tun -- --nocapture
-//!   tun_flows`): 49–61 MiB/s each way in three runs (7–17 in a debug build) on a loaded
-//!   2-core machine. Known
-//!   ipstack 1.0.1 defects, each shown by an ignored netns test in `tests/tun.rs`: it answers
-//!   SYNs at once (worked around: the SYN gate), it has no TCP half-close (a client's FIN
-//!   closes both directions), its receive window ignores bytes queued for the reader (a
-//!   destination that never reads lets the client push tens of MiB into memory), and a segment
-//!   carrying data and FIN together can be lost. Replacing it with `smoltcp` (socket buffers
-//!   bound the window, real half-close) is the next step; [`flows`] is the only module that
-//!   names it.
-//! - `etherparse` (already under ipstack): reading SYNs and writing RSTs in the SYN gate.
+//! - `smoltcp` (TCP stack): pure Rust, mature, poll-driven (no tasks or I/O of its own). What it
+//!   gives that matters here: real half-close (each direction's FIN on its own), and fixed-size
+//!   per-socket receive and send buffers whose free space is the window it advertises, so what a
+//!   flow can hold is bounded by construction; RST both ways; its `wire` module crafts the SYN
+//!   gate's RSTs and checks checksums. The price is the bridge to tokio (one task owning the
+//!   interface and every socket, wakers queueing flows for it, see [`flows`]), a few hundred
+//!   lines of our own. It replaced `ipstack` 1.0.1, which had no half-close, a window that
+//!   ignored unread data (a destination that never read let a client push 100 MiB into memory
+//!   in 3 s) and lost a segment carrying data and FIN; the netns tests in `tests/tun.rs` show
+//!   each. Measured (release, `cargo test --release -p ktx-netstack --test tun -- --ignored
+//!   --nocapture tun_throughput`, 100 MiB from a client in the netns through the TUN to a
+//!   loopback sink, shared 2-core machine): 540–583 MiB/s (ipstack: 84–88); the 100 MiB echo
+//!   both ways at once (`tun_flows`): 116–125 MiB/s each way (ipstack: 50–56); through the
+//!   tunnel in e2e (`e2e/README.md`): 143 MiB/s (ipstack: 134), the tunnel now the bottleneck.
 //! - `tun` (the device): pure Rust ioctls, async device, non-persistent by default.
 //! - `hickory-proto` (DNS wire format only, no resolver/server crates).
 //! - routes through the `ip` command (see [`tun_device`]).
@@ -53,8 +52,8 @@
 //! The limits live in `FlowConfig`, `ProxyConfig` and `DnsConfig` (defaults documented there);
 //! ktx exposes each as a flag.
 //!
-//! Runtime: ipstack blocks in place when a stream is dropped, so [`flows::serve`] must run on a
-//! multi-thread tokio runtime.
+//! Runtime: [`flows::serve`] is one task (it never blocks a thread); dials run as their own
+//! tasks.
 
 pub mod cidr;
 pub mod dial;

@@ -368,11 +368,14 @@ async fn start_tun(
     let device = ktx_netstack::tun_device::open(&config)
         .await
         .map_err(|e| Error::Unsupported(format!("TUN device {}: {e}", args.tun_name)))?;
+    let flow_config = ktx_netstack::flows::FlowConfig {
+        max_flows: args.max_flows,
+        max_dialing: args.max_dialing,
+        idle: args.flow_idle,
+        buffer: args.flow_buffer,
+    };
     let served = tokio::spawn(async move {
-        if let Err(e) =
-            ktx_netstack::flows::serve(device, dial, ktx_netstack::flows::FlowConfig::default())
-                .await
-        {
+        if let Err(e) = ktx_netstack::flows::serve(device, dial, flow_config).await {
             tracing::warn!(error = %e, "the TCP/IP stack stopped");
         }
     });

@@ -1,267 +1,208 @@
-//! Holds each new connection's SYN until its dial has an answer.
+//! Reads each packet from the machine before the stack does: a SYN of a new flow is held back
+//! until its dial has an answer, and a refused dial is answered with a RST crafted here.
 //!
-//! `ipstack` answers a SYN at once. To connect the machine's client only when the cluster side
-//! accepted, this wrapper sits between the TUN device and the stack: a SYN for a new flow is kept
-//! back while [`Dial`] runs; when the dial succeeds the stream is parked for the stack's accept
-//! loop and the SYN is handed to the stack (which answers SYN-ACK); when it fails, the wrapper
-//! writes a RST+ACK for the SYN back to the device, so `connect()` fails with "connection
-//! refused" at once (`curl` exits in milliseconds rather than after a hang). Retransmitted SYNs
-//! of a flow still dialing are dropped.
+//! A TCP stack answers a SYN at once. To connect the machine's client only when the cluster side
+//! accepted, [`classify`] tells the stack loop which packets open a flow; the loop dials, and only
+//! on success creates the socket and hands it the (possibly retransmitted) SYN. On refusal,
+//! [`reset_for`] is written back to the device so `connect()` fails with "connection refused" at
+//! once (`curl` exits in milliseconds rather than after a hang).
+//!
+//! Every packet is checked here (IP header checksum, TCP checksum over the pseudo-header): the
+//! kernel hands the TUN what a local process wrote, so a bad packet is a bug or an attack, and is
+//! dropped, never a panic. Only TCP over IPv4 or IPv6 (no extension headers) goes further.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
 
-use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
-
-use crate::dial::Dial;
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{
+    IpAddress, IpProtocol, IpRepr, Ipv4Packet, Ipv6Packet, TcpControl, TcpPacket, TcpRepr,
+    TcpSeqNumber,
+};
 
 /// (client, destination)
 pub type FlowKey = (SocketAddr, SocketAddr);
 
-type ParkedMap<S> = HashMap<FlowKey, (S, OwnedSemaphorePermit, Instant)>;
-
-/// Dialed streams waiting for the stack to accept their flow (with their flow slot).
-pub struct Parked<S> {
-    map: Mutex<ParkedMap<S>>,
+/// What one packet from the machine is, for the stack loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Packet {
+    /// A SYN without ACK: opens the flow `key`, client sequence number `seq`.
+    Syn { key: FlowKey, seq: u32 },
+    /// Any other valid TCP segment of flow `key`; `rst` when it resets the flow.
+    Segment { key: FlowKey },
+    /// Not TCP, malformed, or a bad checksum: dropped.
+    Drop,
 }
 
-impl<S> Default for Parked<S> {
-    fn default() -> Self {
-        Parked {
-            map: Mutex::new(HashMap::new()),
-        }
-    }
-}
-
-impl<S> Parked<S> {
-    /// Takes the stream dialed for `key`, dropping any parked longer than `stale`.
-    pub fn take(&self, key: &FlowKey, stale: Duration) -> Option<(S, OwnedSemaphorePermit)> {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, (_, _, at)| at.elapsed() < stale);
-        map.remove(key).map(|(s, p, _)| (s, p))
-    }
-
-    fn put(&self, key: FlowKey, stream: S, permit: OwnedSemaphorePermit) {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.insert(key, (stream, permit, Instant::now()));
-    }
-}
-
-enum Verdict {
-    /// Hand this SYN to the stack.
-    Admit(Vec<u8>),
-    /// Write this RST back to the machine.
-    Refuse(Vec<u8>),
-}
-
-/// The device as the stack sees it.
-pub struct SynGate<T, D: Dial> {
-    inner: T,
-    dial: Arc<D>,
-    parked: Arc<Parked<D::Stream>>,
-    slots: Arc<Semaphore>,
-    dialing: HashSet<FlowKey>,
-    verdicts_tx: mpsc::UnboundedSender<(FlowKey, Verdict)>,
-    verdicts: mpsc::UnboundedReceiver<(FlowKey, Verdict)>,
-    admit: VecDeque<Vec<u8>>,
-    refuse: VecDeque<Vec<u8>>,
-}
-
-impl<T, D: Dial> SynGate<T, D> {
-    pub fn new(
-        inner: T,
-        dial: Arc<D>,
-        parked: Arc<Parked<D::Stream>>,
-        slots: Arc<Semaphore>,
-    ) -> Self {
-        let (verdicts_tx, verdicts) = mpsc::unbounded_channel();
-        SynGate {
-            inner,
-            dial,
-            parked,
-            slots,
-            dialing: HashSet::new(),
-            verdicts_tx,
-            verdicts,
-            admit: VecDeque::new(),
-            refuse: VecDeque::new(),
-        }
-    }
-}
-
-/// A TCP SYN (without ACK): its flow key and sequence number.
-fn new_flow(packet: &[u8]) -> Option<(FlowKey, u32)> {
-    let sliced = SlicedPacket::from_ip(packet).ok()?;
-    let (src, dst): (IpAddr, IpAddr) = match sliced.net? {
-        NetSlice::Ipv4(ip) => (
-            ip.header().source_addr().into(),
-            ip.header().destination_addr().into(),
-        ),
-        NetSlice::Ipv6(ip) => (
-            ip.header().source_addr().into(),
-            ip.header().destination_addr().into(),
-        ),
-        _ => return None,
+/// Classifies one IP packet read from the device.
+pub fn classify(packet: &[u8]) -> Packet {
+    let Some((src, dst, tcp)) = tcp_of(packet) else {
+        return Packet::Drop;
     };
-    let TransportSlice::Tcp(tcp) = sliced.transport? else {
-        return None;
+    let Ok(seg) = TcpPacket::new_checked(tcp) else {
+        return Packet::Drop;
     };
-    if !tcp.syn() || tcp.ack() || tcp.rst() {
-        return None;
+    if !seg.verify_checksum(&src, &dst) {
+        return Packet::Drop;
     }
     let key = (
-        SocketAddr::new(src, tcp.source_port()),
-        SocketAddr::new(dst, tcp.destination_port()),
+        SocketAddr::new(src.into(), seg.src_port()),
+        SocketAddr::new(dst.into(), seg.dst_port()),
     );
-    Some((key, tcp.sequence_number()))
+    if seg.syn() && !seg.ack() && !seg.rst() {
+        Packet::Syn {
+            key,
+            seq: seg.seq_number().0 as u32,
+        }
+    } else {
+        Packet::Segment { key }
+    }
+}
+
+/// The addresses and the TCP bytes of a checked IP packet carrying TCP.
+fn tcp_of(packet: &[u8]) -> Option<(IpAddress, IpAddress, &[u8])> {
+    match packet.first()? >> 4 {
+        4 => {
+            let ip = Ipv4Packet::new_checked(packet).ok()?;
+            if !ip.verify_checksum() || ip.next_header() != IpProtocol::Tcp || ip.more_frags() {
+                return None;
+            }
+            if ip.frag_offset() != 0 {
+                return None;
+            }
+            let (src, dst) = (ip.src_addr().into(), ip.dst_addr().into());
+            Some((src, dst, ip.payload()))
+        }
+        6 => {
+            let ip = Ipv6Packet::new_checked(packet).ok()?;
+            if ip.next_header() != IpProtocol::Tcp {
+                return None;
+            }
+            let (src, dst) = (ip.src_addr().into(), ip.dst_addr().into());
+            Some((src, dst, ip.payload()))
+        }
+        _ => None,
+    }
 }
 
 /// The RST+ACK that refuses a SYN, from the destination to the client.
-fn reset_for((client, dst): FlowKey, seq: u32) -> Option<Vec<u8>> {
-    let builder = match (dst.ip(), client.ip()) {
-        (IpAddr::V4(from), IpAddr::V4(to)) => PacketBuilder::ipv4(from.octets(), to.octets(), 64),
-        (IpAddr::V6(from), IpAddr::V6(to)) => PacketBuilder::ipv6(from.octets(), to.octets(), 64),
+pub fn reset_for((client, dst): FlowKey, seq: u32) -> Option<Vec<u8>> {
+    let (from, to): (IpAddress, IpAddress) = match (dst.ip(), client.ip()) {
+        (IpAddr::V4(from), IpAddr::V4(to)) => (from.into(), to.into()),
+        (IpAddr::V6(from), IpAddr::V6(to)) => (from.into(), to.into()),
         _ => return None,
     };
-    let builder = builder
-        .tcp(dst.port(), client.port(), 0, 0)
-        .rst()
-        .ack(seq.wrapping_add(1));
-    let mut out = Vec::with_capacity(builder.size(0));
-    builder.write(&mut out, &[]).ok()?;
+    let tcp = TcpRepr {
+        src_port: dst.port(),
+        dst_port: client.port(),
+        control: TcpControl::Rst,
+        seq_number: TcpSeqNumber(0),
+        ack_number: Some(TcpSeqNumber(seq.wrapping_add(1) as i32)),
+        window_len: 0,
+        window_scale: None,
+        max_seg_size: None,
+        sack_permitted: false,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload: &[],
+    };
+    let ip = IpRepr::new(from, to, IpProtocol::Tcp, tcp.buffer_len(), 64);
+    let mut out = vec![0u8; ip.buffer_len()];
+    let caps = ChecksumCapabilities::default();
+    ip.emit(&mut out[..], &caps);
+    let header = ip.header_len();
+    tcp.emit(
+        &mut TcpPacket::new_unchecked(&mut out[header..]),
+        &from,
+        &to,
+        &caps,
+    );
     Some(out)
-}
-
-impl<T: AsyncWrite + Unpin, D: Dial> SynGate<T, D> {
-    fn flush_refusals(&mut self, cx: &mut Context<'_>) {
-        while let Some(rst) = self.refuse.front() {
-            match Pin::new(&mut self.inner).poll_write(cx, rst) {
-                Poll::Pending => return,
-                Poll::Ready(_) => {
-                    self.refuse.pop_front();
-                }
-            }
-        }
-    }
-
-    fn start_dial(&mut self, key: FlowKey, seq: u32, syn: Vec<u8>) {
-        let Some(rst) = reset_for(key, seq) else {
-            return;
-        };
-        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
-            tracing::debug!(client = %key.0, dst = %key.1, "flow: too many flows, refusing");
-            self.refuse.push_back(rst);
-            return;
-        };
-        self.dialing.insert(key);
-        let (dial, parked, tx) = (
-            self.dial.clone(),
-            self.parked.clone(),
-            self.verdicts_tx.clone(),
-        );
-        tokio::spawn(async move {
-            let verdict = match dial.dial(key.1).await {
-                Ok(stream) => {
-                    parked.put(key, stream, permit);
-                    Verdict::Admit(syn)
-                }
-                Err(e) => {
-                    tracing::debug!(client = %key.0, dst = %key.1, error = %e, "flow: dial failed, refusing");
-                    Verdict::Refuse(rst)
-                }
-            };
-            let _ = tx.send((key, verdict));
-        });
-    }
-}
-
-impl<T: AsyncRead + AsyncWrite + Unpin, D: Dial> AsyncRead for SynGate<T, D> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        loop {
-            while let Poll::Ready(Some((key, verdict))) = this.verdicts.poll_recv(cx) {
-                this.dialing.remove(&key);
-                match verdict {
-                    Verdict::Admit(syn) => this.admit.push_back(syn),
-                    Verdict::Refuse(rst) => this.refuse.push_back(rst),
-                }
-            }
-            this.flush_refusals(cx);
-            if let Some(syn) = this.admit.pop_front() {
-                if syn.len() <= buf.remaining() {
-                    buf.put_slice(&syn);
-                }
-                return Poll::Ready(Ok(()));
-            }
-            let before = buf.filled().len();
-            match Pin::new(&mut this.inner).poll_read(cx, buf) {
-                Poll::Ready(Ok(())) => {
-                    let packet = &buf.filled()[before..];
-                    let Some((key, seq)) = new_flow(packet) else {
-                        return Poll::Ready(Ok(()));
-                    };
-                    let syn = packet.to_vec();
-                    buf.set_filled(before);
-                    if !this.dialing.contains(&key) {
-                        this.start_dial(key, seq, syn);
-                    }
-                    // held back (or a retransmission while dialing): read on
-                }
-                other => return other,
-            }
-        }
-    }
-}
-
-impl<T: AsyncWrite + Unpin, D: Dial> AsyncWrite for SynGate<T, D> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn syn(src: &str, dst: &str, seq: u32) -> Vec<u8> {
+        let (src, dst): (SocketAddr, SocketAddr) = (src.parse().unwrap(), dst.parse().unwrap());
+        let (from, to): (IpAddress, IpAddress) = (src.ip().into(), dst.ip().into());
+        let tcp = TcpRepr {
+            src_port: src.port(),
+            dst_port: dst.port(),
+            control: TcpControl::Syn,
+            seq_number: TcpSeqNumber(seq as i32),
+            ack_number: None,
+            window_len: 64240,
+            window_scale: Some(7),
+            max_seg_size: Some(1460),
+            sack_permitted: true,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &[],
+        };
+        let ip = IpRepr::new(from, to, IpProtocol::Tcp, tcp.buffer_len(), 64);
+        let mut out = vec![0u8; ip.buffer_len()];
+        let caps = ChecksumCapabilities::default();
+        ip.emit(&mut out[..], &caps);
+        let h = ip.header_len();
+        tcp.emit(
+            &mut TcpPacket::new_unchecked(&mut out[h..]),
+            &from,
+            &to,
+            &caps,
+        );
+        out
+    }
+
     #[test]
     fn a_refusal_answers_the_syn() {
-        let syn = PacketBuilder::ipv4([10, 251, 0, 1], [10, 250, 0, 1], 64)
-            .tcp(40000, 7999, 1234, 64240)
-            .syn();
-        let mut packet = Vec::new();
-        syn.write(&mut packet, &[]).unwrap();
-        let (key, seq) = new_flow(&packet).expect("a SYN");
-        assert_eq!(key.1, "10.250.0.1:7999".parse().unwrap());
-        let rst = reset_for(key, seq).unwrap();
-        let sliced = SlicedPacket::from_ip(&rst).unwrap();
-        let Some(TransportSlice::Tcp(tcp)) = sliced.transport else {
-            panic!("tcp")
+        let packet = syn("10.251.0.1:40000", "10.250.0.1:7999", 1234);
+        let Packet::Syn { key, seq } = classify(&packet) else {
+            panic!("a SYN: {:?}", classify(&packet))
         };
+        assert_eq!(key.1, "10.250.0.1:7999".parse().unwrap());
+        assert_eq!(seq, 1234);
+        let rst = reset_for(key, seq).unwrap();
+        let Packet::Segment { key: back } = classify(&rst) else {
+            panic!("a valid segment: {:?}", classify(&rst))
+        };
+        assert_eq!(back, (key.1, key.0));
+        let ip = Ipv4Packet::new_checked(&rst[..]).unwrap();
+        let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
         assert!(tcp.rst() && tcp.ack() && !tcp.syn());
-        assert_eq!((tcp.source_port(), tcp.destination_port()), (7999, 40000));
-        assert_eq!(tcp.acknowledgment_number(), 1235);
-        assert!(new_flow(&rst).is_none(), "a RST is not a new flow");
-        assert!(new_flow(b"\x45garbage").is_none());
+        assert_eq!((tcp.src_port(), tcp.dst_port()), (7999, 40000));
+        assert_eq!(tcp.ack_number().0, 1235);
+    }
+
+    #[test]
+    fn ipv6_syns_are_classified_and_refused() {
+        let packet = syn("[fd00::1]:40000", "[fd00::2]:80", u32::MAX);
+        let Packet::Syn { key, seq } = classify(&packet) else {
+            panic!("a SYN")
+        };
+        let rst = reset_for(key, seq).unwrap();
+        assert!(matches!(classify(&rst), Packet::Segment { .. }));
+    }
+
+    #[test]
+    fn bad_packets_are_dropped_not_trusted() {
+        let good = syn("10.251.0.1:40000", "10.250.0.1:80", 7);
+        let mut bad_tcp = good.clone();
+        let last = bad_tcp.len() - 1;
+        bad_tcp[last] ^= 0xff;
+        assert_eq!(classify(&bad_tcp), Packet::Drop, "TCP checksum");
+        let mut bad_ip = good.clone();
+        bad_ip[8] ^= 0x01; // TTL: breaks the header checksum
+        assert_eq!(classify(&bad_ip), Packet::Drop, "IP checksum");
+        assert_eq!(classify(b"\x45garbage"), Packet::Drop);
+        assert_eq!(classify(&[]), Packet::Drop);
+        assert_eq!(classify(&good[..good.len() - 3]), Packet::Drop, "truncated");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_classify_without_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..128)) {
+            let _ = classify(&bytes);
+        }
     }
 }
