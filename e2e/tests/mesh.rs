@@ -172,8 +172,24 @@ fn ctrl_c_in_the_middle_of_setup_restores_exactly() {
             &["mesh", "orders", "--expose", "8080", "--versionMark", "x"],
         ),
     );
-    // After the selector switch and the Lease, with the shadow starting (or up) meanwhile: the
-    // most state there is before the rule.
+    // After the selector switch and the Lease, with the shadow still starting: the most state
+    // there is before the rule. The router and the shadow start side by side, and the rule
+    // follows the switch within milliseconds when the shadow happens to be Ready first, so a
+    // Ctrl-C sent on seeing the switch could land after the session is up. Made certain:
+    // ktx is stopped before it creates the shadow pod until the router is Ready; resumed, it
+    // switches at once, while the new shadow pod needs seconds to be Ready.
+    mesh.wait_line(false, "Created Deployment", secs(120));
+    mesh.signal("-STOP");
+    let rollout = ns.cluster().kubectl(&[
+        "-n",
+        ns.name(),
+        "rollout",
+        "status",
+        "deployment/orders-ktx-router",
+        "--timeout=120s",
+    ]);
+    mesh.signal("-CONT");
+    rollout.unwrap_or_else(|e| panic!("the router did not become Ready while ktx waited: {e}"));
     mesh.wait_line(false, "now selects the router", secs(120));
     mesh.interrupt();
     let (ok, out) = mesh.wait_exit(secs(90));
