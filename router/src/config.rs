@@ -64,6 +64,14 @@ pub struct Config {
     #[arg(long, env = "KTX_ROUTER_SNIFF_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
     pub sniff_timeout: Duration,
 
+    /// Listening ports that carry HTTP only (ktx lists the target ports of Service ports named
+    /// or declared http, h2c or grpc). A client that sends nothing there is an HTTP client yet
+    /// to send its request: it is closed after --header-read-timeout, never passed through as
+    /// plain TCP at --sniff-timeout (each would open an upstream connection). Bytes that are
+    /// not HTTP still pass through.
+    #[arg(long, env = "KTX_ROUTER_HTTP_PORTS", value_delimiter = ',')]
+    pub http_ports: Vec<u16>,
+
     /// Free the buffers of a client keep-alive connection quiet this long after a response (the
     /// socket stays open in the parking lot, with no task: a few hundred bytes remain per idle
     /// connection). It is parked between one and 1.25 times this after its last byte.

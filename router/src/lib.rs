@@ -217,6 +217,7 @@ impl Router {
         )));
         let listen_cfg = Arc::new(ListenConfig {
             sniff_timeout: cfg.sniff_timeout,
+            http_ports: cfg.http_ports.clone(),
             header_read_timeout: cfg.header_read_timeout,
             max_header_bytes: cfg.max_header_bytes,
             h2_max_concurrent_streams: cfg.h2_max_concurrent_streams,

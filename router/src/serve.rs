@@ -19,6 +19,8 @@ pub struct ListenConfig {
     /// How long to wait for a client's first bytes before treating it as plain TCP (protocols
     /// where the server speaks first).
     pub sniff_timeout: Duration,
+    /// Listening ports that carry HTTP only: silent clients there are never passed through.
+    pub http_ports: Vec<u16>,
     /// Time allowed to receive a complete HTTP/1.1 request head (slowloris guard).
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,

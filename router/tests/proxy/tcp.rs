@@ -65,3 +65,57 @@ async fn a_server_that_speaks_first_is_reached_after_the_sniff_timeout() {
     assert_eq!(&buf, b"220 hello\r\n");
     std::fs::remove_file(routes).unwrap();
 }
+
+/// On a port declared HTTP (`--http-ports`), a client that sends nothing is an HTTP client yet
+/// to send its request: it is never passed through (a flood of silent sockets would open as
+/// many upstream connections, which is what made `noisy-silent-5k` slow every other client),
+/// and the router closes it after the header read timeout.
+#[tokio::test]
+async fn on_an_http_port_a_silent_client_is_never_passed_through() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let default = upstream.local_addr().unwrap();
+    let reached = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&reached);
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = upstream.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            held.push(s);
+        }
+    });
+    let routes = temp_path("tcp-http-port.yaml");
+    let _cleanup = RemoveOnDrop(routes.clone());
+    write_routes(&routes, &format!("default: {{ addrs: [\"{default}\"] }}\n"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cfg = config(&routes);
+    cfg.listen = vec![SocketAddr::from(([127, 0, 0, 1], port))];
+    cfg.http_ports = vec![port];
+    cfg.sniff_timeout = Duration::from_millis(100);
+    cfg.header_read_timeout = Duration::from_millis(600);
+    let router = ktx_router::Router::start(cfg).await.unwrap();
+    wait_ready(router.admin_addr).await;
+
+    let mut silent = Vec::new();
+    for _ in 0..10 {
+        silent.push(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+    }
+    // Well past the sniff timeout: nothing reached the upstream.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(reached.load(Ordering::SeqCst), 0, "silent clients were passed through");
+    // Closed by the router once the header read timeout is over.
+    for s in &mut silent {
+        let mut b = [0u8; 1];
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {}
+            other => panic!("a silent client on an HTTP port was not closed: {other:?}"),
+        }
+    }
+    assert_eq!(reached.load(Ordering::SeqCst), 0, "silent clients were passed through");
+    drop(router);
+}
