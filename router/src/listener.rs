@@ -1,7 +1,9 @@
 //! Accepting connections: per listening port, accept → admit → sniff the first bytes → hand
 //! the connection to its serving module (`serve::http1`, `serve::h2c`, or `serve::splice` for
-//! plain TCP). Each connection watches the shutdown signal and, when it fires, finishes its
-//! in-flight requests and closes (graceful drain).
+//! plain TCP). On a port declared HTTP (`--http-ports`) a client that sends nothing is closed
+//! after the header read timeout instead of being passed through. Each connection watches the
+//! shutdown signal and, when it fires, finishes its in-flight requests and closes (graceful
+//! drain).
 //!
 //! Overload (see `admission.rs`): a connection over a limit is accepted and closed at once, so
 //! the client learns right away instead of waiting in the kernel's backlog, and the open ones
@@ -108,6 +110,10 @@ async fn serve_connection(
     let cfg = &shared.cfg;
     let _ = stream.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(32);
+    // On a port declared HTTP a silent client is an HTTP client yet to send its request; it
+    // gets the header read timeout from accept, and is closed (not passed through) after it.
+    let http_only = cfg.http_ports.contains(&port);
+    let head_deadline = tokio::time::Instant::now() + cfg.header_read_timeout;
     let proto = loop {
         match sniff(&buf) {
             Sniffed::NeedMore => {}
@@ -115,11 +121,20 @@ async fn serve_connection(
             Sniffed::H2c => break Proto::h2c,
             Sniffed::Tcp => break Proto::tcp,
         }
-        match tokio::time::timeout(cfg.sniff_timeout, stream.read_buf(&mut buf)).await {
+        let read = if http_only {
+            tokio::time::timeout_at(head_deadline, stream.read_buf(&mut buf)).await
+        } else {
+            tokio::time::timeout(cfg.sniff_timeout, stream.read_buf(&mut buf)).await
+        };
+        match read {
             Ok(Ok(0)) => return, // closed before saying anything
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "read failed while sniffing");
+                return;
+            }
+            Err(_) if http_only => {
+                tracing::debug!(%peer, "silent client on an HTTP port: closed after the header read timeout");
                 return;
             }
             // Silent client: maybe a server-speaks-first protocol. Pass it through.
