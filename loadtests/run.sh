@@ -192,7 +192,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/ktx/target}
 BACKEND_BIN=$CARGO_TARGET_DIR/release/ktx-testbackend
 ROUTER_BIN=$CARGO_TARGET_DIR/release/ktx-router
 ROUTER_MISSING=""
-ROUTER_THREADS=()
+ROUTER_ARGS=()
 
 build() {
   if ((BUILD)); then
@@ -213,7 +213,12 @@ build() {
       ! grep -q -- '--admin' "$RUN/ktx-router.help"; then
       ROUTER_MISSING="ktx-router --help does not show --routes-file/--admin"
     elif grep -q -- '--threads' "$RUN/ktx-router.help"; then
-      ROUTER_THREADS=(--threads 1)
+      ROUTER_ARGS=(--threads 1)
+    fi
+    # The benchmark's port is an HTTP port, as ktx declares the target of a Service port named
+    # http (or appProtocol http): silent clients there wait for their request, no passthrough.
+    if grep -q -- '--http-ports' "$RUN/ktx-router.help"; then
+      ROUTER_ARGS+=(--http-ports "${KTX_PORT##*:}")
     fi
   fi
   [[ -z $ROUTER_MISSING ]] || log "ktx-router subject unavailable: $ROUTER_MISSING"
@@ -249,7 +254,7 @@ start_subject() {
       [[ -z $ROUTER_MISSING ]] || return 1
       bench routes --rules "$rules" --out "$dir/routes.yaml"
       start_bg "$dir/ktx-router.log" "${PIN1[@]}" "$ROUTER_BIN" --listen "$KTX_PORT" --admin "$KTX_ADMIN" \
-        --routes-file "$dir/routes.yaml" "${ROUTER_THREADS[@]}" --log-format text --log-level warn
+        --routes-file "$dir/routes.yaml" "${ROUTER_ARGS[@]}" --log-format text --log-level warn
       SUBJ_PID=$BG_PID SUBJ_H1=$KTX_PORT SUBJ_H2=$KTX_PORT
       if ! wait_http "http://$KTX_ADMIN/readyz" 15 -f; then
         log "ktx-router did not become ready: $(tail -3 "$dir/ktx-router.log" | tr '\n' ' ')"
@@ -538,7 +543,7 @@ main() {
   NOTES+=("direct: the load generator talks to the shadow backend itself; its CPU column is the backend's own cost, for scale. It has no rules, so rule-churn has no direct row.")
   NOTES+=("nginx (kt-connect style): one 'if (\$http_VERSION = ...)' per rule + proxy_pass to upstreams with keepalive 64, proxy_http_version 1.1, Connection \"\"; gRPC via grpc_pass. h2c is accepted by 'listen ... http2' and proxied to the backend over HTTP/1.1 (nginx proxy_pass cannot speak h2); gRPC goes h2 to h2. http1-10k-rules uses a 'map' (hash lookup) instead of 10,000 'if' blocks: the closest honest equivalent, and cheaper per request than a rule list. rule-churn rewrites nginx.conf and reloads (SIGHUP) every 100 ms, which is how kt-connect's router applies changes; CPU includes retired workers (cutime).")
   NOTES+=("haproxy: one worker thread (nbthread 1), header ACL routing, http-reuse always; h2c front end to h2 servers ('proto h2'). http1-10k-rules and rule-churn use a map file (map_str); rule-churn edits it over the runtime API (add map / del map) every 100 ms without reloading.")
-  NOTES+=("ktx-router: one port for HTTP/1.1 and h2c (sniffed), ${ROUTER_THREADS[*]:-no --threads flag}; rule-churn rewrites the routes file (atomic rename) every 100 ms. errors in rule-churn = failed requests + requests that reached the stuntman instead of the shadow.")
+  NOTES+=("ktx-router: one port for HTTP/1.1 and h2c (sniffed), ${ROUTER_ARGS[*]:-no --threads flag} (--http-ports: the port is declared HTTP, as ktx does for a Service port named http; silent clients are then not passed through as plain TCP); rule-churn rewrites the routes file (atomic rename) every 100 ms. errors in rule-churn = failed requests + requests that reached the stuntman instead of the shadow.")
   NOTES+=("stream-100mb: curl POSTs 100 MiB (-T, so with Expect: 100-continue) to /sink; CPU µs/req is per 100 MiB request; rps is uploads per second; mib_per_s in results.json. nginx runs with proxy_request_buffering off and client_max_body_size 0 so it streams like the others.")
   NOTES+=("idle-5k: $IDLE_CONNS HTTP/1.1 keep-alive connections, one request each, then idle; rss_kb = (RSS after - RSS before) / open connections, summed over the subject's processes; afterwards 1 in ${IDLE_CHECK_EVERY} of them is used again and one found closed counts as an error.")
   NOTES+=("noisy-*: a good client (h2load, ${LAT_CLIENTS} connections paced to 1k rps, unmarked requests to /hello; h2c for noisy-h2-window0, HTTP/1.1 otherwise) measures latency alone (quiet_p99_us) and then while one abusive client runs against the same subject (p99_us): noisy-h2-window0 = one h2c connection with SETTINGS_INITIAL_WINDOW_SIZE=0 and 256 GET /bytes?n=65536 streams that never grants window; noisy-silent-5k = $NOISY_SILENT TCP connections that send nothing; noisy-slow-uploads = 100 HTTP/1.1 POSTs announcing 100 MiB and sending 1 KiB every 100 ms. rss_kb = the subject's RSS under abuse (KB); errors = the good client's failed or unfinished requests under abuse.")

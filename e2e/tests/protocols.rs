@@ -229,6 +229,16 @@ fn multi_port_named_target_ports_mesh_and_exchange() {
         &mut mesh_cmd(&ns, "orders", &expose, "foobar", &[]),
     );
     mesh.wait_line(true, "\"command\":\"mesh\"", secs(180));
+    // The port named `http` is declared HTTP: silent clients there are never passed through
+    // (a flood of them would open as many connections to the original); `raw` is not.
+    let args = ns.kubectl(&[
+        "get",
+        "deployment",
+        "orders-ktx-router",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].args}",
+    ]);
+    assert!(args.contains(r#""--http-ports","8080""#), "{args}");
     ask_from_pods(
         &ns,
         &[

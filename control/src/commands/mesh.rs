@@ -221,10 +221,12 @@ async fn setup(
         names.router_account()
     };
     let router_pod = ctx.global.pod_settings();
+    let http_ports = plan_ports.http_targets();
     let rp = RouterParams {
         image: &ctx.global.router_image,
         namespace: ns,
         targets: &targets,
+        http_ports: &http_ports,
         account: &account,
         replicas: args.router_replicas,
         pod: &router_pod,

@@ -42,6 +42,8 @@ pub struct RouterParams<'a> {
     pub namespace: &'a str,
     /// Every target port of S, with the container port name it must carry.
     pub targets: &'a [ListenPort],
+    /// The targets only Service ports declaring HTTP lead to (`PortPlan::http_targets`).
+    pub http_ports: &'a [u16],
     /// The ServiceAccount the router runs as: `S-ktx-router`, or the chart's shared
     /// [`ktx_names::SHARED_ROUTER_ACCOUNT`].
     pub account: &'a str,
@@ -60,7 +62,7 @@ pub fn admin_port(targets: &[ListenPort]) -> u16 {
 /// The router's command line.
 pub fn args(names: &ServiceNames, p: &RouterParams<'_>) -> Vec<String> {
     let listen: Vec<String> = p.targets.iter().map(|t| t.number.to_string()).collect();
-    vec![
+    let mut args = vec![
         "--listen".into(),
         listen.join(","),
         "--admin".into(),
@@ -77,7 +79,12 @@ pub fn args(names: &ServiceNames, p: &RouterParams<'_>) -> Vec<String> {
         "3s".into(),
         "--drain-timeout".into(),
         "5s".into(),
-    ]
+    ];
+    if !p.http_ports.is_empty() {
+        let http: Vec<String> = p.http_ports.iter().map(u16::to_string).collect();
+        args.extend(["--http-ports".into(), http.join(",")]);
+    }
+    args
 }
 
 pub fn deployment(names: &ServiceNames, p: &RouterParams<'_>) -> Deployment {
@@ -304,6 +311,7 @@ mod tests {
             image: "r:1",
             namespace: "shop",
             targets: &t,
+            http_ports: &[8080],
             account: "orders-ktx-router",
             replicas: 2,
         };
@@ -316,6 +324,7 @@ mod tests {
         assert_eq!(cfg.routes_configmap.as_deref(), Some("orders-ktx-routes"));
         assert_eq!(cfg.namespace.as_deref(), Some("shop"));
         assert_eq!(cfg.admin.port(), 9902, "9901 is a target port here");
+        assert_eq!(cfg.http_ports, [8080]);
     }
 
     #[test]
@@ -329,6 +338,7 @@ mod tests {
                 image: "r:1",
                 namespace: "shop",
                 targets: &t,
+                http_ports: &[],
                 account: "orders-ktx-router",
                 replicas: 2,
             },
@@ -418,6 +428,7 @@ mod tests {
                     image: "r:1",
                     namespace: "shop",
                     targets: &t,
+                    http_ports: &[],
                     account: "orders-ktx-router",
                     replicas: 2,
                 },
@@ -441,6 +452,7 @@ mod tests {
                 image: "r:1",
                 namespace: "shop",
                 targets: &t,
+                http_ports: &[],
                 account: "orders-ktx-router",
                 replicas: 2,
             },

@@ -22,6 +22,28 @@ pub struct ResolvedPort {
     pub target: u16,
     /// The container port name when the targetPort is a name.
     pub target_name: Option<String>,
+    /// The Service port's `appProtocol`.
+    pub app_protocol: Option<String>,
+}
+
+impl ResolvedPort {
+    /// Whether the Service declares this port plain HTTP (HTTP/1.1, h2c or gRPC), by
+    /// `appProtocol` or else by name (`http`, `http-web`, `grpc`, …: Istio's convention). The
+    /// router then never passes silent clients of its target through as plain TCP.
+    pub fn declares_http(&self) -> bool {
+        const HTTP: [&str; 5] = ["http", "http2", "h2c", "grpc", "grpc-web"];
+        if let Some(p) = &self.app_protocol {
+            let p = p.to_ascii_lowercase();
+            return HTTP.contains(&p.as_str())
+                || matches!(p.as_str(), "kubernetes.io/h2c" | "kubernetes.io/ws");
+        }
+        self.name.as_deref().is_some_and(|n| {
+            let n = n.to_ascii_lowercase();
+            HTTP.iter().any(|h| {
+                n == *h || n.strip_prefix(h).is_some_and(|rest| rest.starts_with('-'))
+            })
+        })
+    }
 }
 
 /// One exposed port: Service port → target port → local port.
@@ -173,6 +195,7 @@ fn resolve_one(service: &str, sp: &ServicePort, pods: &[Pod]) -> Result<Resolved
         port,
         target,
         target_name,
+        app_protocol: sp.app_protocol.clone(),
     })
 }
 
@@ -290,6 +313,7 @@ impl PortPlan {
                 port: n,
                 target: n,
                 target_name: None,
+                app_protocol: None,
             });
             plan.exposed.push(ExposedPort {
                 local,
@@ -312,6 +336,23 @@ impl PortPlan {
                     number: p.target,
                     name: p.target_name.clone(),
                 }),
+            }
+        }
+        out
+    }
+
+    /// Target numbers that only Service ports declaring HTTP lead to (`--http-ports` of the
+    /// router), in Service port order.
+    pub fn http_targets(&self) -> Vec<u16> {
+        let mut out: Vec<u16> = Vec::new();
+        for p in &self.ports {
+            let all_http = self
+                .ports
+                .iter()
+                .filter(|q| q.target == p.target)
+                .all(ResolvedPort::declares_http);
+            if all_http && !out.contains(&p.target) {
+                out.push(p.target);
             }
         }
         out

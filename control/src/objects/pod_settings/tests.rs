@@ -75,6 +75,7 @@ fn router_pod(pod: &PodSettings) -> (ObjectMeta, PodSpec) {
             image: "r:1",
             namespace: "shop",
             targets: &t,
+            http_ports: &[],
             account: "tomcat-ktx-router",
             replicas: 2,
         },

@@ -184,3 +184,34 @@ fn a_new_service_uses_each_number_for_both_sides() {
     assert_eq!(plan.exposed[1].local, 8080);
     assert!(PortPlan::for_new_service(&ex("3001:http")).is_err());
 }
+
+/// The router's `--http-ports`: targets that only Service ports declaring HTTP (by
+/// `appProtocol`, else by name, Istio's way) lead to. A target shared with an undeclared port,
+/// or a port whose `appProtocol` says otherwise, keeps the plain-TCP passthrough of silent
+/// clients (a server that speaks first may be behind it).
+#[test]
+fn http_targets_are_the_ones_only_declared_http_ports_reach() {
+    let with_protocol = |name: Option<&str>, port, proto: Option<&str>| ServicePort {
+        app_protocol: proto.map(str::to_string),
+        ..sport(name, port, None)
+    };
+    let ports = [
+        with_protocol(Some("http"), 80, None),
+        with_protocol(Some("grpc-api"), 9090, None),
+        with_protocol(Some("web"), 81, Some("kubernetes.io/h2c")),
+        with_protocol(Some("http-db"), 5432, Some("postgresql")),
+        with_protocol(Some("raw"), 9000, None),
+        with_protocol(Some("httpx"), 9001, None),
+        with_protocol(None, 9002, None),
+    ];
+    let plan = resolve("orders", &ports, &[], &ex("80")).unwrap();
+    assert_eq!(plan.http_targets(), vec![80, 9090, 81]);
+
+    // Two Service ports to one target: HTTP only if both say so.
+    let shared = [
+        sport(Some("http"), 80, Some(IntOrString::Int(8080))),
+        sport(Some("metrics"), 8081, Some(IntOrString::Int(8080))),
+    ];
+    let plan = resolve("orders", &shared, &[], &ex("80")).unwrap();
+    assert!(plan.http_targets().is_empty());
+}
