@@ -39,9 +39,8 @@ impl ResolvedPort {
         }
         self.name.as_deref().is_some_and(|n| {
             let n = n.to_ascii_lowercase();
-            HTTP.iter().any(|h| {
-                n == *h || n.strip_prefix(h).is_some_and(|rest| rest.starts_with('-'))
-            })
+            HTTP.iter()
+                .any(|h| n == *h || n.strip_prefix(h).is_some_and(|rest| rest.starts_with('-')))
         })
     }
 }

@@ -107,7 +107,11 @@ async fn on_an_http_port_a_silent_client_is_never_passed_through() {
     }
     // Well past the sniff timeout: nothing reached the upstream.
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(reached.load(Ordering::SeqCst), 0, "silent clients were passed through");
+    assert_eq!(
+        reached.load(Ordering::SeqCst),
+        0,
+        "silent clients were passed through"
+    );
     // Closed by the router once the header read timeout is over.
     for s in &mut silent {
         let mut b = [0u8; 1];
@@ -116,6 +120,10 @@ async fn on_an_http_port_a_silent_client_is_never_passed_through() {
             other => panic!("a silent client on an HTTP port was not closed: {other:?}"),
         }
     }
-    assert_eq!(reached.load(Ordering::SeqCst), 0, "silent clients were passed through");
+    assert_eq!(
+        reached.load(Ordering::SeqCst),
+        0,
+        "silent clients were passed through"
+    );
     drop(router);
 }
