@@ -122,13 +122,7 @@ async fn setup(
         service: service.to_string(),
     });
     kube.modify::<Service, _>(service, |svc| {
-        if lock::record(svc).is_none_or(|r| r.token != token) {
-            return Err(Error::Locked {
-                service: service.to_string(),
-                holder: "someone else (our lock expired)".into(),
-                until: "now".into(),
-            });
-        }
+        lock::ensure_ours(svc, service, &token)?;
         takeover::switch(svc, &shadow_selector(service, session), mode::EXCHANGE, ns)
     })
     .await?;

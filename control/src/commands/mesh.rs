@@ -286,13 +286,7 @@ async fn setup(
             });
         }
         kube.modify::<Service, _>(service, |svc| {
-            if lock::record(svc).is_none_or(|r| r.token != token) {
-                return Err(Error::Locked {
-                    service: service.to_string(),
-                    holder: "someone else (our lock expired)".into(),
-                    until: "now".into(),
-                });
-            }
+            lock::ensure_ours(svc, service, &token)?;
             takeover::switch(svc, &router_selector(service), mode::MESH, ns)
         })
         .await?;

@@ -55,6 +55,19 @@ pub fn record(svc: &Service) -> Option<LockRecord> {
         .and_then(|v| serde_json::from_str(v).ok())
 }
 
+/// Inside a modify of `svc` (Service `service`): fails with [`Error::Locked`] unless the lock on
+/// it is still the one taken with `token` (it may have expired and been taken by someone else).
+pub fn ensure_ours(svc: &Service, service: &str, token: &str) -> Result<()> {
+    if record(svc).is_none_or(|r| r.token != token) {
+        return Err(Error::Locked {
+            service: service.to_string(),
+            holder: "someone else (our lock expired)".into(),
+            until: "now".into(),
+        });
+    }
+    Ok(())
+}
+
 fn set_record(svc: &mut Service, rec: Option<&LockRecord>) {
     let ann = svc
         .metadata
