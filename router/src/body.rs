@@ -222,6 +222,10 @@ impl Body for RouterBody {
                 pool,
                 slot,
             } => {
+                // A pooled HTTP/1.1 connection is driven by whoever reads its body.
+                if let Some(p) = pool.as_mut() {
+                    crate::upstream::poll_driver(&mut p.conn.driver, cx);
+                }
                 let r = body.as_mut().poll_bounded(cx);
                 let ended = match &r {
                     Poll::Ready(None) => true,

@@ -19,7 +19,7 @@ use crate::body::{BodyError, RequestBody, ReturnToPool, RouterBody};
 use crate::error::{ProxyError, Side};
 use crate::headers::{is_upgrade, strip_hop_by_hop, strip_request_hop_by_hop};
 use crate::metrics::{Metrics, RequestLabels, RuleLabel};
-use crate::upstream::{H2Pool, SharedH2, Upstreams};
+use crate::upstream::{driving, H2Pool, SharedH2, Upstreams};
 
 /// Label of requests that matched no rule.
 const DEFAULT_RULE: &str = "default";
@@ -319,15 +319,22 @@ impl Proxy {
                     Ok(c) => c,
                     Err(e) => return Err((e, Some(req))),
                 };
-                if let Err(source) = conn.tx.ready().await {
+                // A pooled connection is ready when checked out (`Upstreams::h1`); a new one
+                // becomes ready once its driver has run.
+                let ready = match conn.tx.is_ready() {
+                    true => Ok(()),
+                    false => driving(&mut conn.driver, conn.tx.ready()).await,
+                };
+                if let Err(source) = ready {
                     return Err((
                         ProxyError::UpstreamRequest { side, addr, source },
                         Some(req),
                     ));
                 }
                 let (req, ended) = self.bound_request(req);
+                let sent = conn.tx.send_request(req);
                 let resp = self
-                    .response_head(conn.tx.send_request(req), ended, addr, side)
+                    .response_head(driving(&mut conn.driver, sent), ended, addr, side)
                     .await
                     .map_err(|e| (e, None))?;
                 if resp.body().is_end_stream() {

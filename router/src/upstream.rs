@@ -1,13 +1,17 @@
 //! Where targets are and how to reach them: ready endpoints per target (static, or published by
 //! the Kubernetes watcher), round robin, and pooled upstream connections with TCP_NODELAY and a
-//! connect timeout. HTTP/1.1 connections are reused one exchange at a time; HTTP/2 connections
+//! connect timeout. HTTP/1.1 connections are reused one exchange at a time, and driven by the
+//! task of the exchange that holds them ([`Driver`]); HTTP/2 connections
 //! belong to one downstream connection each ([`H2Pool`], in `upstream/h2_pool.rs`), except
 //! the shared ones a few body-less streams per client ride ([`SharedH2`], `upstream/h2_shared.rs`).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use hyper::client::conn::http1;
@@ -95,6 +99,46 @@ struct IdleH1 {
     born: Instant,
     side: Side,
     tx: http1::SendRequest<RequestBody>,
+    driver: Option<Driver>,
+    /// Whether it went into the pool with its `driver` (else its own task drives it).
+    driven: bool,
+}
+
+/// A pooled upstream HTTP/1.1 connection's state machine (hyper's `Connection`: it writes the
+/// request and reads the response). It has no task of its own: the exchange that holds the
+/// connection polls it ([`driving`], and the response body), so a request goes upstream in the
+/// same poll that read it from the client, and the response goes back in the poll that read
+/// it, with no hop through the scheduler's queue behind every other ready connection. Idle in
+/// the pool, nobody polls it; a checkout polls it once to see whether the upstream closed it.
+pub type Driver = Pin<Box<http1::Connection<TokioIo<TcpStream>, RequestBody>>>;
+
+/// Polls `driver` once, and drops it once the connection has ended.
+pub fn poll_driver(driver: &mut Option<Driver>, cx: &mut Context<'_>) {
+    if let Some(d) = driver {
+        if let Poll::Ready(r) = d.as_mut().poll(cx) {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+            *driver = None;
+        }
+    }
+}
+
+/// `fut`, with the connection's `driver` (if it has one) polled before it each time.
+pub async fn driving<F: Future>(driver: &mut Option<Driver>, fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        poll_driver(driver, cx);
+        fut.as_mut().poll(cx)
+    })
+    .await
+}
+
+/// Polls `driver` once outside any exchange (checkout, checkin, sweep): lets it notice that
+/// the upstream closed the connection, or finish handing over a response. Whatever waker it
+/// leaves registered is replaced by the next exchange's first poll.
+fn refresh(driver: &mut Option<Driver>) {
+    poll_driver(driver, &mut Context::from_waker(Waker::noop()));
 }
 
 /// An HTTP/1.1 connection checked out for one exchange.
@@ -102,6 +146,8 @@ struct IdleH1 {
 pub struct H1Conn {
     pub addr: SocketAddr,
     pub tx: http1::SendRequest<RequestBody>,
+    /// Set for a pooled connection: poll it while using `tx` (see [`Driver`]).
+    pub driver: Option<Driver>,
     /// When it was opened.
     pub born: Instant,
     /// Whom it leads to (a session's shadow is reused only while young and just idle).
@@ -177,26 +223,34 @@ impl Upstreams {
 
     /// An idle pooled HTTP/1.1 connection to `addr`, or a new one.
     pub async fn h1(&self, addr: SocketAddr, side: Side) -> Result<H1Conn, ProxyError> {
-        if let Some((tx, born)) = self.checkout_h1(addr, side) {
+        if let Some((tx, born, driver)) = self.checkout_h1(addr, side) {
             return Ok(H1Conn {
                 addr,
                 tx,
+                driver,
                 born,
                 side,
             });
         }
         // Boxed: connecting is the rare path, and its state would make every request's
         // future larger (and every request copy it).
-        Box::pin(self.h1_fresh(addr, side)).await
+        Box::pin(async {
+            let (tx, conn) = self.handshake(addr, side).await?;
+            Ok(H1Conn {
+                addr,
+                tx,
+                driver: Some(Box::pin(conn)),
+                born: Instant::now(),
+                side,
+            })
+        })
+        .await
     }
 
-    /// A new HTTP/1.1 connection that is never pooled (for Upgrade).
+    /// A new HTTP/1.1 connection that is never pooled (for Upgrade), driven by a task of its
+    /// own (it outlives the exchange as a spliced tunnel).
     pub async fn h1_fresh(&self, addr: SocketAddr, side: Side) -> Result<H1Conn, ProxyError> {
-        let io = self.connect(addr, side).await?;
-        let (tx, conn) = http1::Builder::new()
-            .handshake(io)
-            .await
-            .map_err(|source| ProxyError::Handshake { side, addr, source })?;
+        let (tx, conn) = self.handshake(addr, side).await?;
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(%addr, error = %e, "upstream connection ended");
@@ -205,16 +259,35 @@ impl Upstreams {
         Ok(H1Conn {
             addr,
             tx,
+            driver: None,
             born: Instant::now(),
             side,
         })
+    }
+
+    async fn handshake(
+        &self,
+        addr: SocketAddr,
+        side: Side,
+    ) -> Result<
+        (
+            http1::SendRequest<RequestBody>,
+            http1::Connection<TokioIo<TcpStream>, RequestBody>,
+        ),
+        ProxyError,
+    > {
+        let io = self.connect(addr, side).await?;
+        http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|source| ProxyError::Handshake { side, addr, source })
     }
 
     fn checkout_h1(
         &self,
         addr: SocketAddr,
         side: Side,
-    ) -> Option<(http1::SendRequest<RequestBody>, Instant)> {
+    ) -> Option<(http1::SendRequest<RequestBody>, Instant, Option<Driver>)> {
         let reuse = self.cfg.session_reuse;
         let usable = |c: &IdleH1| {
             c.since.elapsed() < self.cfg.idle_timeout
@@ -232,12 +305,15 @@ impl Upstreams {
         let mut found = None;
         while i > 0 && busy_seen < 8 {
             i -= 1;
-            let c = &list[i];
-            if c.tx.is_closed() || !usable(c) {
+            let c = &mut list[i];
+            if usable(c) {
+                refresh(&mut c.driver);
+            }
+            if c.tx.is_closed() || !usable(c) || is_ended(c) {
                 list.swap_remove(i);
             } else if c.tx.is_ready() {
                 let c = list.swap_remove(i);
-                found = Some((c.tx, c.born));
+                found = Some((c.tx, c.born, c.driver));
                 break;
             } else {
                 busy_seen += 1;
@@ -261,8 +337,10 @@ impl Upstreams {
             .lock()
             .expect("pool lock is never held across a panic");
         idle.retain(|_, list| {
-            list.retain(|c| {
+            list.retain_mut(|c| {
+                refresh(&mut c.driver);
                 !c.tx.is_closed()
+                    && !is_ended(c)
                     && c.since.elapsed() < self.cfg.idle_timeout
                     && (c.side != Side::Shadow || reuse.allows(c.born, Some(c.since)))
             });
@@ -280,8 +358,25 @@ impl Upstreams {
     }
 
     /// Puts a connection back once its response body has ended. Its request body may still
-    /// be finishing; `checkout_h1` only hands out connections that are ready.
-    pub fn checkin(&self, conn: H1Conn) {
+    /// be finishing (the upstream answered early): then it gets a task of its own to finish
+    /// it, and `checkout_h1` hands it out only once it is ready.
+    pub fn checkin(&self, mut conn: H1Conn) {
+        if conn.driver.is_some() {
+            refresh(&mut conn.driver);
+            if conn.driver.is_none() {
+                return; // it ended
+            }
+            if !conn.tx.is_ready() {
+                if let Some(d) = conn.driver.take() {
+                    let addr = conn.addr;
+                    tokio::spawn(async move {
+                        if let Err(e) = d.await {
+                            tracing::debug!(%addr, error = %e, "upstream connection ended");
+                        }
+                    });
+                }
+            }
+        }
         if conn.tx.is_closed() {
             return;
         }
@@ -296,9 +391,17 @@ impl Upstreams {
                 born: conn.born,
                 side: conn.side,
                 tx: conn.tx,
+                driven: conn.driver.is_some(),
+                driver: conn.driver,
             });
         }
     }
+}
+
+/// A pooled connection whose state machine has ended (the upstream closed it, or it failed);
+/// its `tx` may not say so yet.
+fn is_ended(c: &IdleH1) -> bool {
+    c.driven && c.driver.is_none()
 }
 
 #[cfg(test)]

@@ -105,6 +105,66 @@ async fn a_clients_connection_close_does_not_close_the_pooled_upstream_connectio
     );
 }
 
+/// An upstream closes a keep-alive connection once it has answered (its keep-alive timeout,
+/// a restart): the router's next request goes out on a new connection, not on the closed one
+/// (which would answer it 502). A pooled connection has no task of its own watching its socket
+/// (`upstream::Driver`), so the checkout has to notice the close.
+#[tokio::test]
+async fn a_pooled_connection_the_upstream_closed_is_not_reused() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = l.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let closed = Arc::new(tokio::sync::Notify::new());
+    let (a, c) = (accepted.clone(), closed.clone());
+    tokio::spawn(async move {
+        // Each connection: one request answered with keep-alive, then closed by the upstream.
+        while let Ok((mut sock, _)) = l.accept().await {
+            a.fetch_add(1, Ordering::SeqCst);
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match sock.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = sock
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nup\n")
+                .await;
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            drop(sock);
+            c.notify_one();
+        }
+    });
+    let routes = temp_path("routes.yaml");
+    let _cleanup = RemoveOnDrop(routes.clone());
+    write_routes(&routes, &one_rule(up, up, "reject"));
+    let router = ktx_router::Router::start(config(&routes)).await.unwrap();
+    wait_ready(router.admin_addr).await;
+
+    let mut c = H1::connect(router.listen_addrs[0]).await;
+    for i in 0..3 {
+        let r = c.send(get("/")).await;
+        assert_eq!(
+            r.status(),
+            200,
+            "request {i} (after the upstream closed the last one)"
+        );
+        assert_eq!(body_string(r).await, "up\n");
+        closed.notified().await;
+        // Let the FIN arrive.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        3,
+        "a new connection for each request"
+    );
+}
+
 #[tokio::test]
 async fn chunked_and_large_bodies_stream_both_ways_without_limit() {
     let mesh = Mesh::start().await;
