@@ -222,11 +222,15 @@ impl Body for RouterBody {
                 pool,
                 slot,
             } => {
-                // A pooled HTTP/1.1 connection is driven by whoever reads its body.
-                if let Some(p) = pool.as_mut() {
-                    crate::upstream::poll_driver(&mut p.conn.driver, cx);
+                let mut r = body.as_mut().poll_bounded(cx);
+                // A pooled HTTP/1.1 connection is driven by whoever reads its body: when the
+                // body has nothing yet, the driver reads on and the body is asked again.
+                if let (Poll::Pending, Some(p)) = (&r, pool.as_mut()) {
+                    if p.conn.driver.is_some() {
+                        crate::upstream::poll_driver(&mut p.conn.driver, cx);
+                        r = body.as_mut().poll_bounded(cx);
+                    }
                 }
-                let r = body.as_mut().poll_bounded(cx);
                 let ended = match &r {
                     Poll::Ready(None) => true,
                     Poll::Ready(Some(Ok(_))) => body.inner.is_end_stream(),

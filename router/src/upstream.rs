@@ -124,12 +124,20 @@ pub fn poll_driver(driver: &mut Option<Driver>, cx: &mut Context<'_>) {
     }
 }
 
-/// `fut`, with the connection's `driver` (if it has one) polled before it each time.
+/// `fut`, with the connection's `driver` (if it has one) polled before it each time. `fut`
+/// (`ready()`, or a sent request's response) is completed only by the driver, which this poll
+/// runs first, so it is polled with a waker that does nothing: the driver's own wake-ups
+/// (socket, request body) bring the task back, and a completed response does not also
+/// schedule the task once more.
 pub async fn driving<F: Future>(driver: &mut Option<Driver>, fut: F) -> F::Output {
     let mut fut = std::pin::pin!(fut);
     std::future::poll_fn(|cx| {
         poll_driver(driver, cx);
-        fut.as_mut().poll(cx)
+        match driver {
+            Some(_) => fut.as_mut().poll(&mut Context::from_waker(Waker::noop())),
+            // Ended (the future fails at once) or driven by a task of its own.
+            None => fut.as_mut().poll(cx),
+        }
     })
     .await
 }
