@@ -93,6 +93,25 @@ async fn an_upstream_that_sends_no_response_head_gets_504() {
     assert!(body_string(r).await.contains("response header timeout"));
 }
 
+/// The response-header timeout starts once the request body is sent, also for a body of
+/// known length (hyper reads no end-of-body frame after its last data frame).
+#[tokio::test]
+async fn an_upstream_that_reads_a_request_body_and_never_answers_gets_504() {
+    let upstream = stalling_server(b"").await;
+    let (router, _routes) = router_to(upstream, |c| c.response_header_timeout = BOUND).await;
+    let mut s = TcpStream::connect(router.listen_addrs[0]).await.unwrap();
+    s.write_all(b"POST /sink HTTP/1.1\r\nHost: orders\r\nContent-Length: 10\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let mut got = vec![0u8; 4096];
+    let n = tokio::time::timeout(WITHIN, s.read(&mut got))
+        .await
+        .expect("no answer while the upstream stalled after reading the request body")
+        .unwrap();
+    let text = String::from_utf8_lossy(&got[..n]);
+    assert!(text.starts_with("HTTP/1.1 504"), "{text}");
+}
+
 #[tokio::test]
 async fn a_client_that_stalls_its_request_body_is_cut_off() {
     let mesh = Mesh::start_with(|c| c.body_idle_timeout = BOUND).await;

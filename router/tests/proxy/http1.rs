@@ -165,6 +165,91 @@ async fn a_pooled_connection_the_upstream_closed_is_not_reused() {
     );
 }
 
+/// A client uploads a large body and reads the answer only once its upload is written; the
+/// upstream answers at once, with a large body, while it reads the upload. Without a router
+/// the upload flows while the answer waits in socket buffers; the router must keep pulling
+/// the upload too, though nobody reads the answer it forwards (a pooled connection driven by
+/// the response body alone would stall both: `upstream::Driver`).
+#[tokio::test]
+async fn an_upload_keeps_flowing_while_the_client_has_not_read_the_early_answer() {
+    const N: usize = 32 << 20; // more than every socket buffer on the way can hold
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = l.local_addr().unwrap();
+    let (got_tx, got_rx) = tokio::sync::oneshot::channel::<usize>();
+    tokio::spawn(async move {
+        let (sock, _) = l.accept().await.unwrap();
+        let (mut r, mut w) = sock.into_split();
+        // Answer at once, a body as large as the upload.
+        tokio::spawn(async move {
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {N}\r\n\r\n");
+            w.write_all(head.as_bytes()).await.unwrap();
+            let chunk = vec![b'r'; 64 << 10];
+            let mut left = N;
+            while left > 0 {
+                let n = left.min(chunk.len());
+                if w.write_all(&chunk[..n]).await.is_err() {
+                    return;
+                }
+                left -= n;
+            }
+        });
+        // Meanwhile read the request: head, then N body bytes.
+        let mut buf = vec![0u8; 64 << 10];
+        let mut seen = Vec::new();
+        let body_start = loop {
+            let n = r.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before the request head");
+            seen.extend_from_slice(&buf[..n]);
+            if let Some(i) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        let mut body = seen.len() - body_start;
+        while body < N {
+            match r.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => body += n,
+            }
+        }
+        let _ = got_tx.send(body);
+    });
+    let routes = temp_path("routes.yaml");
+    let _cleanup = RemoveOnDrop(routes.clone());
+    write_routes(&routes, &one_rule(up, up, "reject"));
+    let router = ktx_router::Router::start(config(&routes)).await.unwrap();
+    wait_ready(router.admin_addr).await;
+
+    let mut s = TcpStream::connect(router.listen_addrs[0]).await.unwrap();
+    let head = format!("POST /upload HTTP/1.1\r\nHost: orders\r\nContent-Length: {N}\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    let upload = async {
+        let chunk = vec![b'u'; 64 << 10];
+        for _ in 0..N / chunk.len() {
+            s.write_all(&chunk).await.unwrap();
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), upload)
+        .await
+        .expect("the upload stalled while the client had not read the answer");
+    let got = tokio::time::timeout(std::time::Duration::from_secs(20), got_rx)
+        .await
+        .expect("the upstream never got the whole upload")
+        .unwrap();
+    assert_eq!(got, N);
+    // Now the answer, all of it.
+    let mut answer = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    while answer.len() < N {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(20), s.read(&mut buf))
+            .await
+            .expect("the answer stalled")
+            .unwrap();
+        assert!(n > 0, "the router closed before the whole answer");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&answer[..64]).starts_with("HTTP/1.1 200"));
+}
+
 #[tokio::test]
 async fn chunked_and_large_bodies_stream_both_ways_without_limit() {
     let mesh = Mesh::start().await;
