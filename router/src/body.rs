@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -60,6 +61,21 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<BodyError>,
 {
+    /// `inner`'s next frame if it has one now, without arming the idle timer.
+    fn poll_now(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(r) => {
+                *this.armed = false;
+                Poll::Ready(r.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
     fn poll_bounded(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -93,19 +109,47 @@ where
     }
 }
 
+/// Set once a request body has gone upstream to its end: the response-header timeout starts
+/// then, and an HTTP/1.1 exchange answered before that hands its connection to a task of its
+/// own (the upload must keep flowing while the client is not reading the answer).
+#[derive(Debug, Default)]
+pub struct BodySent {
+    notify: Notify,
+    done: AtomicBool,
+}
+
+impl BodySent {
+    fn set(&self) {
+        self.done.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the body has been sent (at once if it has).
+    pub async fn wait(&self) {
+        if !self.is_set() {
+            // `notify_one` leaves a permit when nobody waits yet.
+            self.notify.notified().await;
+        }
+    }
+}
+
 pin_project_lite::pin_project! {
     /// A client's request body on its way upstream. Tells `ended` (when set) once its last
-    /// frame is out: the response-header timeout starts then.
+    /// frame is out.
     #[derive(Debug)]
     pub struct RequestBody {
         #[pin]
         body: IdleBound<Incoming>,
-        ended: Option<Arc<Notify>>,
+        ended: Option<Arc<BodySent>>,
     }
 }
 
 impl RequestBody {
-    pub fn new(body: Incoming, idle: Duration, ended: Option<Arc<Notify>>) -> Self {
+    pub fn new(body: Incoming, idle: Duration, ended: Option<Arc<BodySent>>) -> Self {
         RequestBody {
             body: IdleBound::new(body, idle),
             ended,
@@ -121,11 +165,18 @@ impl Body for RequestBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.project();
-        let r = this.body.poll_bounded(cx);
-        if let Poll::Ready(None) = r {
+        let mut this = self.project();
+        let r = this.body.as_mut().poll_bounded(cx);
+        // A body of known length has ended with its last data frame: hyper stops polling
+        // then, so waiting for `Ready(None)` alone would never start the header timeout.
+        let last = match &r {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(_))) => this.body.as_ref().get_ref().inner.is_end_stream(),
+            _ => false,
+        };
+        if last {
             if let Some(n) = this.ended.take() {
-                n.notify_one();
+                n.set();
             }
         }
         r
@@ -222,15 +273,19 @@ impl Body for RouterBody {
                 pool,
                 slot,
             } => {
-                let mut r = body.as_mut().poll_bounded(cx);
                 // A pooled HTTP/1.1 connection is driven by whoever reads its body: when the
-                // body has nothing yet, the driver reads on and the body is asked again.
-                if let (Poll::Pending, Some(p)) = (&r, pool.as_mut()) {
-                    if p.conn.driver.is_some() {
-                        crate::upstream::poll_driver(&mut p.conn.driver, cx);
-                        r = body.as_mut().poll_bounded(cx);
-                    }
-                }
+                // body has nothing yet, the driver reads on and the body is asked again (the
+                // idle timer is armed only then).
+                let r = match pool.as_mut().filter(|p| p.conn.driver.is_some()) {
+                    Some(p) => match body.as_mut().poll_now(cx) {
+                        Poll::Pending => {
+                            crate::upstream::poll_driver(&mut p.conn.driver, cx);
+                            body.as_mut().poll_bounded(cx)
+                        }
+                        ready => ready,
+                    },
+                    None => body.as_mut().poll_bounded(cx),
+                };
                 let ended = match &r {
                     Poll::Ready(None) => true,
                     Poll::Ready(Some(Ok(_))) => body.inner.is_end_stream(),

@@ -13,9 +13,9 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use ktx_rules::{OnUnavailable, RouteTable, Rule, Target};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
-use crate::body::{BodyError, RequestBody, ReturnToPool, RouterBody};
+use crate::body::{BodyError, BodySent, RequestBody, ReturnToPool, RouterBody};
 use crate::error::{ProxyError, Side};
 use crate::headers::{is_upgrade, strip_hop_by_hop, strip_request_hop_by_hop};
 use crate::metrics::{Metrics, RequestLabels, RuleLabel};
@@ -332,11 +332,17 @@ impl Proxy {
                     ));
                 }
                 let (req, ended) = self.bound_request(req);
+                let body_sent = ended.clone();
                 let sent = conn.tx.send_request(req);
                 let resp = self
                     .response_head(driving(&mut conn.driver, sent), ended, addr, side)
                     .await
                     .map_err(|e| (e, None))?;
+                // Answered before the request body was sent: the upload goes on whether or
+                // not the client reads the answer, so the connection gets a task of its own.
+                if body_sent.is_some_and(|b| !b.is_set()) {
+                    conn.detach();
+                }
                 if resp.body().is_end_stream() {
                     self.upstreams.checkin(conn);
                 } else {
@@ -360,9 +366,12 @@ impl Proxy {
 
     /// The request with its body under the idle bound, and (for a request with a body) the
     /// signal that its body has been sent.
-    fn bound_request(&self, req: Request<Incoming>) -> (Request<RequestBody>, Option<Arc<Notify>>) {
+    fn bound_request(
+        &self,
+        req: Request<Incoming>,
+    ) -> (Request<RequestBody>, Option<Arc<BodySent>>) {
         let (parts, body) = req.into_parts();
-        let ended = (!body.is_end_stream()).then(|| Arc::new(Notify::new()));
+        let ended = (!body.is_end_stream()).then(|| Arc::new(BodySent::default()));
         let body = RequestBody::new(body, self.timeouts.body_idle, ended.clone());
         (Request::from_parts(parts, body), ended)
     }
@@ -372,7 +381,7 @@ impl Proxy {
     async fn response_head(
         &self,
         sent: impl Future<Output = Result<Response<Incoming>, hyper::Error>>,
-        body_ended: Option<Arc<Notify>>,
+        body_ended: Option<Arc<BodySent>>,
         addr: SocketAddr,
         side: Side,
     ) -> Result<Response<Incoming>, ProxyError> {
@@ -383,7 +392,7 @@ impl Proxy {
                 r = sent.as_mut() => {
                     return r.map_err(|source| request_failed(side, addr, source))
                 }
-                _ = ended.notified() => {}
+                _ = ended.wait() => {}
             }
         }
         let after = self.timeouts.response_header;

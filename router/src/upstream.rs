@@ -134,7 +134,15 @@ pub async fn driving<F: Future>(driver: &mut Option<Driver>, fut: F) -> F::Outpu
     std::future::poll_fn(|cx| {
         poll_driver(driver, cx);
         match driver {
-            Some(_) => fut.as_mut().poll(&mut Context::from_waker(Waker::noop())),
+            Some(_) => {
+                let r = fut.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+                // A future out of tokio's cooperative budget is pending only until the task's
+                // next turn, which it asks of the waker it was given: ask the real one.
+                if r.is_pending() && !tokio::task::coop::has_budget_remaining() {
+                    cx.waker().wake_by_ref();
+                }
+                r
+            }
             // Ended (the future fails at once) or driven by a task of its own.
             None => fut.as_mut().poll(cx),
         }
@@ -147,6 +155,20 @@ pub async fn driving<F: Future>(driver: &mut Option<Driver>, fut: F) -> F::Outpu
 /// leaves registered is replaced by the next exchange's first poll.
 fn refresh(driver: &mut Option<Driver>) {
     poll_driver(driver, &mut Context::from_waker(Waker::noop()));
+}
+
+impl H1Conn {
+    /// Hands the connection's driver to a task of its own, which drives it from now on.
+    pub fn detach(&mut self) {
+        if let Some(d) = self.driver.take() {
+            let addr = self.addr;
+            tokio::spawn(async move {
+                if let Err(e) = d.await {
+                    tracing::debug!(%addr, error = %e, "upstream connection ended");
+                }
+            });
+        }
+    }
 }
 
 /// An HTTP/1.1 connection checked out for one exchange.
@@ -375,14 +397,7 @@ impl Upstreams {
                 return; // it ended
             }
             if !conn.tx.is_ready() {
-                if let Some(d) = conn.driver.take() {
-                    let addr = conn.addr;
-                    tokio::spawn(async move {
-                        if let Err(e) = d.await {
-                            tracing::debug!(%addr, error = %e, "upstream connection ended");
-                        }
-                    });
-                }
+                conn.detach();
             }
         }
         if conn.tx.is_closed() {
