@@ -731,11 +731,12 @@ async fn child_main() {
     let mut received = 0usize;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
     while received < BIG {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "100 MiB took over 300s"
-        );
-        let n = r.read(&mut buf).await.expect("read");
+        // Bounded: a flow that stalls fails the test (the parent reads "child exited before
+        // READY") instead of hanging it.
+        let n = tokio::time::timeout_at(deadline, r.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("100 MiB took over 300s: stalled after {received} bytes"))
+            .expect("read");
         assert!(n > 0, "EOF after {received} bytes");
         for (i, b) in buf[..n].iter().enumerate() {
             assert_eq!(*b, pattern(received + i), "byte {}", received + i);

@@ -167,11 +167,14 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let mut this = self.project();
         let r = this.body.as_mut().poll_bounded(cx);
-        // A body of known length has ended with its last data frame: hyper stops polling
-        // then, so waiting for `Ready(None)` alone would never start the header timeout.
+        // A body of known length has ended with its last data frame, and any body with its
+        // trailers: hyper stops polling then, so waiting for `Ready(None)` alone would never
+        // start the header timeout.
         let last = match &r {
             Poll::Ready(None) => true,
-            Poll::Ready(Some(Ok(_))) => this.body.as_ref().get_ref().inner.is_end_stream(),
+            Poll::Ready(Some(Ok(f))) => {
+                f.is_trailers() || this.body.as_ref().get_ref().inner.is_end_stream()
+            }
             _ => false,
         };
         if last {

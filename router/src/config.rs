@@ -93,7 +93,7 @@ pub struct Config {
     pub upstream_max_idle: usize,
 
     /// Answer 504 when an upstream sends no response head within this long after the request
-    /// (its body included) was sent. 0s: off.
+    /// (its body included) was handed to the upstream connection. 0s: off.
     #[arg(long, env = "KTX_ROUTER_RESPONSE_HEADER_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub response_header_timeout: Duration,
 

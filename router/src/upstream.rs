@@ -153,8 +153,14 @@ pub async fn driving<F: Future>(driver: &mut Option<Driver>, fut: F) -> F::Outpu
 /// Polls `driver` once outside any exchange (checkout, checkin, sweep): lets it notice that
 /// the upstream closed the connection, or finish handing over a response. Whatever waker it
 /// leaves registered is replaced by the next exchange's first poll.
+/// Unconstrained by tokio's cooperative budget: with the budget spent, the socket poll would
+/// do nothing (and wake only the no-op waker), and a closed connection would look idle.
 fn refresh(driver: &mut Option<Driver>) {
-    poll_driver(driver, &mut Context::from_waker(Waker::noop()));
+    let once = tokio::task::coop::unconstrained(std::future::poll_fn(|cx| {
+        poll_driver(driver, cx);
+        Poll::Ready(())
+    }));
+    let _ = std::pin::pin!(once).poll(&mut Context::from_waker(Waker::noop()));
 }
 
 impl H1Conn {
