@@ -77,34 +77,31 @@ where
     }
 
     fn poll_bounded(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        if let Poll::Ready(r) = self.as_mut().poll_now(cx) {
+            return Poll::Ready(r);
+        }
         let this = self.project();
-        match this.inner.poll_frame(cx) {
-            Poll::Ready(r) => {
-                *this.armed = false;
-                Poll::Ready(r.map(|f| f.map_err(Into::into)))
+        if this.idle.is_zero() {
+            return Poll::Pending;
+        }
+        let deadline = tokio::time::Instant::now() + *this.idle;
+        if !*this.armed {
+            *this.armed = true;
+            match this.timer.as_mut() {
+                Some(t) => t.as_mut().reset(deadline),
+                None => *this.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
             }
-            Poll::Pending if this.idle.is_zero() => Poll::Pending,
-            Poll::Pending => {
-                let deadline = tokio::time::Instant::now() + *this.idle;
-                if !*this.armed {
-                    *this.armed = true;
-                    match this.timer.as_mut() {
-                        Some(t) => t.as_mut().reset(deadline),
-                        None => *this.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
-                    }
-                }
-                let timer = this
-                    .timer
-                    .as_mut()
-                    .expect("the timer is set whenever it is armed");
-                match timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::Idle(*this.idle)))),
-                    Poll::Pending => Poll::Pending,
-                }
-            }
+        }
+        let timer = this
+            .timer
+            .as_mut()
+            .expect("the timer is set whenever it is armed");
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::Idle(*this.idle)))),
+            Poll::Pending => Poll::Pending,
         }
     }
 }

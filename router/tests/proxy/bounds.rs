@@ -97,39 +97,36 @@ async fn an_upstream_that_sends_no_response_head_gets_504() {
 /// known length (hyper reads no end-of-body frame after its last data frame).
 #[tokio::test]
 async fn an_upstream_that_reads_a_request_body_and_never_answers_gets_504() {
-    let upstream = stalling_server(b"").await;
-    let (router, _routes) = router_to(upstream, |c| c.response_header_timeout = BOUND).await;
-    let mut s = TcpStream::connect(router.listen_addrs[0]).await.unwrap();
-    s.write_all(b"POST /sink HTTP/1.1\r\nHost: orders\r\nContent-Length: 10\r\n\r\n0123456789")
-        .await
-        .unwrap();
-    let mut got = vec![0u8; 4096];
-    let n = tokio::time::timeout(WITHIN, s.read(&mut got))
-        .await
-        .expect("no answer while the upstream stalled after reading the request body")
-        .unwrap();
-    let text = String::from_utf8_lossy(&got[..n]);
+    let text = answer_from_a_silent_upstream(
+        b"POST /sink HTTP/1.1\r\nHost: orders\r\nContent-Length: 10\r\n\r\n0123456789",
+    )
+    .await;
     assert!(text.starts_with("HTTP/1.1 504"), "{text}");
 }
 
 /// The same for a chunked body that ends with trailers (hyper reads nothing after them).
 #[tokio::test]
 async fn an_upstream_that_reads_a_chunked_body_with_trailers_and_never_answers_gets_504() {
+    let text = answer_from_a_silent_upstream(
+        b"POST /sink HTTP/1.1\r\nHost: orders\r\nTransfer-Encoding: chunked\r\nTE: trailers\r\n\r\n5\r\nhello\r\n0\r\nx-checksum: 1\r\n\r\n",
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 504"), "{text}");
+}
+
+/// Sends `request` through a router (response-header timeout [`BOUND`]) to an upstream that
+/// reads it and never answers; returns the first bytes the client gets, within [`WITHIN`].
+async fn answer_from_a_silent_upstream(request: &[u8]) -> String {
     let upstream = stalling_server(b"").await;
     let (router, _routes) = router_to(upstream, |c| c.response_header_timeout = BOUND).await;
     let mut s = TcpStream::connect(router.listen_addrs[0]).await.unwrap();
-    s.write_all(
-        b"POST /sink HTTP/1.1\r\nHost: orders\r\nTransfer-Encoding: chunked\r\nTE: trailers\r\n\r\n5\r\nhello\r\n0\r\nx-checksum: 1\r\n\r\n",
-    )
-    .await
-    .unwrap();
+    s.write_all(request).await.unwrap();
     let mut got = vec![0u8; 4096];
     let n = tokio::time::timeout(WITHIN, s.read(&mut got))
         .await
         .expect("no answer while the upstream stalled after reading the request body")
         .unwrap();
-    let text = String::from_utf8_lossy(&got[..n]);
-    assert!(text.starts_with("HTTP/1.1 504"), "{text}");
+    String::from_utf8_lossy(&got[..n]).into_owned()
 }
 
 #[tokio::test]
