@@ -629,6 +629,7 @@ fn child() {
         "many" => rt.block_on(child_many()),
         "slots" => rt.block_on(child_slots()),
         "resets" => rt.block_on(child_resets()),
+        "soak" => rt.block_on(child_soak()),
         _ => rt.block_on(child_main()),
     }
 }
@@ -709,9 +710,20 @@ async fn child_main() {
     println!("slow dial: connected after {took:?}, dialed once");
 
     // 100 MiB both ways through the echo, byte-exact
-    let c = TcpStream::connect("10.250.3.4:7000")
-        .await
-        .expect("connect echo");
+    let secs = echo_big("10.250.3.4:7000", Duration::from_secs(300)).await;
+    println!(
+        "100 MiB echoed byte-exact through the TUN in {secs:.2}s: {:.1} MiB/s each way",
+        100.0 / secs
+    );
+    println!("READY");
+    tokio::time::sleep(Duration::from_secs(120)).await;
+}
+
+/// Sends [`BIG`] bytes through the echo at `addr` while reading them back, byte-exact, then
+/// half-closes and expects EOF. Returns the seconds it took; panics with the byte count if the
+/// flow stalls past `limit` (so a stall fails the test instead of hanging it).
+async fn echo_big(addr: &str, limit: Duration) -> f64 {
+    let c = TcpStream::connect(addr).await.expect("connect echo");
     let (mut r, mut w) = c.into_split();
     let started = Instant::now();
     let writer = tokio::spawn(async move {
@@ -729,13 +741,13 @@ async fn child_main() {
     });
     let mut buf = vec![0u8; 64 * 1024];
     let mut received = 0usize;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    let deadline = tokio::time::Instant::now() + limit;
     while received < BIG {
-        // Bounded: a flow that stalls fails the test (the parent reads "child exited before
-        // READY") instead of hanging it.
         let n = tokio::time::timeout_at(deadline, r.read(&mut buf))
             .await
-            .unwrap_or_else(|_| panic!("100 MiB took over 300s: stalled after {received} bytes"))
+            .unwrap_or_else(|_| {
+                panic!("100 MiB took over {limit:?}: stalled after {received} bytes")
+            })
             .expect("read");
         assert!(n > 0, "EOF after {received} bytes");
         for (i, b) in buf[..n].iter().enumerate() {
@@ -750,13 +762,36 @@ async fn child_main() {
         "our FIN came back as EOF after every byte"
     );
     drop(writer.await.expect("writer"));
-    assert_eq!(received, BIG);
-    println!(
-        "100 MiB echoed byte-exact through the TUN in {secs:.2}s: {:.1} MiB/s each way",
-        100.0 / secs
-    );
+    secs
+}
+
+/// Many long echoes in a row, each on a new connection (new sequence numbers): each direction
+/// fills the other's windows again and again. A stack that loses an ACK while its receive
+/// window is closed stalls both directions for good (1 run in ~10 did before the fix).
+#[test]
+fn tun_long_echoes_in_a_row_never_stall() {
+    if !root_or_skip("tun_long_echoes_in_a_row_never_stall") {
+        return;
+    }
+    let ns = Netns::new("soak");
+    let mut child = spawn_child(&ns, "soak", &[]);
+    child.kill().expect("kill the child");
+}
+
+const SOAK_ROUNDS: usize = 8;
+
+async fn child_soak() {
+    spawn_echo().await;
+    let tun = tun_device::open(&flows_config()).await.expect("open tun");
+    let dial = Arc::new(SlowOn7002 {
+        slow_dials: Arc::new(AtomicUsize::new(0)),
+    });
+    tokio::spawn(flows::serve(tun, dial, FlowConfig::default()));
+    for round in 0..SOAK_ROUNDS {
+        let secs = echo_big("10.250.3.4:7000", Duration::from_secs(60)).await;
+        println!("echo {round}: 100 MiB both ways in {secs:.2}s");
+    }
     println!("READY");
-    tokio::time::sleep(Duration::from_secs(120)).await;
 }
 
 const SLOW_DIAL: Duration = Duration::from_millis(1500);

@@ -119,6 +119,46 @@ pub fn reset_for((client, dst): FlowKey, seq: u32) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Rewrites a data segment (no SYN, FIN or RST) into the same segment without its payload: a pure
+/// ACK with the segment's sequence number, window and options. False (and the packet untouched)
+/// for anything else. Checksums are computed anew.
+///
+/// For a flow whose receive window is closed: smoltcp drops a data segment it has no room for
+/// *with its ACK* (RFC 9293 3.10.7.4 says to "make special allowance to accept valid ACKs"). A
+/// client that has data pending sends its ACKs on exactly those segments, so the ACK for what the
+/// stack sent never lands, the stack's send buffer stays full, the destination is not read, and
+/// the destination stops reading what the stack writes: both directions stall for good. Without
+/// the payload (which the stack would drop anyway), smoltcp takes the segment as an ACK.
+pub fn strip_payload(packet: &mut Vec<u8>) -> bool {
+    let caps = ChecksumCapabilities::default();
+    let Some((src, dst, tcp)) = tcp_of(packet) else {
+        return false;
+    };
+    let Ok(seg) = TcpPacket::new_checked(tcp) else {
+        return false;
+    };
+    let Ok(mut repr) = TcpRepr::parse(&seg, &src, &dst, &caps) else {
+        return false;
+    };
+    if repr.payload.is_empty() || !matches!(repr.control, TcpControl::None | TcpControl::Psh) {
+        return false;
+    }
+    repr.payload = &[];
+    repr.control = TcpControl::None;
+    let ip = IpRepr::new(src, dst, IpProtocol::Tcp, repr.buffer_len(), 64);
+    let mut out = vec![0u8; ip.buffer_len()];
+    ip.emit(&mut out[..], &caps);
+    let header = ip.header_len();
+    repr.emit(
+        &mut TcpPacket::new_unchecked(&mut out[header..]),
+        &src,
+        &dst,
+        &caps,
+    );
+    *packet = out;
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
