@@ -175,11 +175,13 @@ pub struct Config {
     /// upstream HTTP/2 connections shared by every client; its other streams go on its own
     /// connections. Shared connections advertise a window of --upstream-h2-streams ×
     /// --h2-stream-window, so stalled streams never use up another client's window; a
-    /// stalled client holds at most this many × --h2-stream-window there. 0: never share.
+    /// stalled client holds at most this many × --h2-stream-window there. 0 (the default):
+    /// never share; a client's own connections run in its connection's task, which costs
+    /// less CPU and latency than shared connections.
     #[arg(
         long,
         env = "KTX_ROUTER_UPSTREAM_H2_SHARED_STREAMS",
-        default_value_t = 16
+        default_value_t = 0
     )]
     pub upstream_h2_shared_streams: usize,
 

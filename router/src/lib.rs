@@ -18,6 +18,7 @@ pub mod admission;
 pub mod body;
 pub mod config;
 pub mod error;
+pub mod exec;
 pub mod headers;
 pub mod idle;
 pub mod io;

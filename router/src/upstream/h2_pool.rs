@@ -8,11 +8,12 @@
 //! `h2_connections_per_client`; past that a stream waits at most `h2_stream_slot_timeout` for a
 //! slot and then fails with [`ProxyError::NoStreamSlot`] (503, or gRPC `UNAVAILABLE`).
 //!
-//! The pool dies with its downstream connection; dropping it closes its upstream connections
-//! once their last stream ends. A client's first few streams without a request body go on
-//! connections shared by every client instead (`h2_shared.rs`, `--upstream-h2-shared-streams`),
-//! where window arithmetic keeps the isolation. With `--upstream-h2-shared` one pool serves
-//! every client (less CPU, no isolation between clients).
+//! The pool dies with its downstream connection, whose task drives its connections
+//! (`crate::exec`); they close once their last stream ends. With
+//! `--upstream-h2-shared-streams N`, a client's first N streams without a request body go on
+//! connections shared by every client instead (`h2_shared.rs`), where window arithmetic keeps
+//! the isolation. With `--upstream-h2-shared` one pool serves every client (no isolation
+//! between clients).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,13 +22,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hyper::client::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::rt::Executor;
+use hyper_util::rt::TokioTimer;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::h2_shared::SharedH2;
 use super::{SessionReuse, Upstreams};
 use crate::body::{RequestBody, StreamSlot};
 use crate::error::{ProxyError, Side};
+use crate::exec::Exec;
 
 /// The upstream HTTP/2 connections of one downstream connection, by address.
 #[derive(Debug)]
@@ -38,6 +41,8 @@ pub struct H2Pool {
     opening: tokio::sync::Mutex<()>,
     /// Connections shared by every client, and this client's quota of streams on them.
     shared: Option<(Arc<SharedH2>, Arc<Semaphore>)>,
+    /// Where this pool's connections run: their own tasks, or the client connection's.
+    exec: Exec,
 }
 
 #[derive(Debug)]
@@ -89,14 +94,21 @@ impl H2Pool {
             by_addr: Mutex::default(),
             opening: tokio::sync::Mutex::new(()),
             shared: None,
+            exec: Exec::Spawn,
         }
     }
 
     /// One client connection's pool: up to `h2_shared_streams_per_client` streams without a
-    /// request body at a time go on `shared`, the others on the pool's own connections.
-    pub fn per_client(upstreams: Arc<Upstreams>, shared: Option<Arc<SharedH2>>) -> Self {
+    /// request body at a time go on `shared`, the others on the pool's own connections, run
+    /// by `exec` (the client connection's task).
+    pub fn per_client(
+        upstreams: Arc<Upstreams>,
+        shared: Option<Arc<SharedH2>>,
+        exec: Exec,
+    ) -> Self {
         let quota = upstreams.config().h2_shared_streams_per_client;
         let mut pool = H2Pool::new(upstreams);
+        pool.exec = exec;
         pool.shared = shared
             .filter(|_| quota > 0)
             .map(|s| (s, Arc::new(Semaphore::new(quota))));
@@ -129,7 +141,7 @@ impl H2Pool {
             Err(p) => p,
         };
         let window = self.upstreams.config().h2_connection_window;
-        let tx = Box::pin(open(&self.upstreams, addr, side, window)).await?;
+        let tx = Box::pin(open(&self.upstreams, addr, side, window, &self.exec)).await?;
         let in_flight = Arc::new(AtomicUsize::new(1));
         if let Some(p) = self.lock().get_mut(&addr) {
             p.conns
@@ -273,16 +285,18 @@ pub(super) fn drop_idle(conns: &mut Vec<H2Conn>, idle: Duration) {
     conns.retain(|c| !c.tx.is_closed() && c.in_use(idle));
 }
 
-/// Opens an HTTP/2 connection to `addr` with the given receive connection window.
+/// Opens an HTTP/2 connection to `addr` with the given receive connection window; the
+/// connection (and hyper's request-body tasks) run on `exec`.
 pub(super) async fn open(
     upstreams: &Upstreams,
     addr: SocketAddr,
     side: Side,
     connection_window: u32,
+    exec: &Exec,
 ) -> Result<http2::SendRequest<RequestBody>, ProxyError> {
     let cfg = upstreams.config();
     let io = upstreams.connect(addr, side).await?;
-    let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+    let (tx, conn) = http2::Builder::new(exec.clone())
         .timer(TokioTimer::new())
         .initial_stream_window_size(cfg.h2_stream_window)
         .initial_connection_window_size(connection_window)
@@ -291,7 +305,7 @@ pub(super) async fn open(
         .handshake(io)
         .await
         .map_err(|source| ProxyError::Handshake { side, addr, source })?;
-    tokio::spawn(async move {
+    exec.execute(async move {
         if let Err(e) = conn.await {
             tracing::debug!(%addr, error = %e, "upstream h2 connection ended");
         }

@@ -29,6 +29,7 @@ use super::h2_pool::{drop_idle, open, take_room, H2Conn, H2Stream};
 use super::Upstreams;
 use crate::body::StreamSlot;
 use crate::error::{ProxyError, Side};
+use crate::exec::Exec;
 
 /// The shared connections, by address.
 #[derive(Debug)]
@@ -79,7 +80,14 @@ impl SharedH2 {
             Ok(s) => return Ok(s),
             Err((q, _)) => q,
         };
-        let tx = Box::pin(open(&self.upstreams, addr, side, self.connection_window)).await?;
+        let tx = Box::pin(open(
+            &self.upstreams,
+            addr,
+            side,
+            self.connection_window,
+            &Exec::Spawn,
+        ))
+        .await?;
         let in_flight = Arc::new(AtomicUsize::new(1));
         self.lock()
             .entry(addr)

@@ -377,7 +377,11 @@ async fn h2_backend() -> (SocketAddr, tokio::sync::watch::Receiver<usize>) {
 #[tokio::test]
 async fn an_idle_shared_upstream_h2_connection_is_closed() {
     let (backend, mut open) = h2_backend().await;
-    let (router, _routes) = router_to(backend, |c| c.upstream_idle_timeout = BOUND).await;
+    let (router, _routes) = router_to(backend, |c| {
+        c.upstream_idle_timeout = BOUND;
+        c.upstream_h2_shared_streams = 16;
+    })
+    .await;
     let addr = router.listen_addrs[0];
     // The client stays connected throughout: only the shared connection goes idle.
     let mut client = H2::connect(addr).await;
