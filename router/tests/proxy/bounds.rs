@@ -371,6 +371,27 @@ async fn h2_backend() -> (SocketAddr, tokio::sync::watch::Receiver<usize>) {
     (addr, rx)
 }
 
+/// A client's own upstream h2 connection goes with the client: once the client closed its
+/// connection and the last stream ended, the router closes the upstream connection at once, not
+/// after a linger (its connections run in the client connection's task, `exec.rs`; the pool that
+/// holds them must not outlive the connection's end).
+#[tokio::test]
+async fn a_clients_own_upstream_h2_connection_closes_when_the_client_goes() {
+    let (backend, mut open) = h2_backend().await;
+    let (router, _routes) = router_to(backend, |_| {}).await;
+    let addr = router.listen_addrs[0];
+    let mut client = H2::connect(addr).await;
+    let r = client.get(addr, "/", None).await;
+    assert_eq!(r.status(), 200);
+    drop(r);
+    assert_eq!(*open.borrow(), 1, "the client's own upstream connection");
+    drop(client);
+    tokio::time::timeout(Duration::from_millis(500), open.wait_for(|n| *n == 0))
+        .await
+        .expect("the upstream connection outlived its client by 500 ms")
+        .unwrap();
+}
+
 /// The upstream h2 connections every client's body-less streams share belong to no client, so
 /// no client's going away closes them: one that carried no stream for the upstream idle
 /// timeout is closed, and the next stream opens another.
