@@ -176,8 +176,9 @@ pub struct Config {
     /// connections. Shared connections advertise a window of --upstream-h2-streams ×
     /// --h2-stream-window, so stalled streams never use up another client's window; a
     /// stalled client holds at most this many × --h2-stream-window there. 0 (the default):
-    /// never share; a client's own connections run in its connection's task, which costs
-    /// less CPU and latency than shared connections.
+    /// never share. A client's own connections run in its connection's task, which costs
+    /// less CPU and latency than shared ones, but a new client connection's first request
+    /// waits for its own upstream connection to open.
     #[arg(
         long,
         env = "KTX_ROUTER_UPSTREAM_H2_SHARED_STREAMS",

@@ -2,24 +2,34 @@
 //! connections of that client's own upstream pool, run inside the downstream connection's task
 //! ([`Exec::Local`] and [`Driven`]) instead of being tasks of their own.
 //!
-//! Why: tokio's current-thread scheduler runs woken tasks in FIFO order. With a task per
-//! stream and per upstream connection, a request crossed four tasks (client connection,
-//! stream, upstream connection, and back), each queued behind every task the same epoll woke;
-//! at 1k rps with bursts of ten, a request waited for the whole burst at each hop. Driven in
-//! one task, a stream's request is written upstream, and its response written back, in the
-//! poll that made them ready. Connections shared by every client (`upstream/h2_shared.rs`)
-//! keep their own task ([`Exec::Spawn`]): no client's task may own them.
+//! Why: tokio runs woken tasks in turn (FIFO on the current-thread runtime the benchmarks use,
+//! per-worker queues on the multi-thread one). With a task per stream and per upstream
+//! connection, a request crossed four tasks (client connection, stream, upstream connection,
+//! and back), each queued behind every task the same epoll woke; at 1k rps with bursts of ten,
+//! a request waited for the whole burst at each hop. Driven in one task, a stream's request is
+//! written upstream, and its response written back, in the poll that made them ready (within
+//! [`ROUNDS`] rounds and tokio's cooperative budget). Connections shared by every client
+//! (`upstream/h2_shared.rs`) keep their own task ([`Exec::Spawn`]): no client's task may own
+//! them.
 //!
 //! A driven task costs one boxed future in the connection's set; a task woken from another
-//! task (an upstream connection shared by all, a timer) wakes the connection's task, which
-//! polls only the woken ones (`FuturesUnordered`).
+//! task or thread (an upstream connection shared by all, a timer, the I/O driver) wakes the
+//! connection's task, which polls only the woken ones (`FuturesUnordered`). The price: one
+//! client connection's streams share one task, so one busy client connection uses one core
+//! at a time. A panic in one driven future ends that future only (as a task of its own did).
+//!
+//! The wake flags use `SeqCst`: a waker stores its flag then reads `polling`, the driver
+//! clears `polling` then reads the flags; with weaker orderings both could read the old values
+//! and the wake would be lost.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 
+use futures_util::future::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::task::AtomicWaker;
 
@@ -39,7 +49,14 @@ impl<F: Future<Output = ()> + Send + 'static> hyper::rt::Executor<F> for Exec {
             Exec::Spawn => {
                 tokio::spawn(fut);
             }
-            Exec::Local(local) => local.push(Box::pin(fut)),
+            // a panic ends this future only, as it would end a task of its own
+            Exec::Local(local) => {
+                local.push(Box::pin(AssertUnwindSafe(fut).catch_unwind().map(|r| {
+                    if r.is_err() {
+                        tracing::error!("an HTTP/2 stream or upstream connection task panicked");
+                    }
+                })))
+            }
         }
     }
 }
@@ -67,7 +84,7 @@ impl Local {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(task);
-        self.0.flags.new_task.store(true, Ordering::Release);
+        self.0.flags.new_task.store(true, Ordering::SeqCst);
         self.0.flags.wake_task();
     }
 }
@@ -86,7 +103,7 @@ struct Flags {
 
 impl Flags {
     fn wake_task(&self) {
-        if !self.polling.load(Ordering::Acquire) {
+        if !self.polling.load(Ordering::SeqCst) {
             self.task.wake();
         }
     }
@@ -108,7 +125,7 @@ impl Wake for FlagWaker {
         } else {
             &self.flags.tasks
         };
-        flag.store(true, Ordering::Release);
+        flag.store(true, Ordering::SeqCst);
         self.flags.wake_task();
     }
 }
@@ -119,7 +136,9 @@ const ROUNDS: usize = 16;
 /// Drives `main` (hyper's connection) and every future pushed to its [`Local`], in the task
 /// that polls it; resolves with `main`'s output.
 pub struct Driven<F> {
-    main: Pin<Box<F>>,
+    /// Dropped as soon as it resolves: hyper's connection holds the service, which holds the
+    /// client's upstream pool; the pool's connections end only once it is gone.
+    main: Option<Pin<Box<F>>>,
     local: Local,
     tasks: FuturesUnordered<Task>,
     main_waker: Waker,
@@ -131,7 +150,7 @@ impl<F: Future> Driven<F> {
     pub fn new(main: F, local: Local) -> Self {
         let flags = Arc::clone(&local.0.flags);
         // polled at once: everything counts as woken
-        flags.main.store(true, Ordering::Release);
+        flags.main.store(true, Ordering::SeqCst);
         let waker = |main| {
             Waker::from(Arc::new(FlagWaker {
                 flags: Arc::clone(&flags),
@@ -139,7 +158,7 @@ impl<F: Future> Driven<F> {
             }))
         };
         Driven {
-            main: Box::pin(main),
+            main: Some(Box::pin(main)),
             main_waker: waker(true),
             tasks_waker: waker(false),
             local,
@@ -147,10 +166,11 @@ impl<F: Future> Driven<F> {
         }
     }
 
-    /// The main future (for hyper's `graceful_shutdown`); it is polled again at the next poll.
-    pub fn main(&mut self) -> Pin<&mut F> {
-        self.flags().main.store(true, Ordering::Release);
-        self.main.as_mut()
+    /// The main future (for hyper's `graceful_shutdown`) unless it resolved; it is polled
+    /// again at the next poll.
+    pub fn main(&mut self) -> Option<Pin<&mut F>> {
+        self.flags().main.store(true, Ordering::SeqCst);
+        self.main.as_mut().map(Pin::as_mut)
     }
 
     /// Futures still running (after `main` resolved: upstream connections closing, streams
@@ -187,15 +207,30 @@ impl<F: Future> Driven<F> {
     fn poll_tasks(&mut self, cx: &mut Context<'_>) {
         let flags = Arc::clone(&self.local.0.flags);
         flags.task.register(cx.waker());
-        if flags.new_task.swap(false, Ordering::AcqRel) {
+        if flags.new_task.swap(false, Ordering::SeqCst) {
             let new =
                 std::mem::take(&mut *self.local.0.new.lock().unwrap_or_else(|p| p.into_inner()));
             self.tasks.extend(new);
-            flags.tasks.store(true, Ordering::Release);
+            flags.tasks.store(true, Ordering::SeqCst);
         }
-        if flags.tasks.swap(false, Ordering::AcqRel) {
+        if flags.tasks.swap(false, Ordering::SeqCst) {
             let mut tcx = Context::from_waker(&self.tasks_waker);
             while let Poll::Ready(Some(())) = self.tasks.poll_next_unpin(&mut tcx) {}
+        }
+    }
+}
+
+impl<F> Drop for Driven<F> {
+    /// Futures still queued hold the queue (through `Exec::Local`, or the pool that holds it):
+    /// drop them here, or they would keep each other alive.
+    fn drop(&mut self) {
+        loop {
+            let queued =
+                std::mem::take(&mut *self.local.0.new.lock().unwrap_or_else(|p| p.into_inner()));
+            if queued.is_empty() {
+                break;
+            }
+            drop(queued);
         }
     }
 }
@@ -206,25 +241,27 @@ impl<F: Future> Future for Driven<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.get_mut();
         let flags = Arc::clone(&this.local.0.flags);
-        flags.polling.store(true, Ordering::Release);
+        flags.polling.store(true, Ordering::SeqCst);
         for _ in 0..ROUNDS {
-            if flags.main.swap(false, Ordering::AcqRel) {
+            if flags.main.swap(false, Ordering::SeqCst) {
                 let mut mcx = Context::from_waker(&this.main_waker);
-                if let Poll::Ready(out) = this.main.as_mut().poll(&mut mcx) {
-                    flags.polling.store(false, Ordering::Release);
+                let main = this.main.as_mut().expect("Driven polled after it resolved");
+                if let Poll::Ready(out) = main.as_mut().poll(&mut mcx) {
+                    this.main = None;
+                    flags.polling.store(false, Ordering::SeqCst);
                     return Poll::Ready(out);
                 }
             }
             this.poll_tasks(cx);
-            if !flags.main.load(Ordering::Acquire)
-                && !flags.tasks.load(Ordering::Acquire)
-                && !flags.new_task.load(Ordering::Acquire)
+            if !flags.main.load(Ordering::SeqCst)
+                && !flags.tasks.load(Ordering::SeqCst)
+                && !flags.new_task.load(Ordering::SeqCst)
             {
-                flags.polling.store(false, Ordering::Release);
+                flags.polling.store(false, Ordering::SeqCst);
                 // a wake between the check and here found `polling` set: look once more
-                if flags.main.load(Ordering::Acquire)
-                    || flags.tasks.load(Ordering::Acquire)
-                    || flags.new_task.load(Ordering::Acquire)
+                if flags.main.load(Ordering::SeqCst)
+                    || flags.tasks.load(Ordering::SeqCst)
+                    || flags.new_task.load(Ordering::SeqCst)
                 {
                     cx.waker().wake_by_ref();
                 }
@@ -232,7 +269,7 @@ impl<F: Future> Future for Driven<F> {
             }
         }
         // still busy after ROUNDS: let other connections run, come back at once
-        flags.polling.store(false, Ordering::Release);
+        flags.polling.store(false, Ordering::SeqCst);
         cx.waker().wake_by_ref();
         Poll::Pending
     }
@@ -318,5 +355,44 @@ mod tests {
             .await
             .expect("drained");
         assert_eq!(driven.running(), 0);
+    }
+
+    /// A panic in one driven future ends that future only (as it ended a task of its own).
+    #[test]
+    fn a_panicking_task_ends_alone() {
+        let local = Local::default();
+        let exec = Exec::Local(local.clone());
+        let (tx, rx) = oneshot::channel::<u32>();
+        exec.execute(async { panic!("a stream's bug") });
+        exec.execute(async move {
+            let _ = tx.send(3);
+        });
+        let mut driven = Driven::new(rx, local);
+        let wakes = Arc::new(AtomicUsize::new(0));
+        assert!(matches!(poll_once(&mut driven, &wakes), Poll::Ready(Ok(3))));
+    }
+
+    /// Queued futures that hold the executor (as hyper's connection tasks and the pool's streams
+    /// do) are dropped with the driver, not kept alive by the queue they sit in.
+    #[test]
+    fn queued_tasks_holding_the_executor_are_dropped_with_the_driver() {
+        struct Count(Arc<AtomicUsize>);
+        impl Drop for Count {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let local = Local::default();
+        let exec = Exec::Local(local.clone());
+        let guard = Count(Arc::clone(&dropped));
+        let held = exec.clone();
+        exec.execute(async move {
+            let _keep = (guard, held);
+            std::future::pending::<()>().await;
+        });
+        drop(exec);
+        drop(Driven::new(std::future::pending::<()>(), local));
+        assert_eq!(dropped.load(Ordering::SeqCst), 1);
     }
 }

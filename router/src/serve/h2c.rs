@@ -19,8 +19,8 @@ use crate::io::Prefixed;
 use crate::proxy::{Proxy, Wire};
 use crate::upstream::H2Pool;
 
-/// How long a finished connection keeps driving what it started (upstream connections saying
-/// goodbye, streams failing) before dropping it.
+/// How long a finished connection keeps driving what it started before dropping it: its own
+/// upstream connections close once their last stream ended (at once when none is left).
 const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub async fn serve(
@@ -67,7 +67,9 @@ pub async fn serve(
             return;
         }
         _ = signalled(&mut shutdown) => {
-            conn.main().graceful_shutdown();
+            if let Some(main) = conn.main() {
+                main.graceful_shutdown();
+            }
             (&mut conn).await
         }
     };
