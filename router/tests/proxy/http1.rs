@@ -330,6 +330,74 @@ async fn mesh_with_dead_shadow(policy: &str) -> (Mesh, SocketAddr, tokio::net::T
     (mesh, dead, closed)
 }
 
+/// A mesh whose session target reads each request and then dies without answering: the
+/// developer's process killed (to rebuild it) while a request was in flight. The listener task
+/// lives as long as the returned handle.
+async fn mesh_with_dying_shadow(policy: &str) -> (Mesh, tokio::task::JoinHandle<()>) {
+    let mesh = Mesh::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dying = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut seen = Vec::new();
+                while !String::from_utf8_lossy(&seen).contains("\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                // killed: the kernel resets the connection
+                let _ = s.set_linger(Some(std::time::Duration::ZERO));
+            });
+        }
+    });
+    write_routes(&mesh.routes, &one_rule(mesh.original.addr(), dying, policy));
+    wait_table_version(&mesh, 2).await;
+    (mesh, task)
+}
+
+/// A GET in flight when the developer's process died was never answered; it is safe to repeat,
+/// so the session's policy answers it as if the process had been down already: here the rule's
+/// 503, never a 502 (the inner loop's promise while a developer restarts their process).
+#[tokio::test]
+async fn a_safe_request_the_dying_session_never_answered_gets_the_rule_503() {
+    let (mesh, _shadow) = mesh_with_dying_shadow("reject").await;
+    let mut c = H1::connect(mesh.addr()).await;
+    let r = c.send(get_marked("/", "foobar")).await;
+    assert_eq!(r.status(), 503);
+    let body = body_string(r).await;
+    assert!(body.contains("session 'foobar'"), "{body}");
+}
+
+/// The same with `fallback`: the GET goes to the original.
+#[tokio::test]
+async fn a_safe_request_the_dying_session_never_answered_falls_back_to_the_original() {
+    let (mesh, _shadow) = mesh_with_dying_shadow("fallback").await;
+    let mut c = H1::connect(mesh.addr()).await;
+    let r = c.send(get_marked("/", "foobar")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(backend_of(&r), ORIGINAL);
+}
+
+/// A POST may have done its work before the process died: it is never sent again, to the
+/// original or anywhere; the client gets the 502.
+#[tokio::test]
+async fn an_unsafe_request_the_dying_session_never_answered_is_not_repeated() {
+    let (mesh, _shadow) = mesh_with_dying_shadow("fallback").await;
+    let mut c = H1::connect(mesh.addr()).await;
+    let req = Request::post("/orders")
+        .header("version", "foobar")
+        .header("host", "orders")
+        .body(Full::new(Bytes::from_static(b"order 1")))
+        .unwrap();
+    let r = c.send(req).await;
+    // sent to the original, it would have been answered 200
+    assert_eq!(r.status(), 502);
+}
+
 pub async fn wait_table_version(mesh: &Mesh, at_least: u64) {
     for _ in 0..300 {
         if counter(&mesh.metrics().await, "ktx_router_table_version") >= at_least as f64 {
