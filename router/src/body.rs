@@ -134,21 +134,18 @@ impl BodySent {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// A client's request body on its way upstream. Tells `ended` (when set) once its last
-    /// frame is out.
-    #[derive(Debug)]
-    pub struct RequestBody {
-        #[pin]
-        body: IdleBound<Incoming>,
-        ended: Option<Arc<BodySent>>,
-    }
+/// A client's request body on its way upstream (none: a bodyless request sent again). Tells
+/// `ended` (when set) once its last frame is out.
+#[derive(Debug)]
+pub struct RequestBody {
+    body: Option<IdleBound<Incoming>>,
+    ended: Option<Arc<BodySent>>,
 }
 
 impl RequestBody {
-    pub fn new(body: Incoming, idle: Duration, ended: Option<Arc<BodySent>>) -> Self {
+    pub fn new(body: Option<Incoming>, idle: Duration, ended: Option<Arc<BodySent>>) -> Self {
         RequestBody {
-            body: IdleBound::new(body, idle),
+            body: body.map(|b| IdleBound::new(b, idle)),
             ended,
         }
     }
@@ -162,16 +159,17 @@ impl Body for RequestBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let mut this = self.project();
-        let r = this.body.as_mut().poll_bounded(cx);
+        let this = self.get_mut();
+        let Some(body) = this.body.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let r = Pin::new(&mut *body).poll_bounded(cx);
         // A body of known length has ended with its last data frame, and any body with its
         // trailers: hyper stops polling then, so waiting for `Ready(None)` alone would never
         // start the header timeout.
         let last = match &r {
             Poll::Ready(None) => true,
-            Poll::Ready(Some(Ok(f))) => {
-                f.is_trailers() || this.body.as_ref().get_ref().inner.is_end_stream()
-            }
+            Poll::Ready(Some(Ok(f))) => f.is_trailers() || body.inner.is_end_stream(),
             _ => false,
         };
         if last {
@@ -183,11 +181,13 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.inner.is_end_stream()
+        self.body.as_ref().is_none_or(|b| b.inner.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.inner.size_hint()
+        self.body
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |b| b.inner.size_hint())
     }
 }
 

@@ -226,10 +226,20 @@ impl Proxy {
         if wire.is_http1() {
             strip_request_hop_by_hop(req.headers_mut(), upgrade);
         }
-        let attempt = self.send(req, d.addr, d.side, wire, upgrade).await;
+        // A safe request without a body to a session can be repeated: if the developer's
+        // process dies with it in flight, the session's policy answers it (the process is
+        // being restarted, say), not a 502.
+        let replay = (d.session.is_some()
+            && !upgrade
+            && req.method().is_safe()
+            && req.body().is_end_stream())
+        .then(|| head_of(&req));
+        let attempt = self
+            .send(req.map(Some), d.addr, d.side, wire, upgrade)
+            .await;
         let e = match attempt {
             Ok(resp) => return resp,
-            Err((e, req)) => match (d.session, req) {
+            Err((e, req)) => match (d.session, req.or_else(|| replay.filter(|_| unanswered(&e)))) {
                 // Nothing was sent yet: a dead session with `fallback` goes to the original.
                 (Some((_, OnUnavailable::Fallback)), Some(req)) => {
                     tracing::debug!(error = %e, "shadow unreachable, falling back to the default target");
@@ -266,17 +276,17 @@ impl Proxy {
     #[allow(clippy::type_complexity)]
     async fn send(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<Option<Incoming>>,
         addr: SocketAddr,
         side: Side,
         wire: Wire<'_>,
         upgrade: bool,
-    ) -> Result<Response<RouterBody>, (ProxyError, Option<Request<Incoming>>)> {
+    ) -> Result<Response<RouterBody>, (ProxyError, Option<Request<Option<Incoming>>>)> {
         let mut pool = None;
         let mut slot = None;
         let resp = match wire {
             Wire::H2(h2) => {
-                let bodyless = req.body().is_end_stream();
+                let bodyless = req.body().as_ref().is_none_or(|b| b.is_end_stream());
                 let stream = match h2.stream(addr, side, bodyless).await {
                     Ok(s) => s,
                     Err(e) => return Err((e, Some(req))),
@@ -368,10 +378,13 @@ impl Proxy {
     /// signal that its body has been sent.
     fn bound_request(
         &self,
-        req: Request<Incoming>,
+        req: Request<Option<Incoming>>,
     ) -> (Request<RequestBody>, Option<Arc<BodySent>>) {
         let (parts, body) = req.into_parts();
-        let ended = (!body.is_end_stream()).then(|| Arc::new(BodySent::default()));
+        let ended = body
+            .as_ref()
+            .is_some_and(|b| !b.is_end_stream())
+            .then(|| Arc::new(BodySent::default()));
         let body = RequestBody::new(body, self.timeouts.body_idle, ended.clone());
         (Request::from_parts(parts, body), ended)
     }
@@ -438,6 +451,22 @@ fn request_failed(side: Side, addr: SocketAddr, source: hyper::Error) -> ProxyEr
     } else {
         ProxyError::UpstreamRequest { side, addr, source }
     }
+}
+
+/// A copy of a bodyless request's head, to send it again without a body.
+fn head_of(req: &Request<Incoming>) -> Request<Option<Incoming>> {
+    let mut again = Request::new(None);
+    *again.method_mut() = req.method().clone();
+    *again.uri_mut() = req.uri().clone();
+    *again.version_mut() = req.version();
+    *again.headers_mut() = req.headers().clone();
+    again
+}
+
+/// The target took the request and the exchange broke off before a response (the connection
+/// closed or was reset, a stream was reset), rather than answering something unreadable.
+fn unanswered(e: &ProxyError) -> bool {
+    matches!(e, ProxyError::UpstreamRequest { source, .. } if !source.is_parse() && !source.is_user())
 }
 
 fn is_grpc<B>(req: &Request<B>) -> bool {
