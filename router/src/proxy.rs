@@ -226,17 +226,26 @@ impl Proxy {
         if wire.is_http1() {
             strip_request_hop_by_hop(req.headers_mut(), upgrade);
         }
-        // A safe request without a body to a session can be repeated: if the developer's
-        // process dies with it in flight, the session's policy answers it (the process is
-        // being restarted, say), not a 502.
+        // A safe request without a body to a session can be repeated. If the exchange breaks
+        // off before a response (the developer's process killed with it in flight, to be
+        // restarted; a kept connection the process closed), it is sent to the session once
+        // more, where a process that is gone gets the policy from the shadow; if that breaks
+        // off too, the router applies the policy. Never a 502 for what a restart interrupted.
         let replay = (d.session.is_some()
             && !upgrade
             && req.method().is_safe()
             && req.body().is_end_stream())
         .then(|| head_of(&req));
-        let attempt = self
+        let mut attempt = self
             .send(req.map(Some), d.addr, d.side, wire, upgrade)
             .await;
+        if let (Some(again), Err((e, None))) = (&replay, &attempt) {
+            if unanswered(e) {
+                tracing::debug!(error = %e, "session target broke off before answering, sending once more");
+                self.metrics.error(Side::Shadow);
+                attempt = Box::pin(self.send(head_of(again), d.addr, d.side, wire, upgrade)).await;
+            }
+        }
         let e = match attempt {
             Ok(resp) => return resp,
             Err((e, req)) => match (d.session, req.or_else(|| replay.filter(|_| unanswered(&e)))) {
@@ -454,7 +463,7 @@ fn request_failed(side: Side, addr: SocketAddr, source: hyper::Error) -> ProxyEr
 }
 
 /// A copy of a bodyless request's head, to send it again without a body.
-fn head_of(req: &Request<Incoming>) -> Request<Option<Incoming>> {
+fn head_of<B>(req: &Request<B>) -> Request<Option<Incoming>> {
     let mut again = Request::new(None);
     *again.method_mut() = req.method().clone();
     *again.uri_mut() = req.uri().clone();
@@ -463,10 +472,12 @@ fn head_of(req: &Request<Incoming>) -> Request<Option<Incoming>> {
     again
 }
 
-/// The target took the request and the exchange broke off before a response (the connection
-/// closed or was reset, a stream was reset), rather than answering something unreadable.
+/// The target took the request and the exchange broke off before a complete response head
+/// (the connection closed or was reset, a stream was reset), rather than answering something
+/// unreadable or going silent (a timeout: a process paused in a debugger is not gone).
 fn unanswered(e: &ProxyError) -> bool {
-    matches!(e, ProxyError::UpstreamRequest { source, .. } if !source.is_parse() && !source.is_user())
+    matches!(e, ProxyError::UpstreamRequest { source, .. }
+        if !source.is_parse() && !source.is_user() && !source.is_timeout())
 }
 
 fn is_grpc<B>(req: &Request<B>) -> bool {

@@ -330,15 +330,26 @@ async fn mesh_with_dead_shadow(policy: &str) -> (Mesh, SocketAddr, tokio::net::T
     (mesh, dead, closed)
 }
 
-/// A mesh whose session target reads each request and then dies without answering: the
-/// developer's process killed (to rebuild it) while a request was in flight. The listener task
-/// lives as long as the returned handle.
-async fn mesh_with_dying_shadow(policy: &str) -> (Mesh, tokio::task::JoinHandle<()>) {
+/// How the session's target in [`mesh_with_dying_shadow`] treats its connections: it reads each
+/// request head and dies without answering (the developer's process killed while a request was
+/// in flight) on the first `dies` connections, then answers `200` as the shadow.
+#[derive(Clone, Copy)]
+struct Dying {
+    dies: usize,
+    /// Reset (SO_LINGER 0) rather than close.
+    reset: bool,
+}
+
+const ALWAYS: usize = usize::MAX;
+
+/// A mesh whose session target is [`Dying`]. The listener task lives as long as the returned
+/// handle.
+async fn mesh_with_dying_shadow(policy: &str, how: Dying) -> (Mesh, tokio::task::JoinHandle<()>) {
     let mesh = Mesh::start().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dying = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
-        loop {
+        for n in 0.. {
             let (mut s, _) = listener.accept().await.unwrap();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
@@ -349,7 +360,17 @@ async fn mesh_with_dying_shadow(policy: &str) -> (Mesh, tokio::task::JoinHandle<
                         Ok(n) => seen.extend_from_slice(&buf[..n]),
                     }
                 }
-                // killed: the kernel closes the connection, nothing was answered
+                if n >= how.dies {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\nx-ktx-backend: shadow\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                    return;
+                }
+                if how.reset {
+                    // killed with bytes unread: the kernel resets the connection
+                    #[allow(deprecated)]
+                    let _ = s.set_linger(Some(std::time::Duration::ZERO));
+                }
                 drop(s);
             });
         }
@@ -359,43 +380,89 @@ async fn mesh_with_dying_shadow(policy: &str) -> (Mesh, tokio::task::JoinHandle<
     (mesh, task)
 }
 
+const DIES: Dying = Dying {
+    dies: ALWAYS,
+    reset: false,
+};
+
 /// A GET in flight when the developer's process died was never answered; it is safe to repeat,
 /// so the session's policy answers it as if the process had been down already: here the rule's
 /// 503, never a 502 (the inner loop's promise while a developer restarts their process).
 #[tokio::test]
 async fn a_safe_request_the_dying_session_never_answered_gets_the_rule_503() {
-    let (mesh, _shadow) = mesh_with_dying_shadow("reject").await;
-    let mut c = H1::connect(mesh.addr()).await;
-    let r = c.send(get_marked("/", "foobar")).await;
+    for how in [
+        DIES,
+        Dying {
+            reset: true,
+            ..DIES
+        },
+    ] {
+        let (mesh, _shadow) = mesh_with_dying_shadow("reject", how).await;
+        let mut c = H1::connect(mesh.addr()).await;
+        let r = c.send(get_marked("/", "foobar")).await;
+        assert_eq!(r.status(), 503, "reset: {}", how.reset);
+        let body = body_string(r).await;
+        assert!(body.contains("session 'foobar'"), "{body}");
+    }
+}
+
+/// The same over HTTP/2 (the router speaks h2 to the session's target for an h2c client).
+#[tokio::test]
+async fn an_h2_safe_request_the_dying_session_never_answered_gets_the_rule_503() {
+    let (mesh, _shadow) = mesh_with_dying_shadow("reject", DIES).await;
+    let mut c = H2::connect(mesh.addr()).await;
+    let r = c.get(mesh.addr(), "/", Some("foobar")).await;
     assert_eq!(r.status(), 503);
-    let body = body_string(r).await;
-    assert!(body.contains("session 'foobar'"), "{body}");
 }
 
 /// The same with `fallback`: the GET goes to the original.
 #[tokio::test]
 async fn a_safe_request_the_dying_session_never_answered_falls_back_to_the_original() {
-    let (mesh, _shadow) = mesh_with_dying_shadow("fallback").await;
+    let (mesh, _shadow) = mesh_with_dying_shadow("fallback", DIES).await;
     let mut c = H1::connect(mesh.addr()).await;
     let r = c.send(get_marked("/", "foobar")).await;
     assert_eq!(r.status(), 200);
     assert_eq!(backend_of(&r), ORIGINAL);
 }
 
-/// A POST may have done its work before the process died: it is never sent again, to the
-/// original or anywhere; the client gets the 502.
+/// A session whose target broke off once (a kept connection it closed, say) but is alive: the
+/// GET is sent to the session once more and answered there, not by the policy.
+#[tokio::test]
+async fn a_safe_request_is_sent_to_a_live_session_once_more() {
+    let (mesh, _shadow) = mesh_with_dying_shadow(
+        "fallback",
+        Dying {
+            dies: 1,
+            reset: false,
+        },
+    )
+    .await;
+    let mut c = H1::connect(mesh.addr()).await;
+    let r = c.send(get_marked("/", "foobar")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(backend_of(&r), SHADOW);
+}
+
+/// A POST may have done its work before the process died, and so may a DELETE without a body
+/// (idempotent, not safe): neither is sent again, to the original or anywhere; the client gets
+/// the 502 (sent to the original, it would have been answered 200).
 #[tokio::test]
 async fn an_unsafe_request_the_dying_session_never_answered_is_not_repeated() {
-    let (mesh, _shadow) = mesh_with_dying_shadow("fallback").await;
+    let (mesh, _shadow) = mesh_with_dying_shadow("fallback", DIES).await;
     let mut c = H1::connect(mesh.addr()).await;
-    let req = Request::post("/orders")
+    let post = Request::post("/orders")
         .header("version", "foobar")
         .header("host", "orders")
         .body(Full::new(Bytes::from_static(b"order 1")))
         .unwrap();
-    let r = c.send(req).await;
-    // sent to the original, it would have been answered 200
-    assert_eq!(r.status(), 502);
+    assert_eq!(c.send(post).await.status(), 502);
+    let mut c = H1::connect(mesh.addr()).await;
+    let delete = Request::delete("/orders/1")
+        .header("version", "foobar")
+        .header("host", "orders")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(c.send(delete).await.status(), 502);
 }
 
 pub async fn wait_table_version(mesh: &Mesh, at_least: u64) {
