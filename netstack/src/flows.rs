@@ -391,7 +391,6 @@ fn now() -> smoltcp::time::Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use smoltcp::phy::ChecksumCapabilities;
     use smoltcp::wire::{Ipv4Packet, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber};
     use std::net::{Ipv4Addr, SocketAddr};
 
@@ -418,24 +417,7 @@ mod tests {
             timestamp: None,
             payload,
         };
-        let ip = smoltcp::wire::IpRepr::new(
-            from,
-            to,
-            smoltcp::wire::IpProtocol::Tcp,
-            tcp.buffer_len(),
-            64,
-        );
-        let mut out = vec![0u8; ip.buffer_len()];
-        let caps = ChecksumCapabilities::default();
-        ip.emit(&mut out[..], &caps);
-        let header = ip.header_len();
-        tcp.emit(
-            &mut TcpPacket::new_unchecked(&mut out[header..]),
-            &from,
-            &to,
-            &caps,
-        );
-        out
+        syn_gate::packet(from, to, &tcp)
     }
 
     /// Hands one segment from the client to the stack, as the stack loop does.

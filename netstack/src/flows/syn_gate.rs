@@ -105,9 +105,14 @@ pub fn reset_for((client, dst): FlowKey, seq: u32) -> Option<Vec<u8>> {
         timestamp: None,
         payload: &[],
     };
+    Some(packet(from, to, &tcp))
+}
+
+/// One IP packet (version after `from`, TTL 64) carrying `tcp`, checksums computed.
+pub fn packet(from: IpAddress, to: IpAddress, tcp: &TcpRepr) -> Vec<u8> {
+    let caps = ChecksumCapabilities::default();
     let ip = IpRepr::new(from, to, IpProtocol::Tcp, tcp.buffer_len(), 64);
     let mut out = vec![0u8; ip.buffer_len()];
-    let caps = ChecksumCapabilities::default();
     ip.emit(&mut out[..], &caps);
     let header = ip.header_len();
     tcp.emit(
@@ -116,7 +121,7 @@ pub fn reset_for((client, dst): FlowKey, seq: u32) -> Option<Vec<u8>> {
         &to,
         &caps,
     );
-    Some(out)
+    out
 }
 
 /// Rewrites a data segment (no SYN, FIN or RST) into the same segment without its payload: a pure
@@ -145,17 +150,7 @@ pub fn strip_payload(packet: &mut Vec<u8>) -> bool {
     }
     repr.payload = &[];
     repr.control = TcpControl::None;
-    let ip = IpRepr::new(src, dst, IpProtocol::Tcp, repr.buffer_len(), 64);
-    let mut out = vec![0u8; ip.buffer_len()];
-    ip.emit(&mut out[..], &caps);
-    let header = ip.header_len();
-    repr.emit(
-        &mut TcpPacket::new_unchecked(&mut out[header..]),
-        &src,
-        &dst,
-        &caps,
-    );
-    *packet = out;
+    *packet = self::packet(src, dst, &repr);
     true
 }
 
@@ -180,18 +175,7 @@ mod tests {
             timestamp: None,
             payload: &[],
         };
-        let ip = IpRepr::new(from, to, IpProtocol::Tcp, tcp.buffer_len(), 64);
-        let mut out = vec![0u8; ip.buffer_len()];
-        let caps = ChecksumCapabilities::default();
-        ip.emit(&mut out[..], &caps);
-        let h = ip.header_len();
-        tcp.emit(
-            &mut TcpPacket::new_unchecked(&mut out[h..]),
-            &from,
-            &to,
-            &caps,
-        );
-        out
+        packet(from, to, &tcp)
     }
 
     #[test]
