@@ -26,9 +26,25 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
+/// The headers that are hop-by-hop whatever `Connection` names.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "te" | "upgrade"
+    )
+}
+
 /// Removes hop-by-hop headers, including those named by `Connection`. When `upgrade` is true
 /// the `Upgrade` header and `Connection: upgrade` are kept, since the upgrade is forwarded.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Most messages carry none of them: one pass over the names (a few) says so, where a
+    // lookup per hop-by-hop name hashes each of them.
+    if !headers.keys().any(is_hop_by_hop) {
+        if upgrade {
+            headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        return;
+    }
     if let Some(first) = headers.get(CONNECTION) {
         // Fast path: a lone `keep-alive`/`close` names no other header.
         let simple = headers.get_all(CONNECTION).iter().count() == 1
@@ -157,6 +173,39 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, vec!["host", "version"]);
+    }
+
+    #[test]
+    fn a_message_without_hop_by_hop_headers_keeps_every_header() {
+        let pairs = [
+            ("host", "orders"),
+            ("content-length", "3"),
+            ("x-a", "1"),
+            ("x-a", "2"),
+        ];
+        let mut h = map(&pairs);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h, map(&pairs));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.get(CONNECTION).unwrap(), "upgrade");
+        assert_eq!(h.len(), pairs.len() + 1);
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_alone_is_removed() {
+        for name in [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "transfer-encoding",
+            "te",
+            "upgrade",
+        ] {
+            let mut h = map(&[("host", "orders"), (name, "x")]);
+            strip_hop_by_hop(&mut h, false);
+            let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+            assert_eq!(names, vec!["host"], "{name}");
+        }
     }
 
     #[test]

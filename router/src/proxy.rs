@@ -147,7 +147,10 @@ impl Proxy {
         let (label, resp) = match self.decide(&table, rule, port) {
             Ok(d) => {
                 let label = d.label.clone();
-                (label, self.forward(req, d, &table, port, wire).await)
+                // Boxed: the exchange's state (several KB) is then written to the heap once,
+                // rather than copied into each enclosing future on its way to the connection.
+                let forward = Box::pin(self.forward(req, d, &table, port, wire));
+                (label, forward.await)
             }
             Err((label, e)) => (label, self.error_response(&e, grpc)),
         };

@@ -80,7 +80,13 @@ impl SessionReuse {
     /// Whether a connection born at `born`, idle since `idle_since` (`None`: busy now), may take
     /// another request.
     pub fn allows(&self, born: Instant, idle_since: Option<Instant>) -> bool {
-        born.elapsed() < self.age && idle_since.is_none_or(|t| t.elapsed() < self.idle)
+        self.allows_at(Instant::now(), born, idle_since)
+    }
+
+    /// [`SessionReuse::allows`] with the clock already read.
+    fn allows_at(&self, now: Instant, born: Instant, idle_since: Option<Instant>) -> bool {
+        now.saturating_duration_since(born) < self.age
+            && idle_since.is_none_or(|t| now.saturating_duration_since(t) < self.idle)
     }
 }
 
@@ -325,9 +331,11 @@ impl Upstreams {
         side: Side,
     ) -> Option<(http1::SendRequest<RequestBody>, Instant, Option<Driver>)> {
         let reuse = self.cfg.session_reuse;
+        // One clock read per checkout (it runs for every request).
+        let now = Instant::now();
         let usable = |c: &IdleH1| {
-            c.since.elapsed() < self.cfg.idle_timeout
-                && (side != Side::Shadow || reuse.allows(c.born, Some(c.since)))
+            now.saturating_duration_since(c.since) < self.cfg.idle_timeout
+                && (side != Side::Shadow || reuse.allows_at(now, c.born, Some(c.since)))
         };
         let mut idle = self
             .h1_idle
@@ -342,10 +350,11 @@ impl Upstreams {
         while i > 0 && busy_seen < 8 {
             i -= 1;
             let c = &mut list[i];
-            if usable(c) {
+            let fresh = usable(c);
+            if fresh {
                 refresh(&mut c.driver);
             }
-            if c.tx.is_closed() || !usable(c) || is_ended(c) {
+            if c.tx.is_closed() || !fresh || is_ended(c) {
                 list.swap_remove(i);
             } else if c.tx.is_ready() {
                 let c = list.swap_remove(i);

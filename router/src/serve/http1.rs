@@ -250,6 +250,10 @@ async fn serve_until_idle(
     let mut stall_seen = seen;
     let stall = tokio::time::sleep(cfg.exchange_stall_timeout);
     tokio::pin!(stall);
+    // Made once: a new one per turn of the loop would join and leave the watch's waiters
+    // each time the connection wakes.
+    let stop = signalled(shutdown);
+    tokio::pin!(stop);
     let result = loop {
         tokio::select! {
             r = poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
@@ -287,7 +291,7 @@ async fn serve_until_idle(
                     tick.as_mut().reset(tokio::time::Instant::now() + check);
                 }
             }
-            _ = signalled(shutdown), if !stopping => {
+            _ = &mut stop, if !stopping => {
                 Pin::new(&mut *conn).graceful_shutdown();
                 stopping = true;
             }
