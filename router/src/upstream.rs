@@ -331,16 +331,16 @@ impl Upstreams {
         side: Side,
     ) -> Option<(http1::SendRequest<RequestBody>, Instant, Option<Driver>)> {
         let reuse = self.cfg.session_reuse;
+        let mut idle = self
+            .h1_idle
+            .lock()
+            .expect("pool lock is never held across a panic");
         // One clock read per checkout (it runs for every request).
         let now = Instant::now();
         let usable = |c: &IdleH1| {
             now.saturating_duration_since(c.since) < self.cfg.idle_timeout
                 && (side != Side::Shadow || reuse.allows_at(now, c.born, Some(c.since)))
         };
-        let mut idle = self
-            .h1_idle
-            .lock()
-            .expect("pool lock is never held across a panic");
         let list = idle.get_mut(&addr)?;
         // Newest first. A connection still finishing its last exchange (its request body
         // still streaming) is skipped but kept; closed and expired ones are dropped.

@@ -243,13 +243,18 @@ async fn serve_until_idle(
     // 1.25 park delays after its last byte (checking once per delay took up to two).
     let check = (cfg.idle_park_after / PARK_CHECKS).max(std::time::Duration::from_millis(1));
     let mut quiet_checks = 0;
-    let tick = tokio::time::sleep(check);
-    tokio::pin!(tick);
     // No byte either way for this long while hyper still runs the connection: a client that
     // stopped reading its response, or any other stall the per-wait timeouts do not end.
+    let stall_every = cfg.exchange_stall_timeout;
     let mut stall_seen = seen;
-    let stall = tokio::time::sleep(cfg.exchange_stall_timeout);
-    tokio::pin!(stall);
+    // One timer for both checks, at the earlier of the two (None: that check is off): the
+    // loop polls its timers on every wake of the connection, that is several times per
+    // request.
+    let begun = tokio::time::Instant::now();
+    let mut tick_at = Some(after(begun, check));
+    let mut stall_at = (!stall_every.is_zero()).then(|| after(begun, stall_every));
+    let timer = tokio::time::sleep_until(earliest(tick_at, stall_at).unwrap_or(begun));
+    tokio::pin!(timer);
     // Made once: a new one per turn of the loop would join and leave the watch's waiters
     // each time the connection wakes.
     let stop = signalled(shutdown);
@@ -257,43 +262,57 @@ async fn serve_until_idle(
     let result = loop {
         tokio::select! {
             r = poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
-            _ = &mut stall, if !cfg.exchange_stall_timeout.is_zero() => {
-                let now = activity.snapshot();
-                if now == stall_seen {
-                    tracing::debug!(%peer, "http1 connection stalled mid-exchange; closing");
-                    return Ended::Closed;
-                }
-                stall_seen = now;
-                stall.as_mut().reset(tokio::time::Instant::now() + cfg.exchange_stall_timeout);
-            }
-            _ = &mut tick, if quiet == Quiet::Serving && !stopping => {
-                let now = activity.snapshot();
-                if now == seen {
-                    quiet_checks += 1;
-                } else {
-                    seen = now;
-                    quiet_checks = 0;
-                }
-                if quiet_checks >= PARK_CHECKS && last_was_write.load(Ordering::Relaxed) {
-                    // Quiet since a response went out. hyper finishes at once only when the
-                    // last exchange is complete both ways; one still waiting for request body
-                    // bytes (a body the upstream answered early and then abandoned) must not
-                    // be parked, or those bytes would be read as a request of their own.
-                    Pin::new(&mut *conn).graceful_shutdown();
-                    match poll_fn(|cx| Poll::Ready(conn.poll_without_shutdown(cx))).await {
-                        Poll::Ready(r) => {
-                            quiet = Quiet::Parking;
-                            break r;
-                        }
-                        Poll::Pending => quiet = Quiet::Closing,
+            _ = &mut timer, if tick_at.is_some() || stall_at.is_some() => {
+                let now = tokio::time::Instant::now();
+                if stall_at.is_some_and(|at| at <= now) {
+                    let snap = activity.snapshot();
+                    if snap == stall_seen {
+                        tracing::debug!(%peer, "http1 connection stalled mid-exchange; closing");
+                        return Ended::Closed;
                     }
-                } else {
-                    tick.as_mut().reset(tokio::time::Instant::now() + check);
+                    stall_seen = snap;
+                    stall_at = Some(after(now, stall_every));
+                }
+                if tick_at.is_some_and(|at| at <= now) {
+                    tick_at = Some(after(now, check));
+                    let snap = activity.snapshot();
+                    if snap == seen {
+                        quiet_checks += 1;
+                    } else {
+                        seen = snap;
+                        quiet_checks = 0;
+                    }
+                    if quiet_checks >= PARK_CHECKS && last_was_write.load(Ordering::Relaxed) {
+                        // Quiet since a response went out. hyper finishes at once only when
+                        // the last exchange is complete both ways; one still waiting for
+                        // request body bytes (a body the upstream answered early and then
+                        // abandoned) must not be parked, or those bytes would be read as a
+                        // request of their own.
+                        Pin::new(&mut *conn).graceful_shutdown();
+                        match poll_fn(|cx| Poll::Ready(conn.poll_without_shutdown(cx))).await {
+                            Poll::Ready(r) => {
+                                quiet = Quiet::Parking;
+                                break r;
+                            }
+                            Poll::Pending => {
+                                quiet = Quiet::Closing;
+                                tick_at = None;
+                            }
+                        }
+                    }
+                }
+                if let Some(next) = earliest(tick_at, stall_at) {
+                    timer.as_mut().reset(next);
                 }
             }
             _ = &mut stop, if !stopping => {
                 Pin::new(&mut *conn).graceful_shutdown();
                 stopping = true;
+                // No parking once stopping; the stall check goes on.
+                tick_at = None;
+                if let Some(next) = earliest(tick_at, stall_at) {
+                    timer.as_mut().reset(next);
+                }
             }
         }
     };
@@ -329,6 +348,25 @@ async fn serve_until_idle(
     Ended::Closed
 }
 
+/// `now + d`, or about never for a `d` too long for the clock (a timeout flag set absurdly high
+/// must not panic every connection).
+fn after(now: tokio::time::Instant, d: std::time::Duration) -> tokio::time::Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(std::time::Duration::from_secs(30 * 365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
+/// The earlier of two optional instants.
+fn earliest(
+    a: Option<tokio::time::Instant>,
+    b: Option<tokio::time::Instant>,
+) -> Option<tokio::time::Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// 501 for a request framed with a transfer coding other than `chunked`; the body cannot be
 /// skipped safely, so the connection is closed after the answer.
 fn unsupported_transfer_coding() -> http::Response<crate::body::RouterBody> {
@@ -347,4 +385,30 @@ fn unsupported_transfer_coding() -> http::Response<crate::body::RouterBody> {
     );
     h.insert("x-ktx-error", http::HeaderValue::from_static("client"));
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_deadline_too_far_for_the_clock_is_about_never_not_a_panic() {
+        let now = tokio::time::Instant::now();
+        assert!(after(now, Duration::MAX) > after(now, Duration::from_secs(365 * 24 * 3600)));
+        assert_eq!(
+            after(now, Duration::from_secs(1)),
+            now + Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn earliest_ignores_a_check_that_is_off() {
+        let now = tokio::time::Instant::now();
+        let later = now + Duration::from_secs(1);
+        assert_eq!(earliest(Some(later), Some(now)), Some(now));
+        assert_eq!(earliest(None, Some(later)), Some(later));
+        assert_eq!(earliest(Some(now), None), Some(now));
+        assert_eq!(earliest(None, None), None);
+    }
 }
