@@ -49,6 +49,14 @@ pub struct ListenConfig {
     pub silent_connect_turns: Arc<Semaphore>,
 }
 
+/// `now + d`, or about never for a `d` too long for the clock: a timeout flag set absurdly high
+/// must not panic.
+pub fn after(now: std::time::Instant, d: Duration) -> std::time::Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
 /// Resolves once shutdown is signalled (or its sender is gone).
 pub async fn signalled(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;

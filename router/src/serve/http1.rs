@@ -310,7 +310,7 @@ async fn serve_until_idle(
                 stopping = true;
                 // No parking once stopping; the stall check goes on.
                 tick_at = None;
-                if let Some(next) = earliest(tick_at, stall_at) {
+                if let Some(next) = stall_at {
                     timer.as_mut().reset(next);
                 }
             }
@@ -348,12 +348,9 @@ async fn serve_until_idle(
     Ended::Closed
 }
 
-/// `now + d`, or about never for a `d` too long for the clock (a timeout flag set absurdly high
-/// must not panic every connection).
+/// [`super::after`] on tokio's clock.
 fn after(now: tokio::time::Instant, d: std::time::Duration) -> tokio::time::Instant {
-    now.checked_add(d)
-        .or_else(|| now.checked_add(std::time::Duration::from_secs(30 * 365 * 24 * 3600)))
-        .unwrap_or(now)
+    tokio::time::Instant::from_std(super::after(now.into_std(), d))
 }
 
 /// The earlier of two optional instants.

@@ -36,7 +36,7 @@ use slab::Slab;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::signalled;
+use super::{after, signalled};
 use crate::admission::Admitted;
 use crate::metrics::ConnGuard;
 
@@ -104,14 +104,6 @@ impl Lot {
             self.order = order;
         }
     }
-}
-
-/// Now plus `timeout`; a timeout too long for the clock means about never.
-fn deadline_after(timeout: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(timeout)
-        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
-        .unwrap_or(now)
 }
 
 /// The parking lot: connections park here; its thread watches them.
@@ -191,7 +183,7 @@ impl ParkingLot {
             peer,
             port,
             held,
-            deadline: deadline_after(self.idle_timeout),
+            deadline: after(Instant::now(), self.idle_timeout),
             seq,
         });
         lot.order.push_back((index, seq));
@@ -364,7 +356,7 @@ mod tests {
         let entry = std::mem::size_of::<Parked>();
         eprintln!("parked connection: {entry} bytes");
         assert!(entry <= 160, "{entry} bytes");
-        assert!(deadline_after(Duration::MAX) > Instant::now());
+        assert!(after(Instant::now(), Duration::MAX) > Instant::now());
     }
 
     /// A connection that parks and wakes again and again (a client with a request every
