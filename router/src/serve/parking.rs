@@ -393,11 +393,53 @@ mod tests {
     use crate::admission::Admission;
     use crate::metrics::{Metrics, Proto};
 
-    /// A connected pair: (the router's side as a tokio stream, the client's side).
-    async fn pair(l: &tokio::net::TcpListener) -> (TcpStream, std::net::TcpStream) {
-        let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let (server, _) = l.accept().await.unwrap();
-        (server, client)
+    /// A lot (60 s idle timeout) with what parking needs: metrics, admission, a listener.
+    struct Fixture {
+        metrics: Metrics,
+        admission: Admission,
+        lot: Arc<ParkingLot>,
+        listener: tokio::net::TcpListener,
+        _stop: watch::Sender<bool>,
+    }
+
+    impl Fixture {
+        async fn new(wake: impl Fn(Woken, &Arc<ParkingLot>) + Send + 'static) -> Self {
+            let mut registry = prometheus_client::registry::Registry::default();
+            let metrics = Metrics::new(&mut registry);
+            let admission = Admission::new(2, 0, 0, metrics.clone());
+            let (stop, shutdown) = watch::channel(false);
+            let lot = ParkingLot::start(
+                Duration::from_secs(60),
+                metrics.parked_connections.clone(),
+                shutdown,
+                wake,
+            )
+            .unwrap();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            Fixture {
+                metrics,
+                admission,
+                lot,
+                listener,
+                _stop: stop,
+            }
+        }
+
+        /// A connected pair: (the router's side as a tokio stream, the client's side).
+        async fn pair(&self) -> (TcpStream, std::net::TcpStream) {
+            let addr = self.listener.local_addr().unwrap();
+            let client = std::net::TcpStream::connect(addr).unwrap();
+            let (server, _) = self.listener.accept().await.unwrap();
+            (server, client)
+        }
+
+        /// What an admitted connection from `peer` holds.
+        fn held(&self, peer: SocketAddr) -> Held {
+            Held {
+                slot: self.admission.admit(peer.ip()).unwrap(),
+                guard: ConnGuard::new(&self.metrics, Proto::http1),
+            }
+        }
     }
 
     /// What a parked connection costs the lot: its slab entry and two words of FIFO.
@@ -414,27 +456,13 @@ mod tests {
     /// then waits for a deadline a whole idle timeout away, and a parking must wake it).
     #[tokio::test]
     async fn the_lot_tidies_up_after_each_wave_of_parkings() {
-        let mut registry = prometheus_client::registry::Registry::default();
-        let metrics = Metrics::new(&mut registry);
-        let admission = Admission::new(2, 0, 0, metrics.clone());
-        let (_stop, shutdown) = watch::channel(false);
-        let lot = ParkingLot::start(
-            Duration::from_secs(60),
-            metrics.parked_connections.clone(),
-            shutdown,
-            |_, _| {},
-        )
-        .unwrap();
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let f = Fixture::new(|_, _| {}).await;
+        let lot = &f.lot;
         let mut clients = Vec::new();
         for wave in 0..2 {
-            let (server, client) = pair(&l).await;
+            let (server, client) = f.pair().await;
             let peer = server.peer_addr().unwrap();
-            let held = Held {
-                slot: admission.admit(peer.ip()).unwrap(),
-                guard: ConnGuard::new(&metrics, Proto::http1),
-            };
-            lot.park(server, peer, 80, held).unwrap();
+            lot.park(server, peer, 80, f.held(peer)).unwrap();
             clients.push(client);
             assert!(lot.lock().tidy_at.is_some());
             let mut tidied = false;
@@ -451,7 +479,7 @@ mod tests {
                 TIDY_AFTER * 25
             );
         }
-        assert_eq!(metrics.parked_connections.get(), 2);
+        assert_eq!(f.metrics.parked_connections.get(), 2);
     }
 
     /// A connection that parks and wakes again and again (a client with a request every
@@ -459,34 +487,17 @@ mod tests {
     /// the FIFO stays near the number of parked connections.
     #[tokio::test]
     async fn a_connection_that_parks_and_wakes_often_leaves_a_bounded_fifo() {
-        let mut registry = prometheus_client::registry::Registry::default();
-        let metrics = Metrics::new(&mut registry);
-        let admission = Admission::new(2, 0, 0, metrics.clone());
-        let (_stop, shutdown) = watch::channel(false);
         let (woken_tx, woken_rx) = mpsc::channel::<Woken>();
-        let lot = ParkingLot::start(
-            Duration::from_secs(60),
-            metrics.parked_connections.clone(),
-            shutdown,
-            move |w, _| woken_tx.send(w).unwrap(),
-        )
-        .unwrap();
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let f = Fixture::new(move |w, _| woken_tx.send(w).unwrap()).await;
+        let (lot, metrics, admission) = (&f.lot, &f.metrics, &f.admission);
         // A quiet connection parked first stays at the head of the FIFO, so stale entries
         // behind it are never popped there.
-        let (quiet, _quiet_client) = pair(&l).await;
+        let (quiet, _quiet_client) = f.pair().await;
         let quiet_peer = quiet.peer_addr().unwrap();
-        let quiet_held = Held {
-            slot: admission.admit(quiet_peer.ip()).unwrap(),
-            guard: ConnGuard::new(&metrics, Proto::http1),
-        };
-        lot.park(quiet, quiet_peer, 80, quiet_held).unwrap();
-        let (mut server, mut client) = pair(&l).await;
+        lot.park(quiet, quiet_peer, 80, f.held(quiet_peer)).unwrap();
+        let (mut server, mut client) = f.pair().await;
         let peer = client.local_addr().unwrap();
-        let mut held = Held {
-            slot: admission.admit(peer.ip()).unwrap(),
-            guard: ConnGuard::new(&metrics, Proto::http1),
-        };
+        let mut held = f.held(peer);
         for i in 0..3000u32 {
             lot.park(server, peer, 80, held).unwrap();
             client.write_all(b"x").unwrap();
