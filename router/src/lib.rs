@@ -250,6 +250,7 @@ impl Router {
             let runtime = tokio::runtime::Handle::current();
             ParkingLot::start(
                 listen_cfg.client_idle_timeout,
+                serve::parking::tidy_after(std::env::var("MIMALLOC_PURGE_DELAY").ok().as_deref()),
                 metrics.parked_connections.clone(),
                 shutdown_rx.clone(),
                 move |woken, lot| {

@@ -67,10 +67,26 @@ const EVENTS: usize = 256;
 /// The token of the lot's waker; slab indices never reach it.
 const WAKER: Token = Token(usize::MAX);
 
-/// How long parking must have been quiet before the lot's thread calls
-/// [`return_freed_pages`]: longer than the allocator's purge delay (`main.rs`), short enough
-/// that a wave of parkings costs its freed buffers for a moment only.
+/// After a wave of parkings, the lot's thread calls [`return_freed_pages`] once parking has
+/// been quiet this long, or twice the allocator's purge delay if that is longer (what the wave
+/// freed is then due): a wave costs its freed buffers for a moment only.
 const TIDY_AFTER: Duration = Duration::from_millis(100);
+
+/// A wave is tidied up at the latest this long after its first parking (or the delay above, if
+/// longer), so that a steady trickle of parkings, each less than [`TIDY_AFTER`] after the last,
+/// does not put it off for good.
+const TIDY_WITHIN: Duration = Duration::from_secs(1);
+
+/// How long after a wave of parkings to call [`return_freed_pages`], given the allocator's
+/// `MIMALLOC_PURGE_DELAY` (milliseconds; mimalloc's default is 1,000, `main.rs` sets 10 unless
+/// the operator chose). None when the allocator purges at once (0) or never (negative).
+pub fn tidy_after(purge_delay: Option<&str>) -> Option<Duration> {
+    let delay_ms = purge_delay
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .unwrap_or(1000);
+    let delay = Duration::from_millis(u64::try_from(delay_ms).ok().filter(|&ms| ms > 0)?);
+    Some(TIDY_AFTER.max(delay.saturating_mul(2)))
+}
 
 /// One parked connection.
 #[derive(Debug)]
@@ -93,9 +109,17 @@ struct Lot {
     next_seq: u32,
     /// Shutdown: no more parking.
     closed: bool,
-    /// Set by each parking: when the lot's thread, if nothing parked since, lets the
-    /// allocator give back what the parked connections freed ([`return_freed_pages`]).
-    tidy_at: Option<Instant>,
+    /// The current wave of parkings: when it began, and when the lot's thread lets the
+    /// allocator give back what its connections freed ([`return_freed_pages`]).
+    wave: Option<Wave>,
+    /// Waves tidied up so far.
+    tidies: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Wave {
+    since: Instant,
+    tidy_at: Instant,
 }
 
 impl Lot {
@@ -121,20 +145,24 @@ impl Lot {
 pub struct ParkingLot {
     registry: Registry,
     lot: Mutex<Lot>,
-    /// Wakes the thread: a connection parked in an empty lot (no deadline armed yet), or
-    /// shutdown.
+    /// Wakes the thread: a connection parked in an empty lot (no deadline armed yet), the
+    /// first parking of a wave (no tidying armed yet), or shutdown.
     waker: Waker,
     idle_timeout: Duration,
+    /// See [`tidy_after`]; None: no tidying.
+    tidy_after: Option<Duration>,
     parked_gauge: Gauge,
 }
 
 impl ParkingLot {
-    /// Starts a lot whose connections are closed `idle_timeout` after they park; woken ones go
+    /// Starts a lot whose connections are closed `idle_timeout` after they park, and which
+    /// tidies up `tidy_after` a wave of parkings (see [`tidy_after`]); woken ones go
     /// to `wake` with the lot (called on the lot's thread: it should only hand them to the
     /// runtime). The lot
     /// closes when `shutdown` turns true or the runtime this is called on shuts down.
     pub fn start(
         idle_timeout: Duration,
+        tidy_after: Option<Duration>,
         parked_gauge: Gauge,
         shutdown: watch::Receiver<bool>,
         wake: impl Fn(Woken, &Arc<ParkingLot>) + Send + 'static,
@@ -145,6 +173,7 @@ impl ParkingLot {
             waker: Waker::new(poll.registry(), WAKER)?,
             lot: Mutex::default(),
             idle_timeout,
+            tidy_after,
             parked_gauge,
         });
         std::thread::Builder::new()
@@ -200,10 +229,17 @@ impl ParkingLot {
         lot.order.push_back((index, seq));
         lot.compact();
         self.parked_gauge.inc();
-        let tidy_armed = lot.tidy_at.replace(now + TIDY_AFTER).is_some();
-        if lot.parked.len() == 1 || !tidy_armed {
-            // The thread may be waiting with no deadline, or only for a later one: once per
-            // wave of parkings.
+        let mut new_wave = false;
+        if let Some(after) = self.tidy_after {
+            let since = lot.wave.map_or(now, |w| w.since);
+            new_wave = lot.wave.is_none();
+            lot.wave = Some(Wave {
+                since,
+                tidy_at: (now + after).min(since + after.max(TIDY_WITHIN)),
+            });
+        }
+        if lot.parked.len() == 1 || new_wave {
+            // The thread may be waiting with no deadline, or only for a later one.
             let _ = self.waker.wake();
         }
         Ok(())
@@ -262,12 +298,13 @@ impl ParkingLot {
     /// else when to look again.
     fn tidy(&self, now: Instant) -> (bool, Option<Instant>) {
         let mut lot = self.lock();
-        match lot.tidy_at {
-            Some(at) if at <= now => {
-                lot.tidy_at = None;
+        match lot.wave {
+            Some(w) if w.tidy_at <= now => {
+                lot.wave = None;
+                lot.tidies += 1;
                 (true, None)
             }
-            at => (false, at),
+            w => (false, w.map(|w| w.tidy_at)),
         }
     }
 
@@ -351,11 +388,14 @@ fn run(lot: &Arc<ParkingLot>, mut poll: Poll, wake: impl Fn(Woken, &Arc<ParkingL
 ///
 /// mimalloc (the router's allocator, `main.rs`) returns freed pages to the OS in batches, once
 /// `MIMALLOC_PURGE_DELAY` has passed since the first of them was freed, and only from inside a
-/// later call that frees a page of its own. A router that goes quiet after a wave of parkings
-/// makes no such call, and kept the wave's last buffers in its RSS until the next burst of
-/// traffic (measured with 5,000 connections parked: 0.9–1.1 KB per connection 1.5 s after the
-/// wave, 0.6 KB once a thread's exit happened to purge). Freeing a block too large to share a
-/// page (over 512 KiB) is such a call. The block is never written: it costs no page faults.
+/// later call that frees a page, abandons one (a thread's exit) or collects. A router that
+/// goes quiet after a wave of parkings makes no such call, and kept the wave's last buffers in
+/// its RSS until the next burst of traffic (measured with 5,000 connections parked: 0.82–0.98
+/// KB per connection 1.5 s after the wave, 0.6 KB once a thread's exit happened to purge).
+/// Freeing a block too large to share a page (over 512 KiB: it gets a page of its own, never
+/// retired) is such a call, from any thread. The block's memory is never written by us;
+/// mimalloc writes its first word, so it costs at most one page fault. (`mi_collect` would say
+/// it directly, but only through `unsafe`.)
 fn return_freed_pages() {
     let block: Vec<u8> = Vec::with_capacity(1 << 20);
     std::hint::black_box(&block);
@@ -403,13 +443,18 @@ mod tests {
     }
 
     impl Fixture {
-        async fn new(wake: impl Fn(Woken, &Arc<ParkingLot>) + Send + 'static) -> Self {
+        /// `max_connections`: the admission cap of the connections parked here.
+        async fn new(
+            max_connections: usize,
+            wake: impl Fn(Woken, &Arc<ParkingLot>) + Send + 'static,
+        ) -> Self {
             let mut registry = prometheus_client::registry::Registry::default();
             let metrics = Metrics::new(&mut registry);
-            let admission = Admission::new(2, 0, 0, metrics.clone());
+            let admission = Admission::new(max_connections, 0, 0, metrics.clone());
             let (stop, shutdown) = watch::channel(false);
             let lot = ParkingLot::start(
                 Duration::from_secs(60),
+                Some(TIDY_AFTER),
                 metrics.parked_connections.clone(),
                 shutdown,
                 wake,
@@ -456,30 +501,68 @@ mod tests {
     /// then waits for a deadline a whole idle timeout away, and a parking must wake it).
     #[tokio::test]
     async fn the_lot_tidies_up_after_each_wave_of_parkings() {
-        let f = Fixture::new(|_, _| {}).await;
+        let f = Fixture::new(64, |_, _| {}).await;
         let lot = &f.lot;
+        let tidies = || lot.lock().tidies;
         let mut clients = Vec::new();
         for wave in 0..2 {
             let (server, client) = f.pair().await;
             let peer = server.peer_addr().unwrap();
             lot.park(server, peer, 80, f.held(peer)).unwrap();
             clients.push(client);
-            assert!(lot.lock().tidy_at.is_some());
             let mut tidied = false;
             for _ in 0..100 {
                 tokio::time::sleep(TIDY_AFTER / 4).await;
-                tidied = lot.lock().tidy_at.is_none();
+                tidied = tidies() == wave + 1;
                 if tidied {
                     break;
                 }
             }
             assert!(
                 tidied,
-                "wave {wave}: no tidying after {:?}",
+                "wave {wave}: {} tidies after {:?}",
+                tidies(),
                 TIDY_AFTER * 25
             );
         }
         assert_eq!(f.metrics.parked_connections.get(), 2);
+    }
+
+    /// Parkings that never pause for `TIDY_AFTER` (a steady trickle) still get a tidy-up
+    /// within `TIDY_WITHIN` of the first.
+    #[tokio::test]
+    async fn a_steady_trickle_of_parkings_is_tidied_up_too() {
+        let f = Fixture::new(64, |_, _| {}).await;
+        let started = Instant::now();
+        let mut clients = Vec::new();
+        while f.lot.lock().tidies == 0 {
+            assert!(
+                started.elapsed() < TIDY_WITHIN * 3,
+                "no tidy-up in {:?} of parkings every {:?}",
+                started.elapsed(),
+                TIDY_AFTER / 2
+            );
+            let (server, client) = f.pair().await;
+            let peer = server.peer_addr().unwrap();
+            f.lot.park(server, peer, 80, f.held(peer)).unwrap();
+            clients.push(client);
+            tokio::time::sleep(TIDY_AFTER / 2).await;
+        }
+    }
+
+    #[test]
+    fn tidying_follows_the_allocators_purge_delay() {
+        // Unset: mimalloc's own default, a second.
+        assert_eq!(tidy_after(None), Some(Duration::from_secs(2)));
+        // As main.rs sets it, or anything short: TIDY_AFTER.
+        assert_eq!(tidy_after(Some("10")), Some(TIDY_AFTER));
+        assert_eq!(tidy_after(Some(" 1 ")), Some(TIDY_AFTER));
+        assert_eq!(tidy_after(Some("300")), Some(Duration::from_millis(600)));
+        // Purged at once, or never: nothing to tidy.
+        assert_eq!(tidy_after(Some("0")), None);
+        assert_eq!(tidy_after(Some("-1")), None);
+        // Unreadable: mimalloc falls back to its default too.
+        assert_eq!(tidy_after(Some("soon")), Some(Duration::from_secs(2)));
     }
 
     /// A connection that parks and wakes again and again (a client with a request every
@@ -488,7 +571,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_that_parks_and_wakes_often_leaves_a_bounded_fifo() {
         let (woken_tx, woken_rx) = mpsc::channel::<Woken>();
-        let f = Fixture::new(move |w, _| woken_tx.send(w).unwrap()).await;
+        let f = Fixture::new(2, move |w, _| woken_tx.send(w).unwrap()).await;
         let (lot, metrics, admission) = (&f.lot, &f.metrics, &f.admission);
         // A quiet connection parked first stays at the head of the FIFO, so stale entries
         // behind it are never popped there.
