@@ -57,6 +57,14 @@ pub fn after(now: std::time::Instant, d: Duration) -> std::time::Instant {
         .unwrap_or(now)
 }
 
+/// The earlier of two optional instants (None: that check is off).
+pub fn earliest<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// Resolves once shutdown is signalled (or its sender is gone).
 pub async fn signalled(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;

@@ -31,7 +31,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::parking::{Held, ParkingLot};
-use super::{signalled, ListenConfig};
+use super::{earliest, signalled, ListenConfig};
 use crate::io::Prefixed;
 use crate::proxy::{Proxy, UpgradeSlot, Wire};
 
@@ -353,17 +353,6 @@ fn after(now: tokio::time::Instant, d: std::time::Duration) -> tokio::time::Inst
     tokio::time::Instant::from_std(super::after(now.into_std(), d))
 }
 
-/// The earlier of two optional instants.
-fn earliest(
-    a: Option<tokio::time::Instant>,
-    b: Option<tokio::time::Instant>,
-) -> Option<tokio::time::Instant> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
 /// 501 for a request framed with a transfer coding other than `chunked`; the body cannot be
 /// skipped safely, so the connection is closed after the answer.
 fn unsupported_transfer_coding() -> http::Response<crate::body::RouterBody> {
@@ -406,6 +395,6 @@ mod tests {
         assert_eq!(earliest(Some(later), Some(now)), Some(now));
         assert_eq!(earliest(None, Some(later)), Some(later));
         assert_eq!(earliest(Some(now), None), Some(now));
-        assert_eq!(earliest(None, None), None);
+        assert_eq!(earliest::<tokio::time::Instant>(None, None), None);
     }
 }

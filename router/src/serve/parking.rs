@@ -38,7 +38,7 @@ use slab::Slab;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::{after, signalled};
+use super::{after, earliest, signalled};
 use crate::admission::Admitted;
 use crate::metrics::ConnGuard;
 
@@ -360,10 +360,7 @@ fn run(lot: &Arc<ParkingLot>, mut poll: Poll, wake: impl Fn(Woken, &Arc<ParkingL
         if tidy_now {
             return_freed_pages();
         }
-        let next = match (next, tidy_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let next = earliest(next, tidy_at);
         let timeout = next.map(|at| at.saturating_duration_since(Instant::now()));
         match poll.poll(&mut events, timeout) {
             Ok(()) => {}
