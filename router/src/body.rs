@@ -20,6 +20,7 @@ use hyper::body::Incoming;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::time::Sleep;
 
+use crate::upstream::raw_h1::RawBody;
 use crate::upstream::{H1Conn, Upstreams};
 
 /// Why a body broke off.
@@ -29,6 +30,8 @@ pub enum BodyError {
     Transport(#[from] hyper::Error),
     #[error("no body bytes for {0:?} (body idle timeout)")]
     Idle(Duration),
+    #[error(transparent)]
+    Upstream(crate::upstream::raw_h1::RawError),
 }
 
 pin_project_lite::pin_project! {
@@ -216,6 +219,8 @@ pin_project_lite::pin_project! {
             pool: Option<ReturnToPool>,
             slot: Option<StreamSlot>,
         },
+        // Read by the router's own HTTP/1.1 client; it returns its connection to the pool.
+        Raw { #[pin] body: IdleBound<RawBody> },
         Local { data: Option<Bytes> },
     }
 }
@@ -243,6 +248,12 @@ impl RouterBody {
 
     pub fn empty() -> Self {
         RouterBody::Local { data: None }
+    }
+
+    pub fn raw(body: RawBody, idle: Duration) -> Self {
+        RouterBody::Raw {
+            body: IdleBound::new(body, idle),
+        }
     }
 
     pub fn upstream(
@@ -299,6 +310,7 @@ impl Body for RouterBody {
                 }
                 r
             }
+            RouterBodyProj::Raw { body } => body.poll_bounded(cx),
             RouterBodyProj::Local { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }
@@ -306,6 +318,7 @@ impl Body for RouterBody {
     fn is_end_stream(&self) -> bool {
         match self {
             RouterBody::Upstream { body, .. } => body.inner.is_end_stream(),
+            RouterBody::Raw { body } => body.inner.is_end_stream(),
             RouterBody::Local { data } => data.is_none(),
         }
     }
@@ -313,6 +326,7 @@ impl Body for RouterBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             RouterBody::Upstream { body, .. } => body.inner.size_hint(),
+            RouterBody::Raw { body } => body.inner.size_hint(),
             RouterBody::Local { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }

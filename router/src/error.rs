@@ -70,6 +70,13 @@ pub enum ProxyError {
         addr: SocketAddr,
         source: hyper::Error,
     },
+    /// An exchange of the router's own HTTP/1.1 client (`upstream/raw_h1.rs`) failed.
+    #[error("request to {addr} failed: {source}")]
+    UpstreamExchange {
+        side: Side,
+        addr: SocketAddr,
+        source: crate::upstream::raw_h1::RawError,
+    },
     #[error("{addr}: every HTTP/2 stream slot of this client stayed busy for {after:?}")]
     NoStreamSlot {
         side: Side,
@@ -96,6 +103,7 @@ impl ProxyError {
             | ProxyError::ConnectTimeout { side, .. }
             | ProxyError::Handshake { side, .. }
             | ProxyError::UpstreamRequest { side, .. }
+            | ProxyError::UpstreamExchange { side, .. }
             | ProxyError::NoStreamSlot { side, .. }
             | ProxyError::ResponseHeaderTimeout { side, .. } => *side,
         }
@@ -114,7 +122,8 @@ impl ProxyError {
             }
             ProxyError::ConnectUpstream { .. }
             | ProxyError::Handshake { .. }
-            | ProxyError::UpstreamRequest { .. } => StatusCode::BAD_GATEWAY,
+            | ProxyError::UpstreamRequest { .. }
+            | ProxyError::UpstreamExchange { .. } => StatusCode::BAD_GATEWAY,
         }
     }
 

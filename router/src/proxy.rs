@@ -19,7 +19,7 @@ use crate::body::{BodyError, BodySent, RequestBody, ReturnToPool, RouterBody};
 use crate::error::{ProxyError, Side};
 use crate::headers::{is_upgrade, strip_hop_by_hop, strip_request_hop_by_hop};
 use crate::metrics::{Metrics, RequestLabels, RuleLabel};
-use crate::upstream::{driving, H2Pool, SharedH2, Upstreams};
+use crate::upstream::{driving, raw_h1, H2Pool, SharedH2, Upstreams};
 
 /// Label of requests that matched no rule.
 const DEFAULT_RULE: &str = "default";
@@ -335,6 +335,9 @@ impl Proxy {
                 }
                 resp
             }
+            Wire::Http1 if raw_h1::eligible(&req) => {
+                return Box::pin(self.send_raw(req, addr, side)).await;
+            }
             Wire::Http1 => {
                 // To a session's shadow, reuse is bounded (`upstream::SessionReuse`).
                 let mut conn = match self.upstreams.h1(addr, side).await {
@@ -383,6 +386,44 @@ impl Proxy {
         Ok(Response::from_parts(
             parts,
             RouterBody::upstream(body, self.timeouts.body_idle, pool, slot),
+        ))
+    }
+
+    /// [`Proxy::send`] by the router's own HTTP/1.1 client (a request without a body): the
+    /// response head within the response header timeout, the body under the idle bound.
+    #[allow(clippy::type_complexity)]
+    async fn send_raw(
+        &self,
+        req: Request<Option<Incoming>>,
+        addr: SocketAddr,
+        side: Side,
+    ) -> Result<Response<RouterBody>, (ProxyError, Option<Request<Option<Incoming>>>)> {
+        let conn = match self.upstreams.raw_h1(addr, side).await {
+            Ok(c) => c,
+            Err(e) => return Err((e, Some(req))),
+        };
+        let exchange = raw_h1::exchange(conn, &req, &self.upstreams);
+        let after = self.timeouts.response_header;
+        let answer = if after.is_zero() {
+            exchange.await
+        } else {
+            match tokio::time::timeout(after, exchange).await {
+                Ok(r) => r,
+                Err(_) => {
+                    return Err((
+                        ProxyError::ResponseHeaderTimeout { side, addr, after },
+                        None,
+                    ))
+                }
+            }
+        };
+        let (mut parts, body) = answer
+            .map_err(|source| (ProxyError::UpstreamExchange { side, addr, source }, None))?
+            .into_parts();
+        strip_hop_by_hop(&mut parts.headers, false);
+        Ok(Response::from_parts(
+            parts,
+            RouterBody::raw(body, self.timeouts.body_idle),
         ))
     }
 
@@ -479,8 +520,13 @@ fn head_of<B>(req: &Request<B>) -> Request<Option<Incoming>> {
 /// (the connection closed or was reset, a stream was reset), rather than answering something
 /// unreadable or going silent (a timeout: a process paused in a debugger is not gone).
 fn unanswered(e: &ProxyError) -> bool {
-    matches!(e, ProxyError::UpstreamRequest { source, .. }
-        if !source.is_parse() && !source.is_user() && !source.is_timeout())
+    match e {
+        ProxyError::UpstreamRequest { source, .. } => {
+            !source.is_parse() && !source.is_user() && !source.is_timeout()
+        }
+        ProxyError::UpstreamExchange { source, .. } => source.unanswered(),
+        _ => false,
+    }
 }
 
 fn is_grpc<B>(req: &Request<B>) -> bool {

@@ -25,8 +25,10 @@ use crate::error::{ProxyError, Side};
 
 mod h2_pool;
 mod h2_shared;
+pub mod raw_h1;
 pub use h2_pool::H2Pool;
 pub use h2_shared::SharedH2;
+use raw_h1::RawConn;
 
 /// Ready addresses of the Services the router knows, by Service name and then by port.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -97,6 +99,14 @@ pub struct Upstreams {
     next: AtomicUsize,
     cfg: UpstreamConfig,
     h1_idle: Mutex<HashMap<SocketAddr, Vec<IdleH1>>>,
+    /// Idle connections of the router's own HTTP/1.1 client (`upstream/raw_h1.rs`), newest last.
+    raw_idle: Mutex<HashMap<SocketAddr, Vec<IdleRaw>>>,
+}
+
+#[derive(Debug)]
+struct IdleRaw {
+    since: Instant,
+    conn: RawConn,
 }
 
 #[derive(Debug)]
@@ -207,6 +217,7 @@ impl Upstreams {
             next: AtomicUsize::new(0),
             cfg,
             h1_idle: Mutex::default(),
+            raw_idle: Mutex::default(),
         }
     }
 
@@ -287,6 +298,59 @@ impl Upstreams {
             })
         })
         .await
+    }
+
+    /// An idle pooled connection of the router's own HTTP/1.1 client to `addr`, or a new one.
+    pub async fn raw_h1(&self, addr: SocketAddr, side: Side) -> Result<RawConn, ProxyError> {
+        if let Some(conn) = self.checkout_raw(addr, side) {
+            return Ok(conn);
+        }
+        // Boxed: connecting is the rare path (see `h1`).
+        Box::pin(async {
+            let stream = self.connect(addr, side).await?.into_inner();
+            Ok(RawConn::new(addr, side, stream))
+        })
+        .await
+    }
+
+    fn checkout_raw(&self, addr: SocketAddr, side: Side) -> Option<RawConn> {
+        let reuse = self.cfg.session_reuse;
+        let mut idle = self
+            .raw_idle
+            .lock()
+            .expect("pool lock is never held across a panic");
+        let list = idle.get_mut(&addr)?;
+        let now = Instant::now();
+        let mut found = None;
+        // Newest first; the closed and expired ones met on the way are dropped.
+        while let Some(c) = list.pop() {
+            let fresh = now.saturating_duration_since(c.since) < self.cfg.idle_timeout
+                && (side != Side::Shadow || reuse.allows_at(now, c.conn.born, Some(c.since)));
+            if fresh && c.conn.is_reusable() {
+                found = Some(c.conn);
+                break;
+            }
+        }
+        if list.is_empty() {
+            idle.remove(&addr);
+        }
+        found
+    }
+
+    /// Puts a connection of the router's own client back, its response read to the end.
+    pub fn checkin_raw(&self, mut conn: RawConn) {
+        conn.shrink();
+        let mut idle = self
+            .raw_idle
+            .lock()
+            .expect("pool lock is never held across a panic");
+        let list = idle.entry(conn.addr).or_default();
+        if list.len() < self.cfg.max_idle_per_addr {
+            list.push(IdleRaw {
+                since: Instant::now(),
+                conn,
+            });
+        }
     }
 
     /// A new HTTP/1.1 connection that is never pooled (for Upgrade), driven by a task of its
@@ -391,15 +455,33 @@ impl Upstreams {
             });
             !list.is_empty()
         });
+        drop(idle);
+        let mut raw = self
+            .raw_idle
+            .lock()
+            .expect("pool lock is never held across a panic");
+        raw.retain(|_, list| {
+            list.retain(|c| {
+                c.conn.is_reusable()
+                    && c.since.elapsed() < self.cfg.idle_timeout
+                    && (c.conn.side != Side::Shadow || reuse.allows(c.conn.born, Some(c.since)))
+            });
+            !list.is_empty()
+        });
     }
 
     /// Addresses with at least one idle HTTP/1.1 connection (the pool's size, for tests and
     /// metrics).
     pub fn idle_h1_addrs(&self) -> usize {
-        self.h1_idle
+        let hyper = self
+            .h1_idle
             .lock()
-            .expect("pool lock is never held across a panic")
-            .len()
+            .expect("pool lock is never held across a panic");
+        let raw = self
+            .raw_idle
+            .lock()
+            .expect("pool lock is never held across a panic");
+        hyper.len() + raw.keys().filter(|a| !hyper.contains_key(a)).count()
     }
 
     /// Puts a connection back once its response body has ended. Its request body may still

@@ -20,6 +20,7 @@ mod proxy {
     mod sessions;
     mod smuggling;
     mod tcp;
+    mod upstream_h1;
     mod websocket;
     pub mod wire;
 }

@@ -1,0 +1,193 @@
+//! Reading a response head: httparse with hyper's limits and defaults (no obs-fold, no space
+//! before the colon, no HTTP/0.9), interim 1xx answers skipped, and framing rules stricter
+//! than hyper's wherever a lenient reading could take one response for two: both
+//! `Transfer-Encoding` and `Content-Length`, a transfer coding other than `chunked`, or
+//! `Content-Length` values that disagree, are refused (a 502), not guessed at.
+
+use bytes::{Buf, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
+
+use super::RawError;
+
+/// hyper's limits: headers per message, bytes of one head.
+const MAX_HEADERS: usize = 100;
+const MAX_HEAD: usize = 408 * 1024;
+
+/// Interim (1xx) responses skipped before the final one, at most.
+const MAX_INTERIM: usize = 8;
+
+/// How the response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body (HEAD, 204, 304, `Content-Length: 0`).
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the upstream closes the connection.
+    Close,
+}
+
+#[derive(Debug)]
+pub struct Head {
+    pub parts: http::response::Parts,
+    pub framing: Framing,
+    /// Whether the connection may take another request once the body has been read.
+    pub reusable: bool,
+}
+
+/// Takes the final response head off the front of `buf`, or `None` if it is not complete yet.
+pub fn parse(buf: &mut BytesMut, is_head: bool) -> Result<Option<Head>, RawError> {
+    let mut interim = 0;
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut res = httparse::Response::new(&mut headers);
+        let len = match res.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+                return Err(RawError::Invalid("response head too large"))
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(e) => return Err(RawError::Parse(e)),
+        };
+        let code = res.code.unwrap_or_default();
+        let status = StatusCode::from_u16(code).map_err(|_| RawError::Invalid("status code"))?;
+        let version = match res.version {
+            Some(1) => Version::HTTP_11,
+            _ => Version::HTTP_10,
+        };
+        if status.is_informational() {
+            if status == StatusCode::SWITCHING_PROTOCOLS {
+                return Err(RawError::Invalid(
+                    "101 to a request that asked for no upgrade",
+                ));
+            }
+            interim += 1;
+            if interim > MAX_INTERIM {
+                return Err(RawError::Invalid("too many interim (1xx) responses"));
+            }
+            buf.advance(len);
+            continue;
+        }
+        let reason = res
+            .reason
+            .filter(|r| !r.is_empty() && status.canonical_reason() != Some(*r))
+            .map(|r| r.as_bytes().to_vec());
+        // Where each name and value lies in the head, so both become slices of one buffer.
+        let base = buf.as_ptr() as usize;
+        let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+        let count = res.headers.len();
+        for (span, h) in spans.iter_mut().zip(res.headers.iter()) {
+            let name = h.name.as_ptr() as usize - base;
+            let value = h.value.as_ptr() as usize - base;
+            *span = (name, name + h.name.len(), value, value + h.value.len());
+        }
+        let head = buf.split_to(len).freeze();
+        let mut map = HeaderMap::with_capacity(count);
+        for &(ns, ne, vs, ve) in &spans[..count] {
+            let name = HeaderName::from_bytes(&head[ns..ne])
+                .map_err(|_| RawError::Invalid("header name"))?;
+            let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
+                .map_err(|_| RawError::Invalid("header value"))?;
+            map.append(name, value);
+        }
+        let (framing, reusable) = framing(status, version, &mut map, is_head)?;
+        let mut parts = http::Response::new(()).into_parts().0;
+        parts.status = status;
+        parts.version = version;
+        parts.headers = map;
+        if let Some(r) = reason.and_then(|r| hyper::ext::ReasonPhrase::try_from(r).ok()) {
+            parts.extensions.insert(r);
+        }
+        return Ok(Some(Head {
+            parts,
+            framing,
+            reusable,
+        }));
+    }
+}
+
+/// The body's framing and whether the connection may be reused (RFC 9112 §6.3, strictly).
+fn framing(
+    status: StatusCode,
+    version: Version,
+    headers: &mut HeaderMap,
+    is_head: bool,
+) -> Result<(Framing, bool), RawError> {
+    let keep_alive = version == Version::HTTP_11
+        && !headers
+            .get_all(CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+    let chunked = headers.contains_key(TRANSFER_ENCODING);
+    if is_head || status == StatusCode::NOT_MODIFIED {
+        return Ok((Framing::Empty, keep_alive));
+    }
+    if status == StatusCode::NO_CONTENT {
+        // A 204 that announces a body may send one: its bytes must not be read as the next
+        // response.
+        let announces = chunked || content_length(headers)?.is_some_and(|n| n > 0);
+        return Ok((Framing::Empty, keep_alive && !announces));
+    }
+    if chunked {
+        if version != Version::HTTP_11 {
+            return Err(RawError::Invalid(
+                "Transfer-Encoding in an HTTP/1.0 response",
+            ));
+        }
+        if headers.contains_key(CONTENT_LENGTH) {
+            return Err(RawError::Invalid(
+                "both Transfer-Encoding and Content-Length",
+            ));
+        }
+        let mut codings = headers.get_all(TRANSFER_ENCODING).iter();
+        let only_chunked = codings
+            .next()
+            .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked"))
+            && codings.next().is_none();
+        if !only_chunked {
+            return Err(RawError::Invalid("a transfer coding other than chunked"));
+        }
+        return Ok((Framing::Chunked, keep_alive));
+    }
+    match content_length(headers)? {
+        Some(n) => {
+            if headers.get_all(CONTENT_LENGTH).iter().nth(1).is_some()
+                || headers
+                    .get(CONTENT_LENGTH)
+                    .is_some_and(|v| v.as_bytes().contains(&b','))
+            {
+                // Equal duplicates: pass one on.
+                headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
+            }
+            match n {
+                0 => Ok((Framing::Empty, keep_alive)),
+                n => Ok((Framing::Length(n), keep_alive)),
+            }
+        }
+        None => Ok((Framing::Close, false)),
+    }
+}
+
+/// The one length all `Content-Length` values (comma lists included) agree on.
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, RawError> {
+    let mut found = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        for part in value.as_bytes().split(|&b| b == b',') {
+            let digits = part.trim_ascii();
+            if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+                return Err(RawError::Invalid("Content-Length is not a number"));
+            }
+            let n = digits.iter().try_fold(0u64, |n, d| {
+                n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+            });
+            let n = n.ok_or(RawError::Invalid("Content-Length too large"))?;
+            if found.is_some_and(|f| f != n) {
+                return Err(RawError::Invalid("Content-Length values disagree"));
+            }
+            found = Some(n);
+        }
+    }
+    Ok(found)
+}
