@@ -56,6 +56,8 @@ pub struct RawConn {
     buf: BytesMut,
     /// The request head being written (kept to reuse its allocation).
     out: Vec<u8>,
+    /// Where the response head's fields lie (scratch space of `head::parse`).
+    spans: Vec<[usize; 4]>,
 }
 
 /// Why an exchange on a [`RawConn`] failed.
@@ -95,6 +97,7 @@ impl RawConn {
             stream,
             buf: BytesMut::new(),
             out: Vec::new(),
+            spans: Vec::new(),
         }
     }
 
@@ -156,7 +159,7 @@ pub async fn exchange<B>(
     let is_head = req.method() == Method::HEAD;
     loop {
         if !conn.buf.is_empty() {
-            if let Some(head) = head::parse(&mut conn.buf, is_head)? {
+            if let Some(head) = head::parse(&mut conn.buf, &mut conn.spans, is_head)? {
                 let body = RawBody::new(conn, head.framing, head.reusable, Arc::clone(pool));
                 return Ok(Response::from_parts(head.parts, body));
             }

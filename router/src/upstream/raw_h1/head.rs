@@ -4,6 +4,8 @@
 //! `Transfer-Encoding` and `Content-Length`, a transfer coding other than `chunked`, or
 //! `Content-Length` values that disagree, are refused (a 502), not guessed at.
 
+use std::mem::MaybeUninit;
+
 use bytes::{Buf, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
@@ -37,12 +39,23 @@ pub struct Head {
 }
 
 /// Takes the final response head off the front of `buf`, or `None` if it is not complete yet.
-pub fn parse(buf: &mut BytesMut, is_head: bool) -> Result<Option<Head>, RawError> {
+/// `spans` is scratch space, kept by the connection so a response costs no allocation for it.
+pub fn parse(
+    buf: &mut BytesMut,
+    spans: &mut Vec<[usize; 4]>,
+    is_head: bool,
+) -> Result<Option<Head>, RawError> {
     let mut interim = 0;
     loop {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut res = httparse::Response::new(&mut headers);
-        let len = match res.parse(buf) {
+        // Uninitialised: writing 100 empty headers first cost more than parsing the head.
+        let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut res = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut res,
+            buf,
+            &mut headers,
+        );
+        let len = match parsed {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
                 return Err(RawError::Invalid("response head too large"))
@@ -75,16 +88,15 @@ pub fn parse(buf: &mut BytesMut, is_head: bool) -> Result<Option<Head>, RawError
             .map(|r| r.as_bytes().to_vec());
         // Where each name and value lies in the head, so both become slices of one buffer.
         let base = buf.as_ptr() as usize;
-        let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
-        let count = res.headers.len();
-        for (span, h) in spans.iter_mut().zip(res.headers.iter()) {
+        spans.clear();
+        spans.extend(res.headers.iter().map(|h| {
             let name = h.name.as_ptr() as usize - base;
             let value = h.value.as_ptr() as usize - base;
-            *span = (name, name + h.name.len(), value, value + h.value.len());
-        }
+            [name, name + h.name.len(), value, value + h.value.len()]
+        }));
         let head = buf.split_to(len).freeze();
-        let mut map = HeaderMap::with_capacity(count);
-        for &(ns, ne, vs, ve) in &spans[..count] {
+        let mut map = HeaderMap::with_capacity(spans.len());
+        for &[ns, ne, vs, ve] in spans.iter() {
             let name = HeaderName::from_bytes(&head[ns..ne])
                 .map_err(|_| RawError::Invalid("header name"))?;
             let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))

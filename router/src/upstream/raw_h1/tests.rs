@@ -25,10 +25,13 @@ fn a_head_in_pieces_is_parsed_once_complete_and_leaves_the_body() {
     let whole = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-a: 1\r\n\r\nhello";
     for cut in 1..whole.len() - 5 {
         let mut buf = BytesMut::from(&whole[..cut]);
-        assert!(parse(&mut buf, false).unwrap().is_none(), "cut at {cut}");
+        assert!(
+            parse(&mut buf, &mut Vec::new(), false).unwrap().is_none(),
+            "cut at {cut}"
+        );
     }
     let mut buf = BytesMut::from(&whole[..]);
-    let head = parse(&mut buf, false).unwrap().unwrap();
+    let head = parse(&mut buf, &mut Vec::new(), false).unwrap().unwrap();
     assert_eq!(head.parts.status, StatusCode::OK);
     assert_eq!(head.parts.version, Version::HTTP_11);
     assert_eq!(head.parts.headers["x-a"], "1");
@@ -40,7 +43,7 @@ fn a_head_in_pieces_is_parsed_once_complete_and_leaves_the_body() {
 #[test]
 fn a_reason_phrase_of_its_own_is_kept() {
     let mut buf = BytesMut::from(&b"HTTP/1.1 200 Fine\r\ncontent-length: 0\r\n\r\n"[..]);
-    let head = parse(&mut buf, false).unwrap().unwrap();
+    let head = parse(&mut buf, &mut Vec::new(), false).unwrap().unwrap();
     let reason = head.parts.extensions.get::<hyper::ext::ReasonPhrase>();
     assert_eq!(reason.map(|r| r.as_bytes()), Some(&b"Fine"[..]));
     assert_eq!(head.framing, Framing::Empty);
