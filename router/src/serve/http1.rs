@@ -213,7 +213,11 @@ async fn serve_until_idle(
         service_fn(move |mut req| {
             let proxy = Arc::clone(&proxy);
             crate::headers::to_origin_form(&mut req);
-            req.extensions_mut().insert(slot.clone());
+            // Only an Upgrade needs the slot (`proxy.rs` takes it in the same case): a first
+            // extension costs every request a map and a box.
+            if crate::headers::is_upgrade(req.headers()) {
+                req.extensions_mut().insert(slot.clone());
+            }
             // Boxed so the connection is Unpin, which `poll_without_shutdown` needs.
             let fut = async move {
                 if crate::headers::has_unsupported_transfer_coding(req.headers()) {

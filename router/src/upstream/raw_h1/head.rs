@@ -96,14 +96,17 @@ pub fn parse(
         }));
         let head = buf.split_to(len).freeze();
         let mut map = HeaderMap::with_capacity(spans.len());
+        // What framing needs, noted on the way (a lookup per name would hash each).
+        let mut fields = Fields::default();
         for &[ns, ne, vs, ve] in spans.iter() {
             let name = HeaderName::from_bytes(&head[ns..ne])
                 .map_err(|_| RawError::Invalid("header name"))?;
             let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
                 .map_err(|_| RawError::Invalid("header value"))?;
+            fields.note(&name, &value);
             map.append(name, value);
         }
-        let (framing, reusable) = framing(status, version, &mut map, is_head)?;
+        let (framing, reusable) = framing(status, version, &mut map, is_head, &fields)?;
         let mut parts = http::Response::new(()).into_parts().0;
         parts.status = status;
         parts.version = version;
@@ -119,27 +122,93 @@ pub fn parse(
     }
 }
 
+/// The fields of a head that decide its framing.
+#[derive(Debug)]
+struct Fields {
+    /// A `Connection` line names `close`.
+    close: bool,
+    /// `Transfer-Encoding` lines, and whether there is exactly one, reading `chunked`.
+    codings: usize,
+    only_chunked: bool,
+    /// The one length all `Content-Length` values (comma lists included) agree on, or why
+    /// there is none.
+    length: Result<Option<u64>, &'static str>,
+    /// More than one `Content-Length` value (equal ones, if `length` is a number).
+    lengths: usize,
+}
+
+impl Default for Fields {
+    fn default() -> Self {
+        Fields {
+            close: false,
+            codings: 0,
+            only_chunked: false,
+            length: Ok(None),
+            lengths: 0,
+        }
+    }
+}
+
+impl Fields {
+    fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
+        if name == CONNECTION {
+            self.close |= value
+                .as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        } else if name == TRANSFER_ENCODING {
+            self.codings += 1;
+            self.only_chunked = self.codings == 1
+                && value
+                    .as_bytes()
+                    .trim_ascii()
+                    .eq_ignore_ascii_case(b"chunked");
+        } else if name == CONTENT_LENGTH {
+            for part in value.as_bytes().split(|&b| b == b',') {
+                self.lengths += 1;
+                let n = length(part);
+                self.length = match (self.length, n) {
+                    (Err(e), _) | (_, Err(e)) => Err(e),
+                    (Ok(Some(f)), Ok(n)) if f != n => Err("Content-Length values disagree"),
+                    (_, Ok(n)) => Ok(Some(n)),
+                };
+            }
+        }
+    }
+}
+
+/// One `Content-Length` value: digits only, no sign, no overflow.
+fn length(part: &[u8]) -> Result<u64, &'static str> {
+    let digits = part.trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return Err("Content-Length is not a number");
+    }
+    digits
+        .iter()
+        .try_fold(0u64, |n, d| {
+            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })
+        .ok_or("Content-Length too large")
+}
+
 /// The body's framing and whether the connection may be reused (RFC 9112 §6.3, strictly).
 fn framing(
     status: StatusCode,
     version: Version,
     headers: &mut HeaderMap,
     is_head: bool,
+    fields: &Fields,
 ) -> Result<(Framing, bool), RawError> {
-    let keep_alive = version == Version::HTTP_11
-        && !headers
-            .get_all(CONNECTION)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
-    let chunked = headers.contains_key(TRANSFER_ENCODING);
+    let keep_alive = version == Version::HTTP_11 && !fields.close;
+    let chunked = fields.codings > 0;
     if is_head || status == StatusCode::NOT_MODIFIED {
         return Ok((Framing::Empty, keep_alive));
     }
+    let length = fields.length.map_err(RawError::Invalid);
     if status == StatusCode::NO_CONTENT {
         // A 204 that announces a body may send one: its bytes must not be read as the next
         // response.
-        let announces = chunked || content_length(headers)?.is_some_and(|n| n > 0);
+        let announces = chunked || length?.is_some_and(|n| n > 0);
         return Ok((Framing::Empty, keep_alive && !announces));
     }
     if chunked {
@@ -148,28 +217,19 @@ fn framing(
                 "Transfer-Encoding in an HTTP/1.0 response",
             ));
         }
-        if headers.contains_key(CONTENT_LENGTH) {
+        if fields.lengths > 0 {
             return Err(RawError::Invalid(
                 "both Transfer-Encoding and Content-Length",
             ));
         }
-        let mut codings = headers.get_all(TRANSFER_ENCODING).iter();
-        let only_chunked = codings
-            .next()
-            .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked"))
-            && codings.next().is_none();
-        if !only_chunked {
+        if !fields.only_chunked {
             return Err(RawError::Invalid("a transfer coding other than chunked"));
         }
         return Ok((Framing::Chunked, keep_alive));
     }
-    match content_length(headers)? {
+    match length? {
         Some(n) => {
-            if headers.get_all(CONTENT_LENGTH).iter().nth(1).is_some()
-                || headers
-                    .get(CONTENT_LENGTH)
-                    .is_some_and(|v| v.as_bytes().contains(&b','))
-            {
+            if fields.lengths > 1 {
                 // Equal duplicates: pass one on.
                 headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
             }
@@ -180,26 +240,4 @@ fn framing(
         }
         None => Ok((Framing::Close, false)),
     }
-}
-
-/// The one length all `Content-Length` values (comma lists included) agree on.
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, RawError> {
-    let mut found = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
-            let digits = part.trim_ascii();
-            if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-                return Err(RawError::Invalid("Content-Length is not a number"));
-            }
-            let n = digits.iter().try_fold(0u64, |n, d| {
-                n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-            });
-            let n = n.ok_or(RawError::Invalid("Content-Length too large"))?;
-            if found.is_some_and(|f| f != n) {
-                return Err(RawError::Invalid("Content-Length values disagree"));
-            }
-            found = Some(n);
-        }
-    }
-    Ok(found)
 }
