@@ -84,6 +84,14 @@ pub struct Proxy {
     default_label: Arc<str>,
 }
 
+/// What is left of a request after a failed attempt to send it.
+enum Left {
+    /// Nothing reached the target: the request may go elsewhere.
+    Unsent(Request<Option<Incoming>>),
+    /// It was sent; the request itself when the client that sent it gives it back.
+    Sent(Option<Request<Option<Incoming>>>),
+}
+
 /// Where one request goes, decided before anything is sent.
 struct Decision {
     label: Arc<str>,
@@ -234,58 +242,70 @@ impl Proxy {
         // restarted; a kept connection the process closed), it is sent to the session once
         // more, where a process that is gone gets the policy from the shadow; if that breaks
         // off too, the router applies the policy. Never a 502 for what a restart interrupted.
-        let replay = (d.session.is_some()
-            && !upgrade
-            && req.method().is_safe()
-            && req.body().is_end_stream())
+        // The router's own client gives the request back after sending it; hyper's takes it,
+        // so for hyper a copy is kept.
+        let replayable =
+            d.session.is_some() && !upgrade && req.method().is_safe() && req.body().is_end_stream();
+        let copy = (replayable
+            && !(wire.is_http1() && raw_h1::eligible(&req, req.body().is_end_stream())))
         .then(|| head_of(&req));
         let mut attempt = self
             .send(req.map(Some), d.addr, d.side, wire, upgrade)
             .await;
-        if let (Some(again), Err((e, None))) = (&replay, &attempt) {
-            if unanswered(e) {
-                tracing::debug!(error = %e, "session target broke off before answering, sending once more");
-                self.metrics.error(Side::Shadow);
-                attempt = Box::pin(self.send(head_of(again), d.addr, d.side, wire, upgrade)).await;
+        if replayable {
+            if let Err((e, Left::Sent(kept))) = &mut attempt {
+                if unanswered(e) {
+                    if let Some(again) = kept.take().or_else(|| copy.as_ref().map(head_of)) {
+                        tracing::debug!(error = %e, "session target broke off before answering, sending once more");
+                        self.metrics.error(Side::Shadow);
+                        attempt = Box::pin(self.send(again, d.addr, d.side, wire, upgrade)).await;
+                    }
+                }
             }
         }
         let e = match attempt {
             Ok(resp) => return resp,
-            Err((e, req)) => match (d.session, req.or_else(|| replay.filter(|_| unanswered(&e)))) {
-                // Nothing was sent yet: a dead session with `fallback` goes to the original.
-                (Some((_, OnUnavailable::Fallback)), Some(req)) => {
-                    tracing::debug!(error = %e, "shadow unreachable, falling back to the default target");
-                    self.metrics.error(Side::Shadow);
-                    match self.upstreams.pick(table.default_target(), port) {
-                        Some(addr) => {
-                            match Box::pin(self.send(req, addr, Side::Upstream, wire, upgrade))
-                                .await
-                            {
-                                Ok(resp) => return resp,
-                                Err((e, _)) => e,
+            Err((e, left)) => {
+                let unsent = match left {
+                    Left::Unsent(req) => Some(req),
+                    Left::Sent(kept) if replayable && unanswered(&e) => kept.or(copy),
+                    Left::Sent(_) => None,
+                };
+                match (d.session, unsent) {
+                    // Nothing was sent yet: a dead session with `fallback` goes to the original.
+                    (Some((_, OnUnavailable::Fallback)), Some(req)) => {
+                        tracing::debug!(error = %e, "shadow unreachable, falling back to the default target");
+                        self.metrics.error(Side::Shadow);
+                        match self.upstreams.pick(table.default_target(), port) {
+                            Some(addr) => {
+                                match Box::pin(self.send(req, addr, Side::Upstream, wire, upgrade))
+                                    .await
+                                {
+                                    Ok(resp) => return resp,
+                                    Err((e, _)) => e,
+                                }
                             }
+                            None => ProxyError::NoEndpoint {
+                                side: Side::Upstream,
+                                target: describe(table.default_target()),
+                            },
                         }
-                        None => ProxyError::NoEndpoint {
-                            side: Side::Upstream,
-                            target: describe(table.default_target()),
-                        },
                     }
-                }
-                (Some((session, OnUnavailable::Reject)), Some(_)) => {
-                    ProxyError::SessionUnreachable {
-                        session: session.to_string(),
-                        source: Box::new(e),
+                    (Some((session, OnUnavailable::Reject)), Some(_)) => {
+                        ProxyError::SessionUnreachable {
+                            session: session.to_string(),
+                            source: Box::new(e),
+                        }
                     }
+                    _ => e,
                 }
-                _ => e,
-            },
+            }
         };
         tracing::debug!(error = %e, "forward failed");
         self.error_response(&e, grpc)
     }
 
-    /// Sends on a connection to `addr`. On an error before sending, gives the request back.
-    #[allow(clippy::type_complexity)]
+    /// Sends on a connection to `addr`. On an error, says whether the request was sent.
     async fn send(
         &self,
         mut req: Request<Option<Incoming>>,
@@ -293,7 +313,7 @@ impl Proxy {
         side: Side,
         wire: Wire<'_>,
         upgrade: bool,
-    ) -> Result<Response<RouterBody>, (ProxyError, Option<Request<Option<Incoming>>>)> {
+    ) -> Result<Response<RouterBody>, (ProxyError, Left)> {
         let mut pool = None;
         let mut slot = None;
         let resp = match wire {
@@ -301,32 +321,32 @@ impl Proxy {
                 let bodyless = req.body().as_ref().is_none_or(|b| b.is_end_stream());
                 let stream = match h2.stream(addr, side, bodyless).await {
                     Ok(s) => s,
-                    Err(e) => return Err((e, Some(req))),
+                    Err(e) => return Err((e, Left::Unsent(req))),
                 };
                 let mut tx = stream.tx;
                 slot = Some(stream.slot);
                 if let Err(source) = tx.ready().await {
                     return Err((
                         ProxyError::UpstreamRequest { side, addr, source },
-                        Some(req),
+                        Left::Unsent(req),
                     ));
                 }
                 let (req, ended) = self.bound_request(req);
                 self.response_head(tx.send_request(req), ended, addr, side)
                     .await
-                    .map_err(|e| (e, None))?
+                    .map_err(|e| (e, Left::Sent(None)))?
             }
             Wire::Http1 if upgrade => {
                 let mut conn = match Box::pin(self.upstreams.h1_fresh(addr, side)).await {
                     Ok(c) => c,
-                    Err(e) => return Err((e, Some(req))),
+                    Err(e) => return Err((e, Left::Unsent(req))),
                 };
                 let upgrade_slot = req.extensions_mut().remove::<UpgradeSlot>();
                 let (req, ended) = self.bound_request(req);
                 let mut resp = self
                     .response_head(conn.tx.send_request(req), ended, addr, side)
                     .await
-                    .map_err(|e| (e, None))?;
+                    .map_err(|e| (e, Left::Sent(None)))?;
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                     // The connection task splices once hyper hands the client's socket back.
                     if let Some(s) = upgrade_slot {
@@ -335,14 +355,19 @@ impl Proxy {
                 }
                 resp
             }
-            Wire::Http1 if raw_h1::eligible(&req) => {
+            Wire::Http1
+                if raw_h1::eligible(
+                    &req,
+                    req.body().as_ref().is_none_or(|b| b.is_end_stream()),
+                ) =>
+            {
                 return Box::pin(self.send_raw(req, addr, side)).await;
             }
             Wire::Http1 => {
                 // To a session's shadow, reuse is bounded (`upstream::SessionReuse`).
                 let mut conn = match self.upstreams.h1(addr, side).await {
                     Ok(c) => c,
-                    Err(e) => return Err((e, Some(req))),
+                    Err(e) => return Err((e, Left::Unsent(req))),
                 };
                 // A pooled connection is ready when checked out (`Upstreams::h1`); a new one
                 // becomes ready once its driver has run.
@@ -353,7 +378,7 @@ impl Proxy {
                 if let Err(source) = ready {
                     return Err((
                         ProxyError::UpstreamRequest { side, addr, source },
-                        Some(req),
+                        Left::Unsent(req),
                     ));
                 }
                 let (req, ended) = self.bound_request(req);
@@ -362,7 +387,7 @@ impl Proxy {
                 let resp = self
                     .response_head(driving(&mut conn.driver, sent), ended, addr, side)
                     .await
-                    .map_err(|e| (e, None))?;
+                    .map_err(|e| (e, Left::Sent(None)))?;
                 // Answered before the request body was sent: the upload goes on whether or
                 // not the client reads the answer, so the connection gets a task of its own.
                 if body_sent.is_some_and(|b| !b.is_set()) {
@@ -390,17 +415,17 @@ impl Proxy {
     }
 
     /// [`Proxy::send`] by the router's own HTTP/1.1 client (a request without a body): the
-    /// response head within the response header timeout, the body under the idle bound.
-    #[allow(clippy::type_complexity)]
+    /// response head within the response header timeout, the body under the idle bound. It
+    /// only borrows the request, so it gives it back on every error.
     async fn send_raw(
         &self,
         req: Request<Option<Incoming>>,
         addr: SocketAddr,
         side: Side,
-    ) -> Result<Response<RouterBody>, (ProxyError, Option<Request<Option<Incoming>>>)> {
+    ) -> Result<Response<RouterBody>, (ProxyError, Left)> {
         let conn = match self.upstreams.raw_h1(addr, side).await {
             Ok(c) => c,
-            Err(e) => return Err((e, Some(req))),
+            Err(e) => return Err((e, Left::Unsent(req))),
         };
         let exchange = raw_h1::exchange(conn, &req, &self.upstreams);
         let after = self.timeouts.response_header;
@@ -412,14 +437,20 @@ impl Proxy {
                 Err(_) => {
                     return Err((
                         ProxyError::ResponseHeaderTimeout { side, addr, after },
-                        None,
+                        Left::Sent(Some(req)),
                     ))
                 }
             }
         };
-        let (mut parts, body) = answer
-            .map_err(|source| (ProxyError::UpstreamExchange { side, addr, source }, None))?
-            .into_parts();
+        let (mut parts, body) = match answer {
+            Ok(resp) => resp.into_parts(),
+            Err(source) => {
+                return Err((
+                    ProxyError::UpstreamExchange { side, addr, source },
+                    Left::Sent(Some(req)),
+                ))
+            }
+        };
         strip_hop_by_hop(&mut parts.headers, false);
         Ok(Response::from_parts(
             parts,

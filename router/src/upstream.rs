@@ -338,8 +338,7 @@ impl Upstreams {
     }
 
     /// Puts a connection of the router's own client back, its response read to the end.
-    pub fn checkin_raw(&self, mut conn: RawConn) {
-        conn.shrink();
+    pub fn checkin_raw(&self, conn: RawConn) {
         let mut idle = self
             .raw_idle
             .lock()

@@ -22,8 +22,6 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use http::{Method, Request, Response, Version};
-use http_body::Body as _;
-use hyper::body::Incoming;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -111,9 +109,11 @@ impl RawConn {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 
-    /// Ready for the pool: a large buffer is given back.
-    pub fn shrink(&mut self) {
-        if self.buf.capacity() > KEEP_BUF {
+    /// Ready for the pool (`buf` is empty then): a buffer that large reads or a large head
+    /// grew is given back. (`BytesMut::capacity` counts only the room after what was handed
+    /// out, so the reads' size says it.)
+    pub fn shrink(&mut self, grew: bool) {
+        if grew || self.buf.capacity() > KEEP_BUF {
             self.buf = BytesMut::new();
         }
         if self.out.capacity() > KEEP_BUF {
@@ -133,9 +133,10 @@ impl RawConn {
 /// Whether `req` may take the router's own client: HTTP/1.1, origin-form, no body (nothing
 /// to stream, so no early answer can leave a half-sent request behind), no
 /// `Transfer-Encoding`, no `CONNECT`. Upgrades are sorted out before (`proxy.rs`).
-pub fn eligible(req: &Request<Option<Incoming>>) -> bool {
-    req.version() == Version::HTTP_11
-        && req.body().as_ref().is_none_or(|b| b.is_end_stream())
+/// `bodyless`: the request's body is known to be empty.
+pub fn eligible<B>(req: &Request<B>, bodyless: bool) -> bool {
+    bodyless
+        && req.version() == Version::HTTP_11
         && req.method() != Method::CONNECT
         && req.uri().scheme().is_none()
         && req.uri().authority().is_none()
@@ -157,12 +158,25 @@ pub async fn exchange<B>(
         .await
         .map_err(RawError::Write)?;
     let is_head = req.method() == Method::HEAD;
+    let mut interim = 0;
+    // Bytes already known to hold no blank line: a head that comes a byte at a time is not
+    // parsed again from its start for each byte.
+    let mut scanned: usize = 0;
     loop {
-        if !conn.buf.is_empty() {
-            if let Some(head) = head::parse(&mut conn.buf, &mut conn.spans, is_head)? {
+        if head::has_end(&conn.buf[scanned.saturating_sub(3)..]) {
+            let before = conn.buf.len();
+            let parsed = head::parse(&mut conn.buf, &mut conn.spans, &mut interim, is_head)?;
+            if let Some(head) = parsed {
                 let body = RawBody::new(conn, head.framing, head.reusable, Arc::clone(pool));
                 return Ok(Response::from_parts(head.parts, body));
             }
+            // Interim answers taken off the front: look at what is left afresh.
+            scanned = if conn.buf.len() == before { before } else { 0 };
+            if scanned == 0 {
+                continue;
+            }
+        } else {
+            scanned = conn.buf.len();
         }
         match conn.read_more(READ_MIN).await {
             Ok(0) => return Err(RawError::ClosedBeforeHead),

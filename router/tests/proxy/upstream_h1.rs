@@ -30,6 +30,8 @@ enum Step {
     ReplyThenClose(Vec<u8>),
     /// Replies, then sends more bytes a moment later, unasked.
     ReplyThenLater(Vec<u8>, Vec<u8>),
+    /// Replies in pieces, a few milliseconds apart.
+    Pieces(Vec<Vec<u8>>),
 }
 
 /// An upstream that answers each request (on whatever connection) with the next step, and
@@ -81,6 +83,12 @@ async fn serve(mut s: TcpStream, steps: Arc<Mutex<VecDeque<Step>>>) {
             Step::ReplyThenClose(b) => {
                 let _ = s.write_all(&b).await;
                 return;
+            }
+            Step::Pieces(pieces) => {
+                for p in pieces {
+                    let _ = s.write_all(&p).await;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
             }
             Step::ReplyThenLater(b, later) => {
                 let _ = s.write_all(&b).await;
@@ -259,6 +267,27 @@ async fn interim_answers_are_skipped_but_not_endlessly() {
     let mut endless = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(9);
     endless.extend_from_slice(OK);
     refused(&endless).await;
+}
+
+#[tokio::test]
+async fn a_head_that_comes_a_byte_at_a_time_is_read() {
+    let bytes = OK.iter().map(|&b| vec![b]).collect();
+    let (up, front) = scripted(vec![Step::Pieces(bytes)]).await;
+    let got = get(&front, "/a").await;
+    assert_eq!((got.status, got.body.unwrap()), (200, Bytes::from("ok")));
+    assert_eq!(get(&front, "/b").await.status, 200);
+    assert_eq!(up.accepted(), 1);
+}
+
+#[tokio::test]
+async fn interim_answers_are_bounded_however_slowly_they_come() {
+    let mut pieces = vec![b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(); 9];
+    pieces.push(OK.to_vec());
+    let (up, front) = scripted(vec![Step::Pieces(pieces)]).await;
+    let got = get(&front, "/a").await;
+    assert_eq!(got.status, 502);
+    assert_eq!(get(&front, "/b").await.status, 200);
+    assert_eq!(up.accepted(), 2);
 }
 
 #[tokio::test]

@@ -83,8 +83,9 @@ impl RawBody {
     /// The body has been read to its end: the connection goes back to the pool if it may.
     fn finish(&mut self) {
         self.state = State::Done;
-        if let Some(conn) = self.conn.take() {
+        if let Some(mut conn) = self.conn.take() {
             if self.reusable && conn.buf.is_empty() {
+                conn.shrink(self.read > READ_MIN);
                 self.pool.checkin_raw(conn);
             }
         }

@@ -38,14 +38,23 @@ pub struct Head {
     pub reusable: bool,
 }
 
+/// Whether `bytes` hold the blank line that ends a head (httparse also takes a bare LF).
+pub fn has_end(bytes: &[u8]) -> bool {
+    bytes
+        .windows(2)
+        .enumerate()
+        .any(|(i, w)| w == b"\n\n" || (w == b"\r\n" && i > 0 && bytes[i - 1] == b'\n'))
+}
+
 /// Takes the final response head off the front of `buf`, or `None` if it is not complete yet.
 /// `spans` is scratch space, kept by the connection so a response costs no allocation for it.
+/// `interim` counts the 1xx answers skipped so far in this exchange.
 pub fn parse(
     buf: &mut BytesMut,
     spans: &mut Vec<[usize; 4]>,
+    interim: &mut usize,
     is_head: bool,
 ) -> Result<Option<Head>, RawError> {
-    let mut interim = 0;
     loop {
         // Uninitialised: writing 100 empty headers first cost more than parsing the head.
         let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
@@ -75,8 +84,8 @@ pub fn parse(
                     "101 to a request that asked for no upgrade",
                 ));
             }
-            interim += 1;
-            if interim > MAX_INTERIM {
+            *interim += 1;
+            if *interim > MAX_INTERIM {
                 return Err(RawError::Invalid("too many interim (1xx) responses"));
             }
             buf.advance(len);
@@ -84,7 +93,7 @@ pub fn parse(
         }
         let reason = res
             .reason
-            .filter(|r| !r.is_empty() && status.canonical_reason() != Some(*r))
+            .filter(|r| status.canonical_reason() != Some(*r))
             .map(|r| r.as_bytes().to_vec());
         // Where each name and value lies in the head, so both become slices of one buffer.
         let base = buf.as_ptr() as usize;
