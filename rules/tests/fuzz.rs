@@ -13,7 +13,10 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
 fn seeds() -> Vec<String> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/corpus/routes");
+    // Read at run time: a build shared between two checkouts (one cache, two paths) would
+    // otherwise read the other checkout's corpus, or a deleted one.
+    let dir = std::path::Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo"))
+        .join("tests/corpus/routes");
     let mut out: Vec<String> = std::fs::read_dir(dir)
         .expect("the corpus is in the repo")
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())

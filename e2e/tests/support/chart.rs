@@ -16,7 +16,9 @@ use ktx_e2e::{poll, run, secs, Namespace, Output};
 
 /// The repository's root (the e2e crate's parent).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // At run time, not build time: a build shared between two checkouts would point into
+    // the other one.
+    Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo"))
         .parent()
         .expect("the e2e crate lives in the repository")
         .to_path_buf()

@@ -21,7 +21,10 @@ const WORKER: &str = "router-fuzz";
 static PANICS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 fn seeds() -> Vec<Vec<u8>> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/corpus/http1");
+    // Read at run time: a build shared between two checkouts (one cache, two paths) would
+    // otherwise read the other checkout's corpus, or a deleted one.
+    let dir = std::path::Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo"))
+        .join("tests/corpus/http1");
     let mut out: Vec<Vec<u8>> = std::fs::read_dir(dir)
         .expect("the corpus is in the repo")
         .map(|e| std::fs::read(e.unwrap().path()).unwrap())

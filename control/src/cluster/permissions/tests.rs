@@ -9,7 +9,9 @@ use super::*;
 type Rights = BTreeSet<(String, String, String)>;
 
 fn repo(path: &str) -> String {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    // The manifest directory at run time, not at build time: a build shared between two
+    // checkouts would read the other one.
+    let p = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo"))
         .join("..")
         .join(path);
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
