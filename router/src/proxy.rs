@@ -428,19 +428,9 @@ impl Proxy {
             Err(e) => return Err((e, Left::Unsent(req))),
         };
         let exchange = raw_h1::exchange(conn, &req, &self.upstreams);
-        let after = self.timeouts.response_header;
-        let answer = if after.is_zero() {
-            exchange.await
-        } else {
-            match tokio::time::timeout(after, exchange).await {
-                Ok(r) => r,
-                Err(_) => {
-                    return Err((
-                        ProxyError::ResponseHeaderTimeout { side, addr, after },
-                        Left::Sent(Some(req)),
-                    ))
-                }
-            }
+        let answer = match self.within_header_timeout(exchange, addr, side).await {
+            Ok(r) => r,
+            Err(e) => return Err((e, Left::Sent(Some(req)))),
         };
         let (mut parts, body) = match answer {
             Ok(resp) => resp.into_parts(),
@@ -492,16 +482,26 @@ impl Proxy {
                 _ = ended.wait() => {}
             }
         }
+        self.within_header_timeout(sent, addr, side)
+            .await?
+            .map_err(|source| request_failed(side, addr, source))
+    }
+
+    /// `head` (a wait for an upstream's response head), bounded by the response header
+    /// timeout (none if it is zero).
+    async fn within_header_timeout<F: Future>(
+        &self,
+        head: F,
+        addr: SocketAddr,
+        side: Side,
+    ) -> Result<F::Output, ProxyError> {
         let after = self.timeouts.response_header;
         if after.is_zero() {
-            return sent
-                .await
-                .map_err(|source| request_failed(side, addr, source));
+            return Ok(head.await);
         }
-        match tokio::time::timeout(after, sent).await {
-            Ok(r) => r.map_err(|source| request_failed(side, addr, source)),
-            Err(_) => Err(ProxyError::ResponseHeaderTimeout { side, addr, after }),
-        }
+        tokio::time::timeout(after, head)
+            .await
+            .map_err(|_| ProxyError::ResponseHeaderTimeout { side, addr, after })
     }
 
     fn error_response(&self, e: &ProxyError, grpc: bool) -> Response<RouterBody> {

@@ -307,14 +307,13 @@ impl Upstreams {
         }
         // Boxed: connecting is the rare path (see `h1`).
         Box::pin(async {
-            let stream = self.connect(addr, side).await?.into_inner();
+            let stream = self.connect_tcp(addr, side).await?;
             Ok(RawConn::new(addr, side, stream))
         })
         .await
     }
 
     fn checkout_raw(&self, addr: SocketAddr, side: Side) -> Option<RawConn> {
-        let reuse = self.cfg.session_reuse;
         let mut idle = self
             .raw_idle
             .lock()
@@ -324,9 +323,7 @@ impl Upstreams {
         let mut found = None;
         // Newest first; the closed and expired ones met on the way are dropped.
         while let Some(c) = list.pop() {
-            let fresh = now.saturating_duration_since(c.since) < self.cfg.idle_timeout
-                && (side != Side::Shadow || reuse.allows_at(now, c.conn.born, Some(c.since)));
-            if fresh && c.conn.is_reusable() {
+            if self.may_reuse(now, c.since, c.conn.born, side) && c.conn.is_reusable() {
                 found = Some(c.conn);
                 break;
             }
@@ -388,22 +385,25 @@ impl Upstreams {
             .map_err(|source| ProxyError::Handshake { side, addr, source })
     }
 
+    /// Whether an idle connection (idle since `since`, opened at `born`) may take a request
+    /// to `side`: not past the idle timeout and, to a session's shadow, within its reuse rules.
+    fn may_reuse(&self, now: Instant, since: Instant, born: Instant, side: Side) -> bool {
+        now.saturating_duration_since(since) < self.cfg.idle_timeout
+            && (side != Side::Shadow || self.cfg.session_reuse.allows_at(now, born, Some(since)))
+    }
+
     fn checkout_h1(
         &self,
         addr: SocketAddr,
         side: Side,
     ) -> Option<(http1::SendRequest<RequestBody>, Instant, Option<Driver>)> {
-        let reuse = self.cfg.session_reuse;
         let mut idle = self
             .h1_idle
             .lock()
             .expect("pool lock is never held across a panic");
         // One clock read per checkout (it runs for every request).
         let now = Instant::now();
-        let usable = |c: &IdleH1| {
-            now.saturating_duration_since(c.since) < self.cfg.idle_timeout
-                && (side != Side::Shadow || reuse.allows_at(now, c.born, Some(c.since)))
-        };
+        let usable = |c: &IdleH1| self.may_reuse(now, c.since, c.born, side);
         let list = idle.get_mut(&addr)?;
         // Newest first. A connection still finishing its last exchange (its request body
         // still streaming) is skipped but kept; closed and expired ones are dropped.
@@ -439,7 +439,7 @@ impl Upstreams {
     /// each holds a tunnel stream and hyper's buffers), and the entries of addresses left with
     /// none (an address that went away is never checked out again). Run periodically.
     pub fn sweep(&self) {
-        let reuse = self.cfg.session_reuse;
+        let now = Instant::now();
         let mut idle = self
             .h1_idle
             .lock()
@@ -447,10 +447,7 @@ impl Upstreams {
         idle.retain(|_, list| {
             list.retain_mut(|c| {
                 refresh(&mut c.driver);
-                !c.tx.is_closed()
-                    && !is_ended(c)
-                    && c.since.elapsed() < self.cfg.idle_timeout
-                    && (c.side != Side::Shadow || reuse.allows(c.born, Some(c.since)))
+                !c.tx.is_closed() && !is_ended(c) && self.may_reuse(now, c.since, c.born, c.side)
             });
             !list.is_empty()
         });
@@ -461,9 +458,7 @@ impl Upstreams {
             .expect("pool lock is never held across a panic");
         raw.retain(|_, list| {
             list.retain(|c| {
-                c.conn.is_reusable()
-                    && c.since.elapsed() < self.cfg.idle_timeout
-                    && (c.conn.side != Side::Shadow || reuse.allows(c.conn.born, Some(c.since)))
+                c.conn.is_reusable() && self.may_reuse(now, c.since, c.conn.born, c.conn.side)
             });
             !list.is_empty()
         });

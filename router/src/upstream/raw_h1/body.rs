@@ -124,9 +124,7 @@ impl RawBody {
             match self.state {
                 State::Done => return Poll::Ready(None),
                 State::Length(left) if !buf.is_empty() => {
-                    let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                    let data = buf.split_to(n).freeze();
-                    let left = left - n as u64;
+                    let (data, left) = take(buf, left);
                     self.state = State::Length(left);
                     if left == 0 {
                         self.finish();
@@ -137,9 +135,7 @@ impl RawBody {
                     return Poll::Ready(Some(Ok(Frame::data(buf.split().freeze()))));
                 }
                 State::ChunkData(left) if !buf.is_empty() => {
-                    let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                    let data = buf.split_to(n).freeze();
-                    let left = left - n as u64;
+                    let (data, left) = take(buf, left);
                     self.state = match left {
                         0 => State::ChunkEnd,
                         n => State::ChunkData(n),
@@ -193,6 +189,12 @@ impl RawBody {
             }
         }
     }
+}
+
+/// Takes what `buf` holds of the `left` bytes still due: those bytes, and how many are due after.
+fn take(buf: &mut bytes::BytesMut, left: u64) -> (Bytes, u64) {
+    let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+    (buf.split_to(n).freeze(), left - n as u64)
 }
 
 /// Takes a complete chunk-size line off `buf`: its size, or `None` if the line is not
