@@ -1,5 +1,5 @@
-//! The ktx end's way to a shadow pod: the API server's port-forward (kube-rs, over a
-//! WebSocket), as a [`Connector`] for the tunnel client.
+//! The ktx end's way to a shadow pod: the API server's port-forward (over a WebSocket that kube
+//! opens and [`io::PortForwardIo`] speaks), as a [`Connector`] for the tunnel client.
 //!
 //! Every tunnel attempt opens a fresh port-forward to the pod's tunnel port, so a restarted pod,
 //! an API server hiccup or a dropped WebSocket is handled by the client's reconnect with
@@ -8,19 +8,21 @@
 //! listens on a local port.
 
 mod io;
+#[cfg(test)]
+mod tests;
 
 use std::io::Error as IoError;
 
 use k8s_openapi::api::core::v1::Pod;
 use ktx_tunnel::client::{BoxFuture, BoxIo, Connector};
-use kube::Api;
+use kube::{Client, Resource};
 
 pub use io::PortForwardIo;
 
 /// Connects to `port` of `pod` through the API server.
 #[derive(Clone)]
 pub struct PortForwardConnector {
-    pods: Api<Pod>,
+    client: Client,
     namespace: String,
     pod: String,
     port: u16,
@@ -33,10 +35,9 @@ impl std::fmt::Debug for PortForwardConnector {
 }
 
 impl PortForwardConnector {
-    /// `pods` must be the Pod API of `namespace` (the namespace is only used in messages).
-    pub fn new(pods: Api<Pod>, namespace: &str, pod: &str, port: u16) -> Self {
+    pub fn new(client: Client, namespace: &str, pod: &str, port: u16) -> Self {
         Self {
-            pods,
+            client,
             namespace: namespace.to_string(),
             pod: pod.to_string(),
             port,
@@ -44,27 +45,16 @@ impl PortForwardConnector {
     }
 
     async fn open(&self) -> std::io::Result<BoxIo> {
-        let mut forwarder = self
-            .pods
+        let request = kube::core::Request::new(Pod::url_path(&(), Some(&self.namespace)))
             .portforward(&self.pod, &[self.port])
+            .map_err(|e| IoError::other(format!("{}: {e}", self.describe())))?;
+        let ws = self
+            .client
+            .connect(request)
             .await
-            .map_err(|e| IoError::other(format!("{}: {}", self.describe(), api_error(&e))))?;
-        let (Some(stream), Some(error)) = (
-            forwarder.take_stream(self.port),
-            forwarder.take_error(self.port),
-        ) else {
-            forwarder.abort();
-            return Err(IoError::other(format!(
-                "{}: the API server returned no stream for the port",
-                self.describe()
-            )));
-        };
-        Ok(Box::new(PortForwardIo::new(
-            stream,
-            Box::pin(error),
-            forwarder,
-            self.describe(),
-        )))
+            .map_err(|e| IoError::other(format!("{}: {}", self.describe(), api_error(&e))))?
+            .into_stream();
+        Ok(Box::new(PortForwardIo::new(ws, self.port, self.describe())))
     }
 }
 

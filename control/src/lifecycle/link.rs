@@ -10,7 +10,6 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
 use ktx_tunnel::client::{ClientConfig, Connector, PortMap, Status, Tunnel};
 use ktx_tunnel::connect::client::{ConnectClient, ConnectConfig, ConnectHandle, OpenOptions};
 use ktx_tunnel::credentials::SessionCredentials;
@@ -68,7 +67,7 @@ pub fn connector(kube: &Kube, pod: &str, port: u16) -> Arc<dyn Connector> {
         return d.connector(pod, port);
     }
     Arc::new(PortForwardConnector::new(
-        kube.api::<Pod>(),
+        kube.client.clone(),
         &kube.namespace,
         pod,
         port,
