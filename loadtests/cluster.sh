@@ -6,7 +6,7 @@
 # Scenarios (rows, one JSON object per line, in OUT/results.jsonl):
 #   tunnel-portforward-100mb  100 MiB GET, median of REPS, field mib_per_s; subjects
 #       kubectl-port-forward  curl on the node through `kubectl port-forward pod/…` (SPDY)
-#       ws-port-forward       curl through `ktx forward` (kube-rs's WebSocket port-forward, the
+#       ws-port-forward       curl through `ktx forward` (the API server's WebSocket port-forward, the
 #                             transport of ktx's tunnel), same pod
 #       ktx-mesh              busybox wget in a pod with the mark, through Service → router →
 #                             shadow → tunnel → ktx → the local ktx-testbackend (bytes flow
@@ -23,6 +23,9 @@
 #   --images       rebuild and load the router/shadow/testbackend images first (e2e/images.sh --load)
 #   --scenarios    comma list of tunnel-portforward-100mb,mesh-first-request (default: both)
 #   --out-dir      where results.jsonl and the log go (default loadtests/out/cluster/)
+# A run of both scenarios without --out-dir merges its rows into loadtests/results.json and its
+# section (with the targets) into loadtests/RESULTS.md; any other run merges into OUT/results.json
+# and OUT/RESULTS.md, so a partial run never overwrites the published figures.
 # Holds /work/cluster.lock (or $KTX_CLUSTER_LOCK) for the whole cluster part; starts the cluster
 # if it is stopped (needs root then). ktx and the local test backend are release builds; each
 # scenario runs in its own namespace, deleted at its end (also on failure), bounded by a timeout.
@@ -31,10 +34,11 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
-REPS=3 BUILD=1 IMAGES=0 SCENARIOS="tunnel-portforward-100mb,mesh-first-request" OUT=$HERE/out/cluster
+ALL_SCENARIOS="tunnel-portforward-100mb,mesh-first-request"
+REPS=3 BUILD=1 IMAGES=0 SCENARIOS=$ALL_SCENARIOS OUT=$HERE/out/cluster PUBLISH=1
 LOCK=${KTX_CLUSTER_LOCK:-/work/cluster.lock}
 
-usage() { sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,32p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 die() { echo "cluster.sh: $*" >&2; exit 1; }
 
 while (($#)); do
@@ -43,7 +47,7 @@ while (($#)); do
     --no-build) BUILD=0 ;;
     --images) IMAGES=1 ;;
     --scenarios) SCENARIOS=${2:?}; shift ;;
-    --out-dir) OUT=${2:?}; shift ;;
+    --out-dir) OUT=${2:?}; PUBLISH=0; shift ;;
     -h | --help) usage; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
@@ -118,4 +122,11 @@ with open(rows_path) as f, open(out_path, "w") as out:
             allv = r.get("mib_per_s_all", r.get("seconds_all"))
             print(f"{r['scenario']:26} {r['subject']:22} {v:>8} {unit}  runs {allv}")
 EOF
-log "rows in $OUT/results.jsonl (log: $LOG)"
+RESULTS_DIR=$OUT
+[[ $PUBLISH == 1 && $SCENARIOS == "$ALL_SCENARIOS" ]] && RESULTS_DIR=$HERE
+k8s=$("$KTX_E2E_KUBECTL" version -o json 2>/dev/null |
+  python3 -c 'import json,sys; print("Kubernetes " + json.load(sys.stdin)["serverVersion"]["gitVersion"])' ||
+  echo "version unknown")
+python3 "$HERE/lib/cluster_report.py" merge --rows "$OUT/results.jsonl" --json "$RESULTS_DIR/results.json" \
+  --md "$RESULTS_DIR/RESULTS.md" --kubernetes "$k8s"
+log "rows in $OUT/results.jsonl, merged into $RESULTS_DIR/results.json and RESULTS.md (log: $LOG)"

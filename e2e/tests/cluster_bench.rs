@@ -2,7 +2,7 @@
 //! they take minutes and assert only that every transfer was complete and routed).
 //!
 //! - `tunnel_portforward_100mb`: 100 MiB GET, in one run, through a raw `kubectl port-forward`
-//!   to a test backend pod (SPDY), through `ktx forward` (kube-rs's WebSocket port-forward, one
+//!   to a test backend pod (SPDY), through `ktx forward` (the API server's WebSocket port-forward, one
 //!   per connection, the same way ktx's tunnel reaches the shadow), and as a marked request from
 //!   a pod through router → shadow → tunnel → ktx to the local test backend; plus the same GET
 //!   from that pod straight to the original pod (the cluster's own network, for scale).
@@ -191,7 +191,7 @@ fn tunnel_portforward_100mb() {
     let (pod, pod_ip) = first_pod(&ns, "orders");
     let n = ns.name().to_string();
 
-    // Raw SPDY port-forward and kube-rs's WebSocket one, alternating, same pod.
+    // Raw SPDY port-forward and the WebSocket one ktx speaks, alternating, same pod.
     let pf_port = free_port();
     let kubectl = cluster.kubectl_program().to_string();
     let mut pf = Proc::spawn(
@@ -271,7 +271,7 @@ fn tunnel_portforward_100mb() {
         "ws-port-forward",
         "pod-to-laptop",
         &ws,
-        "curl on the node through ktx forward (kube-rs WebSocket port-forward) to the pod",
+        "curl on the node through ktx forward (WebSocket port-forward) to the pod",
     );
     speed_row(
         "kubectl-port-forward-upload",
@@ -283,7 +283,7 @@ fn tunnel_portforward_100mb() {
         "ws-port-forward-upload",
         "laptop-to-pod",
         &ws_up,
-        "curl on the node POSTs 100 MiB through ktx forward (kube-rs WebSocket port-forward)",
+        "curl on the node POSTs 100 MiB through ktx forward (WebSocket port-forward)",
     );
     speed_row(
         "ktx-mesh",

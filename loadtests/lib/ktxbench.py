@@ -780,11 +780,12 @@ def cmd_report(a):
                 r["added_" + k] = r[k] - d[k]
             elif r.get(k) is not None or k in r:
                 r.setdefault("added_" + k, None)
-    # loadtests/tunnel.sh writes its own scenarios (tunnel-*) and RESULTS.md section into the
-    # same files: keep them.
+    # loadtests/tunnel.sh and loadtests/cluster.sh write their own scenarios (tunnel-*,
+    # mesh-first-request) and RESULTS.md sections into the same files: keep them.
     previous = _load(a.json_out) if os.path.exists(a.json_out) else []
     kept = [r for r in previous if isinstance(r, dict)
-            and str(r.get("scenario", "")).startswith("tunnel-")]
+            and (str(r.get("scenario", "")).startswith("tunnel-")
+                 or r.get("scenario") == "mesh-first-request")]
     with open(a.json_out, "w") as f:
         json.dump(rows + kept, f, indent=2)
         f.write("\n")
@@ -922,9 +923,10 @@ def cmd_report(a):
     if os.path.exists(a.md_out):
         with open(a.md_out) as f:
             old = f.read()
-        begin, end = old.find("<!-- tunnel:begin"), old.find("<!-- tunnel:end -->")
-        if begin != -1 and end != -1:
-            L.append("\n" + old[begin:end + len("<!-- tunnel:end -->")])
+        for name in ("tunnel", "cluster"):
+            begin, end = old.find(f"<!-- {name}:begin"), old.find(f"<!-- {name}:end -->")
+            if begin != -1 and end != -1:
+                L.append("\n" + old[begin:end + len(f"<!-- {name}:end -->")])
     with open(a.md_out, "w") as f:
         f.write("\n".join(L) + "\n")
 

@@ -157,6 +157,37 @@ def _section(rows, meta):
     return "\n".join(L) + "\n"
 
 
+def merge_files(rows, json_path, md_path, section, begin, end):
+    """results.json: replace rows with the same (scenario, subject) as `rows`, keep every other
+    row; RESULTS.md: replace the text from `begin` to `end` with `section` (or append it)."""
+    mine = {(r["scenario"], r["subject"]) for r in rows}
+    old = []
+    if os.path.exists(json_path) and os.path.getsize(json_path) > 0:
+        with open(json_path) as f:
+            old = json.load(f)
+    kept = [r for r in old if (r.get("scenario"), r.get("subject")) not in mine]
+    with open(json_path + ".tmp", "w") as f:
+        json.dump(kept + rows, f, indent=2)
+        f.write("\n")
+    os.replace(json_path + ".tmp", json_path)
+
+    text = ""
+    if os.path.exists(md_path):
+        with open(md_path) as f:
+            text = f.read()
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        tail = rest.split(end, 1)[1].lstrip("\n")
+        text = head + section + ("\n" + tail if tail else "")
+    else:
+        if text and not text.endswith("\n\n"):
+            text += "\n" if text.endswith("\n") else "\n\n"
+        text += section
+    with open(md_path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(md_path + ".tmp", md_path)
+
+
 def cmd_merge(a):
     rows = []
     with open(a.rows) as f:
@@ -165,33 +196,7 @@ def cmd_merge(a):
                 rows.append(json.loads(line))
     with open(a.meta) as f:
         meta = json.load(f)
-    mine = {(r["scenario"], r["subject"]) for r in rows}
-    old = []
-    if os.path.exists(a.json) and os.path.getsize(a.json) > 0:
-        with open(a.json) as f:
-            old = json.load(f)
-    kept = [r for r in old if (r.get("scenario"), r.get("subject")) not in mine]
-    with open(a.json + ".tmp", "w") as f:
-        json.dump(kept + rows, f, indent=2)
-        f.write("\n")
-    os.replace(a.json + ".tmp", a.json)
-
-    section = _section(rows, meta)
-    text = ""
-    if os.path.exists(a.md):
-        with open(a.md) as f:
-            text = f.read()
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1].lstrip("\n")
-        text = head + section + ("\n" + tail if tail else "")
-    else:
-        if text and not text.endswith("\n\n"):
-            text += "\n" if text.endswith("\n") else "\n\n"
-        text += section
-    with open(a.md + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(a.md + ".tmp", a.md)
+    merge_files(rows, a.json, a.md, _section(rows, meta), BEGIN, END)
 
 
 def main():
