@@ -6,8 +6,10 @@
 # Scenarios (rows, one JSON object per line, in OUT/results.jsonl):
 #   tunnel-portforward-100mb  100 MiB GET, median of REPS, field mib_per_s; subjects
 #       kubectl-port-forward  curl on the node through `kubectl port-forward pod/…` (SPDY)
-#       ws-port-forward       curl through `ktx forward` (the API server's WebSocket port-forward, the
-#                             transport of ktx's tunnel), same pod
+#       spdy-port-forward     curl through `ktx forward` over SPDY (ktx's default transport, the
+#                             one its tunnel rides), same pod
+#       ws-port-forward       the same over the API server's WebSocket (KTX_PORT_FORWARD=websocket,
+#                             ktx's fallback)
 #       ktx-mesh              busybox wget in a pod with the mark, through Service → router →
 #                             shadow → tunnel → ktx → the local ktx-testbackend (bytes flow
 #                             laptop → pod, the other way from the two above)
@@ -38,7 +40,7 @@ ALL_SCENARIOS="tunnel-portforward-100mb,mesh-first-request"
 REPS=3 BUILD=1 IMAGES=0 SCENARIOS=$ALL_SCENARIOS OUT=$HERE/out/cluster PUBLISH=1
 LOCK=${KTX_CLUSTER_LOCK:-/work/cluster.lock}
 
-usage() { sed -n '2,32p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,34p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 die() { echo "cluster.sh: $*" >&2; exit 1; }
 
 while (($#)); do

@@ -2,8 +2,9 @@
 //! they take minutes and assert only that every transfer was complete and routed).
 //!
 //! - `tunnel_portforward_100mb`: 100 MiB GET, in one run, through a raw `kubectl port-forward`
-//!   to a test backend pod (SPDY), through `ktx forward` (the API server's WebSocket port-forward, one
-//!   per connection, the same way ktx's tunnel reaches the shadow), and as a marked request from
+//!   to a test backend pod (SPDY), through `ktx forward` over SPDY (its default, one port-forward
+//!   per connection, the same way ktx's tunnel reaches the shadow) and over the API server's
+//!   WebSocket (`KTX_PORT_FORWARD=websocket`), and as a marked request from
 //!   a pod through router → shadow → tunnel → ktx to the local test backend; plus the same GET
 //!   from that pod straight to the original pod (the cluster's own network, for scale).
 //! - `mesh_first_request`: from `ktx mesh` started to the first marked request answered by the
@@ -191,7 +192,7 @@ fn tunnel_portforward_100mb() {
     let (pod, pod_ip) = first_pod(&ns, "orders");
     let n = ns.name().to_string();
 
-    // Raw SPDY port-forward and the WebSocket one ktx speaks, alternating, same pod.
+    // Raw SPDY port-forward and the two transports ktx speaks, alternating, same pod.
     let pf_port = free_port();
     let kubectl = cluster.kubectl_program().to_string();
     let mut pf = Proc::spawn(
@@ -209,30 +210,45 @@ fn tunnel_portforward_100mb() {
     pf.wait_line(true, "Forwarding from", secs(60));
     let ws_port = free_port();
     let mut fwd = Proc::spawn(
-        "ktx forward",
-        &mut ktx(&ns, &["forward", "orders", &format!("{ws_port}:8080")]),
+        "ktx forward (WebSocket)",
+        ktx(&ns, &["forward", "orders", &format!("{ws_port}:8080")])
+            .env("KTX_PORT_FORWARD", "websocket"),
     );
     fwd.wait_line(true, "127.0.0.1:", secs(60));
+    let ktx_port = free_port();
+    let mut ktx_fwd = Proc::spawn(
+        "ktx forward (SPDY)",
+        ktx(&ns, &["forward", "orders", &format!("{ktx_port}:8080")])
+            .env("KTX_PORT_FORWARD", "spdy"),
+    );
+    ktx_fwd.wait_line(true, "127.0.0.1:", secs(60));
     let path = format!("/bytes?n={MIB100}");
-    let (mut spdy, mut ws) = (Vec::new(), Vec::new());
+    let (mut spdy, mut ws, mut ktx_spdy) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..reps() {
         spdy.push(curl_mib_per_s(&format!("http://127.0.0.1:{pf_port}{path}")));
         ws.push(curl_mib_per_s(&format!("http://127.0.0.1:{ws_port}{path}")));
+        ktx_spdy.push(curl_mib_per_s(&format!(
+            "http://127.0.0.1:{ktx_port}{path}"
+        )));
     }
     // The other way, laptop → pod: the direction of the marked download below.
     let file = std::env::temp_dir().join(format!("ktx-bench-{}.bin", std::process::id()));
     std::fs::write(&file, vec![b'x'; MIB100 as usize]).expect("write the upload file");
-    let (mut spdy_up, mut ws_up) = (Vec::new(), Vec::new());
+    let (mut spdy_up, mut ws_up, mut ktx_spdy_up) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..reps() {
         let pf_url = format!("http://127.0.0.1:{pf_port}/sink");
         spdy_up.push(curl_upload_mib_per_s(&pf_url, &file));
         let ws_url = format!("http://127.0.0.1:{ws_port}/sink");
         ws_up.push(curl_upload_mib_per_s(&ws_url, &file));
+        let ktx_url = format!("http://127.0.0.1:{ktx_port}/sink");
+        ktx_spdy_up.push(curl_upload_mib_per_s(&ktx_url, &file));
     }
     let _ = std::fs::remove_file(&file);
     drop(pf);
-    fwd.interrupt();
-    let _ = fwd.wait_exit(secs(30));
+    for f in [&mut fwd, &mut ktx_fwd] {
+        f.interrupt();
+        let _ = f.wait_exit(secs(30));
+    }
 
     // The marked request from a pod, answered by the local process through the mesh; and the
     // same GET unmarked from the same kind of pod straight to the original pod.
@@ -274,6 +290,12 @@ fn tunnel_portforward_100mb() {
         "curl on the node through ktx forward (WebSocket port-forward) to the pod",
     );
     speed_row(
+        "spdy-port-forward",
+        "pod-to-laptop",
+        &ktx_spdy,
+        "curl on the node through ktx forward (SPDY port-forward, ktx's default) to the pod",
+    );
+    speed_row(
         "kubectl-port-forward-upload",
         "laptop-to-pod",
         &spdy_up,
@@ -284,6 +306,12 @@ fn tunnel_portforward_100mb() {
         "laptop-to-pod",
         &ws_up,
         "curl on the node POSTs 100 MiB through ktx forward (WebSocket port-forward)",
+    );
+    speed_row(
+        "spdy-port-forward-upload",
+        "laptop-to-pod",
+        &ktx_spdy_up,
+        "curl on the node POSTs 100 MiB through ktx forward (SPDY port-forward, ktx's default)",
     );
     speed_row(
         "ktx-mesh",

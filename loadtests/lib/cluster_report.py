@@ -59,9 +59,11 @@ def _section(rows, kubernetes):
     L.append("")
     L.append("> tunnel-portforward-100mb: one 100 MiB transfer per run, the median of the runs "
              "shown. `kubectl-port-forward*`: curl on the node through `kubectl port-forward "
-             "pod/…` (SPDY). `ws-port-forward*`: curl through `ktx forward`, which rides the "
-             "API server's WebSocket port-forward the way the tunnel does "
-             "(`control/src/cluster/port_forward/io.rs`). `ktx-mesh`: busybox wget in a pod, "
+             "pod/…` (SPDY). `spdy-port-forward*`: curl through `ktx forward`, on the SPDY "
+             "port-forward ktx speaks by default, the way the tunnel does "
+             "(`control/src/cluster/port_forward/spdy.rs`). `ws-port-forward*`: the same on the "
+             "API server's WebSocket (`KTX_PORT_FORWARD=websocket`, `port_forward/io.rs`), ktx's "
+             "fallback. `ktx-mesh`: busybox wget in a pod, "
              "marked, through Service → router → shadow → tunnel → ktx → the local test backend, "
              "so its bytes flow laptop → pod, like the `-upload` rows. `pod-to-pod`: the same wget "
              "straight to the workload's pod, for scale.")
@@ -91,6 +93,7 @@ def _section(rows, kubernetes):
     up = val("tunnel-portforward-100mb", "kubectl-port-forward-upload", "mib_per_s")
     down = val("tunnel-portforward-100mb", "kubectl-port-forward", "mib_per_s")
     ws_up = val("tunnel-portforward-100mb", "ws-port-forward-upload", "mib_per_s")
+    spdy_up = val("tunnel-portforward-100mb", "spdy-port-forward-upload", "mib_per_s")
     r_up = mesh / up if mesh and up else None
     L.append(f"- marked 100 MiB download ≥ 1.0× a plain `kubectl port-forward` in the same run, same "
              f"direction (laptop → pod): {_fmt(mesh)} against {_fmt(up)} MiB/s, "
@@ -98,9 +101,12 @@ def _section(rows, kubernetes):
     if mesh and down:
         L.append(f"- the same against `kubectl port-forward` the other way (pod → laptop, "
                  f"{_fmt(down)} MiB/s): {_fmt(mesh / down, 2)}× (information)")
+    if mesh and spdy_up:
+        L.append(f"- against ktx's own SPDY port-forward it rides, same direction "
+                 f"({_fmt(spdy_up)} MiB/s): {_fmt(mesh / spdy_up, 2)}× (information)")
     if mesh and ws_up:
-        L.append(f"- against the WebSocket port-forward it rides, same direction ({_fmt(ws_up)} "
-                 f"MiB/s): {_fmt(mesh / ws_up, 2)}× (information)")
+        L.append(f"- against the WebSocket port-forward (ktx's fallback), same direction "
+                 f"({_fmt(ws_up)} MiB/s): {_fmt(mesh / ws_up, 2)}× (information)")
     first_s = val("mesh-first-request", "ktx-mesh", "seconds")
     L.append(f"- `ktx mesh` → first routed request ≤ {FIRST_REQUEST_GOAL_S} s: median "
              f"{_fmt(first_s, 2)} s → "

@@ -92,10 +92,11 @@ pub const CALLS: &[Call] = &[
     c(D, "mesh exchange preview status clean forward connect", "", "pods", "list", "mesh.rs, exchange.rs (named ports), api/wait.rs, router_admin.rs, clean.rs, forward.rs (Ready pods), lifecycle/workload_env.rs"),
     c(D, "mesh exchange preview connect", "", "pods", "create", "flow.rs (shadow)"),
     c(D, "mesh exchange preview clean recover connect", "", "pods", "delete", "teardown.rs remove_session, clean.rs, undo.rs"),
-    // The tunnel: kube-rs port-forwards over WebSocket, a GET that API servers before 1.35
-    // authorize as `get`; from 1.35 (AuthorizePodWebsocketUpgradeCreatePermission) as `create`.
-    c(D, "mesh exchange preview forward connect", "", "pods/portforward", "get", "cluster/port_forward.rs PortForwardConnector"),
-    c(D, "mesh exchange preview forward connect", "", "pods/portforward", "create", "cluster/port_forward.rs PortForwardConnector (1.35+)"),
+    // The tunnel: ktx port-forwards over SPDY, a POST (`create`), and falls back to the
+    // WebSocket, a GET that API servers before 1.35 authorize as `get`; from 1.35
+    // (AuthorizePodWebsocketUpgradeCreatePermission) as `create`.
+    c(D, "mesh exchange preview forward connect", "", "pods/portforward", "get", "cluster/port_forward.rs PortForwardConnector (the WebSocket)"),
+    c(D, "mesh exchange preview forward connect", "", "pods/portforward", "create", "cluster/port_forward.rs PortForwardConnector (SPDY; the WebSocket on 1.35+)"),
     // The router's /metrics through the API server: "rule applied", status's request counts.
     c(D, "mesh status", "", "pods/proxy", "get", "kube/proxy.rs get"),
     // The shadow's tunnel credentials: never read back.
