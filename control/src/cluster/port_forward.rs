@@ -2,7 +2,7 @@
 //! tunnel client. It rides SPDY/3.1 ([`spdy::SpdyIo`], what `kubectl port-forward` speaks),
 //! and the WebSocket ([`io::PortForwardIo`]) where the SPDY upgrade is refused (a proxy in
 //! front of the API server that passes only WebSockets, say); after one such refusal the
-//! connector stays on the WebSocket. `KTX_PORT_FORWARD=spdy|websocket` pins one (default
+//! process stays on the WebSocket (it talks to one API server). `KTX_PORT_FORWARD=spdy|websocket` pins one (default
 //! `auto`). SPDY first because the container runtime's streaming server spends about three
 //! times the CPU per byte on the WebSocket (see `spdy.rs`).
 //!
@@ -21,7 +21,6 @@ mod tests;
 
 use std::io::Error as IoError;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Pod;
@@ -76,9 +75,12 @@ pub struct PortForwardConnector {
     namespace: String,
     pod: String,
     port: u16,
-    /// Set once a SPDY upgrade was refused and the WebSocket worked (`Transport::Auto`).
-    websocket_only: Arc<AtomicBool>,
 }
+
+/// Set once a SPDY upgrade was refused and the WebSocket worked (`Transport::Auto`): every
+/// later port-forward of this process (`ktx forward` opens one per connection) goes straight
+/// to the WebSocket.
+static WEBSOCKET_ONLY: AtomicBool = AtomicBool::new(false);
 
 impl std::fmt::Debug for PortForwardConnector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -93,7 +95,6 @@ impl PortForwardConnector {
             namespace: namespace.to_string(),
             pod: pod.to_string(),
             port,
-            websocket_only: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -103,7 +104,7 @@ impl PortForwardConnector {
     }
 
     async fn open_with(&self, transport: Transport) -> std::io::Result<BoxIo> {
-        if transport == Transport::WebSocket || self.websocket_only.load(Ordering::Relaxed) {
+        if transport == Transport::WebSocket || WEBSOCKET_ONLY.load(Ordering::Relaxed) {
             return self.open_websocket().await;
         }
         match self.open_spdy().await {
@@ -118,7 +119,7 @@ impl PortForwardConnector {
                     forward = %self.describe(),
                     "the API server refused the SPDY port-forward ({why}); using its WebSocket from now on"
                 );
-                self.websocket_only.store(true, Ordering::Relaxed);
+                WEBSOCKET_ONLY.store(true, Ordering::Relaxed);
                 Ok(io)
             }
         }
