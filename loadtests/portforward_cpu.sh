@@ -82,9 +82,9 @@ for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/hello" && b
 
 snap() {
   for n in kube-apiserver kubelet containerd ktx-testbackend; do
-    for p in $(pgrep -x "$n"); do echo "$n $(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null || echo 0)"; done
+    for p in $(pgrep -x "$n"); do echo "$n $p $(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null || echo 0)"; done
   done
-  echo "$MODE-forwarder $(awk '{print $14+$15}' "/proc/$FWD/stat")"
+  echo "$MODE-forwarder $FWD $(awk '{print $14+$15}' "/proc/$FWD/stat")"
 }
 measure() {
   local what=$1 t0 t1
@@ -98,13 +98,13 @@ measure() {
 import collections, sys
 what, ms, a, b, tck = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
 def load(p):
-    c = collections.Counter()
-    for line in open(p):
-        n, v = line.split()
-        c[n] += int(v)
-    return c
-d = load(b)
-d.subtract(load(a))
+    return {(n, pid): int(v) for n, pid, v in (line.split() for line in open(p))}
+# Only processes alive at both ends (one that started or ended between them, say a test
+# backend of an earlier run still terminating, would count its whole life).
+sa, sb = load(a), load(b)
+d = collections.Counter()
+for key in sa.keys() & sb.keys():
+    d[key[0]] += sb[key] - sa[key]
 print(f"{what}: {100 * 1000 / max(ms, 1):.0f} MiB/s; CPU ms per 100 MiB: "
       + ", ".join(f"{k} {v * 1000 // tck}" for k, v in d.most_common()))
 PY
