@@ -185,6 +185,37 @@ impl PortForwardConnector {
 
 const STREAM_PROTOCOL: &str = "X-Stream-Protocol-Version";
 
+/// What both transports keep for their errors: the port-forward's name, and the pod side's
+/// error once one arrived, with which every later read and write fails.
+#[derive(Debug)]
+struct Failure {
+    what: String,
+    failed: Option<String>,
+}
+
+impl Failure {
+    fn new(what: String) -> Self {
+        Failure { what, failed: None }
+    }
+
+    fn error(&self, kind: std::io::ErrorKind, message: impl std::fmt::Display) -> IoError {
+        IoError::new(kind, format!("{}: {message}", self.what))
+    }
+
+    fn check(&self) -> std::io::Result<()> {
+        match &self.failed {
+            Some(message) => Err(self.error(std::io::ErrorKind::ConnectionAborted, message)),
+            None => Ok(()),
+        }
+    }
+
+    /// Fails the stream with `message` (the first failure stays) and returns its error.
+    fn fail(&mut self, message: String) -> IoError {
+        self.failed.get_or_insert(message);
+        self.check().expect_err("just failed")
+    }
+}
+
 /// The API server's own words for a refusal (`pods "x" not found`, 403 …) rather than the
 /// whole status object.
 fn api_error(e: &kube::Error) -> String {

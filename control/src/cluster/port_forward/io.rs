@@ -27,6 +27,8 @@ use futures_util::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+use super::Failure;
+
 /// The largest message sent towards the pod (data bytes, plus the channel byte).
 pub const MESSAGE_MAX: usize = 256 * 1024;
 
@@ -38,13 +40,13 @@ const ERROR: u8 = 1;
 pub struct PortForwardIo<S> {
     ws: S,
     port: u16,
-    what: String,
     /// Data of the last message not yet read.
     rx: Bytes,
     /// Whether the server's port prefix was seen on the data and the error channel.
     prefixed: [bool; 2],
     eof: bool,
-    failed: Option<String>,
+    /// Its name in errors, and the pod side's error once one arrived.
+    f: Failure,
     /// The message being gathered: the channel byte and data, empty when nothing is pending.
     tx: BytesMut,
     closed: bool,
@@ -53,8 +55,8 @@ pub struct PortForwardIo<S> {
 impl<S> std::fmt::Debug for PortForwardIo<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PortForwardIo")
-            .field("what", &self.what)
-            .field("failed", &self.failed)
+            .field("what", &self.f.what)
+            .field("failed", &self.f.failed)
             .finish_non_exhaustive()
     }
 }
@@ -68,31 +70,19 @@ where
         Self {
             ws,
             port,
-            what,
+            f: Failure::new(what),
             rx: Bytes::new(),
             prefixed: [false; 2],
             eof: false,
-            failed: None,
             tx: BytesMut::new(),
             closed: false,
         }
     }
 
-    fn error(&self, kind: io::ErrorKind, message: impl std::fmt::Display) -> io::Error {
-        io::Error::new(kind, format!("{}: {message}", self.what))
-    }
-
-    fn check_failed(&self) -> io::Result<()> {
-        match &self.failed {
-            Some(message) => Err(self.error(io::ErrorKind::ConnectionAborted, message)),
-            None => Ok(()),
-        }
-    }
-
     fn ws_error(&self, e: WsError) -> io::Error {
         match e {
-            WsError::Io(e) => self.error(e.kind(), e),
-            e => self.error(io::ErrorKind::InvalidData, e),
+            WsError::Io(e) => self.f.error(e.kind(), e),
+            e => self.f.error(io::ErrorKind::InvalidData, e),
         }
     }
 
@@ -110,7 +100,7 @@ where
         }
         let channel = bytes.split_to(1)[0];
         if channel != DATA && channel != ERROR {
-            return Err(self.error(
+            return Err(self.f.error(
                 io::ErrorKind::InvalidData,
                 format!("the API server used channel {channel}, not one of this port's"),
             ));
@@ -120,7 +110,7 @@ where
             *seen = true;
             return match <[u8; 2]>::try_from(&bytes[..]).map(u16::from_le_bytes) {
                 Ok(port) if port == self.port => Ok(false),
-                _ => Err(self.error(
+                _ => Err(self.f.error(
                     io::ErrorKind::InvalidData,
                     format!(
                         "the API server's first message on channel {channel} is not port {}",
@@ -131,8 +121,7 @@ where
         }
         if channel == ERROR {
             if !bytes.is_empty() {
-                self.failed = Some(String::from_utf8_lossy(&bytes).into_owned());
-                self.check_failed()?;
+                return Err(self.f.fail(String::from_utf8_lossy(&bytes).into_owned()));
             }
             return Ok(false);
         }
@@ -164,7 +153,7 @@ where
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        this.check_failed()?;
+        this.f.check()?;
         while this.rx.is_empty() && !this.eof {
             match ready!(Pin::new(&mut this.ws).poll_next(cx)) {
                 Some(Ok(message)) => {
@@ -190,11 +179,11 @@ where
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        this.check_failed()?;
+        this.f.check()?;
         if this.closed {
-            return Poll::Ready(Err(
-                this.error(io::ErrorKind::BrokenPipe, "already shut down")
-            ));
+            return Poll::Ready(Err(this
+                .f
+                .error(io::ErrorKind::BrokenPipe, "already shut down")));
         }
         if this.tx.len() >= MESSAGE_MAX {
             ready!(this.poll_send(cx))?;
@@ -210,7 +199,7 @@ where
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        this.check_failed()?;
+        this.f.check()?;
         ready!(this.poll_send(cx))?;
         Pin::new(&mut this.ws)
             .poll_flush(cx)

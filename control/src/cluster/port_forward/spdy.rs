@@ -33,6 +33,8 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
+use super::Failure;
+
 /// The largest DATA frame sent towards the pod (payload bytes).
 pub const FRAME_MAX: usize = 256 * 1024;
 /// How much of the pod side's error text is kept.
@@ -73,14 +75,14 @@ enum Rx {
 /// One port-forwarded stream over an upgraded SPDY connection `io`.
 pub struct SpdyIo<T> {
     io: T,
-    what: String,
     rbuf: BytesMut,
     rx: Rx,
     ctl_head: [u8; 8],
     replied: [bool; 2],
     eof: bool,
     error_text: Vec<u8>,
-    failed: Option<String>,
+    /// Its name in errors, and the pod side's error once one arrived.
+    f: Failure,
     /// The DATA frame being gathered: 8 header bytes, then the payload; empty when none.
     tx: BytesMut,
     /// Control frames waiting to go out (SYN_STREAMs, PING answers, the FIN).
@@ -93,8 +95,8 @@ pub struct SpdyIo<T> {
 impl<T> std::fmt::Debug for SpdyIo<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SpdyIo")
-            .field("what", &self.what)
-            .field("failed", &self.failed)
+            .field("what", &self.f.what)
+            .field("failed", &self.f.failed)
             .finish_non_exhaustive()
     }
 }
@@ -160,14 +162,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> SpdyIo<T> {
     pub async fn open(io: T, port: u16, what: String) -> io::Result<Self> {
         let mut s = SpdyIo {
             io,
-            what,
+            f: Failure::new(what),
             rbuf: BytesMut::new(),
             rx: Rx::Head,
             ctl_head: [0; 8],
             replied: [false; 2],
             eof: false,
             error_text: Vec::new(),
-            failed: None,
             tx: BytesMut::new(),
             ctl: BytesMut::new(),
             out: Bytes::new(),
@@ -182,22 +183,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> SpdyIo<T> {
         Ok(s)
     }
 
-    fn error(&self, kind: io::ErrorKind, message: impl std::fmt::Display) -> io::Error {
-        io::Error::new(kind, format!("{}: {message}", self.what))
-    }
-
-    fn check_failed(&self) -> io::Result<()> {
-        match &self.failed {
-            Some(message) => Err(self.error(io::ErrorKind::ConnectionAborted, message)),
-            None => Ok(()),
-        }
-    }
-
-    fn fail(&mut self, message: String) -> io::Error {
-        self.failed.get_or_insert(message);
-        self.check_failed().expect_err("just failed")
-    }
-
     /// Waits until the server replied to both streams (or data arrived on the data stream).
     fn poll_replies(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
@@ -207,7 +192,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> SpdyIo<T> {
                 return Poll::Ready(Ok(()));
             }
             if self.eof {
-                return Poll::Ready(Err(self.error(
+                return Poll::Ready(Err(self.f.error(
                     io::ErrorKind::UnexpectedEof,
                     "the API server closed the port-forward before it opened the streams",
                 )));
@@ -231,7 +216,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> SpdyIo<T> {
         ))?;
         if n == 0 {
             if !matches!(self.rx, Rx::Head) || !self.rbuf.is_empty() {
-                return Poll::Ready(Err(self.error(
+                return Poll::Ready(Err(self.f.error(
                     io::ErrorKind::UnexpectedEof,
                     "the port-forward connection ended inside a frame",
                 )));
@@ -272,7 +257,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> SpdyIo<T> {
                     self.rx = if word & 0x8000_0000 != 0 {
                         let version = ((word >> 16) & 0x7fff) as u16;
                         if version != VERSION {
-                            return Err(self.fail(format!(
+                            return Err(self.f.fail(format!(
                                 "the API server spoke SPDY version {version}, not 3"
                             )));
                         }
@@ -318,7 +303,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> SpdyIo<T> {
                     self.rx = Rx::Head;
                     if !self.error_text.is_empty() {
                         let text = String::from_utf8_lossy(&self.error_text).trim().to_string();
-                        return Err(self.fail(text));
+                        return Err(self.f.fail(text));
                     }
                 }
                 Rx::Control { kind, left, got } => {
@@ -370,7 +355,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> SpdyIo<T> {
                     } else {
                         0
                     };
-                    return Err(self.fail(format!(
+                    return Err(self.f.fail(format!(
                         "the API server reset the port-forward's {} stream (status {status})",
                         if stream == DATA_STREAM {
                             "data"
@@ -383,7 +368,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> SpdyIo<T> {
             // Ours are odd; an even id is the server's, to be echoed.
             (PING, Some(id)) if id % 2 == 0 => self.ctl.put_slice(&ping(id)),
             (SYN_REPLY | RST_STREAM | PING, None) => {
-                return Err(self.fail(format!(
+                return Err(self.f.fail(format!(
                     "the API server sent a short SPDY frame (type {kind})"
                 )));
             }
@@ -429,7 +414,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for SpdyIo<T> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
-            this.check_failed()?;
+            this.f.check()?;
             let data = this.parse()?;
             if !this.ctl.is_empty() {
                 // A PING to answer: now, not when the caller next writes.
@@ -462,11 +447,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for SpdyIo<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        this.check_failed()?;
+        this.f.check()?;
         if this.closed {
-            return Poll::Ready(Err(
-                this.error(io::ErrorKind::BrokenPipe, "already shut down")
-            ));
+            return Poll::Ready(Err(this
+                .f
+                .error(io::ErrorKind::BrokenPipe, "already shut down")));
         }
         if this.tx.len() >= 8 + FRAME_MAX {
             ready!(this.poll_send(cx))?;
@@ -482,7 +467,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for SpdyIo<T> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        this.check_failed()?;
+        this.f.check()?;
         ready!(this.poll_send(cx))?;
         Pin::new(&mut this.io).poll_flush(cx)
     }
