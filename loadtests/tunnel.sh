@@ -139,6 +139,12 @@ wait_gone() {
 # ------------------------------------------------------------------ tools and binaries
 command -v taskset >/dev/null || die "taskset (util-linux) is missing"
 command -v curl >/dev/null || die "curl is missing"
+command -v setpriv >/dev/null || die "setpriv (util-linux) is missing"
+if ! command -v setcap >/dev/null; then
+  log "installing libcap2-bin (setcap; Debian)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libcap2-bin \
+    >>"$LOG" 2>&1 || die "cannot install libcap2-bin"
+fi
 if [[ ! -x /usr/sbin/sshd ]] || ! command -v ssh >/dev/null; then
   log "installing openssh-server and openssh-client (Debian)"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
@@ -153,6 +159,16 @@ fi
 
 # ------------------------------------------------------------------ fixed parts
 "$BENCH" creds --out "$TMP/creds"
+# ktx-shadow runs as its pod runs it: user 65532, the binary carrying cap_net_bind_service as a
+# file capability (e2e/images.sh, e2e/Dockerfile). That makes its exec a secure one (AT_SECURE):
+# glibc then ignores GLIBC_TUNABLES, so run as root the shadow would measure settings that never
+# apply in a cluster.
+SHADOW_POD_UID=65532
+install -m 0755 "$SHADOW" "$TMP/ktx-shadow"
+setcap cap_net_bind_service=+ep "$TMP/ktx-shadow" || die "setcap on the shadow failed"
+SHADOW=$TMP/ktx-shadow
+chmod a+x "$TMP"
+chmod -R a+rX "$TMP/creds"
 start_bg "$OUT/sink.log" taskset -c $LAPTOP_CPU "$BENCH" sink --listen $L:$SINK_PORT
 wait_port $SINK_PORT || die "the sink did not start"
 
@@ -196,7 +212,8 @@ start_subject() { # start_subject SUBJECT RTT(0|1)
       if ((rtt)); then start_relay $SINK_PORT; TARGET=$L:$RELAY_PORT; else TARGET=$L:$SINK_PORT; fi
       ;;
     ktx-tunnel)
-      start_bg "$OUT/shadow.log" taskset -c $CLUSTER_CPU "$SHADOW" --ports $SHADOW_PORT \
+      start_bg "$OUT/shadow.log" taskset -c $CLUSTER_CPU setpriv --reuid $SHADOW_POD_UID \
+        --regid $SHADOW_POD_UID --clear-groups "$SHADOW" --ports $SHADOW_PORT \
         --listen-addr $L --tunnel-port $TUNNEL_PORT --admin $L:$ADMIN_PORT \
         --tls-dir "$TMP/creds/shadow" --threads 1 --log-format text --log-level warn
       SUBJECT_PIDS+=("$BG_PID") MEASURED_PIDS+=("$BG_PID")
@@ -328,7 +345,7 @@ for scenario in ${SCENARIOS//,/ }; do
 done
 
 # ------------------------------------------------------------------ report
-NOTES+=("Pinning: cluster side (ktx-shadow or sshd, and the load client) on core $CLUSTER_CPU; laptop side (the ktx end or the ssh client, and the sink) on core $LAPTOP_CPU; the 100 ms relay is not pinned. ktx-shadow and the ktx end run one thread each; the ktx end is \`ktx-tunnel-bench ktx\` (the ktx-tunnel client library that \`ktx\` uses, with a TCP connector instead of the API server's port-forward); ktx-shadow re-executes itself with glibc malloc tunables (see shadow/src/main.rs), the ktx end runs with glibc defaults.")
+NOTES+=("Pinning: cluster side (ktx-shadow or sshd, and the load client) on core $CLUSTER_CPU; laptop side (the ktx end or the ssh client, and the sink) on core $LAPTOP_CPU; the 100 ms relay is not pinned. ktx-shadow and the ktx end run one thread each; the ktx end is \`ktx-tunnel-bench ktx\` (the ktx-tunnel client library that \`ktx\` uses, with a TCP connector instead of the API server's port-forward); ktx-shadow runs as its pod runs it (user $SHADOW_POD_UID, cap_net_bind_service as a file capability, so a secure exec in which glibc ignores GLIBC_TUNABLES) with mimalloc (see shadow/src/main.rs); the ktx end runs with glibc's malloc and defaults.")
 NOTES+=("ssh-R: OpenSSH sshd on 127.0.0.1:$SSHD_PORT with its own host key and authorized_keys in a temporary directory; \`ssh -N -R 127.0.0.1:$SSH_RPORT:127.0.0.1:$SINK_PORT -c aes128-gcm@openssh.com\` (the cipher kt-connect's Go client prefers; OpenSSH's default chacha20-poly1305 is slower here); default 2 MiB channel windows.")
 NOTES+=("MiB/s: the sink sends, the load client receives (the developer's process answering the cluster). tunnel-100streams runs for a fixed time: aggregate = all bytes / time; per-stream spread and Jain's fairness index (1.0 = perfectly even) over the same window.")
 NOTES+=("Latency: open loop at a fixed rate (1,000/s on loopback, 50/s at 100 ms, over 10 connections so that one request's timer slack (tokio's 1 ms timer) never delays the next on the same connection); a request due while its connection is still busy counts from its due time, so stalls are not hidden. p50/p99 = 64-byte request and echo on persistent connections; new-conn = connect, send 64 bytes, receive the echo, close, paced at 50/s (20/s at 100 ms) over 10 connections. CPU ms/GiB = user+system time of the tunnel's processes (both ends) per GiB moved.")

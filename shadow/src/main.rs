@@ -5,30 +5,33 @@ use clap::Parser;
 use ktx_shadow::config::Config;
 use ktx_shadow::{Settings, Shadow};
 
-/// glibc settings for the tunnel's buffers, which glibc reads only at startup: so, unless the
-/// operator set `GLIBC_TUNABLES`, re-run ourselves with them (`ktx_telemetry::reexec_with_env`:
-/// same PID, same arguments).
-///
-/// - malloc: 256 KiB HTTP/2 frames are read into buffers that h2 replaces as frames are handed
-///   on; by default glibc serves them with fresh `mmap`s or trims the heap under them, so every
-///   page is faulted in again — 100,000+ page faults per GiB carried and ~20% of the shadow's
-///   CPU. A fixed 4 MiB mmap threshold and a 64 MiB trim threshold keep those pages (measured:
-///   under 1,000 faults per GiB).
-/// - memcpy: rustls copies each decrypted 16 KiB record out of its receive buffer, from 5 bytes
-///   past an aligned address (the record header). glibc 2.36 (Debian 12, which the image's
-///   static binary links) copies 2 KiB–1 MiB with `rep movsb`, which the AMD EPYC we measure on
-///   runs several times slower for that copy than glibc's vector loop: it was a third of the
-///   shadow's CPU. Vector loops up to 1 MiB (Intel cores run them as fast as `rep movsb` at
-///   these sizes) measured, `loadtests/tunnel.sh`'s single stream on loopback, 3 × 1 GiB, twice
-///   each, alternating: shadow 896–906 → 606–640 ms CPU per GiB, memmove 36% → 8% of its
-///   profile, 774–872 → 804–958 MiB/s (the ktx end, unchanged, is then the slower side).
+// mimalloc, not glibc's malloc, for two reasons the cluster showed (ktx-shadow as its pod runs
+// it: user 65532, the binary carrying cap_net_bind_service as a file capability):
+//
+// - The file capability makes every exec of the binary a secure one (AT_SECURE), and glibc then
+//   ignores `GLIBC_TUNABLES`. The malloc settings the shadow used to re-exec itself with (a fixed
+//   mmap threshold and a high trim threshold, so the tunnel's 256 KiB frame buffers keep their
+//   pages) never applied in a pod: 137,110 page faults per 3 GiB carried on loopback as the pod
+//   runs it, against 1,716 as root without the capability, where they did apply. mimalloc keeps
+//   freed pages for reuse (its purge delay) without asking the environment.
+// - rustls copies each decrypted 16 KiB record into a new 16 KiB buffer. glibc 2.36's memcpy
+//   does that with `rep movsb`, which this AMD EPYC runs ~25 times slower (3.3 against 80+ GB/s,
+//   hot cache) when the destination lies 1–15 bytes past the source modulo 4 KiB; where glibc's
+//   malloc happened to place the buffers, that copy was a third of the shadow's CPU. mimalloc
+//   serves 16 KiB from a size class of 16 KiB blocks, page-aligned, which puts the destination
+//   before the source (modulo 4 KiB) but for a record that starts in the last 15 bytes of a
+//   page.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// mimalloc reads its options from the environment when the process starts (itself, so a secure
+/// exec keeps them). Transparent huge pages off, as in the router: memory then comes and goes
+/// in 4 KiB pages rather than 2 MiB ones (measured, 1,000 idle tunnel streams: 13.3 KiB of RSS
+/// each instead of 16.9; glibc's malloc as the pod ran it: 12.9). So, unless the operator chose
+/// otherwise, re-run ourselves with that option (`ktx_telemetry::reexec_with_env`: same PID,
+/// same arguments).
 fn main() -> anyhow::Result<()> {
-    ktx_telemetry::reexec_with_env(
-        "ktx-shadow",
-        "GLIBC_TUNABLES",
-        "glibc.malloc.mmap_threshold=4194304:glibc.malloc.trim_threshold=67108864:\
-         glibc.cpu.x86_rep_movsb_threshold=1048576",
-    );
+    ktx_telemetry::reexec_with_env("ktx-shadow", "MIMALLOC_ALLOW_THP", "0");
     let cfg = Config::parse();
     ktx_telemetry::init_logging(cfg.log_format, &cfg.log_level)?;
     let settings = Settings::from_config(&cfg)?;
