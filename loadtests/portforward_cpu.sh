@@ -83,7 +83,7 @@ spec:
   ports: [{name: http, port: 8080, targetPort: http}]
 EOF
 "$K" -n "$NS" rollout status deploy/backend --timeout=120s >/dev/null
-head -c $((100 << 20)) /dev/urandom >"$TMP/100mb.bin"
+SERVER=$("$K" version -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])')
 
 if [[ $MODE == mesh ]]; then
   "$(dirname "$KTX")/ktx-testbackend" --listen "127.0.0.1:$PORT" --name developer >"$TMP/local.log" 2>&1 &
@@ -101,7 +101,7 @@ FWD=$!
 if [[ $MODE == mesh ]]; then
   # The e2e cluster runs no DNS: the Service by its address.
   IP=$("$K" -n "$NS" get svc backend -o jsonpath='{.spec.clusterIP}')
-  marked() { "$K" -n "$NS" exec wget -- wget -q -O "$1" --header 'VERSION: cpu' "http://$IP:8080$2"; }
+  marked() { timeout 120 "$K" -n "$NS" exec wget -- wget -q -O "$1" --header 'VERSION: cpu' "http://$IP:8080$2"; }
   for _ in $(seq 120); do [[ $(marked - / 2>/dev/null) == developer ]] && break; sleep 0.5; done
   [[ $(marked - / 2>/dev/null) == developer ]] || { echo "the mesh never answered; ktx said:" >&2; cat "$TMP/fwd.log" >&2; exit 1; }
 else
@@ -142,16 +142,16 @@ print(f"{what}: {100 * 1000 / max(ms, 1):.0f} MiB/s; CPU ms per 100 MiB: "
 PY
 }
 if [[ $MODE == mesh ]]; then
-  echo "# marked download through ktx mesh, $("$K" version -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])')"
+  echo "# marked download through ktx mesh, $SERVER"
   marked /dev/null "/bytes?n=$((100 << 20))" # warm-up
   for ((i = 0; i < REPS; i++)); do
-    measure "marked GET (laptop → pod)" timeout 120 "$K" -n "$NS" exec wget -- \
-      wget -q -O /dev/null --header 'VERSION: cpu' "http://$IP:8080/bytes?n=$((100 << 20))"
+    measure "marked GET (laptop → pod)" marked /dev/null "/bytes?n=$((100 << 20))"
   done
   exit 0
 fi
+head -c $((100 << 20)) /dev/urandom >"$TMP/100mb.bin"
 curl -s -m 120 -o /dev/null -X POST -T "$TMP/100mb.bin" "http://127.0.0.1:$PORT/sink" # warm-up
-echo "# $MODE port-forward (KTX_PORT_FORWARD=${KTX_PORT_FORWARD:-auto}), $("$K" version -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])')"
+echo "# $MODE port-forward (KTX_PORT_FORWARD=${KTX_PORT_FORWARD:-auto}), $SERVER"
 for ((i = 0; i < REPS; i++)); do
   measure "POST (laptop → pod)" curl -s -m 120 -o /dev/null -X POST -T "$TMP/100mb.bin" "http://127.0.0.1:$PORT/sink"
   measure "GET  (pod → laptop)" curl -s -m 120 -o /dev/null "http://127.0.0.1:$PORT/bytes?n=$((100 << 20))"

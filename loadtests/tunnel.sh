@@ -167,8 +167,8 @@ SHADOW_POD_UID=65532
 install -m 0755 "$SHADOW" "$TMP/ktx-shadow"
 setcap cap_net_bind_service=+ep "$TMP/ktx-shadow" || die "setcap on the shadow failed"
 SHADOW=$TMP/ktx-shadow
-chmod a+x "$TMP"
-chmod -R a+rX "$TMP/creds"
+chmod a+x "$TMP" "$TMP/creds" # to reach the shadow's own credentials, which it alone reads
+chown -R $SHADOW_POD_UID:$SHADOW_POD_UID "$TMP/creds/shadow"
 start_bg "$OUT/sink.log" taskset -c $LAPTOP_CPU "$BENCH" sink --listen $L:$SINK_PORT
 wait_port $SINK_PORT || die "the sink did not start"
 
