@@ -10,6 +10,8 @@
 #   tunnel-1stream     one stream downloads 1 GiB (MiB/s, median of 3; CPU ms/GiB of the tunnel's
 #                      processes); 64-byte request/response paced at 1,000/s
 #                      (p50/p99, 10 connections); a new connection per request at 50/s (new-conn p50/p99)
+#   tunnel-1stream-up  one stream uploads 1 GiB, the other way (cluster → laptop: a request
+#                      body to the developer's process); MiB/s, median of 3; CPU ms/GiB
 #   tunnel-100streams  100 streams download at once for 10 s (aggregate MiB/s, slowest and
 #                      fastest stream, Jain's index); 1,000 idle streams (RSS KiB per stream)
 #   tunnel-rtt100      through a relay adding 50 ms each way: one stream downloads 256 MiB;
@@ -20,7 +22,8 @@
 #   --quick      smaller runs (about a minute once built)
 #   --no-build   use the release binaries already in $CARGO_TARGET_DIR
 #   --subjects   comma list of direct,ktx-tunnel,ssh-R (default: all)
-#   --scenarios  comma list of tunnel-1stream,tunnel-100streams,tunnel-rtt100 (default: all)
+#   --scenarios  comma list of tunnel-1stream,tunnel-1stream-up,tunnel-100streams,tunnel-rtt100
+#                (default: all)
 #   --out-dir    where results.json and RESULTS.md are merged (default: loadtests/, only for a
 #                full run of all subjects and scenarios; loadtests/out/ otherwise)
 # Only this script's rows and RESULTS.md section are replaced; run.sh's stay. Logs go to
@@ -34,10 +37,10 @@ REPORT=$HERE/lib/tunnel_report.py
 report() { python3 "$REPORT" "$@"; }
 
 ALL_SUBJECTS="direct,ktx-tunnel,ssh-R"
-ALL_SCENARIOS="tunnel-1stream,tunnel-100streams,tunnel-rtt100"
+ALL_SCENARIOS="tunnel-1stream,tunnel-1stream-up,tunnel-100streams,tunnel-rtt100"
 QUICK=0 BUILD=1 SUBJECTS=$ALL_SUBJECTS SCENARIOS=$ALL_SCENARIOS RESULTS_DIR=""
 
-usage() { sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 die() { echo "tunnel.sh: $*" >&2; exit 1; }
 
 while (($#)); do
@@ -272,11 +275,14 @@ EOF
 }
 
 # ------------------------------------------------------------------ scenarios
-one_stream() { # one_stream SUBJECT
-  local s=$1 base=$OUT/tunnel-1stream.$1 files=() i c0 c1
+# bulk_runs SCENARIO SUBJECT [ARGS...] — ONE_REPS transfers of ONE_BYTES (load throughput ARGS),
+# each with the tunnel processes' CPU per GiB; leaves the median run in OUT/SCENARIO.SUBJECT.tput.json.
+bulk_runs() {
+  local base=$OUT/$1.$2 s=$2 files=() i c0 c1
+  shift 2
   for ((i = 1; i <= ONE_REPS; i++)); do
     c0=$(cpu_ms)
-    load throughput --target "$TARGET" --bytes $ONE_BYTES >"$base.tput$i.json"
+    load throughput --target "$TARGET" --bytes $ONE_BYTES "$@" >"$base.tput$i.json"
     c1=$(cpu_ms)
     python3 - "$base.tput$i.json" $((c1 - c0)) $ONE_BYTES "$s" <<'EOF'
 import json, sys
@@ -288,12 +294,24 @@ EOF
     files+=("$base.tput$i.json")
   done
   cp "$(median_by mib_per_s "${files[@]}")" "$base.tput.json"
+}
+
+one_stream() { # one_stream SUBJECT
+  local s=$1 base=$OUT/tunnel-1stream.$1
+  bulk_runs tunnel-1stream "$s"
   load latency --target "$TARGET" --rate 1000 --seconds $LAT_S --conns 10 --size 64 >"$base.lat.json"
   load latency --target "$TARGET" --rate 50 --seconds $LAT_S --conns 10 --size 64 --new-conn \
     | python3 -c 'import json,sys; d=json.load(sys.stdin); print(json.dumps({"connect_p50_us": d["p50_us"], "connect_p99_us": d["p99_us"], "connect_errors": d["errors"]}))' \
     >"$base.conn.json"
   report row --scenario tunnel-1stream --subject "$s" --json "$base.tput.json" \
     --json "$base.lat.json" --json "$base.conn.json" --set rss_kb=null >>"$ROWS"
+}
+
+one_stream_up() { # one_stream_up SUBJECT
+  local s=$1 base=$OUT/tunnel-1stream-up.$1
+  bulk_runs tunnel-1stream-up "$s" --upload
+  report row --scenario tunnel-1stream-up --subject "$s" --json "$base.tput.json" \
+    --set p50_us=null --set p99_us=null --set rss_kb=null >>"$ROWS"
 }
 
 hundred_streams() { # hundred_streams SUBJECT
@@ -336,6 +354,7 @@ for scenario in ${SCENARIOS//,/ }; do
     log "$scenario / $subject"
     case $scenario in
       tunnel-1stream) start_subject "$subject" 0; one_stream "$subject" ;;
+      tunnel-1stream-up) start_subject "$subject" 0; one_stream_up "$subject" ;;
       tunnel-100streams) start_subject "$subject" 0; hundred_streams "$subject" ;;
       tunnel-rtt100) start_subject "$subject" 1; rtt100 "$subject" ;;
       *) die "unknown scenario $scenario" ;;

@@ -15,7 +15,7 @@ import sys
 
 BEGIN = "<!-- tunnel:begin (written by loadtests/tunnel.sh) -->"
 END = "<!-- tunnel:end -->"
-SCENARIOS = ["tunnel-1stream", "tunnel-100streams", "tunnel-rtt100"]
+SCENARIOS = ["tunnel-1stream", "tunnel-1stream-up", "tunnel-100streams", "tunnel-rtt100"]
 SUBJECTS = ["direct", "ktx-tunnel", "ssh-R"]
 TICK_MS = 1000.0 / os.sysconf("SC_CLK_TCK")
 
@@ -145,6 +145,10 @@ def _section(rows, meta):
              f"{verdict(None if r_ssh is None else r_ssh >= 3)}")
     L.append(f"- single stream ≥ 50 % of direct: {_fmt(None if r_dir is None else 100 * r_dir, 0)} % → "
              f"{verdict(None if r_dir is None else r_dir >= 0.5)}")
+    ku, su, du = (val("tunnel-1stream-up", j, "mib_per_s") for j in ("ktx-tunnel", "ssh-R", "direct"))
+    if ku and su and du:
+        L.append(f"- single stream uploading (cluster → laptop): {_fmt(ku / su, 2)}× `ssh -R`, "
+                 f"{_fmt(100 * ku / du, 0)} % of direct (information)")
     kr, sr = val("tunnel-rtt100", "ktx-tunnel", "mib_per_s"), val("tunnel-rtt100", "ssh-R", "mib_per_s")
     if kr and sr:
         L.append(f"- at 100 ms round trip, single stream: {_fmt(kr / sr, 1)}× `ssh -R` (information)")

@@ -20,7 +20,8 @@ use ktx_shadow::{Settings, Shadow};
 //   malloc happened to place the buffers, that copy was a third of the shadow's CPU. mimalloc
 //   serves 16 KiB from a size class of 16 KiB blocks, page-aligned, which puts the destination
 //   before the source (modulo 4 KiB) but for a record that starts in the last 15 bytes of a
-//   page.
+//   page. The other direction (rustls copying plaintext into a page-aligned record buffer)
+//   is kept out of that case by the tunnel's read buffers (`ktx_tunnel::splice`).
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

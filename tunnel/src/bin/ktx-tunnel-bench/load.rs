@@ -35,6 +35,10 @@ pub enum Load {
         /// Download for this long (fixed-time mode, for fairness).
         #[arg(long)]
         seconds: Option<f64>,
+        /// Upload --bytes per stream instead (the sink counts them, then answers), timed until
+        /// the sink's answer.
+        #[arg(long, requires = "bytes")]
+        upload: bool,
     },
     Latency {
         #[arg(long)]
@@ -79,7 +83,8 @@ pub async fn run(load: Load) -> anyhow::Result<()> {
             streams,
             bytes,
             seconds,
-        } => throughput(target, streams, bytes, seconds).await,
+            upload,
+        } => throughput(target, streams, bytes, seconds, upload).await,
         Load::Latency {
             target,
             rate,
@@ -112,6 +117,7 @@ async fn throughput(
     streams: usize,
     bytes: Option<u64>,
     seconds: Option<f64>,
+    upload: bool,
 ) -> anyhow::Result<()> {
     // Fixed-time mode asks for more than can arrive and stops reading at the deadline.
     let ask = bytes.unwrap_or(u64::MAX / 2);
@@ -124,6 +130,9 @@ async fn throughput(
     let mut tasks = JoinSet::new();
     for mut s in conns {
         tasks.spawn(async move {
+            if upload {
+                return upload_one(s, ask).await.map(|()| (ask, start.elapsed()));
+            }
             let mut req = vec![b'D'];
             req.extend_from_slice(&ask.to_be_bytes());
             s.write_all(&req).await?;
@@ -175,6 +184,30 @@ async fn throughput(
          \"min_stream_mib_per_s\":{min:.2},\"max_stream_mib_per_s\":{max:.2},\"jain\":{jain:.4}}}",
         elapsed.as_secs_f64()
     );
+    Ok(())
+}
+
+/// Sends `n` bytes to the sink (`U` mode) and waits for its `ok`, which it sends once it has
+/// read them all.
+async fn upload_one(mut s: TcpStream, n: u64) -> anyhow::Result<()> {
+    let mut req = vec![b'U'];
+    req.extend_from_slice(&n.to_be_bytes());
+    s.write_all(&req).await?;
+    let buf = vec![0x5a_u8; 256 * 1024];
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(buf.len() as u64) as usize;
+        s.write_all(&buf[..k]).await?;
+        left -= k as u64;
+    }
+    let mut answer = [0u8; 2];
+    s.read_exact(&mut answer).await?;
+    if &answer != b"ok" {
+        bail!(
+            "the sink answered {:?} instead of ok",
+            String::from_utf8_lossy(&answer)
+        );
+    }
     Ok(())
 }
 
