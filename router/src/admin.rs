@@ -49,13 +49,10 @@ pub fn applied(state: &AdminState) -> AppliedTable {
     )
 }
 
-fn respond(req: &Request<Incoming>, state: &AdminState) -> Reply {
-    match req.uri().path() {
+fn respond(path: &str, state: &AdminState) -> Reply {
+    match path {
         "/healthz" => admin::text(StatusCode::OK, "ok\n"),
-        "/readyz" if *state.ready.borrow() && !state.draining.load(Ordering::Relaxed) => {
-            admin::text(StatusCode::OK, "ready\n")
-        }
-        "/readyz" => admin::text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        "/readyz" => readyz(state),
         "/metrics" => admin::metrics(&state.registry),
         ROUTES_PATH => admin::json(&applied(state)),
         _ => admin::text(
@@ -65,16 +62,152 @@ fn respond(req: &Request<Incoming>, state: &AdminState) -> Reply {
     }
 }
 
+fn readyz(state: &AdminState) -> Reply {
+    if *state.ready.borrow() && !state.draining.load(Ordering::Relaxed) {
+        admin::text(StatusCode::OK, "ready\n")
+    } else {
+        admin::text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+/// Waits, for a `/readyz` probe that comes before the router was first ready (its first
+/// route table and Endpoints list still on their way), up to `hold` for it
+/// ([`admin::READY_HOLD`]). Readiness never goes back to "not loaded": once ready, only a
+/// drain makes the router not ready, and that is answered without waiting.
+async fn hold_until_ready(mut ready: watch::Receiver<bool>, hold: Duration) {
+    if !*ready.borrow() {
+        let _ = tokio::time::timeout(hold, ready.wait_for(|r| *r)).await;
+    }
+}
+
 /// Serves the admin port until `shutdown` turns true.
 pub async fn serve(listener: TcpListener, state: AdminState, mut shutdown: watch::Receiver<bool>) {
+    serve_holding(listener, state, admin::READY_HOLD, async move {
+        crate::listener::signalled(&mut shutdown).await
+    })
+    .await;
+}
+
+async fn serve_holding(
+    listener: TcpListener,
+    state: AdminState,
+    hold: Duration,
+    stop: impl std::future::Future<Output = ()>,
+) {
     let limits = admin::Limits {
         header_timeout: state.header_timeout,
     };
-    admin::serve(
+    admin::serve_async(
         listener,
         limits,
-        move |req: &Request<Incoming>| respond(req, &state),
-        async move { crate::listener::signalled(&mut shutdown).await },
+        move |req: &Request<Incoming>| {
+            let state = state.clone();
+            let path = req.uri().path().to_owned();
+            async move {
+                if path == "/readyz" {
+                    hold_until_ready(state.ready.clone(), hold).await;
+                }
+                respond(&path, &state)
+            }
+        },
+        stop,
     )
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::Instant;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    struct Running {
+        addr: SocketAddr,
+        ready: watch::Sender<bool>,
+        draining: Arc<AtomicBool>,
+        _stop: tokio::sync::oneshot::Sender<()>,
+    }
+
+    async fn start(hold: Duration) -> Running {
+        let mut registry = Registry::default();
+        let metrics = Metrics::new(&mut registry);
+        let (ready, ready_rx) = watch::channel(false);
+        let draining = Arc::new(AtomicBool::new(false));
+        let (_, table) = watch::channel(Arc::new(crate::unreachable_table()));
+        let state = AdminState {
+            registry: Arc::new(Mutex::new(registry)),
+            ready: ready_rx,
+            draining: Arc::clone(&draining),
+            header_timeout: Duration::from_secs(5),
+            table,
+            metrics,
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve_holding(listener, state, hold, async move {
+            let _ = stopped.await;
+        }));
+        Running {
+            addr,
+            ready,
+            draining,
+            _stop: stop,
+        }
+    }
+
+    /// GET `path`: the status code and how long the answer took.
+    async fn get(addr: SocketAddr, path: &str) -> (u16, Duration) {
+        let t0 = Instant::now();
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        let code = out[9..12].parse().unwrap();
+        (code, t0.elapsed())
+    }
+
+    #[tokio::test]
+    async fn a_probe_before_the_first_ready_is_answered_when_the_router_gets_ready() {
+        let r = start(Duration::from_secs(5)).await;
+        let probe = tokio::spawn(get(r.addr, "/readyz"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        r.ready.send_replace(true);
+        let (code, took) = probe.await.unwrap();
+        assert_eq!(code, 200);
+        assert!(
+            took >= Duration::from_millis(150) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_probe_is_held_no_longer_than_the_hold() {
+        let r = start(Duration::from_millis(300)).await;
+        let (code, took) = get(r.addr, "/readyz").await;
+        assert_eq!(code, 503);
+        assert!(took >= Duration::from_millis(250), "{took:?}");
+        // other paths never wait
+        let (code, took) = get(r.addr, "/healthz").await;
+        assert_eq!(code, 200);
+        assert!(took < Duration::from_millis(250), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_drain_after_ready_is_answered_at_once() {
+        let r = start(Duration::from_secs(5)).await;
+        r.ready.send_replace(true);
+        assert_eq!(get(r.addr, "/readyz").await.0, 200);
+        r.draining.store(true, Ordering::Relaxed);
+        let (code, took) = get(r.addr, "/readyz").await;
+        assert_eq!(code, 503);
+        assert!(took < Duration::from_secs(2), "{took:?}");
+    }
 }

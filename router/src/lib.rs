@@ -381,7 +381,7 @@ async fn sweep_pools(
 }
 
 /// A table whose default has no address: every request gets 503 until the real table loads.
-fn unreachable_table() -> RouteTable {
+pub(crate) fn unreachable_table() -> RouteTable {
     RouteTable::compile(&RoutesSpec {
         default: TargetSpec {
             service: Some("ktx-no-table-yet".into()),

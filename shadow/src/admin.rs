@@ -31,8 +31,8 @@ impl AdminState {
     }
 }
 
-fn respond(req: &Request<Incoming>, state: &AdminState) -> Reply {
-    match req.uri().path() {
+fn respond(path: &str, state: &AdminState) -> Reply {
+    match path {
         "/healthz" => admin::text(StatusCode::OK, "ok\n"),
         "/readyz" if state.ready() && !state.readiness.needs_session() => {
             admin::text(StatusCode::OK, "ready: listening for ktx connect\n")
@@ -48,19 +48,115 @@ fn respond(req: &Request<Incoming>, state: &AdminState) -> Reply {
 }
 
 /// Serves the admin port until `stop` turns true.
-pub(crate) async fn serve(
+pub(crate) async fn serve(listener: TcpListener, state: AdminState, stop: watch::Receiver<bool>) {
+    serve_holding(listener, state, admin::READY_HOLD, stop).await;
+}
+
+/// [`serve`], holding a `/readyz` probe that comes before the shadow was first ready (its pod
+/// starting, the tunnel from ktx on its way) up to `hold` for it ([`admin::READY_HOLD`]): the
+/// kubelet then sees the shadow ready the moment the tunnel is up, not at its next probe. Once
+/// the shadow has been ready, "not ready" (the tunnel gone) is answered at once, so the router
+/// stops sending it traffic without delay.
+async fn serve_holding(
     listener: TcpListener,
     state: AdminState,
+    hold: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     let limits = admin::Limits {
         header_timeout: state.header_timeout,
     };
-    admin::serve(
+    admin::serve_async(
         listener,
         limits,
-        move |req: &Request<Incoming>| respond(req, &state),
+        move |req: &Request<Incoming>| {
+            let state = state.clone();
+            let path = req.uri().path().to_owned();
+            async move {
+                if path == "/readyz" && !state.ready() && !state.readiness.was_ready() {
+                    let _ = tokio::time::timeout(hold, state.readiness.wait(true)).await;
+                }
+                respond(&path, &state)
+            }
+        },
         async move { stopped(&mut stop).await },
     )
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::Instant;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::slot::Slot;
+
+    /// An admin port over a readiness that needs no session and one listening port (as in
+    /// connect mode): ready exactly while a `listening()` guard is held.
+    async fn start(hold: Duration) -> (SocketAddr, Arc<Readiness>, watch::Sender<bool>) {
+        let mut registry = Registry::default();
+        let slot = Slot::new(Metrics::new(&mut registry));
+        let readiness = Readiness::new(slot, 1, false);
+        let state = AdminState {
+            registry: Arc::new(Mutex::new(registry)),
+            readiness: Arc::clone(&readiness),
+            header_timeout: Duration::from_secs(5),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stop_rx) = watch::channel(false);
+        tokio::spawn(serve_holding(listener, state, hold, stop_rx));
+        (addr, readiness, stop)
+    }
+
+    /// GET `path`: the status code and how long the answer took.
+    async fn get(addr: SocketAddr, path: &str) -> (u16, Duration) {
+        let t0 = Instant::now();
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        (out[9..12].parse().unwrap(), t0.elapsed())
+    }
+
+    #[tokio::test]
+    async fn a_probe_before_the_first_ready_is_answered_when_the_shadow_gets_ready() {
+        let (addr, readiness, _stop) = start(Duration::from_secs(5)).await;
+        let probe = tokio::spawn(get(addr, "/readyz"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _listening = readiness.listening();
+        let (code, took) = probe.await.unwrap();
+        assert_eq!(code, 200);
+        assert!(
+            took >= Duration::from_millis(150) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_probe_is_held_no_longer_than_the_hold() {
+        let (addr, _readiness, _stop) = start(Duration::from_millis(300)).await;
+        let (code, took) = get(addr, "/readyz").await;
+        assert_eq!(code, 503);
+        assert!(took >= Duration::from_millis(250), "{took:?}");
+        let (code, took) = get(addr, "/healthz").await;
+        assert_eq!(code, 200);
+        assert!(took < Duration::from_millis(250), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn not_ready_after_having_been_ready_is_answered_at_once() {
+        let (addr, readiness, _stop) = start(Duration::from_secs(5)).await;
+        let listening = readiness.listening();
+        assert_eq!(get(addr, "/readyz").await.0, 200);
+        drop(listening);
+        let (code, took) = get(addr, "/readyz").await;
+        assert_eq!(code, 503);
+        assert!(took < Duration::from_secs(2), "{took:?}");
+    }
 }

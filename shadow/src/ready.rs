@@ -23,6 +23,8 @@ pub struct Readiness {
     draining: AtomicBool,
     /// Mesh mode: ready only with a session. Connect mode: ready while listening.
     needs_session: bool,
+    /// [`Readiness::is_ready`] has said yes at least once.
+    was_ready: AtomicBool,
 }
 
 impl Readiness {
@@ -33,6 +35,7 @@ impl Readiness {
             ports,
             draining: AtomicBool::new(false),
             needs_session,
+            was_ready: AtomicBool::new(false),
         })
     }
 
@@ -42,9 +45,18 @@ impl Readiness {
     }
 
     pub fn is_ready(&self) -> bool {
-        (!self.needs_session || self.slot.current().is_some())
+        let ready = (!self.needs_session || self.slot.current().is_some())
             && *self.listening.borrow() == self.ports
-            && !self.draining.load(Ordering::Relaxed)
+            && !self.draining.load(Ordering::Relaxed);
+        if ready {
+            self.was_ready.store(true, Ordering::Relaxed);
+        }
+        ready
+    }
+
+    /// Whether [`Readiness::is_ready`] has ever said yes (the shadow is past its start).
+    pub fn was_ready(&self) -> bool {
+        self.was_ready.load(Ordering::Relaxed)
     }
 
     pub fn drain(&self) {

@@ -29,6 +29,15 @@ pub type Reply = Response<Full<Bytes>>;
 /// connection.
 pub const MAX_HEAD: usize = 8 * 1024;
 
+/// The longest a `/readyz` probe waits for a starting process to become ready before it is
+/// answered "not ready". The kubelet probes every second; answered at once, a probe that
+/// arrives just before the process is ready makes the pod Ready only at the next probe, up to a
+/// second later, and `ktx mesh` waits for that on its way to the first routed request. Held,
+/// the probe is answered the moment the process is ready. Only until it first is: a process
+/// that was ready and is not any more (a tunnel gone, a drain) answers at once, so Kubernetes
+/// takes it out of its Services without delay. Below every probe's timeout (1 s).
+pub const READY_HOLD: Duration = Duration::from_millis(700);
+
 /// How each admin connection is bounded.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -108,6 +117,25 @@ pub async fn serve<F>(
 ) where
     F: Fn(&Request<Incoming>) -> Reply + Send + Sync + 'static,
 {
+    serve_async(
+        listener,
+        limits,
+        move |req: &Request<Incoming>| std::future::ready(respond(req)),
+        stop,
+    )
+    .await;
+}
+
+/// [`serve`] for an answer that may wait (a `/readyz` probe held for [`READY_HOLD`]).
+pub async fn serve_async<F, A>(
+    listener: TcpListener,
+    limits: Limits,
+    respond: F,
+    stop: impl Future<Output = ()>,
+) where
+    F: Fn(&Request<Incoming>) -> A + Send + Sync + 'static,
+    A: Future<Output = Reply> + Send + 'static,
+{
     let respond = Arc::new(respond);
     let mut backoff = AcceptBackoff::default();
     tokio::pin!(stop);
@@ -130,7 +158,7 @@ pub async fn serve<F>(
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let r = respond(&req);
-                async move { Ok::<_, std::convert::Infallible>(r) }
+                async move { Ok::<_, std::convert::Infallible>(r.await) }
             });
             if let Err(e) = http1::Builder::new()
                 .timer(TokioTimer::new())
