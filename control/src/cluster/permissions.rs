@@ -90,6 +90,7 @@ pub const CALLS: &[Call] = &[
     // The shadow pod; the workload's pods (named targetPorts); the router pods (metrics).
     c(D, "mesh exchange preview connect", "", "pods", "get", "api/wait.rs pod"),
     c(D, "mesh exchange preview status clean forward connect", "", "pods", "list", "mesh.rs, exchange.rs (named ports), api/wait.rs, router_admin.rs, clean.rs, forward.rs (Ready pods), lifecycle/workload_env.rs"),
+    c(D, "mesh exchange preview connect", "", "pods", "watch", "api/wait.rs Changes (wakes the waits; they poll without it)"),
     c(D, "mesh exchange preview connect", "", "pods", "create", "flow.rs (shadow)"),
     c(D, "mesh exchange preview clean recover connect", "", "pods", "delete", "teardown.rs remove_session, clean.rs, undo.rs"),
     // The tunnel: ktx port-forwards over SPDY, a POST (`create`), and falls back to the
@@ -109,6 +110,7 @@ pub const CALLS: &[Call] = &[
     // The router Deployment; the workloads behind S (exchange --mode scale) and their scale.
     c(D, ALL, "apps", "deployments", "get", "mesh.rs ensure, api/wait.rs, teardown.rs, scale.rs back"),
     c(D, "exchange clean mesh preview", "apps", "deployments", "list", "scale.rs workloads, clean.rs services_in_use"),
+    c(D, "mesh", "apps", "deployments", "watch", "api/wait.rs Changes (wakes the router wait; it polls without it)"),
     c(D, "mesh", "apps", "deployments", "create", "mesh.rs ensure (router)"),
     c(D, ALL, "apps", "deployments", "delete", "teardown.rs delete_shared, undo.rs"),
     c(D, "exchange clean recover", "apps", "statefulsets", "get", "scale.rs back (Ready wait)"),

@@ -448,7 +448,11 @@ impl Fake {
                 format!("no route {path}"),
             );
         };
+        let watch = query
+            .split('&')
+            .any(|kv| kv == "watch=true" || kv == "watch=1");
         let verb: &'static str = match (method, &name) {
+            (&Method::GET, None) if watch => "watch",
             (&Method::GET, None) => "list",
             (&Method::GET, Some(_)) => "get",
             (&Method::POST, _) => "create",
@@ -479,6 +483,14 @@ impl Fake {
                 StatusCode::FORBIDDEN,
                 "Forbidden",
                 format!("{resource} is forbidden: cannot {verb} {resource} in namespace {NS}"),
+            );
+        }
+        // No watches here: ktx's waits then poll, as they do for a Role without `watch`.
+        if verb == "watch" {
+            return status(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                format!("the fake does not watch {resource}"),
             );
         }
         // The `scale` subresource of workloads (exchange --mode scale): a view of the object's

@@ -2,18 +2,26 @@
 //! (image ktx.local/ktx-router:dev)") and a fast, explained failure when the pod cannot start
 //! (bad image name, image never pulled, crash loop) instead of sitting out the whole timeout.
 //!
-//! It polls: a get every 100 ms for the first few seconds (a pod on a warm node starts in one or
-//! two, and each step of `ktx mesh` waits for one), every 300 ms after that; that costs little
-//! for one pod, and each poll is a natural point to refresh the progress text. Cancellation is
-//! by dropping the future.
+//! It looks (a get) when the objects it waits on change, and polls as well: a watch on them,
+//! opened after the first look and from the version that look saw, wakes the wait at once,
+//! instead of up to a poll interval later (on the local cluster that was 50 ms on average at
+//! each of the two waits on `ktx mesh`'s critical path: the shadow Running, then the shadow or
+//! the router Ready). The polls stay: every 100 ms for the first few seconds (a pod on a warm
+//! node starts in one or two), every 300 ms after that, and they alone remain when the watch
+//! cannot be opened (a Role without `watch`), ends or fails. Each look refreshes the progress
+//! text. Cancellation is by dropping the future.
 
 use std::time::Duration;
 
+use futures_util::future::FutureExt;
+use futures_util::stream::{BoxStream, SelectAll, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use kube::api::{ListParams, WatchEvent, WatchParams};
 use tokio::time::Instant;
 
-use super::Kube;
+use super::{Kind, Kube};
+use crate::error::ApiContext;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 
@@ -29,6 +37,58 @@ pub fn poll_interval(waited: Duration) -> Duration {
         POLL_FAST
     } else {
         POLL
+    }
+}
+
+/// Changes to what a wait looks at: one `()` per watch event, from every watch it opened.
+#[derive(Default)]
+struct Changes {
+    streams: SelectAll<BoxStream<'static, ()>>,
+    /// A watch could not be opened: poll only, and do not ask again.
+    refused: bool,
+}
+
+impl Changes {
+    /// Whether a watch should be (re)opened: none is open, and none was refused.
+    fn wanted(&self) -> bool {
+        !self.refused && self.streams.is_empty()
+    }
+
+    /// Opens a watch on `K` from `version` (what the last look saw). The stream ends at its
+    /// first error (an expired version, the client's read timeout on a quiet watch); the next
+    /// look then opens a new one from what it saw.
+    async fn watch<K: Kind>(&mut self, kube: &Kube, params: WatchParams, version: &str) {
+        match kube.api::<K>().watch(&params, version).await {
+            Ok(events) => self.streams.push(
+                events
+                    .take_while(|e| {
+                        std::future::ready(matches!(
+                            e,
+                            Ok(WatchEvent::Added(_)
+                                | WatchEvent::Modified(_)
+                                | WatchEvent::Deleted(_)
+                                | WatchEvent::Bookmark(_))
+                        ))
+                    })
+                    .map(|_| ())
+                    .boxed(),
+            ),
+            Err(e) => {
+                tracing::debug!(resource = %super::resource::<K>(), error = %e, "no watch: polling only");
+                self.refused = true;
+            }
+        }
+    }
+
+    /// Until the next change or `interval`, whichever comes first. Changes that arrived
+    /// together make one wake-up.
+    async fn next(&mut self, interval: Duration) {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            Some(()) = self.streams.next() => {
+                while let Some(Some(())) = self.streams.next().now_or_never() {}
+            }
+        }
     }
 }
 
@@ -184,10 +244,12 @@ pub async fn pod(
     let deadline = started + timeout;
     let what = format!("{what} {}/{name}", kube.namespace);
     let mut last = "not created yet".to_string();
+    let mut changes = Changes::default();
     loop {
-        if let Some(p) = kube.get::<Pod>(name).await? {
-            match blocker(&p, goal) {
-                None => return Ok(p),
+        let found = kube.get::<Pod>(name).await?;
+        if let Some(p) = &found {
+            match blocker(p, goal) {
+                None => return Ok(found.expect("just matched")),
                 Some(b) if b.fatal => {
                     return Err(Error::PodFailed {
                         what,
@@ -205,7 +267,14 @@ pub async fn pod(
                 last,
             });
         }
-        tokio::time::sleep(poll_interval(started.elapsed())).await;
+        if changes.wanted() {
+            let version = found.and_then(|p| p.metadata.resource_version);
+            let params = WatchParams::default().fields(&format!("metadata.name={name}"));
+            changes
+                .watch::<Pod>(kube, params, version.as_deref().unwrap_or("0"))
+                .await;
+        }
+        changes.next(poll_interval(started.elapsed())).await;
     }
 }
 
@@ -223,8 +292,10 @@ pub async fn deployment(
     let deadline = started + timeout;
     let what = format!("{what} {}/{name}", kube.namespace);
     let mut last = "no pod yet".to_string();
+    let mut changes = Changes::default();
     loop {
-        if let Some(d) = kube.get::<Deployment>(name).await? {
+        let found = kube.get::<Deployment>(name).await?;
+        if let Some(d) = &found {
             let st = d.status.as_ref();
             let ready = st.and_then(|s| s.ready_replicas).unwrap_or(0);
             let current = st.and_then(|s| s.observed_generation) >= d.metadata.generation;
@@ -232,8 +303,12 @@ pub async fn deployment(
                 return Ok(());
             }
         }
-        let pods = kube.list::<Pod>(selector).await?;
-        for p in &pods {
+        let pods = kube
+            .api::<Pod>()
+            .list(&ListParams::default().labels(selector))
+            .await
+            .ctx("list", "pods", &kube.namespace, "")?;
+        for p in &pods.items {
             if let Some(b) = blocker(p, Goal::Ready) {
                 let pod_name = p.metadata.name.clone().unwrap_or_default();
                 if b.fatal {
@@ -253,7 +328,19 @@ pub async fn deployment(
                 last,
             });
         }
-        tokio::time::sleep(poll_interval(started.elapsed())).await;
+        // The Deployment's readyReplicas follow its pods' Ready: both are watched.
+        if changes.wanted() {
+            let version = found.and_then(|d| d.metadata.resource_version);
+            let params = WatchParams::default().fields(&format!("metadata.name={name}"));
+            changes
+                .watch::<Deployment>(kube, params, version.as_deref().unwrap_or("0"))
+                .await;
+            let version = pods.metadata.resource_version.unwrap_or_else(|| "0".into());
+            changes
+                .watch::<Pod>(kube, WatchParams::default().labels(selector), &version)
+                .await;
+        }
+        changes.next(poll_interval(started.elapsed())).await;
     }
 }
 
