@@ -40,6 +40,9 @@ pub fn poll_interval(waited: Duration) -> Duration {
     }
 }
 
+/// How long opening a watch may take before the wait polls only.
+const WATCH_OPEN: Duration = Duration::from_secs(1);
+
 /// Changes to what a wait looks at: one `()` per watch event, from every watch it opened.
 #[derive(Default)]
 struct Changes {
@@ -56,9 +59,18 @@ impl Changes {
 
     /// Opens a watch on `K` from `version` (what the last look saw). The stream ends at its
     /// first error (an expired version, the client's read timeout on a quiet watch); the next
-    /// look then opens a new one from what it saw.
+    /// look then opens a new one from what it saw. An answer slower than [`WATCH_OPEN`] (a
+    /// proxy that holds a watch's headers back until its first event) counts as a refusal, so
+    /// that opening a watch never holds up the polls.
     async fn watch<K: Kind>(&mut self, kube: &Kube, params: WatchParams, version: &str) {
-        match kube.api::<K>().watch(&params, version).await {
+        let opened = tokio::time::timeout(WATCH_OPEN, kube.api::<K>().watch(&params, version))
+            .await
+            .unwrap_or_else(|_| {
+                Err(kube::Error::Service(
+                    format!("no answer within {WATCH_OPEN:?}").into(),
+                ))
+            });
+        match opened {
             Ok(events) => self.streams.push(
                 events
                     .take_while(|e| {

@@ -143,3 +143,99 @@ fn polls_fast_while_a_pod_may_be_about_to_start_then_slower() {
         Duration::from_millis(300)
     );
 }
+
+/// A one-pod API server on loopback that never answers a watch (as a proxy that holds a
+/// watch's headers back until its first event would look): the third get of the pod finds it
+/// Running.
+async fn api_without_watch_answers() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicU32>,
+) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let gets = std::sync::Arc::new(AtomicU32::new(0));
+    let counted = gets.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let gets = counted.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let mut chunk = [0u8; 4096];
+                    let n = sock.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                        buf.drain(..end + 4);
+                        if head.contains("watch=") {
+                            // Never answered; held open until the client lets go.
+                            let _ = sock.read(&mut [0u8; 1]).await;
+                            return;
+                        }
+                        let running = gets.fetch_add(1, Ordering::SeqCst) >= 2;
+                        let body = serde_json::json!({
+                            "apiVersion": "v1", "kind": "Pod",
+                            "metadata": {"name": "p", "namespace": "ns", "resourceVersion": "7"},
+                            "spec": {"nodeName": "node", "containers": []},
+                            "status": {
+                                "phase": if running { "Running" } else { "Pending" },
+                                "containerStatuses": [{
+                                    "name": "shadow", "image": "i", "imageID": "", "ready": false,
+                                    "restartCount": 0,
+                                    "state": if running {
+                                        serde_json::json!({"running": {}})
+                                    } else {
+                                        serde_json::json!({"waiting": {"reason": "ContainerCreating"}})
+                                    },
+                                }],
+                            },
+                        })
+                        .to_string();
+                        let reply = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if sock.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, gets)
+}
+
+#[tokio::test]
+async fn a_watch_that_never_answers_does_not_hold_up_the_polls() {
+    let (addr, gets) = api_without_watch_answers().await;
+    let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
+    let kube = Kube::new(kube::Client::try_from(config).unwrap(), "ns");
+    let started = std::time::Instant::now();
+    let pod = tokio::time::timeout(
+        Duration::from_secs(20),
+        super::pod(
+            &kube,
+            "p",
+            Goal::Running,
+            "shadow pod",
+            Duration::from_secs(30),
+            &crate::progress::Progress::silent(),
+        ),
+    )
+    .await
+    .expect("the wait hung on the watch")
+    .unwrap();
+    assert_eq!(pod.metadata.name.as_deref(), Some("p"));
+    assert_eq!(gets.load(std::sync::atomic::Ordering::SeqCst), 3);
+    // One look, WATCH_OPEN spent on the watch, then polls 100 ms apart: well under the 30 s a
+    // watch held open would have taken.
+    let took = started.elapsed();
+    assert!(took < WATCH_OPEN + Duration::from_secs(5), "{took:?}");
+}
