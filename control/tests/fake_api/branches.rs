@@ -25,7 +25,7 @@ const MESH: &[&str] = &[
 fn writes(calls: &[Call]) -> Vec<String> {
     calls
         .iter()
-        .filter(|c| !matches!(c.verb, "get" | "list"))
+        .filter(|c| !matches!(c.verb, "get" | "list" | "watch"))
         .map(|c| c.to_string())
         .collect()
 }

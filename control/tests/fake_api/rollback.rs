@@ -105,7 +105,7 @@ async fn every_step_rolls_back(args: &[&str]) {
         let writes: Vec<&Call> = o
             .calls
             .iter()
-            .filter(|c| !matches!(c.verb, "get" | "list"))
+            .filter(|c| !matches!(c.verb, "get" | "list" | "watch"))
             .collect();
         let step = writes.get(k - 1).map(|c| c.to_string()).unwrap_or_default();
         // A write ktx retries (releasing the lock) may fail once without failing the setup.
@@ -303,7 +303,7 @@ async fn manual_mesh_writes_only_its_lease_and_shadow() {
     let writes: Vec<String> = o
         .calls
         .iter()
-        .filter(|c| !matches!(c.verb, "get" | "list"))
+        .filter(|c| !matches!(c.verb, "get" | "list" | "watch"))
         .map(|c| format!("{} {}", c.verb, c.resource))
         .collect();
     let setup: Vec<&str> = writes[..o.setup_writes]

@@ -55,7 +55,7 @@ impl Running {
 fn writes(calls: &[Call]) -> Vec<&Call> {
     calls
         .iter()
-        .filter(|c| !matches!(c.verb, "get" | "list"))
+        .filter(|c| !matches!(c.verb, "get" | "list" | "watch"))
         // The session's own Lease patches (renewals, the local-process note) run beside the
         // steps, on their own beat: not steps of the teardown.
         .filter(|c| !(c.verb == "patch" && c.to_string().starts_with("patch leases/")))

@@ -3,13 +3,13 @@
 //! (bad image name, image never pulled, crash loop) instead of sitting out the whole timeout.
 //!
 //! It looks (a get) when the objects it waits on change, and polls as well: a watch on them,
-//! opened after the first look and from the version that look saw, wakes the wait at once,
-//! instead of up to a poll interval later (on the local cluster that was 50 ms on average at
-//! each of the two waits on `ktx mesh`'s critical path: the shadow Running, then the shadow or
-//! the router Ready). The polls stay: every 100 ms for the first few seconds (a pod on a warm
-//! node starts in one or two), every 300 ms after that, and they alone remain when the watch
-//! cannot be opened (a Role without `watch`), ends or fails. Each look refreshes the progress
-//! text. Cancellation is by dropping the future.
+//! opened after the first look, wakes the wait at once instead of up to a poll interval later
+//! (on the local cluster that was 50 ms on average at each of the two waits on `ktx mesh`'s
+//! critical path: the shadow Running, then the shadow or the router Ready). The polls stay:
+//! every 100 ms for the first few seconds (a pod on a warm node starts in one or two), every
+//! 300 ms after that, and they alone remain when the watch cannot be opened (a Role without
+//! `watch`), ends or fails. Each look refreshes the progress text. Cancellation is by dropping
+//! the future.
 
 use std::time::Duration;
 
@@ -17,11 +17,10 @@ use futures_util::future::FutureExt;
 use futures_util::stream::{BoxStream, SelectAll, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
-use kube::api::{ListParams, WatchEvent, WatchParams};
+use kube::api::{WatchEvent, WatchParams};
 use tokio::time::Instant;
 
 use super::{Kind, Kube};
-use crate::error::ApiContext;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 
@@ -40,39 +39,55 @@ pub fn poll_interval(waited: Duration) -> Duration {
     }
 }
 
-/// How long opening a watch may take before the wait polls only.
+/// How long opening a watch may take before the wait gives up on it and polls only.
 const WATCH_OPEN: Duration = Duration::from_secs(1);
 
-/// Changes to what a wait looks at: one `()` per watch event, from every watch it opened.
-#[derive(Default)]
+/// What a watch stream tells its wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    /// An event: look again now.
+    Change,
+    /// Watch `slot` ended (an error event, a closed stream, the client's read timeout on a
+    /// quiet watch): the next look opens it again.
+    Ended(usize),
+    /// Watch `slot` could not be opened within [`WATCH_OPEN`] (a Role without `watch`, an
+    /// answer held back): it is not asked again.
+    Refused(usize),
+}
+
+/// Changes to what a wait looks at, from one watch per slot (a pod; a Deployment and its
+/// pods). A watch is opened inside [`Changes::next`], beside the poll's sleep, so that neither
+/// opening it nor its failure ever delays a look.
 struct Changes {
-    streams: SelectAll<BoxStream<'static, ()>>,
-    /// A watch could not be opened: poll only, and do not ask again.
-    refused: bool,
+    streams: SelectAll<BoxStream<'static, Signal>>,
+    /// Per slot: a watch is open (or opening).
+    open: Vec<bool>,
+    /// Per slot: it was refused; poll only.
+    refused: Vec<bool>,
 }
 
 impl Changes {
-    /// Whether a watch should be (re)opened: none is open, and none was refused.
-    fn wanted(&self) -> bool {
-        !self.refused && self.streams.is_empty()
+    fn new(slots: usize) -> Self {
+        Changes {
+            streams: SelectAll::new(),
+            open: vec![false; slots],
+            refused: vec![false; slots],
+        }
     }
 
-    /// Opens a watch on `K` from `version` (what the last look saw). The stream ends at its
-    /// first error (an expired version, the client's read timeout on a quiet watch); the next
-    /// look then opens a new one from what it saw. An answer slower than [`WATCH_OPEN`] (a
-    /// proxy that holds a watch's headers back until its first event) counts as a refusal, so
-    /// that opening a watch never holds up the polls.
-    async fn watch<K: Kind>(&mut self, kube: &Kube, params: WatchParams, version: &str) {
-        let opened = tokio::time::timeout(WATCH_OPEN, kube.api::<K>().watch(&params, version))
-            .await
-            .unwrap_or_else(|_| {
-                Err(kube::Error::Service(
-                    format!("no answer within {WATCH_OPEN:?}").into(),
-                ))
-            });
-        match opened {
-            Ok(events) => self.streams.push(
-                events
+    /// Starts watch `slot` on `K` unless it is open or was refused. It starts from version
+    /// "0": the API server first sends what it holds now (one early look, cheap), then every
+    /// change; a version from an earlier get could be too old for the server's watch history
+    /// (a pod Pending for minutes) and fail at once, again and again.
+    fn ensure<K: Kind>(&mut self, slot: usize, kube: &Kube, params: WatchParams) {
+        if self.open[slot] || self.refused[slot] {
+            return;
+        }
+        self.open[slot] = true;
+        let api = kube.api::<K>();
+        let opening = async move {
+            match tokio::time::timeout(WATCH_OPEN, api.watch(&params, "0")).await {
+                Ok(Ok(events)) => events
                     .take_while(|e| {
                         std::future::ready(matches!(
                             e,
@@ -82,23 +97,57 @@ impl Changes {
                                 | WatchEvent::Bookmark(_))
                         ))
                     })
-                    .map(|_| ())
+                    .map(|_| Signal::Change)
+                    .chain(futures_util::stream::once(std::future::ready(
+                        Signal::Ended(slot),
+                    )))
                     .boxed(),
-            ),
-            Err(e) => {
-                tracing::debug!(resource = %super::resource::<K>(), error = %e, "no watch: polling only");
-                self.refused = true;
+                Ok(Err(e)) => {
+                    tracing::debug!(resource = %super::resource::<K>(), error = %e, "no watch: polling only");
+                    futures_util::stream::once(std::future::ready(Signal::Refused(slot))).boxed()
+                }
+                Err(_) => {
+                    tracing::debug!(resource = %super::resource::<K>(), "no watch within {WATCH_OPEN:?}: polling only");
+                    futures_util::stream::once(std::future::ready(Signal::Refused(slot))).boxed()
+                }
+            }
+        };
+        self.streams
+            .push(futures_util::stream::once(opening).flatten().boxed());
+    }
+
+    /// Until the next change or `interval`, whichever comes first. Changes that arrived
+    /// together make one look.
+    async fn next(&mut self, interval: Duration) {
+        let sleep = tokio::time::sleep(interval);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                () = &mut sleep => return,
+                Some(signal) = self.streams.next() => {
+                    if self.note(signal) {
+                        while let Some(Some(signal)) = self.streams.next().now_or_never() {
+                            self.note(signal);
+                        }
+                        return;
+                    }
+                }
             }
         }
     }
 
-    /// Until the next change or `interval`, whichever comes first. Changes that arrived
-    /// together make one wake-up.
-    async fn next(&mut self, interval: Duration) {
-        tokio::select! {
-            () = tokio::time::sleep(interval) => {}
-            Some(()) = self.streams.next() => {
-                while let Some(Some(())) = self.streams.next().now_or_never() {}
+    /// Records what `signal` says about its slot; whether it calls for a look now.
+    fn note(&mut self, signal: Signal) -> bool {
+        match signal {
+            Signal::Change => true,
+            Signal::Ended(slot) => {
+                self.open[slot] = false;
+                false
+            }
+            Signal::Refused(slot) => {
+                self.open[slot] = false;
+                self.refused[slot] = true;
+                false
             }
         }
     }
@@ -256,12 +305,11 @@ pub async fn pod(
     let deadline = started + timeout;
     let what = format!("{what} {}/{name}", kube.namespace);
     let mut last = "not created yet".to_string();
-    let mut changes = Changes::default();
+    let mut changes = Changes::new(1);
     loop {
-        let found = kube.get::<Pod>(name).await?;
-        if let Some(p) = &found {
-            match blocker(p, goal) {
-                None => return Ok(found.expect("just matched")),
+        if let Some(p) = kube.get::<Pod>(name).await? {
+            match blocker(&p, goal) {
+                None => return Ok(p),
                 Some(b) if b.fatal => {
                     return Err(Error::PodFailed {
                         what,
@@ -279,13 +327,11 @@ pub async fn pod(
                 last,
             });
         }
-        if changes.wanted() {
-            let version = found.and_then(|p| p.metadata.resource_version);
-            let params = WatchParams::default().fields(&format!("metadata.name={name}"));
-            changes
-                .watch::<Pod>(kube, params, version.as_deref().unwrap_or("0"))
-                .await;
-        }
+        changes.ensure::<Pod>(
+            0,
+            kube,
+            WatchParams::default().fields(&format!("metadata.name={name}")),
+        );
         changes.next(poll_interval(started.elapsed())).await;
     }
 }
@@ -304,10 +350,9 @@ pub async fn deployment(
     let deadline = started + timeout;
     let what = format!("{what} {}/{name}", kube.namespace);
     let mut last = "no pod yet".to_string();
-    let mut changes = Changes::default();
+    let mut changes = Changes::new(2);
     loop {
-        let found = kube.get::<Deployment>(name).await?;
-        if let Some(d) = &found {
+        if let Some(d) = kube.get::<Deployment>(name).await? {
             let st = d.status.as_ref();
             let ready = st.and_then(|s| s.ready_replicas).unwrap_or(0);
             let current = st.and_then(|s| s.observed_generation) >= d.metadata.generation;
@@ -315,12 +360,8 @@ pub async fn deployment(
                 return Ok(());
             }
         }
-        let pods = kube
-            .api::<Pod>()
-            .list(&ListParams::default().labels(selector))
-            .await
-            .ctx("list", "pods", &kube.namespace, "")?;
-        for p in &pods.items {
+        let pods = kube.list::<Pod>(selector).await?;
+        for p in &pods {
             if let Some(b) = blocker(p, Goal::Ready) {
                 let pod_name = p.metadata.name.clone().unwrap_or_default();
                 if b.fatal {
@@ -341,17 +382,12 @@ pub async fn deployment(
             });
         }
         // The Deployment's readyReplicas follow its pods' Ready: both are watched.
-        if changes.wanted() {
-            let version = found.and_then(|d| d.metadata.resource_version);
-            let params = WatchParams::default().fields(&format!("metadata.name={name}"));
-            changes
-                .watch::<Deployment>(kube, params, version.as_deref().unwrap_or("0"))
-                .await;
-            let version = pods.metadata.resource_version.unwrap_or_else(|| "0".into());
-            changes
-                .watch::<Pod>(kube, WatchParams::default().labels(selector), &version)
-                .await;
-        }
+        changes.ensure::<Deployment>(
+            0,
+            kube,
+            WatchParams::default().fields(&format!("metadata.name={name}")),
+        );
+        changes.ensure::<Pod>(1, kube, WatchParams::default().labels(selector));
         changes.next(poll_interval(started.elapsed())).await;
     }
 }
