@@ -256,12 +256,15 @@ fn the_chart_installs_into_a_namespace_and_uninstalls_cleanly() {
 const DEVELOPER_NEEDS: &[(&str, &[&str])] = &[
     ("services", &["get", "list", "create", "update", "delete"]),
     ("configmaps", &["get", "create", "update", "delete"]),
-    ("pods", &["get", "list", "create", "delete"]),
+    ("pods", &["get", "list", "watch", "create", "delete"]),
     ("secrets", &["create", "delete"]),
     ("serviceaccounts", &["get"]),
     ("pods/portforward", &["get", "create"]),
     ("pods/proxy", &["get"]),
-    ("deployments.apps", &["get", "list", "create", "delete"]),
+    (
+        "deployments.apps",
+        &["get", "list", "watch", "create", "delete"],
+    ),
     ("statefulsets.apps", &["get", "list"]),
     ("deployments.apps/scale", &["get", "patch"]),
     ("statefulsets.apps/scale", &["get", "patch"]),

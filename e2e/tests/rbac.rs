@@ -27,7 +27,7 @@ fn the_readme_role_is_enough_and_a_missing_right_rolls_back() {
     ns.apply(&testbackend_manifest("orders", "original", 1));
     ns.wait_deployment("orders", secs(120));
     let role = readme_role();
-    let pods_rule = "  resources: [pods]                    # the shadow pod; pods behind S; the router's pods\n  verbs: [get, list, create, delete]\n";
+    let pods_rule = "  resources: [pods]                    # the shadow pod; pods behind S; the router's pods\n  verbs: [get, list, watch, create, delete]   # watch: waiting for ktx's pods\n";
     assert!(
         role.contains(pods_rule),
         "the README's Role changed; update this test:\n{role}"
@@ -35,7 +35,7 @@ fn the_readme_role_is_enough_and_a_missing_right_rolls_back() {
     // Only pods lose `create`.
     let without_pod_create = role.replace(
         pods_rule,
-        "  resources: [pods]\n  verbs: [get, list, delete]\n",
+        "  resources: [pods]\n  verbs: [get, list, watch, delete]\n",
     );
     ns.apply(&without_pod_create);
     ns.kubectl(&["create", "serviceaccount", "dev"]);
