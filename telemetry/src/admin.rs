@@ -126,8 +126,49 @@ pub async fn serve<F>(
     .await;
 }
 
-/// [`serve`] for an answer that may wait (a `/readyz` probe held for [`READY_HOLD`]).
-pub async fn serve_async<F, A>(
+/// [`serve`] for a process Kubernetes probes for readiness (`ktx-router`, `ktx-shadow`): a
+/// `/readyz` probe that comes before the process was first ready waits for it, at most `hold`
+/// ([`READY_HOLD`]), before `respond` answers it. `until_first_ready` gives that wait, or `None`
+/// once the process has been ready: a process that was ready and is not any more (a drain, a
+/// tunnel gone) is answered at once, and so is every other path.
+pub async fn serve_probed<F, W, R>(
+    listener: TcpListener,
+    limits: Limits,
+    hold: Duration,
+    respond: F,
+    until_first_ready: W,
+    stop: impl Future<Output = ()>,
+) where
+    F: Fn(&str) -> Reply + Send + Sync + 'static,
+    W: Fn() -> Option<R> + Send + Sync + 'static,
+    R: Future<Output = ()> + Send + 'static,
+{
+    let respond = Arc::new(respond);
+    serve_async(
+        listener,
+        limits,
+        move |req: &Request<Incoming>| {
+            let path = req.uri().path().to_owned();
+            let wait = if path == "/readyz" {
+                until_first_ready()
+            } else {
+                None
+            };
+            let respond = Arc::clone(&respond);
+            async move {
+                if let Some(wait) = wait {
+                    let _ = tokio::time::timeout(hold, wait).await;
+                }
+                respond(&path)
+            }
+        },
+        stop,
+    )
+    .await;
+}
+
+/// [`serve`] for an answer that may wait.
+async fn serve_async<F, A>(
     listener: TcpListener,
     limits: Limits,
     respond: F,

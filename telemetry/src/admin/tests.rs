@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use super::*;
@@ -107,6 +107,79 @@ async fn stops_accepting_when_told() {
         TcpStream::connect(addr).await.is_err(),
         "the listener is closed"
     );
+}
+
+/// `serve_probed` with `hold`, ready once the sender says so; the second sender stops it.
+async fn start_probed(hold: Duration) -> (SocketAddr, watch::Sender<bool>, oneshot::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (ready, ready_rx) = watch::channel(false);
+    let state = ready_rx.clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(serve_probed(
+        listener,
+        Limits {
+            header_timeout: Duration::from_secs(5),
+        },
+        hold,
+        move |path| match path {
+            "/readyz" if *state.borrow() => text(StatusCode::OK, "ready\n"),
+            "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+            _ => text(StatusCode::OK, "ok\n"),
+        },
+        move || {
+            let mut ready = ready_rx.clone();
+            let now = *ready.borrow();
+            (!now).then(|| async move {
+                let _ = ready.wait_for(|r| *r).await;
+            })
+        },
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    (addr, ready, stop)
+}
+
+/// GET `path`: the answer's status line and how long it took.
+async fn timed_get(addr: SocketAddr, path: &str) -> (String, Duration) {
+    let started = Instant::now();
+    let head = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    let answer = exchange(addr, head.as_bytes()).await;
+    let status = answer.lines().next().unwrap_or_default().to_owned();
+    (status, started.elapsed())
+}
+
+#[tokio::test]
+async fn a_probe_before_the_first_ready_is_answered_the_moment_the_process_is_ready() {
+    let (addr, ready, _stop) = start_probed(Duration::from_secs(5)).await;
+    let probe = tokio::spawn(timed_get(addr, "/readyz"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    ready.send_replace(true);
+    let (status, took) = probe.await.unwrap();
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(
+        took >= Duration::from_millis(150) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    let (status, took) = timed_get(addr, "/readyz").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(took < Duration::from_millis(150), "{took:?}");
+}
+
+#[tokio::test]
+async fn a_probe_is_held_no_longer_than_the_hold_and_other_paths_not_at_all() {
+    let hold = Duration::from_millis(300);
+    let (addr, _ready, _stop) = start_probed(hold).await;
+    let (status, took) = timed_get(addr, "/readyz").await;
+    assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
+    assert!(
+        took >= hold - Duration::from_millis(50) && took < hold + Duration::from_secs(3),
+        "{took:?}"
+    );
+    let (status, took) = timed_get(addr, "/healthz").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(took < hold - Duration::from_millis(50), "{took:?}");
 }
 
 #[test]
