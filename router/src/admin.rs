@@ -86,7 +86,7 @@ pub async fn serve(listener: TcpListener, state: AdminState, mut shutdown: watch
         move || {
             let mut ready = ready.clone();
             let loaded = *ready.borrow();
-            (!loaded).then(|| async move {
+            (!loaded).then_some(async move {
                 let _ = ready.wait_for(|r| *r).await;
             })
         },

@@ -68,7 +68,7 @@ pub(crate) async fn serve(
         move || {
             let readiness = Arc::clone(&readiness);
             (!readiness.is_ready() && !readiness.was_ready())
-                .then(|| async move { readiness.wait(true).await })
+                .then_some(async move { readiness.wait(true).await })
         },
         async move { stopped(&mut stop).await },
     )

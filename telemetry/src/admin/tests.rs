@@ -130,7 +130,7 @@ async fn start_probed(hold: Duration) -> (SocketAddr, watch::Sender<bool>, onesh
         move || {
             let mut ready = ready_rx.clone();
             let now = *ready.borrow();
-            (!now).then(|| async move {
+            (!now).then_some(async move {
                 let _ = ready.wait_for(|r| *r).await;
             })
         },
