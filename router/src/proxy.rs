@@ -15,7 +15,7 @@ use hyper::upgrade::OnUpgrade;
 use ktx_rules::{OnUnavailable, RouteTable, Rule, Target};
 use tokio::sync::watch;
 
-use crate::body::{BodyError, BodySent, RequestBody, ReturnToPool, RouterBody};
+use crate::body::{BodyError, BodySent, RequestBody, ReturnToPool, RouterBody, StreamSlot};
 use crate::error::{ProxyError, Side};
 use crate::headers::{is_upgrade, strip_hop_by_hop, strip_request_hop_by_hop};
 use crate::metrics::{Metrics, RequestLabels, RuleLabel};
@@ -247,7 +247,8 @@ impl Proxy {
         let replayable =
             d.session.is_some() && !upgrade && req.method().is_safe() && req.body().is_end_stream();
         let copy = (replayable
-            && !(wire.is_http1() && raw_h1::eligible(&req, req.body().is_end_stream())))
+            // (replayable: the body has ended)
+            && !(wire.is_http1() && raw_h1::eligible(&req, true)))
         .then(|| head_of(&req));
         let mut attempt = self
             .send(req.map(Some), d.addr, d.side, wire, upgrade)
@@ -306,112 +307,150 @@ impl Proxy {
     }
 
     /// Sends on a connection to `addr`. On an error, says whether the request was sent.
+    ///
+    /// The two common ways (h2c, and HTTP/1.1 without a body by the router's own client) are
+    /// awaited in place; the others are boxed, so their larger state is not part of every
+    /// request's future, which is moved (copied) on its way to the connection.
     async fn send(
         &self,
-        mut req: Request<Option<Incoming>>,
+        req: Request<Option<Incoming>>,
         addr: SocketAddr,
         side: Side,
         wire: Wire<'_>,
         upgrade: bool,
     ) -> Result<Response<RouterBody>, (ProxyError, Left)> {
-        let mut pool = None;
-        let mut slot = None;
-        let resp = match wire {
-            Wire::H2(h2) => {
-                let bodyless = req.body().as_ref().is_none_or(|b| b.is_end_stream());
-                let stream = match h2.stream(addr, side, bodyless).await {
-                    Ok(s) => s,
-                    Err(e) => return Err((e, Left::Unsent(req))),
-                };
-                let mut tx = stream.tx;
-                slot = Some(stream.slot);
-                if let Err(source) = tx.ready().await {
-                    return Err((
-                        ProxyError::UpstreamRequest { side, addr, source },
-                        Left::Unsent(req),
-                    ));
-                }
-                let (req, ended) = self.bound_request(req);
-                self.response_head(tx.send_request(req), ended, addr, side)
-                    .await
-                    .map_err(|e| (e, Left::Sent(None)))?
-            }
-            Wire::Http1 if upgrade => {
-                let mut conn = match Box::pin(self.upstreams.h1_fresh(addr, side)).await {
-                    Ok(c) => c,
-                    Err(e) => return Err((e, Left::Unsent(req))),
-                };
-                let upgrade_slot = req.extensions_mut().remove::<UpgradeSlot>();
-                let (req, ended) = self.bound_request(req);
-                let mut resp = self
-                    .response_head(conn.tx.send_request(req), ended, addr, side)
-                    .await
-                    .map_err(|e| (e, Left::Sent(None)))?;
-                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-                    // The connection task splices once hyper hands the client's socket back.
-                    if let Some(s) = upgrade_slot {
-                        s.put(hyper::upgrade::on(&mut resp));
-                    }
-                }
-                resp
-            }
-            Wire::Http1
-                if raw_h1::eligible(
-                    &req,
-                    req.body().as_ref().is_none_or(|b| b.is_end_stream()),
-                ) =>
-            {
-                return Box::pin(self.send_raw(req, addr, side)).await;
-            }
-            Wire::Http1 => {
-                // To a session's shadow, reuse is bounded (`upstream::SessionReuse`).
-                let mut conn = match self.upstreams.h1(addr, side).await {
-                    Ok(c) => c,
-                    Err(e) => return Err((e, Left::Unsent(req))),
-                };
-                // A pooled connection is ready when checked out (`Upstreams::h1`); a new one
-                // becomes ready once its driver has run.
-                let ready = match conn.tx.is_ready() {
-                    true => Ok(()),
-                    false => driving(&mut conn.driver, conn.tx.ready()).await,
-                };
-                if let Err(source) = ready {
-                    return Err((
-                        ProxyError::UpstreamRequest { side, addr, source },
-                        Left::Unsent(req),
-                    ));
-                }
-                let (req, ended) = self.bound_request(req);
-                let body_sent = ended.clone();
-                let sent = conn.tx.send_request(req);
-                let resp = self
-                    .response_head(driving(&mut conn.driver, sent), ended, addr, side)
-                    .await
-                    .map_err(|e| (e, Left::Sent(None)))?;
-                // Answered before the request body was sent: the upload goes on whether or
-                // not the client reads the answer, so the connection gets a task of its own.
-                if body_sent.is_some_and(|b| !b.is_set()) {
-                    conn.detach();
-                }
-                if resp.body().is_end_stream() {
-                    self.upstreams.checkin(conn);
-                } else {
-                    pool = Some(ReturnToPool {
-                        upstreams: Arc::clone(&self.upstreams),
-                        conn,
-                    });
-                }
-                resp
-            }
+        // Asked once: for an h2 body it takes the connection's lock.
+        let bodyless = req.body().as_ref().is_none_or(|b| b.is_end_stream());
+        match wire {
+            Wire::H2(h2) => self.send_h2(req, bodyless, addr, side, h2).await,
+            Wire::Http1 if upgrade => Box::pin(self.send_upgrade(req, bodyless, addr, side)).await,
+            Wire::Http1 if raw_h1::eligible(&req, bodyless) => self.send_raw(req, addr, side).await,
+            Wire::Http1 => Box::pin(self.send_h1(req, bodyless, addr, side)).await,
+        }
+    }
+
+    /// [`Proxy::send`] on a stream of the client's upstream h2 pool.
+    async fn send_h2(
+        &self,
+        req: Request<Option<Incoming>>,
+        bodyless: bool,
+        addr: SocketAddr,
+        side: Side,
+        h2: &H2Pool,
+    ) -> Result<Response<RouterBody>, (ProxyError, Left)> {
+        let stream = match h2.stream(addr, side, bodyless).await {
+            Ok(s) => s,
+            Err(e) => return Err((e, Left::Unsent(req))),
         };
+        let mut tx = stream.tx;
+        if let Err(source) = tx.ready().await {
+            return Err((
+                ProxyError::UpstreamRequest { side, addr, source },
+                Left::Unsent(req),
+            ));
+        }
+        let (req, ended) = self.bound_request(req, bodyless);
+        let resp = self
+            .response_head(tx.send_request(req), ended, addr, side)
+            .await
+            .map_err(|e| (e, Left::Sent(None)))?;
+        Ok(self.upstream_response(resp, false, None, Some(stream.slot)))
+    }
+
+    /// [`Proxy::send`] of an HTTP/1.1 upgrade (WebSocket) on a connection of its own.
+    async fn send_upgrade(
+        &self,
+        mut req: Request<Option<Incoming>>,
+        bodyless: bool,
+        addr: SocketAddr,
+        side: Side,
+    ) -> Result<Response<RouterBody>, (ProxyError, Left)> {
+        let mut conn = match self.upstreams.h1_fresh(addr, side).await {
+            Ok(c) => c,
+            Err(e) => return Err((e, Left::Unsent(req))),
+        };
+        let upgrade_slot = req.extensions_mut().remove::<UpgradeSlot>();
+        let (req, ended) = self.bound_request(req, bodyless);
+        let mut resp = self
+            .response_head(conn.tx.send_request(req), ended, addr, side)
+            .await
+            .map_err(|e| (e, Left::Sent(None)))?;
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // The connection task splices once hyper hands the client's socket back.
+            if let Some(s) = upgrade_slot {
+                s.put(hyper::upgrade::on(&mut resp));
+            }
+        }
+        Ok(self.upstream_response(resp, true, None, None))
+    }
+
+    /// [`Proxy::send`] of an HTTP/1.1 request with a body, on a pooled hyper connection.
+    async fn send_h1(
+        &self,
+        req: Request<Option<Incoming>>,
+        bodyless: bool,
+        addr: SocketAddr,
+        side: Side,
+    ) -> Result<Response<RouterBody>, (ProxyError, Left)> {
+        // To a session's shadow, reuse is bounded (`upstream::SessionReuse`).
+        let mut conn = match self.upstreams.h1(addr, side).await {
+            Ok(c) => c,
+            Err(e) => return Err((e, Left::Unsent(req))),
+        };
+        // A pooled connection is ready when checked out (`Upstreams::h1`); a new one
+        // becomes ready once its driver has run.
+        let ready = match conn.tx.is_ready() {
+            true => Ok(()),
+            false => driving(&mut conn.driver, conn.tx.ready()).await,
+        };
+        if let Err(source) = ready {
+            return Err((
+                ProxyError::UpstreamRequest { side, addr, source },
+                Left::Unsent(req),
+            ));
+        }
+        let (req, ended) = self.bound_request(req, bodyless);
+        let body_sent = ended.clone();
+        let sent = conn.tx.send_request(req);
+        let resp = self
+            .response_head(driving(&mut conn.driver, sent), ended, addr, side)
+            .await
+            .map_err(|e| (e, Left::Sent(None)))?;
+        // Answered before the request body was sent: the upload goes on whether or
+        // not the client reads the answer, so the connection gets a task of its own.
+        if body_sent.is_some_and(|b| !b.is_set()) {
+            conn.detach();
+        }
+        let pool = if resp.body().is_end_stream() {
+            self.upstreams.checkin(conn);
+            None
+        } else {
+            Some(ReturnToPool {
+                upstreams: Arc::clone(&self.upstreams),
+                conn,
+            })
+        };
+        Ok(self.upstream_response(resp, true, pool, None))
+    }
+
+    /// The upstream's response as the client gets it: HTTP/1.1 hop-by-hop headers dropped
+    /// (not those of a 101, which the upgrade needs), the body under the idle bound, holding
+    /// what it must give back when it ends (a pooled connection, an h2 stream slot).
+    fn upstream_response(
+        &self,
+        resp: Response<Incoming>,
+        http1: bool,
+        pool: Option<ReturnToPool>,
+        slot: Option<StreamSlot>,
+    ) -> Response<RouterBody> {
         let (mut parts, body) = resp.into_parts();
-        if wire.is_http1() && parts.status != StatusCode::SWITCHING_PROTOCOLS {
+        if http1 && parts.status != StatusCode::SWITCHING_PROTOCOLS {
             strip_hop_by_hop(&mut parts.headers, false);
         }
-        Ok(Response::from_parts(
+        Response::from_parts(
             parts,
             RouterBody::upstream(body, self.timeouts.body_idle, pool, slot),
-        ))
+        )
     }
 
     /// [`Proxy::send`] by the router's own HTTP/1.1 client (a request without a body): the
@@ -453,12 +492,10 @@ impl Proxy {
     fn bound_request(
         &self,
         req: Request<Option<Incoming>>,
+        bodyless: bool,
     ) -> (Request<RequestBody>, Option<Arc<BodySent>>) {
         let (parts, body) = req.into_parts();
-        let ended = body
-            .as_ref()
-            .is_some_and(|b| !b.is_end_stream())
-            .then(|| Arc::new(BodySent::default()));
+        let ended = (!bodyless).then(|| Arc::new(BodySent::default()));
         let body = RequestBody::new(body, self.timeouts.body_idle, ended.clone());
         (Request::from_parts(parts, body), ended)
     }
@@ -488,20 +525,24 @@ impl Proxy {
     }
 
     /// `head` (a wait for an upstream's response head), bounded by the response header
-    /// timeout (none if it is zero).
-    async fn within_header_timeout<F: Future>(
+    /// timeout (none if it is zero). A combinator rather than an `async fn`: its state is then
+    /// `head` and the timer, without a second copy of `head`.
+    fn within_header_timeout<F: Future>(
         &self,
         head: F,
         addr: SocketAddr,
         side: Side,
-    ) -> Result<F::Output, ProxyError> {
+    ) -> impl Future<Output = Result<F::Output, ProxyError>> {
+        use futures_util::future::{Either, FutureExt};
         let after = self.timeouts.response_header;
         if after.is_zero() {
-            return Ok(head.await);
+            return Either::Left(head.map(Ok));
         }
-        tokio::time::timeout(after, head)
-            .await
-            .map_err(|_| ProxyError::ResponseHeaderTimeout { side, addr, after })
+        Either::Right(
+            tokio::time::timeout(after, head).map(move |r| {
+                r.map_err(|_| ProxyError::ResponseHeaderTimeout { side, addr, after })
+            }),
+        )
     }
 
     fn error_response(&self, e: &ProxyError, grpc: bool) -> Response<RouterBody> {
