@@ -213,6 +213,43 @@ mod tests {
         assert!(!format!("{creds:?}").contains("PRIVATE"));
     }
 
+    /// The two ends' configurations, handshaking in memory, agree on AES-128-GCM (see
+    /// `tls::provider`).
+    #[test]
+    fn the_ends_agree_on_aes_128_gcm() {
+        let creds = SessionCredentials::generate("s").unwrap();
+        let mut client = rustls::ClientConnection::new(
+            creds.ktx().ktx_config().unwrap(),
+            crate::tls::shadow_server_name(),
+        )
+        .unwrap();
+        let mut server =
+            rustls::ServerConnection::new(creds.shadow().shadow_config().unwrap()).unwrap();
+        for _ in 0..10 {
+            if !client.is_handshaking() && !server.is_handshaking() {
+                break;
+            }
+            let mut wire = Vec::new();
+            client.write_tls(&mut wire).unwrap();
+            server.read_tls(&mut wire.as_slice()).unwrap();
+            server.process_new_packets().unwrap();
+            wire.clear();
+            server.write_tls(&mut wire).unwrap();
+            client.read_tls(&mut wire.as_slice()).unwrap();
+            client.process_new_packets().unwrap();
+        }
+        assert!(!client.is_handshaking() && !server.is_handshaking());
+        for suite in [
+            client.negotiated_cipher_suite(),
+            server.negotiated_cipher_suite(),
+        ] {
+            assert_eq!(
+                suite.map(|s| s.suite()),
+                Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+            );
+        }
+    }
+
     #[test]
     fn every_session_gets_new_keys() {
         let a = SessionCredentials::generate("s").unwrap();
