@@ -342,10 +342,15 @@ async fn the_tunnel_drops_mid_stream_and_ktx_reconnects() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_peer_is_detected_by_keepalive_on_both_sides() {
     let creds = SessionCredentials::generate("t").unwrap();
-    let shadow = shadow(creds.shadow(), 1, quick("ktx-shadow")).await;
+    let eager = |program| {
+        let mut o = quick(program);
+        o.keepalive_timeout = Duration::from_millis(800);
+        o
+    };
+    let shadow = shadow(creds.shadow(), 1, eager("ktx-shadow")).await;
     let relay = Relay::start(shadow.tunnel_addr).await;
     let local = echo_server().await;
-    let tunnel = ktx(creds.ktx(), &shadow, local, relay.connector(), quick("ktx"));
+    let tunnel = ktx(creds.ktx(), &shadow, local, relay.connector(), eager("ktx"));
     within("session 1", tunnel.wait_for_session(1)).await;
     within("readiness", wait_ready(&shadow, true)).await;
 
@@ -373,15 +378,7 @@ async fn a_silent_peer_is_detected_by_keepalive_on_both_sides() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_to_a_local_port_that_is_down_is_reset_not_hung() {
     let creds = SessionCredentials::generate("t").unwrap();
-    // Not a keepalive test: with quick()'s 800 ms keepalive timeout, a CI run starved of CPU
-    // (1,000-stream tests beside it on 2 cores) can drop the session mid-test, and the
-    // connection is then refused by a closed port or counted as `tunnel`, not `refused`.
-    let patient = |program| {
-        let mut o = quick(program);
-        o.keepalive_timeout = Duration::from_secs(10);
-        o
-    };
-    let shadow = shadow(creds.shadow(), 1, patient("ktx-shadow")).await;
+    let shadow = shadow(creds.shadow(), 1, quick("ktx-shadow")).await;
     // A port with nothing listening. Bound but never listened on, and held for the whole test:
     // connections to it are refused, and no other test in this process can be given it (a
     // dropped listener's port went to another test's service once, whose stream count then
@@ -392,7 +389,7 @@ async fn a_stream_to_a_local_port_that_is_down_is_reset_not_hung() {
     let connector = Arc::new(TcpConnector {
         addr: shadow.tunnel_addr,
     });
-    let tunnel = ktx(creds.ktx(), &shadow, closed_addr, connector, patient("ktx"));
+    let tunnel = ktx(creds.ktx(), &shadow, closed_addr, connector, quick("ktx"));
     within("the tunnel", tunnel.wait_for_session(1)).await;
     within("readiness", wait_ready(&shadow, true)).await;
     let r = within("the reset", round_trip(shadow.service_addrs[0], b"hello?")).await;
