@@ -294,6 +294,19 @@ fn router_and_shadow_pods_are_restricted_and_serve_port_80_as_non_root() {
         let ready = pod_field(&ns, pod, "{.status.containerStatuses[*].ready}");
         assert_eq!(ready, "true", "pod {pod} serves port 80 as non-root");
     }
+    // The routers reach the API server (they are Ready: /readyz waits for their first Endpoints
+    // list) with a token the kubelet requested for them, not the account's token Secret, which
+    // a kubelet may have to wait to be allowed to watch (objects/router.rs api_access).
+    for pod in &routers {
+        let secrets = pod_field(&ns, pod, "{.spec.volumes[*].secret.secretName}");
+        assert_eq!(secrets, "", "router pod {pod} mounts no Secret");
+        let token = pod_field(
+            &ns,
+            pod,
+            "{.spec.volumes[*].projected.sources[*].serviceAccountToken.path}",
+        );
+        assert_eq!(token, "token", "router pod {pod} mounts a requested token");
+    }
     let budget = ns.kubectl(&[
         "get",
         "poddisruptionbudgets",

@@ -79,8 +79,8 @@ pub const CALLS: &[Call] = &[
     c(D, SETUP, "", "services", "create", "mesh.rs ensure (stuntman), flow.rs (shadow), preview.rs"),
     c(D, ALL, "", "services", "update", "api.rs modify: lock.rs, mesh.rs, exchange.rs, takeover restore, scale.rs"),
     c(D, ALL, "", "services", "delete", "teardown.rs remove_session, delete_shared; clean.rs; undo.rs"),
-    // The routes ConfigMap.
-    c(D, ALL, "", "configmaps", "get", "mesh.rs, mesh/rules.rs, teardown.rs, clean.rs, lifecycle/workload_env.rs (--env-file, -- CMD)"),
+    // The routes ConfigMap; kube-root-ca.crt (mesh: the router's credentials, optional).
+    c(D, ALL, "", "configmaps", "get", "mesh.rs, mesh/rules.rs, teardown.rs, clean.rs, lifecycle/workload_env.rs (--env-file, -- CMD), lifecycle/steps.rs cluster_ca"),
     // The team's defaults (ConfigMap ktx-defaults), before every command but the janitor;
     // without this right they are skipped silently.
     c(D, "mesh exchange preview status clean recover config forward connect", "", "configmaps", "get", "config/namespace.rs read"),

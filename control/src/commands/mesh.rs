@@ -222,6 +222,7 @@ async fn setup(
     };
     let router_pod = ctx.global.pod_settings();
     let http_ports = plan_ports.http_targets();
+    let kube_ca = steps::cluster_ca(kube).await;
     let rp = RouterParams {
         image: &ctx.global.router_image,
         namespace: ns,
@@ -230,6 +231,7 @@ async fn setup(
         account: &account,
         replicas: args.router_replicas,
         pod: &router_pod,
+        kube_ca: kube_ca.as_deref(),
     };
     ensure::<Deployment>(
         ctx,

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
 use ktx_names::{ServiceNames, LABEL_PART_OF, PART_OF_VALUE, SHARED_ROUTER_ACCOUNT};
 use kube::ResourceExt;
 use tokio::sync::watch;
@@ -113,6 +113,25 @@ pub async fn shared_router_account(kube: &crate::cluster::api::Kube) -> bool {
         Err(e) => {
             tracing::debug!(error = %e, "cannot read the shared router account; not using it");
             false
+        }
+    }
+}
+
+/// The ConfigMap Kubernetes (1.20 on) publishes in every namespace with the cluster's CA.
+pub const ROOT_CA_CONFIGMAP: &str = "kube-root-ca.crt";
+
+/// The cluster's CA certificate, from [`ROOT_CA_CONFIGMAP`], for the router's credentials
+/// (`objects/router.rs` `api_access`). Absent or unreadable (an older cluster, a Role that
+/// names its ConfigMaps) counts as none: the router then gets Kubernetes' default mount.
+pub async fn cluster_ca(kube: &crate::cluster::api::Kube) -> Option<String> {
+    match kube.get::<ConfigMap>(ROOT_CA_CONFIGMAP).await {
+        Ok(cm) => cm
+            .and_then(|cm| cm.data)
+            .and_then(|mut d| d.remove("ca.crt"))
+            .filter(|pem| pem.contains("-----BEGIN CERTIFICATE-----")),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read {ROOT_CA_CONFIGMAP}; the router gets the default token mount");
+            None
         }
     }
 }

@@ -8,8 +8,9 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, HTTPGetAction, PodSpec, PodTemplateSpec, Probe, ServiceAccount,
-    TopologySpreadConstraint,
+    Container, ContainerPort, DownwardAPIProjection, DownwardAPIVolumeFile, HTTPGetAction,
+    ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource, ServiceAccount,
+    ServiceAccountTokenProjection, TopologySpreadConstraint, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
@@ -51,6 +52,96 @@ pub struct RouterParams<'a> {
     pub replicas: u16,
     /// kt-connect's pod knobs (pull policy, pull secrets, placement, labels, quota).
     pub pod: &'a PodSettings,
+    /// The cluster's CA certificate (PEM, from the namespace's `kube-root-ca.crt` ConfigMap):
+    /// with it, the router's API credentials come without a Secret or ConfigMap for the kubelet
+    /// to fetch ([`api_access`]); without it, Kubernetes mounts the account's token as usual.
+    pub kube_ca: Option<&'a str>,
+}
+
+/// The pod annotation that carries the cluster's CA certificate into the router's
+/// credentials volume.
+pub const ANNOTATION_KUBE_CA: &str = "ktx.dev/kube-ca";
+/// Where a pod's API credentials are read from (`token`, `ca.crt`, `namespace`), by the
+/// router's client as by any in-cluster client.
+pub const API_ACCESS_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// Lifetime the router's token is asked for; the kubelet renews it at 80% and the router's
+/// client reads the file again every minute.
+const TOKEN_SECONDS: i64 = 3607;
+
+/// The router's API credentials as one projected volume: a token the kubelet requests for
+/// this pod (bound to it, expiring), the CA from the pod's own annotation, the namespace.
+///
+/// Why not the default: Kubernetes mounts the account's token Secret (before 1.21), or a
+/// volume that includes the `kube-root-ca.crt` ConfigMap (1.21 on). The kubelet starts
+/// watching such objects the moment a pod is admitted, and the API server refuses the node
+/// that watch until its authorizer has seen the pod bound to it. When the kubelet asks first
+/// the mount waits for the watch's retry, up to a one-second cache timeout and a 0.5 s backoff:
+/// on the e2e cluster (Kubernetes 1.20) a router pod's sandbox once started 1.8 s after the
+/// pod was created, against 0.3 s for the shadow pod created with it. A token request and the
+/// downward API are read when the volume is mounted, from the token API and the pod itself:
+/// nothing to watch, no such wait. The token is also bound to the pod and expires, where the
+/// account's token Secret never does. (The shadow's Secret can still meet that wait.)
+fn api_access(template: &mut PodTemplateSpec, ca: &str) {
+    const VOLUME: &str = "kube-api-access";
+    let field = |path: &str| ObjectFieldSelector {
+        field_path: path.into(),
+        ..Default::default()
+    };
+    if let Some(meta) = template.metadata.as_mut() {
+        meta.annotations
+            .get_or_insert_with(Default::default)
+            .insert(ANNOTATION_KUBE_CA.into(), ca.into());
+    }
+    let Some(spec) = template.spec.as_mut() else {
+        return;
+    };
+    spec.automount_service_account_token = Some(false);
+    spec.volumes.get_or_insert_with(Vec::new).push(Volume {
+        name: VOLUME.into(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(vec![
+                VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        path: "token".into(),
+                        expiration_seconds: Some(TOKEN_SECONDS),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                VolumeProjection {
+                    downward_api: Some(DownwardAPIProjection {
+                        items: Some(vec![
+                            DownwardAPIVolumeFile {
+                                path: "ca.crt".into(),
+                                field_ref: Some(field(&format!(
+                                    "metadata.annotations['{ANNOTATION_KUBE_CA}']"
+                                ))),
+                                ..Default::default()
+                            },
+                            DownwardAPIVolumeFile {
+                                path: "namespace".into(),
+                                field_ref: Some(field("metadata.namespace")),
+                                ..Default::default()
+                            },
+                        ]),
+                    }),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    for c in &mut spec.containers {
+        c.volume_mounts
+            .get_or_insert_with(Vec::new)
+            .push(VolumeMount {
+                name: VOLUME.into(),
+                mount_path: API_ACCESS_PATH.into(),
+                read_only: Some(true),
+                ..Default::default()
+            });
+    }
 }
 
 /// The admin port for these targets (never one of them).
@@ -168,6 +259,9 @@ pub fn deployment(names: &ServiceNames, p: &RouterParams<'_>) -> Deployment {
     };
     if let Some(spec) = deployment.spec.as_mut() {
         let template = &mut spec.template;
+        if let Some(ca) = p.kube_ca {
+            api_access(template, ca);
+        }
         if let (Some(meta), Some(spec)) = (template.metadata.as_mut(), template.spec.as_mut()) {
             p.pod.apply(PodRole::Router, meta, spec);
         }
@@ -314,6 +408,7 @@ mod tests {
             http_ports: &[8080],
             account: "orders-ktx-router",
             replicas: 2,
+            kube_ca: None,
         };
         let a = args(&n, &p);
         let cfg =
@@ -341,6 +436,7 @@ mod tests {
                 http_ports: &[],
                 account: "orders-ktx-router",
                 replicas: 2,
+                kube_ca: None,
             },
         );
         assert_eq!(d.metadata.name.as_deref(), Some("orders-ktx-router"));
@@ -412,6 +508,88 @@ mod tests {
         );
     }
 
+    /// With the cluster's CA, the router's credentials are one projected volume (a token the
+    /// kubelet requests, the CA from the pod's annotation, the namespace) in place of the
+    /// account's token Secret; without it, Kubernetes mounts its default as before.
+    #[test]
+    fn with_the_cluster_ca_the_credentials_need_no_secret_or_configmap() {
+        let n = ServiceNames::new("orders");
+        let t = targets();
+        let build = |kube_ca| {
+            deployment(
+                &n,
+                &RouterParams {
+                    pod: &PodSettings::default(),
+                    image: "r:1",
+                    namespace: "shop",
+                    targets: &t,
+                    http_ports: &[],
+                    account: "orders-ktx-router",
+                    replicas: 2,
+                    kube_ca,
+                },
+            )
+            .spec
+            .unwrap()
+            .template
+        };
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let template = build(Some(pem));
+        let annotations = template.metadata.unwrap().annotations.unwrap();
+        assert_eq!(annotations[ANNOTATION_KUBE_CA], pem);
+        let spec = template.spec.unwrap();
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        let volumes = spec.volumes.clone().unwrap();
+        assert_eq!(volumes.len(), 1);
+        let sources = volumes[0].projected.clone().unwrap().sources.unwrap();
+        assert!(
+            sources
+                .iter()
+                .all(|s| s.secret.is_none() && s.config_map.is_none()),
+            "nothing the kubelet must watch: {sources:#?}"
+        );
+        let token = sources[0].service_account_token.as_ref().unwrap();
+        assert_eq!(token.path, "token");
+        assert!(token.audience.is_none(), "the API server's own audience");
+        let files = sources[1]
+            .downward_api
+            .as_ref()
+            .unwrap()
+            .items
+            .as_ref()
+            .unwrap();
+        let fields: Vec<_> = files
+            .iter()
+            .map(|f| {
+                (
+                    f.path.as_str(),
+                    f.field_ref.as_ref().unwrap().field_path.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                ("ca.crt", "metadata.annotations['ktx.dev/kube-ca']"),
+                ("namespace", "metadata.namespace")
+            ]
+        );
+        let mounts = spec.containers[0].volume_mounts.clone().unwrap();
+        assert_eq!(mounts.len(), 1);
+        assert_eq!(mounts[0].name, volumes[0].name);
+        assert_eq!(mounts[0].mount_path, API_ACCESS_PATH);
+        assert_eq!(mounts[0].read_only, Some(true));
+        let v = crate::objects::pod_security::restricted_violations(&spec);
+        assert!(v.is_empty(), "{v:#?}");
+
+        let template = build(None);
+        assert!(template.metadata.unwrap().annotations.is_none());
+        let spec = template.spec.unwrap();
+        assert_eq!(spec.automount_service_account_token, None);
+        assert!(spec.volumes.is_none());
+        assert!(spec.containers[0].volume_mounts.is_none());
+    }
+
     /// Pod Security "restricted", also when a target port is below 1024.
     #[test]
     fn the_router_pod_passes_pod_security_restricted_on_any_port() {
@@ -431,6 +609,7 @@ mod tests {
                     http_ports: &[],
                     account: "orders-ktx-router",
                     replicas: 2,
+                    kube_ca: None,
                 },
             );
             let spec = d.spec.unwrap().template.spec.unwrap();
@@ -455,6 +634,7 @@ mod tests {
                 http_ports: &[],
                 account: "orders-ktx-router",
                 replicas: 2,
+                kube_ca: None,
             },
         );
         let spec = d.spec.unwrap();

@@ -7,6 +7,7 @@ mod server;
 mod support;
 
 mod branches;
+mod credentials;
 mod forward;
 mod ownership;
 mod rollback;

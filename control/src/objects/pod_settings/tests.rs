@@ -78,6 +78,7 @@ fn router_pod(pod: &PodSettings) -> (ObjectMeta, PodSpec) {
             http_ports: &[],
             account: "tomcat-ktx-router",
             replicas: 2,
+            kube_ca: None,
         },
     );
     let template = d.spec.unwrap().template;
