@@ -396,6 +396,24 @@ mod tests {
         ]
     }
 
+    /// The router of `orders` in `shop` as most tests build it: these targets, no HTTP-only
+    /// ports, two replicas, the given cluster CA.
+    fn orders_router(targets: &[ListenPort], kube_ca: Option<&str>) -> Deployment {
+        deployment(
+            &ServiceNames::new("orders"),
+            &RouterParams {
+                pod: &PodSettings::default(),
+                image: "r:1",
+                namespace: "shop",
+                targets,
+                http_ports: &[],
+                account: "orders-ktx-router",
+                replicas: 2,
+                kube_ca,
+            },
+        )
+    }
+
     #[test]
     fn the_router_accepts_its_arguments() {
         let n = ServiceNames::new("orders");
@@ -424,21 +442,7 @@ mod tests {
 
     #[test]
     fn the_deployment_listens_on_named_target_ports() {
-        let n = ServiceNames::new("orders");
-        let t = targets();
-        let d = deployment(
-            &n,
-            &RouterParams {
-                pod: &PodSettings::default(),
-                image: "r:1",
-                namespace: "shop",
-                targets: &t,
-                http_ports: &[],
-                account: "orders-ktx-router",
-                replicas: 2,
-                kube_ca: None,
-            },
-        );
+        let d = orders_router(&targets(), None);
         assert_eq!(d.metadata.name.as_deref(), Some("orders-ktx-router"));
         let spec = d.spec.unwrap();
         let sel = spec.selector.match_labels.unwrap();
@@ -513,26 +517,7 @@ mod tests {
     /// account's token Secret; without it, Kubernetes mounts its default as before.
     #[test]
     fn with_the_cluster_ca_the_credentials_need_no_secret_or_configmap() {
-        let n = ServiceNames::new("orders");
-        let t = targets();
-        let build = |kube_ca| {
-            deployment(
-                &n,
-                &RouterParams {
-                    pod: &PodSettings::default(),
-                    image: "r:1",
-                    namespace: "shop",
-                    targets: &t,
-                    http_ports: &[],
-                    account: "orders-ktx-router",
-                    replicas: 2,
-                    kube_ca,
-                },
-            )
-            .spec
-            .unwrap()
-            .template
-        };
+        let build = |kube_ca| orders_router(&targets(), kube_ca).spec.unwrap().template;
         let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
         let template = build(Some(pem));
         let annotations = template.metadata.unwrap().annotations.unwrap();
@@ -593,25 +578,12 @@ mod tests {
     /// Pod Security "restricted", also when a target port is below 1024.
     #[test]
     fn the_router_pod_passes_pod_security_restricted_on_any_port() {
-        let n = ServiceNames::new("orders");
         for port in [8080, 80] {
             let t = [ListenPort {
                 number: port,
                 name: None,
             }];
-            let d = deployment(
-                &n,
-                &RouterParams {
-                    pod: &PodSettings::default(),
-                    image: "r:1",
-                    namespace: "shop",
-                    targets: &t,
-                    http_ports: &[],
-                    account: "orders-ktx-router",
-                    replicas: 2,
-                    kube_ca: None,
-                },
-            );
+            let d = orders_router(&t, None);
             let spec = d.spec.unwrap().template.spec.unwrap();
             let v = crate::objects::pod_security::restricted_violations(&spec);
             assert!(v.is_empty(), "target port {port}: {v:#?}");
@@ -623,20 +595,7 @@ mod tests {
     #[test]
     fn two_replicas_spread_across_nodes_under_a_disruption_budget() {
         let n = ServiceNames::new("orders");
-        let t = targets();
-        let d = deployment(
-            &n,
-            &RouterParams {
-                pod: &PodSettings::default(),
-                image: "r:1",
-                namespace: "shop",
-                targets: &t,
-                http_ports: &[],
-                account: "orders-ktx-router",
-                replicas: 2,
-                kube_ca: None,
-            },
-        );
+        let d = orders_router(&targets(), None);
         let spec = d.spec.unwrap();
         assert_eq!(spec.replicas, Some(2));
         let spread = &spec
