@@ -4,45 +4,33 @@
 //! (`objects/router.rs` `api_access`); without it, the default.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec};
 
 use super::server::Fake;
-use super::support::{self, cli, meta, team_service};
+use super::support::{meta, start, team_service};
 
-const PATIENCE: Duration = Duration::from_secs(30);
 const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n";
 
 /// Runs `ktx mesh tb` until it is up, returns the router's pod template, ends the session and
 /// checks the namespace is as before.
 async fn router_template(fake: &Fake) -> PodTemplateSpec {
     let before = fake.snapshot();
-    let cli = cli(&[
-        "mesh",
-        "tb",
-        "--versionMark",
-        "foobar",
-        "--expose",
-        "3001:80",
-    ]);
-    let ctx = support::ctx(fake, &cli);
-    let progress = ctx.progress.clone();
-    let (shutdown, stop) = ktx::lifecycle::shutdown::Shutdown::manual();
-    let mut done = tokio::spawn(async move { support::run_ctx(&ctx, &cli, &shutdown).await });
-    tokio::select! {
-        () = progress.until(|l| l.contains("Session is up")) => {}
-        r = &mut done => panic!("mesh ended before it was up: {r:?}\n{:#?}", progress.lines()),
-        () = tokio::time::sleep(PATIENCE) => panic!("up in time: {:#?}", progress.lines()),
-    }
+    let session = start(
+        fake,
+        &[
+            "mesh",
+            "tb",
+            "--versionMark",
+            "foobar",
+            "--expose",
+            "3001:80",
+        ],
+    )
+    .await;
     let router: Deployment = fake.get("tb-ktx-router").expect("the router Deployment");
-    stop.fire();
-    tokio::time::timeout(PATIENCE, done)
-        .await
-        .expect("teardown in time")
-        .expect("the session task ran")
-        .expect("the session ends cleanly");
+    session.end().await;
     assert_eq!(fake.snapshot(), before);
     router.spec.expect("a spec").template
 }

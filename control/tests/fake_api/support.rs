@@ -207,3 +207,44 @@ pub async fn run_ctx(
         other => panic!("not a command these tests run: {other:?}"),
     }
 }
+
+/// How long a session may take to come up, or to be torn down, on the fake.
+const UP_PATIENCE: Duration = Duration::from_secs(30);
+
+/// A session running in the background on `fake`.
+pub struct Running {
+    stop: ktx::lifecycle::shutdown::Trigger,
+    done: tokio::task::JoinHandle<ktx::Result<()>>,
+}
+
+/// Starts `args` on `fake` and waits until the session is up.
+pub async fn start(fake: &Fake, args: &[&str]) -> Running {
+    let cli = cli(args);
+    let ctx = ctx(fake, &cli);
+    let (shutdown, stop) = ktx::lifecycle::shutdown::Shutdown::manual();
+    let progress = ctx.progress.clone();
+    let mut done = tokio::spawn(async move { run_ctx(&ctx, &cli, &shutdown).await });
+    tokio::select! {
+        () = progress.until(|l| l.contains("Session is up")) => {}
+        r = &mut done => panic!("{args:?} ended before it was up: {r:?}\n{:#?}", progress.lines()),
+        () = tokio::time::sleep(UP_PATIENCE) => panic!("{args:?} is up in time: {:#?}", progress.lines()),
+    }
+    Running { stop, done }
+}
+
+impl Running {
+    /// Ends the session (as Ctrl-C would) and waits for its teardown.
+    pub async fn end(self) {
+        self.stop.fire();
+        tokio::time::timeout(UP_PATIENCE, self.done)
+            .await
+            .expect("teardown in time")
+            .expect("the session task ran")
+            .expect("the session ends cleanly");
+    }
+
+    /// The laptop dies: nothing is torn down, the Lease stops being renewed.
+    pub fn crash(self) {
+        self.done.abort();
+    }
+}

@@ -3,54 +3,12 @@
 //! the shared objects stay while any session of the Service is alive (last one out, with 2, 1
 //! and 0 live sessions, a crashed one among them).
 
-use std::time::Duration;
-
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use serde_json::{json, Value};
 
 use super::server::{Call, Fake};
-use super::support::{self, cli, team_namespace};
-
-const PATIENCE: Duration = Duration::from_secs(30);
-
-/// A session running in the background on `fake`.
-struct Running {
-    stop: ktx::lifecycle::shutdown::Trigger,
-    done: tokio::task::JoinHandle<ktx::Result<()>>,
-}
-
-/// Starts `args` on `fake` and waits until the session is up.
-async fn start(fake: &Fake, args: &[&str]) -> Running {
-    let cli = cli(args);
-    let ctx = support::ctx(fake, &cli);
-    let (shutdown, stop) = ktx::lifecycle::shutdown::Shutdown::manual();
-    let progress = ctx.progress.clone();
-    let mut done = tokio::spawn(async move { support::run_ctx(&ctx, &cli, &shutdown).await });
-    tokio::select! {
-        () = progress.until(|l| l.contains("Session is up")) => {}
-        r = &mut done => panic!("{args:?} ended before it was up: {r:?}\n{:#?}", progress.lines()),
-        () = tokio::time::sleep(PATIENCE) => panic!("{args:?} is up in time: {:#?}", progress.lines()),
-    }
-    Running { stop, done }
-}
-
-impl Running {
-    /// Ends the session (as Ctrl-C would) and waits for its teardown.
-    async fn end(self) {
-        self.stop.fire();
-        tokio::time::timeout(PATIENCE, self.done)
-            .await
-            .expect("teardown in time")
-            .expect("the session task ran")
-            .expect("the session ends cleanly");
-    }
-
-    /// The laptop dies: nothing is torn down, the Lease stops being renewed.
-    fn crash(self) {
-        self.done.abort();
-    }
-}
+use super::support::{self, cli, start, team_namespace};
 
 fn writes(calls: &[Call]) -> Vec<&Call> {
     calls
