@@ -10,10 +10,12 @@
 #                             one its tunnel rides), same pod
 #       ws-port-forward       the same over the API server's WebSocket (KTX_PORT_FORWARD=websocket,
 #                             ktx's fallback)
-#       ktx-mesh              busybox wget in a pod with the mark, through Service → router →
-#                             shadow → tunnel → ktx → the local ktx-testbackend (bytes flow
-#                             laptop → pod, the other way from the two above)
-#       pod-to-pod            the same wget straight to the workload's pod (for scale)
+#       ktx-mesh              `ktx-testbackend client download` in a pod with the mark, through
+#                             Service → router → shadow → tunnel → ktx → the local
+#                             ktx-testbackend (bytes flow laptop → pod, the other way from the
+#                             two above); the body is counted and dropped, as curl -o /dev/null
+#                             does on the node
+#       pod-to-pod            the same client straight to the workload's pod (for scale)
 #   mesh-first-request        subject ktx-mesh, field seconds: `ktx mesh` started → first marked
 #                             request (asked every 50 ms from a pod already running) answered by
 #                             the local process; median of REPS; ktx's progress lines with their

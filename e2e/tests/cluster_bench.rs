@@ -24,7 +24,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Instant;
 
-use ktx_e2e::{image, poll, secs, testbackend_manifest, yaml_string, Cluster, Namespace};
+use ktx_e2e::{
+    image, poll, secs, testbackend_image, testbackend_manifest, yaml_string, Cluster, Namespace,
+};
 use support::{free_port, ktx, local_backend, mesh_cmd, uptime, Proc};
 
 const MIB100: u64 = 100 * 1024 * 1024;
@@ -126,39 +128,46 @@ fn curl_upload_mib_per_s(url: &str, file: &std::path::Path) -> f64 {
     v[1].parse::<f64>().expect("curl's speed") / (1024.0 * 1024.0)
 }
 
-/// A pod that GETs `url` `n` times with `header` (after one check that `/` answers
-/// `expect`), printing `START END SIZE` (node uptime) per GET; returns MiB/s per GET.
-fn pod_downloads(ns: &Namespace, pod: &str, base: &str, header: &str, expect: &str) -> Vec<f64> {
-    let h = if header.is_empty() {
-        String::new()
-    } else {
-        format!("--header '{header}'")
-    };
-    let script = format!(
-        "ok=0; for i in $(seq 1 120); do b=$(timeout 5 wget -q -O - {h} {base}/ 2>&1); \
-         if [ \"$b\" = '{expect}' ]; then ok=1; break; fi; sleep 0.5; done; \
-         [ $ok = 1 ] || {{ echo \"never answered by {expect}: $b\"; exit 1; }}; \
-         for i in $(seq 1 {n}); do s=$(cut -d' ' -f1 /proc/uptime); \
-         z=$(timeout 120 wget -q -O - {h} '{base}/bytes?n={MIB100}' | wc -c); \
-         e=$(cut -d' ' -f1 /proc/uptime); echo \"T $s $e $z\"; done",
-        n = reps()
-    );
-    let run = ns.run_pod(
-        pod,
-        &image("busybox"),
-        &["/bin/sh", "-c", &script],
-        secs(600),
-    );
-    assert_eq!(run.phase, "Succeeded", "{pod}: {}", run.logs);
-    let mut speeds = Vec::new();
-    for line in run.logs.lines().filter(|l| l.starts_with("T ")) {
-        let f: Vec<f64> = line[2..]
-            .split_whitespace()
-            .map(|x| x.parse().expect("a number"))
-            .collect();
-        assert_eq!(f[2] as u64, MIB100, "{pod}: incomplete download: {line}");
-        speeds.push(100.0 / (f[1] - f[0]).max(0.01));
+/// A pod that asks `addr` (HOST:PORT) until `expect` answers `/` (with `header`, NAME=VALUE, if
+/// any), then downloads 100 MiB from it `reps()` times with the test backend's client
+/// (`download`: the body counted and dropped, like `curl -o /dev/null` on the node, timed from
+/// the connect to the last byte, each exactly 100 MiB or the pod fails); MiB/s per download.
+fn pod_downloads(ns: &Namespace, pod: &str, addr: &str, header: &str, expect: &str) -> Vec<f64> {
+    let bytes = MIB100.to_string();
+    let mut command = vec![
+        "/ktx-testbackend",
+        "client",
+        "--addr",
+        addr,
+        "--expect",
+        expect,
+        "--retry-for",
+        "60s",
+        "--timeout",
+        "120s",
+        "--bytes",
+        &bytes,
+    ];
+    if !header.is_empty() {
+        command.extend(["--header", header]);
     }
+    command.push("http1");
+    command.extend(std::iter::repeat_n("download", reps()));
+    let run = ns.run_pod(pod, &testbackend_image(), &command, secs(600));
+    assert_eq!(run.phase, "Succeeded", "{pod}: {}", run.logs);
+    let speeds: Vec<f64> = run
+        .logs
+        .lines()
+        .filter_map(|l| l.strip_prefix(&format!("download: answered by {expect} (")))
+        .map(|rest| {
+            let seconds = rest
+                .strip_prefix(&format!("{MIB100} bytes in "))
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|s| s.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("{pod}: not a download line: {rest}"));
+            100.0 / seconds.max(1e-6)
+        })
+        .collect();
     assert_eq!(speeds.len(), reps(), "{pod}: {}", run.logs);
     speeds
 }
@@ -262,17 +271,11 @@ fn tunnel_portforward_100mb() {
     let meshed = pod_downloads(
         &ns,
         "marked",
-        &format!("http://{ip}:8080"),
-        "VERSION: bench",
+        &format!("{ip}:8080"),
+        "version=bench",
         "developer",
     );
-    let direct = pod_downloads(
-        &ns,
-        "direct",
-        &format!("http://{pod_ip}:8080"),
-        "",
-        "original",
-    );
+    let direct = pod_downloads(&ns, "direct", &format!("{pod_ip}:8080"), "", "original");
     mesh.interrupt();
     let (ok, out) = mesh.wait_exit(secs(90));
     assert!(ok, "ktx mesh did not end cleanly:\n{out}");
@@ -317,13 +320,13 @@ fn tunnel_portforward_100mb() {
         "ktx-mesh",
         "laptop-to-pod",
         &meshed,
-        "busybox wget in a pod, marked, via router, shadow, tunnel, ktx to the local backend",
+        "the test backend's client in a pod, marked, via router, shadow, tunnel, ktx to the local backend",
     );
     speed_row(
         "pod-to-pod",
         "pod-to-pod",
         &direct,
-        "busybox wget in a pod straight to the original pod (no API server)",
+        "the test backend's client in a pod straight to the original pod (no API server)",
     );
 }
 

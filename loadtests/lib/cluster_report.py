@@ -63,10 +63,13 @@ def _section(rows, kubernetes):
              "port-forward ktx speaks by default, the way the tunnel does "
              "(`control/src/cluster/port_forward/spdy.rs`). `ws-port-forward*`: the same on the "
              "API server's WebSocket (`KTX_PORT_FORWARD=websocket`, `port_forward/io.rs`), ktx's "
-             "fallback. `ktx-mesh`: busybox wget in a pod, "
+             "fallback. `ktx-mesh`: the test backend's client in a pod (`ktx-testbackend client "
+             "download`: the body counted and dropped, as `curl -o /dev/null` does on the node), "
              "marked, through Service → router → shadow → tunnel → ktx → the local test backend, "
-             "so its bytes flow laptop → pod, like the `-upload` rows. `pod-to-pod`: the same wget "
-             "straight to the workload's pod, for scale.")
+             "so its bytes flow laptop → pod, like the `-upload` rows. `pod-to-pod`: the same "
+             "client straight to the workload's pod, for scale. Until 2026-12-06 the pod's client "
+             "was `busybox wget -O - | wc -c`, whose pipe alone held pod-to-pod near 435 MiB/s "
+             "and took CPU from the path it measured.")
     L.append("")
     L.append("> mesh-first-request: `ktx mesh` started → the first marked request (asked every "
              "50 ms from a pod already running) answered by the local process.")

@@ -45,6 +45,10 @@ pub enum Call {
     /// Raw TCP (the backend's `--tcp-listen`): wait for the banner, then an echo. Ignores
     /// `--header`.
     Tcp,
+    /// `GET /bytes?n=<--bytes>` over HTTP/1.1, the body counted and dropped (exactly that
+    /// length, or an error); says the MiB/s from before the connect to the last byte, as
+    /// curl's speed does. Tried once whatever `--retry-for` says: it is a measurement.
+    Download,
 }
 
 impl fmt::Display for Call {
@@ -84,6 +88,10 @@ pub struct ClientArgs {
     /// Deadline of one try of one call.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub timeout: Duration,
+
+    /// Body length a `download` asks for and must get.
+    #[arg(long, default_value_t = 100 * 1024 * 1024)]
+    pub bytes: u64,
 }
 
 /// What one call got.
@@ -154,6 +162,11 @@ pub async fn run(args: &ClientArgs) -> Result<Vec<(Call, Answer)>, ClientError> 
 
 async fn call_with_retries(call: Call, args: &ClientArgs) -> Result<Answer, ClientError> {
     let start = Instant::now();
+    // A measurement is taken once: a retry would report the try that went well.
+    let retry_for = match call {
+        Call::Download => Duration::ZERO,
+        _ => args.retry_for,
+    };
     let mut tries = 0;
     loop {
         tries += 1;
@@ -168,7 +181,7 @@ async fn call_with_retries(call: Call, args: &ClientArgs) -> Result<Answer, Clie
             Err(error) => error,
         };
         let elapsed = start.elapsed();
-        if elapsed + RETRY_PAUSE > args.retry_for {
+        if elapsed + RETRY_PAUSE > retry_for {
             return Err(ClientError::Failed {
                 call,
                 addr: args.addr.clone(),
@@ -188,7 +201,7 @@ const RETRY_PAUSE: Duration = Duration::from_secs(1);
 async fn try_once(call: Call, args: &ClientArgs) -> Result<Answer, ClientError> {
     let attempt = async {
         let addr = resolve(&args.addr).await?;
-        calls::call(call, addr, &args.headers).await
+        calls::call(call, addr, &args.headers, args.bytes).await
     };
     tokio::time::timeout(args.timeout, attempt)
         .await

@@ -16,9 +16,14 @@ fn main() -> anyhow::Result<ExitCode> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    // The client makes one call at a time: one thread, as curl has (a `download` measured in
+    // a pod then costs what curl's would). The server gets a worker per CPU unless told.
+    let mut runtime = match config.command {
+        Some(Command::Client(_)) => tokio::runtime::Builder::new_current_thread(),
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     runtime.enable_all();
-    if let Some(threads) = config.threads {
+    if let (None, Some(threads)) = (&config.command, config.threads) {
         runtime.worker_threads(threads.max(1));
     }
     let runtime = runtime.build()?;

@@ -23,6 +23,7 @@ fn args(calls: &[Call], addr: SocketAddr, expect: Option<&str>) -> ClientArgs {
         expect: expect.map(str::to_owned),
         retry_for: Duration::ZERO,
         timeout: Duration::from_secs(5),
+        bytes: 1024 * 1024,
     }
 }
 
@@ -105,6 +106,67 @@ async fn retries_wait_for_a_backend_that_starts_late() -> Result<(), Error> {
     let _backend = spawn("late", addr).await?;
     let answers = client.await??;
     assert_eq!(answers[0].1.backend, "late");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_download_gets_every_byte_and_says_its_speed() -> Result<(), Error> {
+    let backend = spawn("alpha", any_port()).await?;
+    let answers = client::run(&args(&[Call::Download], backend.addr(), Some("alpha"))).await?;
+    let detail = &answers[0].1.detail;
+    assert!(
+        detail.starts_with("1048576 bytes in ") && detail.ends_with(" MiB/s"),
+        "{detail}"
+    );
+    assert_eq!(backend.stats().snapshot().requests, 1);
+    Ok(())
+}
+
+/// A server that answers every connection's request with `head` and `body`, then closes.
+async fn answers_with(head: String, body: usize) -> Result<SocketAddr, Error> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind(any_port()).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let head = head.clone();
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = s.read(&mut request).await;
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(&vec![b'x'; body]).await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+#[tokio::test]
+async fn a_short_download_is_an_error_tried_once() -> Result<(), Error> {
+    let n: usize = 1024 * 1024;
+    let head = |length: usize| {
+        format!("HTTP/1.1 200 OK\r\ncontent-length: {length}\r\nx-ktx-backend: liar\r\n\r\n")
+    };
+    // Cut off before its announced length; and a whole answer one byte short of what was
+    // asked for.
+    for (length, sent) in [(n, n / 2), (n - 1, n - 1)] {
+        let addr = answers_with(head(length), sent).await?;
+        let mut args = args(&[Call::Download], addr, None);
+        args.retry_for = Duration::from_secs(20);
+        let error = client::run(&args)
+            .await
+            .expect_err("fewer bytes than asked for");
+        let ClientError::Failed { tries, last, .. } = &error else {
+            panic!("{error}");
+        };
+        assert_eq!(*tries, 1, "a measurement is not retried: {error}");
+        if length == n - 1 {
+            assert!(
+                last.to_string().contains("liar sent 1048575 bytes"),
+                "{last}"
+            );
+        }
+    }
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 //! not a name.
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::{stream, StreamExt};
@@ -27,6 +28,7 @@ pub(super) async fn call(
     call: Call,
     addr: SocketAddr,
     headers: &[(String, String)],
+    bytes: u64,
 ) -> Result<Answer, ClientError> {
     match call {
         Call::GrpcUnary => grpc_unary(addr, headers).await,
@@ -37,6 +39,7 @@ pub(super) async fn call(
         Call::Http1 => http(addr, headers, Version::HTTP_11).await,
         Call::H2c => http(addr, headers, Version::HTTP_2).await,
         Call::Tcp => tcp(addr).await,
+        Call::Download => download(addr, headers, bytes).await,
     }
 }
 
@@ -220,6 +223,61 @@ async fn http(
         )));
     }
     Ok(Answer::new(backend, format!("status {}", status.as_u16())))
+}
+
+/// `GET /bytes?n={bytes}` over HTTP/1.1, the body counted frame by frame and dropped, like
+/// `curl -o /dev/null`: a cheap sink, so that a transfer measured in a pod is not capped by the
+/// client (`busybox wget -O - | wc -c` spends more CPU than the bytes' whole way to it).
+async fn download(
+    addr: SocketAddr,
+    headers: &[(String, String)],
+    bytes: u64,
+) -> Result<Answer, ClientError> {
+    let start = Instant::now();
+    let stream = connect(addr).await?;
+    let mut request = Request::get(format!("http://{addr}/bytes?n={bytes}"))
+        .header(http::header::HOST, addr.to_string());
+    for (name, value) in headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    let request = request
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| unexpected(format!("cannot build the request: {e}")))?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let response = send.send_request(request).await?;
+    let status = response.status();
+    let Some(backend) = response
+        .headers()
+        .get(BACKEND_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+    else {
+        return Err(unexpected(format!(
+            "status {status}, no {BACKEND_HEADER} header"
+        )));
+    };
+    if !status.is_success() {
+        return Err(unexpected(format!("status {status} from {backend}")));
+    }
+    let mut body = response.into_body();
+    let mut got = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Some(data) = frame?.data_ref() {
+            got += data.len() as u64;
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    if got != bytes {
+        return Err(unexpected(format!(
+            "{backend} sent {got} bytes, {bytes} were asked for"
+        )));
+    }
+    let mib_per_s = bytes as f64 / (1024.0 * 1024.0) / seconds.max(1e-9);
+    Ok(Answer::new(
+        backend,
+        format!("{bytes} bytes in {seconds:.6} s, {mib_per_s:.1} MiB/s"),
+    ))
 }
 
 async fn connect(addr: SocketAddr) -> Result<TcpStream, ClientError> {
