@@ -7,6 +7,14 @@ use ktx::cli::Command;
 use ktx::config::layers::ResolveError;
 use tracing_subscriber::EnvFilter;
 
+// mimalloc, as in the router and the shadow. On a marked download ktx reads the developer's
+// bytes into a new buffer per read (`ktx_tunnel::splice`), which h2 frees once sent, often on
+// the other worker thread; glibc's malloc gave those buffers fresh pages again and again (a
+// tenth of ktx's CPU was page faults, `perf` on `loadtests/portforward_cpu.sh --mesh`).
+// mimalloc keeps freed pages for reuse.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // The command line, with the defaults of the profile and config file (`ktx config`).
     let resolved = match ktx::config::resolve(std::env::args_os()) {

@@ -56,6 +56,11 @@ enum Command {
     Load(load::Load),
 }
 
+// The allocator `ktx` has (control/src/main.rs says why), so that the ktx end measured here is
+// ktx's.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
