@@ -10,17 +10,9 @@ use k8s_openapi::api::core::v1::Service;
 use serde_json::{json, Value};
 
 use super::server::Call;
-use super::support::{self, cli, team_namespace};
+use super::support::{self, cli, team_namespace, MESH};
 
 const PATIENCE: Duration = Duration::from_secs(30);
-const MESH: &[&str] = &[
-    "mesh",
-    "tb",
-    "--versionMark",
-    "foobar",
-    "--expose",
-    "3001:80",
-];
 
 fn writes(calls: &[Call]) -> Vec<String> {
     calls

@@ -9,7 +9,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec};
 
 use super::server::Fake;
-use super::support::{meta, start, team_service};
+use super::support::{meta, start, team_service, MESH};
 
 const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n";
 
@@ -17,18 +17,7 @@ const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE--
 /// checks the namespace is as before.
 async fn router_template(fake: &Fake) -> PodTemplateSpec {
     let before = fake.snapshot();
-    let session = start(
-        fake,
-        &[
-            "mesh",
-            "tb",
-            "--versionMark",
-            "foobar",
-            "--expose",
-            "3001:80",
-        ],
-    )
-    .await;
+    let session = start(fake, MESH).await;
     let router: Deployment = fake.get("tb-ktx-router").expect("the router Deployment");
     session.end().await;
     assert_eq!(fake.snapshot(), before);

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Secret, Service, Servi
 use kube::ResourceExt;
 
 use super::server::{Fake, NS};
-use super::support::{self, cli, forged_lease, meta, team_secret, team_service};
+use super::support::{self, cli, forged_lease, meta, team_secret, team_service, MESH};
 
 const SHADOW_LABELS: [(&str, &str); 3] = [
     ("app.kubernetes.io/managed-by", "ktx"),
@@ -177,14 +177,7 @@ async fn mesh_refuses_a_name_clash_and_its_rollback_keeps_the_teams_secret() {
     let before = fake.snapshot();
 
     let (shutdown, _stop) = ktx::lifecycle::shutdown::Shutdown::manual();
-    let mesh = cli(&[
-        "mesh",
-        "tb",
-        "--versionMark",
-        "foobar",
-        "--expose",
-        "3001:80",
-    ]);
+    let mesh = cli(MESH);
     let err = support::run(&fake, &mesh, &shutdown)
         .await
         .expect_err("the Secret's name is taken");
@@ -223,14 +216,7 @@ async fn mesh_refuses_to_reuse_a_shared_name_it_did_not_make() {
     });
     let before = fake.snapshot();
     let (shutdown, _stop) = ktx::lifecycle::shutdown::Shutdown::manual();
-    let mesh = cli(&[
-        "mesh",
-        "tb",
-        "--versionMark",
-        "foobar",
-        "--expose",
-        "3001:80",
-    ]);
+    let mesh = cli(MESH);
     let err = support::run(&fake, &mesh, &shutdown)
         .await
         .expect_err("the routes ConfigMap's name is taken");

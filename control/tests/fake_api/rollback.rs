@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 
 use super::server::Call;
-use super::support::{self, cli, team_namespace, Snapshot};
+use super::support::{self, cli, team_namespace, Snapshot, MESH};
 
 /// The whole test's bound: setups on the fake take milliseconds; a mesh teardown waits
 /// KUBE_PROXY_SETTLE (2 s) once.
@@ -129,19 +129,9 @@ async fn every_step_rolls_back(args: &[&str]) {
 
 #[tokio::test]
 async fn mesh_setup_failing_at_any_step_rolls_back_exactly() {
-    tokio::time::timeout(
-        PATIENCE,
-        every_step_rolls_back(&[
-            "mesh",
-            "tb",
-            "--versionMark",
-            "foobar",
-            "--expose",
-            "3001:80",
-        ]),
-    )
-    .await
-    .expect("in time");
+    tokio::time::timeout(PATIENCE, every_step_rolls_back(MESH))
+        .await
+        .expect("in time");
 }
 
 #[tokio::test]

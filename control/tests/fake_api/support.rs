@@ -150,6 +150,17 @@ pub fn forged_lease(fake: &Fake, name: &str, service: &str, duration_secs: i32) 
     })
 }
 
+/// `ktx mesh` of the team's Service `tb` (`team_service`), mark `VERSION: foobar`, target port
+/// 80 exposed from local port 3001: the session most tests start.
+pub const MESH: &[&str] = &[
+    "mesh",
+    "tb",
+    "--versionMark",
+    "foobar",
+    "--expose",
+    "3001:80",
+];
+
 /// A ktx command line, parsed as `ktx` parses it.
 pub fn cli(args: &[&str]) -> Cli {
     // --timeout bounds the wait for a name taken by someone else (the name-clash test).

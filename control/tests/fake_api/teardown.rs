@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use serde_json::{json, Value};
 
 use super::server::{Call, Fake};
-use super::support::{self, cli, start, team_namespace};
+use super::support::{self, cli, start, team_namespace, MESH};
 
 fn writes(calls: &[Call]) -> Vec<&Call> {
     calls
@@ -39,18 +39,7 @@ fn restored(v: &Value) -> bool {
 #[tokio::test]
 async fn mesh_teardown_removes_the_rule_first_and_restores_before_deleting() {
     let (fake, before) = team_namespace("tb");
-    let s = start(
-        &fake,
-        &[
-            "mesh",
-            "tb",
-            "--versionMark",
-            "foobar",
-            "--expose",
-            "3001:80",
-        ],
-    )
-    .await;
+    let s = start(&fake, MESH).await;
     let from = fake.calls().len();
     s.end().await;
     let calls = fake.calls();
