@@ -9,8 +9,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::{stream, StreamExt};
-use http::{Request, Version};
+use http::{Request, Response, Version};
 use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -181,35 +182,9 @@ async fn http(
     headers: &[(String, String)],
     version: Version,
 ) -> Result<Answer, ClientError> {
-    let stream = connect(addr).await?;
-    let mut request = Request::get(format!("http://{addr}/")).version(version);
-    if version == Version::HTTP_11 {
-        // HTTP/2 carries the authority in the URI; HTTP/1.1 needs the header.
-        request = request.header(http::header::HOST, addr.to_string());
-    }
-    for (name, value) in headers {
-        request = request.header(name.as_str(), value.as_str());
-    }
-    let request = request
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| unexpected(format!("cannot build the request: {e}")))?;
-    let response = if version == Version::HTTP_2 {
-        let (mut send, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                .await?;
-        tokio::spawn(conn);
-        send.send_request(request).await?
-    } else {
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
-        send.send_request(request).await?
-    };
+    let response = get(addr, "/", headers, version).await?;
     let status = response.status();
-    let header = response
-        .headers()
-        .get(BACKEND_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let header = backend_of(&response);
     let body = response.into_body().collect().await?.to_bytes();
     let body = String::from_utf8_lossy(&body);
     let Some(backend) = header else {
@@ -234,25 +209,10 @@ async fn download(
     bytes: u64,
 ) -> Result<Answer, ClientError> {
     let start = Instant::now();
-    let stream = connect(addr).await?;
-    let mut request = Request::get(format!("http://{addr}/bytes?n={bytes}"))
-        .header(http::header::HOST, addr.to_string());
-    for (name, value) in headers {
-        request = request.header(name.as_str(), value.as_str());
-    }
-    let request = request
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| unexpected(format!("cannot build the request: {e}")))?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let response = send.send_request(request).await?;
+    let path = format!("/bytes?n={bytes}");
+    let response = get(addr, &path, headers, Version::HTTP_11).await?;
     let status = response.status();
-    let Some(backend) = response
-        .headers()
-        .get(BACKEND_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-    else {
+    let Some(backend) = backend_of(&response) else {
         return Err(unexpected(format!(
             "status {status}, no {BACKEND_HEADER} header"
         )));
@@ -278,6 +238,48 @@ async fn download(
         backend,
         format!("{bytes} bytes in {seconds:.6} s, {mib_per_s:.1} MiB/s"),
     ))
+}
+
+/// `GET path` with `headers` on a new connection to `addr`, over `version`; the response head.
+async fn get(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(String, String)],
+    version: Version,
+) -> Result<Response<Incoming>, ClientError> {
+    let stream = connect(addr).await?;
+    let mut request = Request::get(format!("http://{addr}{path}")).version(version);
+    if version == Version::HTTP_11 {
+        // HTTP/2 carries the authority in the URI; HTTP/1.1 needs the header.
+        request = request.header(http::header::HOST, addr.to_string());
+    }
+    for (name, value) in headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    let request = request
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| unexpected(format!("cannot build the request: {e}")))?;
+    let response = if version == Version::HTTP_2 {
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await?;
+        tokio::spawn(conn);
+        send.send_request(request).await?
+    } else {
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        send.send_request(request).await?
+    };
+    Ok(response)
+}
+
+/// The backend that says it sent `response` (`BACKEND_HEADER`).
+fn backend_of(response: &Response<Incoming>) -> Option<String> {
+    response
+        .headers()
+        .get(BACKEND_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 async fn connect(addr: SocketAddr) -> Result<TcpStream, ClientError> {
