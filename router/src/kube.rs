@@ -74,8 +74,8 @@ pub async fn start(cfg: &Config, out: Outputs) -> Result<Vec<JoinHandle<()>>, Ku
         check_name("namespace", ns, false)?;
     }
     // kube builds its TLS config on rustls' process-wide provider; should another crate in the
-    // build enable a second one (aws-lc-rs), rustls could not choose and would panic. Pin ring.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    // build enable a second one (ring), rustls could not choose and would panic. Pin aws-lc-rs.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let client = ::kube::Client::try_default()
         .await
         .map_err(|source| KubeStartError::Client { source })?;

@@ -112,9 +112,9 @@ impl Kube {
     /// Connects with `--kubeconfig` / `$KUBECONFIG` / `~/.kube/config` (or the in-cluster
     /// account), `--context` and `-n`.
     pub async fn connect(global: &Global) -> Result<Kube> {
-        // kube builds its TLS on rustls' process-wide provider; pin ring so that a second
-        // provider enabled elsewhere in the build cannot make rustls panic.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        // kube builds its TLS on rustls' process-wide provider; pin aws-lc-rs (the tunnel's
+        // too) so that a second provider enabled elsewhere in the build cannot make rustls panic.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let opts = KubeConfigOptions {
             context: global.context.clone(),
             ..Default::default()
