@@ -16,6 +16,8 @@
 #                             two above); the body is counted and dropped, as curl -o /dev/null
 #                             does on the node
 #       pod-to-pod            the same client straight to the workload's pod (for scale)
+#     ktx-mesh and kubectl-port-forward-upload take turns (one transfer each, the mesh up for
+#     both), so the two figures the goal compares share the machine's load and drift
 #   mesh-first-request        subject ktx-mesh, field seconds: `ktx mesh` started → first marked
 #                             request (asked every 50 ms from a pod already running) answered by
 #                             the local process; median of REPS; ktx's progress lines with their

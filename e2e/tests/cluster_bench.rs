@@ -5,7 +5,8 @@
 //!   to a test backend pod (SPDY), through `ktx forward` over SPDY (its default, one port-forward
 //!   per connection, the same way ktx's tunnel reaches the shadow) and over the API server's
 //!   WebSocket (`KTX_PORT_FORWARD=websocket`), and as a marked request from
-//!   a pod through router → shadow → tunnel → ktx to the local test backend; plus the same GET
+//!   a pod through router → shadow → tunnel → ktx to the local test backend, taking turns with
+//!   `kubectl port-forward`'s 100 MiB POST (the figure it is judged against); plus the same GET
 //!   from that pod straight to the original pod (the cluster's own network, for scale).
 //! - `mesh_first_request`: from `ktx mesh` started to the first marked request answered by the
 //!   local process, asked every 50 ms by a pod that runs before the mesh starts; with the time
@@ -129,10 +130,16 @@ fn curl_upload_mib_per_s(url: &str, file: &std::path::Path) -> f64 {
 }
 
 /// A pod that asks `addr` (HOST:PORT) until `expect` answers `/` (with `header`, NAME=VALUE, if
-/// any), then downloads 100 MiB from it `reps()` times with the test backend's client
+/// any), then downloads 100 MiB from it `count` times with the test backend's client
 /// (`download`: the body counted and dropped, like `curl -o /dev/null` on the node, timed from
 /// the connect to the last byte, each exactly 100 MiB or the pod fails); MiB/s per download.
-fn pod_downloads(ns: &Namespace, pod: &str, addr: &str, header: &str, expect: &str) -> Vec<f64> {
+fn pod_downloads(
+    ns: &Namespace,
+    pod: &str,
+    addr: &str,
+    (header, expect): (&str, &str),
+    count: usize,
+) -> Vec<f64> {
     let bytes = MIB100.to_string();
     let mut command = vec![
         "/ktx-testbackend",
@@ -152,7 +159,7 @@ fn pod_downloads(ns: &Namespace, pod: &str, addr: &str, header: &str, expect: &s
         command.extend(["--header", header]);
     }
     command.push("http1");
-    command.extend(std::iter::repeat_n("download", reps()));
+    command.extend(std::iter::repeat_n("download", count));
     let run = ns.run_pod(pod, &testbackend_image(), &command, secs(600));
     assert_eq!(run.phase, "Succeeded", "{pod}: {}", run.logs);
     let speeds: Vec<f64> = run
@@ -168,7 +175,7 @@ fn pod_downloads(ns: &Namespace, pod: &str, addr: &str, header: &str, expect: &s
             100.0 / seconds.max(1e-6)
         })
         .collect();
-    assert_eq!(speeds.len(), reps(), "{pod}: {}", run.logs);
+    assert_eq!(speeds.len(), count, "{pod}: {}", run.logs);
     speeds
 }
 
@@ -240,42 +247,64 @@ fn tunnel_portforward_100mb() {
             "http://127.0.0.1:{ktx_port}{path}"
         )));
     }
-    // The other way, laptop → pod: the direction of the marked download below.
+    // The other way, laptop → pod: the direction of the marked download below. kubectl's
+    // upload is measured beside the marked downloads, below.
     let file = std::env::temp_dir().join(format!("ktx-bench-{}.bin", std::process::id()));
     std::fs::write(&file, vec![b'x'; MIB100 as usize]).expect("write the upload file");
-    let (mut spdy_up, mut ws_up, mut ktx_spdy_up) = (Vec::new(), Vec::new(), Vec::new());
+    let pf_url = format!("http://127.0.0.1:{pf_port}/sink");
+    let (mut ws_up, mut ktx_spdy_up) = (Vec::new(), Vec::new());
     for _ in 0..reps() {
-        let pf_url = format!("http://127.0.0.1:{pf_port}/sink");
-        spdy_up.push(curl_upload_mib_per_s(&pf_url, &file));
         let ws_url = format!("http://127.0.0.1:{ws_port}/sink");
         ws_up.push(curl_upload_mib_per_s(&ws_url, &file));
         let ktx_url = format!("http://127.0.0.1:{ktx_port}/sink");
         ktx_spdy_up.push(curl_upload_mib_per_s(&ktx_url, &file));
     }
-    let _ = std::fs::remove_file(&file);
-    drop(pf);
     for f in [&mut fwd, &mut ktx_fwd] {
         f.interrupt();
         let _ = f.wait_exit(secs(30));
     }
 
-    // The marked request from a pod, answered by the local process through the mesh; and the
-    // same GET unmarked from the same kind of pod straight to the original pod.
+    // The marked request from a pod, answered by the local process through the mesh, taking
+    // turns with kubectl's upload to the original pod (which the mesh leaves running): the
+    // two figures the goal compares, under the same load (the session's pods up) and the
+    // same drift of this machine's speed, each first in every other turn. Then the same GET
+    // unmarked from the same kind of pod straight to the original pod.
     let (_dev, port) = local_backend("developer");
     let mut mesh = Proc::spawn(
         "ktx mesh",
         &mut mesh_cmd(&ns, "orders", &format!("{port}:8080"), "bench", &[]),
     );
     mesh.wait_line(true, "\"command\":\"mesh\"", secs(180));
-    let ip = ns.cluster_ip("orders");
-    let meshed = pod_downloads(
+    let marked = format!("{}:8080", ns.cluster_ip("orders"));
+    let (mut meshed, mut spdy_up) = (Vec::new(), Vec::new());
+    for turn in 0..reps() {
+        let mut download = || {
+            let pod = format!("marked-{turn}");
+            meshed.extend(pod_downloads(
+                &ns,
+                &pod,
+                &marked,
+                ("version=bench", "developer"),
+                1,
+            ));
+        };
+        if turn % 2 == 0 {
+            download();
+            spdy_up.push(curl_upload_mib_per_s(&pf_url, &file));
+        } else {
+            spdy_up.push(curl_upload_mib_per_s(&pf_url, &file));
+            download();
+        }
+    }
+    let _ = std::fs::remove_file(&file);
+    drop(pf);
+    let direct = pod_downloads(
         &ns,
-        "marked",
-        &format!("{ip}:8080"),
-        "version=bench",
-        "developer",
+        "direct",
+        &format!("{pod_ip}:8080"),
+        ("", "original"),
+        reps(),
     );
-    let direct = pod_downloads(&ns, "direct", &format!("{pod_ip}:8080"), "", "original");
     mesh.interrupt();
     let (ok, out) = mesh.wait_exit(secs(90));
     assert!(ok, "ktx mesh did not end cleanly:\n{out}");

@@ -67,7 +67,11 @@ def _section(rows, kubernetes):
              "download`: the body counted and dropped, as `curl -o /dev/null` does on the node), "
              "marked, through Service → router → shadow → tunnel → ktx → the local test backend, "
              "so its bytes flow laptop → pod, like the `-upload` rows. `pod-to-pod`: the same "
-             "client straight to the workload's pod, for scale. Until 2026-12-06 the pod's client "
+             "client straight to the workload's pod, for scale. `ktx-mesh` and "
+             "`kubectl-port-forward-upload` take turns, one transfer each, each first in every "
+             "other turn, with the mesh session up for both: the two figures the goal compares "
+             "see the same load and the same drift of the machine's speed (since 2026-12-06; "
+             "before, each was a block of runs a minute apart). Until 2026-12-06 the pod's client "
              "was `busybox wget -O - | wc -c`, whose pipe alone held pod-to-pod near 435 MiB/s "
              "and took CPU from the path it measured.")
     L.append("")
