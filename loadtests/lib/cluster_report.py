@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -105,6 +106,16 @@ def _section(rows, kubernetes):
     L.append(f"- marked 100 MiB download ≥ 1.0× a plain `kubectl port-forward` in the same run, same "
              f"direction (laptop → pod): {_fmt(mesh)} against {_fmt(up)} MiB/s, "
              f"{_fmt(r_up, 2)}× → {_verdict(None if r_up is None else r_up >= 1.0)}")
+    # The two take turns (e2e/tests/cluster_bench.rs): each turn's own ratio shows how far the
+    # verdict on the medians rests on the noise of a few runs.
+    mesh_all = val("tunnel-portforward-100mb", "ktx-mesh", "mib_per_s_all") or []
+    up_all = val("tunnel-portforward-100mb", "kubectl-port-forward-upload", "mib_per_s_all") or []
+    if mesh_all and len(mesh_all) == len(up_all):
+        turns = sorted(m / u for m, u in zip(mesh_all, up_all))
+        L.append(f"- the same, turn by turn (each marked download against the kubectl upload of "
+                 f"its turn): {' / '.join(_fmt(t, 2) for t in turns)}, median "
+                 f"{_fmt(statistics.median(turns), 2)}× (information: the spread says how much "
+                 f"of the verdict above is noise)")
     if mesh and down:
         L.append(f"- the same against `kubectl port-forward` the other way (pod → laptop, "
                  f"{_fmt(down)} MiB/s): {_fmt(mesh / down, 2)}× (information)")
