@@ -220,11 +220,18 @@ pub fn pod(p: &ShadowParams<'_>) -> Pod {
 /// The Service the router sends a session's requests to. It lists every target port of S (not
 /// only the exposed ones): the router picks a target's endpoints by the port a request came in
 /// on, and a single-port target would otherwise receive every port's traffic.
+///
+/// Headless: the router connects to the shadow pod's endpoint, read through the API, and
+/// nothing needs a virtual IP. kube-proxy ignores a headless Service, so the shadow's pod
+/// starting and turning Ready makes it rewrite no rules: kube-proxy rewrites at most twice in a
+/// burst and then once a second (`minSyncPeriod`, 1 s), and those rewrites used to hold back
+/// the one that matters, S switched to the router, by up to a second.
 pub fn service(p: &ShadowParams<'_>) -> Service {
     Service {
         metadata: meta(p.name, p.namespace, p.labels()),
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
+            cluster_ip: Some("None".into()),
             selector: Some(shadow_selector(p.service, p.session)),
             ports: Some(
                 p.targets

@@ -136,6 +136,11 @@ fn the_service_lists_every_target_port_and_selects_only_this_session() {
     assert_eq!(sel["ktx.dev/role"], "shadow");
     assert_eq!(sel["ktx.dev/service"], "orders");
     assert_eq!(
+        spec.cluster_ip.as_deref(),
+        Some("None"),
+        "headless: kube-proxy leaves it alone"
+    );
+    assert_eq!(
         svc.metadata.labels.unwrap()["app.kubernetes.io/managed-by"],
         "ktx",
         "the router's Endpoints watch selects on this label"
