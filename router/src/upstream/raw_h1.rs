@@ -178,6 +178,11 @@ pub async fn exchange<B>(
         } else {
             scanned = conn.buf.len();
         }
+        // No end in sight past hyper's limit: read no further (an upstream that sends header
+        // bytes without end must not fill the router's memory until the header timeout).
+        if conn.buf.len() > head::MAX_HEAD {
+            return Err(RawError::Invalid("response head too large"));
+        }
         match conn.read_more(READ_MIN).await {
             Ok(0) => return Err(RawError::ClosedBeforeHead),
             Ok(_) => {}

@@ -258,6 +258,27 @@ async fn malformed_heads_are_refused() {
     }
 }
 
+/// hyper's limit on a response head, which the router's own client keeps too.
+const MAX_HEAD: usize = 408 * 1024;
+
+#[tokio::test]
+async fn a_response_head_over_the_limit_is_refused() {
+    let mut reply = b"HTTP/1.1 200 OK\r\nx-big: ".to_vec();
+    reply.resize(reply.len() + MAX_HEAD + 1024, b'a');
+    reply.extend_from_slice(b"\r\ncontent-length: 2\r\n\r\nok");
+    refused(&reply).await;
+}
+
+/// An upstream (a developer's shadow, say) that sends header bytes and never ends the head:
+/// the router stops reading at the limit and answers 502 at once, rather than buffering all
+/// of it until the response header timeout.
+#[tokio::test]
+async fn a_response_head_that_never_ends_is_refused_at_the_limit() {
+    let mut reply = b"HTTP/1.1 200 OK\r\nx-big: ".to_vec();
+    reply.resize(4 * MAX_HEAD, b'a');
+    refused(&reply).await;
+}
+
 #[tokio::test]
 async fn interim_answers_are_skipped_but_not_endlessly() {
     let mut reply =

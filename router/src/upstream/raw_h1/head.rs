@@ -14,7 +14,7 @@ use super::RawError;
 
 /// hyper's limits: headers per message, bytes of one head.
 const MAX_HEADERS: usize = 100;
-const MAX_HEAD: usize = 408 * 1024;
+pub(super) const MAX_HEAD: usize = 408 * 1024;
 
 /// Interim (1xx) responses skipped before the final one, at most.
 const MAX_INTERIM: usize = 8;
@@ -65,6 +65,9 @@ pub fn parse(
             &mut headers,
         );
         let len = match parsed {
+            Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => {
+                return Err(RawError::Invalid("response head too large"))
+            }
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
                 return Err(RawError::Invalid("response head too large"))
