@@ -166,9 +166,7 @@ impl Unavailable {
 }
 
 async fn fallback(nt: NotTaken, to: SocketAddr) {
-    let NotTaken {
-        mut socket, sent, ..
-    } = nt;
+    let NotTaken { mut socket, .. } = nt;
     let mut upstream = match tokio::time::timeout(FALLBACK_CONNECT_TIMEOUT, TcpStream::connect(to))
         .await
     {
@@ -183,11 +181,6 @@ async fn fallback(nt: NotTaken, to: SocketAddr) {
         }
     };
     let _ = upstream.set_nodelay(true);
-    if let Err(e) = upstream.write_all(&sent).await {
-        tracing::debug!(%to, error = %e, "fallback: write of the first bytes failed");
-        return abort(&socket);
-    }
-    drop(sent);
     if let Err(e) = tokio::io::copy_bidirectional(&mut socket, &mut upstream).await {
         tracing::debug!(%to, error = %e, "fallback connection ended with an error");
         abort(&socket);
@@ -227,10 +220,10 @@ fn sniff(b: &[u8]) -> Sniffed {
     }
 }
 
-/// Reads more of the client's first bytes until they say which protocol to answer in, for at
-/// most [`SNIFF_FOR`]: ktx's refusal can come back before the request's first bytes did.
-async fn sniff_more(socket: &mut TcpStream, sent: Bytes) -> (Sniffed, Bytes) {
-    let mut buf = BytesMut::from(&sent[..]);
+/// Reads the client's first bytes until they say which protocol to answer in, for at most
+/// [`SNIFF_FOR`]: ktx's refusal can come back before the request's first bytes did.
+async fn sniff_first(socket: &mut TcpStream) -> (Sniffed, Bytes) {
+    let mut buf = BytesMut::new();
     let _ = tokio::time::timeout(SNIFF_FOR, async {
         while sniff(&buf) == Sniffed::Undecided && buf.len() < SNIFF_MAX {
             buf.reserve(SNIFF_MAX - buf.len());
@@ -245,12 +238,8 @@ async fn sniff_more(socket: &mut TcpStream, sent: Bytes) -> (Sniffed, Bytes) {
 }
 
 async fn reject(nt: NotTaken, session: &str, on_outcome: impl FnOnce(Outcome)) {
-    let NotTaken {
-        mut socket,
-        sent,
-        why,
-    } = nt;
-    let (sniffed, sent) = sniff_more(&mut socket, sent).await;
+    let NotTaken { mut socket, why } = nt;
+    let (sniffed, sent) = sniff_first(&mut socket).await;
     let text = format!(
         "ktx-shadow: session '{session}' is not available ({why}); its rule answers 503 \
          (onUnavailable: reject). Is the developer's process running?\n"

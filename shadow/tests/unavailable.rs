@@ -7,6 +7,7 @@
 mod harness;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,12 +19,14 @@ use ktx_tunnel::credentials::SessionCredentials;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
-/// An HTTP/1.1 server that answers every request with `name` and closes.
-async fn named_server(listener: TcpListener, name: &'static str) {
+/// An HTTP/1.1 server that answers every request with `name` and closes; `served` counts the
+/// requests it read.
+async fn named_server(listener: TcpListener, name: &'static str, served: Arc<AtomicUsize>) {
     loop {
         let Ok((mut s, _)) = listener.accept().await else {
             continue;
         };
+        let served = Arc::clone(&served);
         tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
             let mut got = Vec::new();
@@ -33,6 +36,7 @@ async fn named_server(listener: TcpListener, name: &'static str) {
                     Ok(n) => got.extend_from_slice(&buf[..n]),
                 }
             }
+            served.fetch_add(1, Ordering::SeqCst);
             let resp = format!(
                 "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{name}",
                 name.len()
@@ -46,7 +50,7 @@ async fn named_server(listener: TcpListener, name: &'static str) {
 async fn serve_named(name: &'static str) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
-    tokio::spawn(named_server(l, name));
+    tokio::spawn(named_server(l, name, Arc::default()));
     addr
 }
 
@@ -84,10 +88,13 @@ impl LocalPort {
         }
     }
 
-    /// The process starts again: the port listens and answers as "developer".
-    fn listen(&mut self) {
+    /// The process starts again: the port listens and answers as "developer". Returns the
+    /// count of requests it reads.
+    fn listen(&mut self) -> Arc<AtomicUsize> {
         let l = self.socket.take().unwrap().listen(128).unwrap();
-        tokio::spawn(named_server(l, "developer"));
+        let served = Arc::default();
+        tokio::spawn(named_server(l, "developer", Arc::clone(&served)));
+        served
     }
 }
 
@@ -271,5 +278,55 @@ async fn a_frozen_laptop_costs_a_request_at_most_the_answer_timeout() {
         "answered after {took:?}"
     );
     assert_eq!(shadow.metrics.not_taken("no_answer", "fallback"), 1);
+    relay.cut();
+}
+
+/// ktx took the connection and the developer's process read the request, but ktx's answer is
+/// stuck on the way back (a saturated upload ahead of it, say) past the answer timeout. The
+/// shadow then gives the connection to the original workload, so the developer's process must
+/// not have seen any of it: a request runs once, never on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_runs_once_when_ktx_answers_too_late() {
+    let original = serve_named("original").await;
+    let mut local = LocalPort::down();
+    let served = local.listen();
+    let creds = SessionCredentials::generate("t").unwrap();
+    let mut o = quick("ktx-shadow");
+    o.answer_timeout = Duration::from_millis(400);
+    o.keepalive_interval = Duration::from_secs(30);
+    o.keepalive_timeout = Duration::from_secs(60);
+    let shadow = shadow_with(
+        creds.shadow(),
+        1,
+        o,
+        Unavailable {
+            policy: fallback_to(original),
+            session: "alice".into(),
+        },
+    )
+    .await;
+    let relay = Relay::start(shadow.tunnel_addr).await;
+    let mut ko = quick("ktx");
+    ko.keepalive_interval = Duration::from_secs(30);
+    ko.keepalive_timeout = Duration::from_secs(60);
+    let tunnel = ktx(creds.ktx(), &shadow, local.addr, relay.connector(), ko);
+    within("the tunnel", tunnel.wait_for_session(1)).await;
+    within("readiness", wait_ready(&shadow, true)).await;
+    let service = shadow.service_addrs[0];
+    let (_, _, body) = within("the developer", get(service)).await.unwrap();
+    assert_eq!(body, "developer");
+    assert_eq!(served.load(Ordering::SeqCst), 1);
+
+    relay.freeze_to_shadow();
+    let (status, _, body) = within("a fallback answer", get(service)).await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "original"));
+    assert_eq!(shadow.metrics.not_taken("no_answer", "fallback"), 1);
+    // Whatever ktx got in time to hand on would have reached the process by now.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        served.load(Ordering::SeqCst),
+        1,
+        "the developer's process read a request that the original workload answered too"
+    );
     relay.cut();
 }

@@ -12,7 +12,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use h2::client::SendRequest;
 use h2::PingPong;
 use tokio::io::AsyncWriteExt;
@@ -27,7 +27,7 @@ use crate::preamble::{read_frame, write_frames, PreambleError};
 use crate::proto::frame::{Accept, Frame, Hello, Purpose, Refuse, RefuseCode, Role};
 use crate::proto::negotiate::{busy_refusal, shadow_verdict};
 use crate::proto::stream_head::{check_response, StreamHead};
-use crate::splice::{abort, splice, Observer, SpliceError, Spliced};
+use crate::splice::{splice, Observer, SpliceError, Spliced};
 use crate::tls::{classify, TlsFailure};
 
 /// Why a tunnel connection was not accepted. [`AcceptError::reason`] is the metric label.
@@ -232,13 +232,14 @@ impl std::fmt::Debug for SessionHandle {
 
 impl SessionHandle {
     /// Sends `tcp` through the tunnel as one stream named by `head`, and splices until both
-    /// ways are done. The client's first bytes go out before ktx has answered (no extra round
-    /// trip), and a copy of them is kept until it does (at most [`KEEP_UNTIL_ANSWER`] bytes;
-    /// reading pauses beyond that). When ktx does not take the connection — nothing listens on
-    /// the developer's port, no answer within `answer_timeout`, or the tunnel is gone — the
-    /// stream is reset and the socket comes back with those bytes ([`Forwarded::NotTaken`]):
-    /// the developer's process saw none of them, so the caller may hand the connection to
-    /// someone else.
+    /// ways are done. None of the client's bytes go out before ktx has answered that it
+    /// connected to the developer's port: a connection ktx does not take — nothing listens
+    /// there, no answer within `answer_timeout`, or the tunnel is gone — comes back unread
+    /// ([`Forwarded::NotTaken`]), so the caller may hand it to someone else and the request
+    /// still runs once. (Sent early, the bytes could reach the developer's process while ktx's
+    /// answer was still on its way, stuck behind an upload; the original workload would then
+    /// run the request a second time.) The price is one round trip of the tunnel per
+    /// connection.
     pub async fn forward(
         &self,
         tcp: TcpStream,
@@ -249,80 +250,33 @@ impl SessionHandle {
             let mut sender = self.sender.clone().ready().await?;
             sender.send_request(head.to_request(), false)
         };
-        let (mut response, mut send) = match opened.await {
+        let (response, send) = match opened.await {
             Ok(r) => r,
             Err(e) => {
                 return Ok(Forwarded::NotTaken(NotTaken {
                     socket: tcp,
-                    sent: Bytes::new(),
                     why: NotTakenReason::Tunnel(e.to_string()),
                 }))
             }
         };
-        let mut kept = BytesMut::new();
-        let mut eof = false;
-        let deadline = tokio::time::sleep(self.answer_timeout);
-        tokio::pin!(deadline);
-        let answer = loop {
-            tokio::select! {
-                biased;
-                r = &mut response => break Some(r),
-                () = &mut deadline => break None,
-                ready = tcp.readable(), if !eof && kept.len() < KEEP_UNTIL_ANSWER => {
-                    if let Err(e) = ready {
-                        send.send_reset(h2::Reason::CANCEL);
-                        abort(&tcp);
-                        return Err(SpliceError::SocketRead(e));
-                    }
-                    let mut buf = BytesMut::with_capacity(KEEP_UNTIL_ANSWER - kept.len());
-                    match tcp.try_read_buf(&mut buf) {
-                        // The client's half-close: the splice reads it again and passes it on.
-                        Ok(0) => eof = true,
-                        Ok(n) => {
-                            kept.extend_from_slice(&buf);
-                            observer.sent(n as u64);
-                            // Queued inside h2 even before capacity is granted: bounded by
-                            // KEEP_UNTIL_ANSWER, like the copy.
-                            if let Err(e) = send.send_data(buf.freeze(), false) {
-                                break Some(Err(e));
-                            }
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) => {
-                            send.send_reset(h2::Reason::CANCEL);
-                            abort(&tcp);
-                            return Err(SpliceError::SocketRead(e));
-                        }
-                    }
-                }
-            }
-        };
-        let why = match answer {
-            Some(Ok(resp)) => match check_response(&resp) {
+        let why = match tokio::time::timeout(self.answer_timeout, response).await {
+            Ok(Ok(resp)) => match check_response(&resp) {
                 Ok(()) => {
-                    let sent = kept.len() as u64;
                     let body = resp.into_body();
-                    let mut moved =
+                    let moved =
                         splice(tcp, send, async { Ok(body) }, self.read_chunk, observer).await?;
-                    moved.to_tunnel += sent;
                     return Ok(Forwarded::Spliced(moved));
                 }
                 Err(rejected) => NotTakenReason::Refused(rejected.reason),
             },
-            Some(Err(e)) => NotTakenReason::Tunnel(e.to_string()),
-            None => NotTakenReason::NoAnswer(self.answer_timeout),
+            Ok(Err(e)) => NotTakenReason::Tunnel(e.to_string()),
+            Err(_) => NotTakenReason::NoAnswer(self.answer_timeout),
         };
+        let mut send = send;
         send.send_reset(h2::Reason::CANCEL);
-        Ok(Forwarded::NotTaken(NotTaken {
-            socket: tcp,
-            sent: kept.freeze(),
-            why,
-        }))
+        Ok(Forwarded::NotTaken(NotTaken { socket: tcp, why }))
     }
 }
-
-/// At most this many of a client's bytes are sent (and kept) before ktx has answered.
-pub const KEEP_UNTIL_ANSWER: usize = 64 * 1024;
 
 /// How a forwarded connection ended.
 #[derive(Debug)]
@@ -333,12 +287,10 @@ pub enum Forwarded {
     NotTaken(NotTaken),
 }
 
-/// A connection ktx did not take, with everything read from it so far.
+/// A connection ktx did not take, none of it read.
 #[derive(Debug)]
 pub struct NotTaken {
     pub socket: TcpStream,
-    /// The client's bytes read so far (sent into a stream ktx never connected).
-    pub sent: Bytes,
     pub why: NotTakenReason,
 }
 

@@ -214,8 +214,8 @@ pub async fn until(mut cond: impl FnMut() -> bool) {
 }
 
 /// A TCP relay in front of the shadow's tunnel port that can cut (close) or freeze (stop
-/// forwarding, keep the sockets open) every connection it carries at that moment. Later
-/// connections are forwarded normally.
+/// forwarding, keep the sockets open) every connection it carries at that moment, or freeze
+/// only the way from ktx to the shadow. Later connections are forwarded normally.
 pub struct Relay {
     pub addr: SocketAddr,
     control: watch::Sender<RelayEvents>,
@@ -226,6 +226,7 @@ pub struct Relay {
 struct RelayEvents {
     cuts: u64,
     freezes: u64,
+    freezes_to_target: u64,
 }
 
 impl Relay {
@@ -245,9 +246,30 @@ impl Relay {
                 };
                 let mut rx = events.subscribe();
                 let born = *rx.borrow_and_update();
+                let mut to_target_rx = events.subscribe();
                 conns.spawn(async move {
+                    let (mut a_read, mut a_write) = a.split();
+                    let (mut b_read, mut b_write) = b.split();
+                    // Each way copies until its end, then half-closes the other socket, as
+                    // `copy_bidirectional` does; the way to the target can be frozen alone.
+                    let to_target = async {
+                        let frozen = async {
+                            let _ = to_target_rx
+                                .wait_for(|e| e.freezes_to_target > born.freezes_to_target)
+                                .await;
+                        };
+                        tokio::select! {
+                            _ = tokio::io::copy(&mut a_read, &mut b_write) => {}
+                            () = frozen => std::future::pending::<()>().await,
+                        }
+                        let _ = b_write.shutdown().await;
+                    };
+                    let from_target = async {
+                        let _ = tokio::io::copy(&mut b_read, &mut a_write).await;
+                        let _ = a_write.shutdown().await;
+                    };
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut a, &mut b) => return,
+                        _ = async { tokio::join!(to_target, from_target) } => return,
                         _ = rx.wait_for(|e| e.cuts > born.cuts || e.freezes > born.freezes) => {}
                     }
                     // Frozen (or cut): hold both sockets silently until cut.
@@ -266,6 +288,12 @@ impl Relay {
     /// Stops forwarding on every connection relayed now, without closing it (a dead peer).
     pub fn freeze(&self) {
         self.control.send_modify(|e| e.freezes += 1);
+    }
+
+    /// Stops forwarding from ktx to the shadow on every connection relayed now; the other way
+    /// keeps flowing (ktx's answers stuck behind a saturated upload).
+    pub fn freeze_to_shadow(&self) {
+        self.control.send_modify(|e| e.freezes_to_target += 1);
     }
 
     pub fn connector(&self) -> Arc<dyn Connector> {
