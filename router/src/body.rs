@@ -9,7 +9,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -112,16 +112,37 @@ where
 /// Set once a request body has gone upstream to its end: the response-header timeout starts
 /// then, and an HTTP/1.1 exchange answered before that hands its connection to a task of its
 /// own (the upload must keep flowing while the client is not reading the answer).
+///
+/// Until then it also tells whether the upstream side is taking the body: how often hyper has
+/// asked for more (`polls`), and whether the last ask is waiting on the client
+/// (`awaiting_client`, the body idle bound's case) rather than on hyper.
 #[derive(Debug, Default)]
 pub struct BodySent {
     notify: Notify,
     done: AtomicBool,
+    polls: AtomicU64,
+    awaiting_client: AtomicBool,
 }
 
 impl BodySent {
     fn set(&self) {
         self.done.store(true, Ordering::Release);
         self.notify.notify_one();
+    }
+
+    fn polled(&self, pending: bool) {
+        self.polls.fetch_add(1, Ordering::Relaxed);
+        self.awaiting_client.store(pending, Ordering::Relaxed);
+    }
+
+    /// How often hyper has asked for more of the body.
+    pub fn polls(&self) -> u64 {
+        self.polls.load(Ordering::Relaxed)
+    }
+
+    /// Whether hyper's last ask is waiting for the client's bytes.
+    pub fn awaiting_client(&self) -> bool {
+        self.awaiting_client.load(Ordering::Relaxed)
     }
 
     pub fn is_set(&self) -> bool {
@@ -179,6 +200,8 @@ impl Body for RequestBody {
             if let Some(n) = this.ended.take() {
                 n.set();
             }
+        } else if let Some(n) = &this.ended {
+            n.polled(r.is_pending());
         }
         r
     }

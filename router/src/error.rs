@@ -89,6 +89,12 @@ pub enum ProxyError {
         addr: SocketAddr,
         after: Duration,
     },
+    #[error("{addr} took none of the request body for {after:?} and sent no response (body idle timeout)")]
+    RequestBodyNotTaken {
+        side: Side,
+        addr: SocketAddr,
+        after: Duration,
+    },
 }
 
 impl ProxyError {
@@ -105,7 +111,8 @@ impl ProxyError {
             | ProxyError::UpstreamRequest { side, .. }
             | ProxyError::UpstreamExchange { side, .. }
             | ProxyError::NoStreamSlot { side, .. }
-            | ProxyError::ResponseHeaderTimeout { side, .. } => *side,
+            | ProxyError::ResponseHeaderTimeout { side, .. }
+            | ProxyError::RequestBodyNotTaken { side, .. } => *side,
         }
     }
 
@@ -117,9 +124,9 @@ impl ProxyError {
             | ProxyError::SessionUnavailable { .. }
             | ProxyError::SessionUnreachable { .. }
             | ProxyError::NoStreamSlot { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::ConnectTimeout { .. } | ProxyError::ResponseHeaderTimeout { .. } => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
+            ProxyError::ConnectTimeout { .. }
+            | ProxyError::ResponseHeaderTimeout { .. }
+            | ProxyError::RequestBodyNotTaken { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ConnectUpstream { .. }
             | ProxyError::Handshake { .. }
             | ProxyError::UpstreamRequest { .. }

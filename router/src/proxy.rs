@@ -512,11 +512,30 @@ impl Proxy {
         let sent = std::pin::pin!(sent);
         let mut sent = sent;
         if let Some(ended) = body_ended {
-            tokio::select! {
-                r = sent.as_mut() => {
-                    return r.map_err(|source| request_failed(side, addr, source))
+            // The body idle bound covers a client that stops sending; this, an upstream that
+            // stops taking (no window, no stream it will open): no ask for more in that time
+            // while the last one was not waiting for the client.
+            let idle = self.timeouts.body_idle;
+            loop {
+                let polls = ended.polls();
+                let stalled = async {
+                    match idle.is_zero() {
+                        true => std::future::pending().await,
+                        false => tokio::time::sleep(idle).await,
+                    }
+                };
+                tokio::select! {
+                    biased;
+                    r = sent.as_mut() => {
+                        return r.map_err(|source| request_failed(side, addr, source))
+                    }
+                    _ = ended.wait() => break,
+                    () = stalled => {
+                        if ended.polls() == polls && !ended.awaiting_client() {
+                            return Err(ProxyError::RequestBodyNotTaken { side, addr, after: idle });
+                        }
+                    }
                 }
-                _ = ended.wait() => {}
             }
         }
         self.within_header_timeout(sent, addr, side)

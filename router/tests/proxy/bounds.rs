@@ -417,3 +417,151 @@ async fn an_idle_shared_upstream_h2_connection_is_closed() {
     assert_eq!(r.status(), 200, "a new stream after the close");
     assert_eq!(*open.borrow(), 1);
 }
+
+/// An h2 upstream that grants no window for request bodies (`SETTINGS_INITIAL_WINDOW_SIZE` 0),
+/// takes every stream and never answers: a developer's process paused in a debugger, say.
+async fn h2_backend_that_takes_no_body() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::Builder::new()
+                    .initial_window_size(0)
+                    .handshake::<_, bytes::Bytes>(s)
+                    .await
+                else {
+                    return;
+                };
+                let mut held = Vec::new();
+                while let Some(Ok(stream)) = conn.accept().await {
+                    held.push(stream);
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A request body the upstream never takes is bounded by the body idle timeout as one the
+/// client never sends is: the client gets an answer, not a stream that hangs for good.
+#[tokio::test]
+async fn an_h2_request_body_the_upstream_never_takes_is_bounded() {
+    let (router, _routes) = router_to(h2_backend_that_takes_no_body().await, |c| {
+        c.body_idle_timeout = BOUND;
+        c.response_header_timeout = BOUND;
+    })
+    .await;
+    let addr = router.listen_addrs[0];
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (tx, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut tx = tx.ready().await.unwrap();
+    let req = http::Request::post(format!("http://{addr}/upload"))
+        .body(())
+        .unwrap();
+    let (resp, mut body) = tx.send_request(req, false).unwrap();
+    body.send_data(bytes::Bytes::from_static(b"hello"), true)
+        .unwrap();
+    let resp = tokio::time::timeout(WITHIN, resp)
+        .await
+        .expect("a request body the upstream never took hung the stream")
+        .unwrap();
+    assert_eq!(resp.status(), 504);
+}
+
+/// An h2 upstream that takes one stream at a time (`SETTINGS_MAX_CONCURRENT_STREAMS` 1): a
+/// GET to `/stream` is answered with a byte every 50 ms for as long as it is read; any other
+/// stream is taken and never answered.
+async fn h2_backend_one_stream_at_a_time() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::Builder::new()
+                    .max_concurrent_streams(1)
+                    .handshake::<_, bytes::Bytes>(s)
+                    .await
+                else {
+                    return;
+                };
+                let mut held = Vec::new();
+                while let Some(Ok((req, mut respond))) = conn.accept().await {
+                    if req.uri().path() != "/stream" {
+                        held.push(respond);
+                        continue;
+                    }
+                    tokio::spawn(async move {
+                        let Ok(mut send) = respond.send_response(http::Response::new(()), false)
+                        else {
+                            return;
+                        };
+                        loop {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            if send
+                                .send_data(bytes::Bytes::from_static(b"."), false)
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                    });
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A request body that cannot go upstream because the upstream takes no more streams now (its
+/// one stream carries a long download) is bounded by the body idle timeout: the client gets an
+/// answer, and the stream that moves is not cut.
+#[tokio::test]
+async fn an_h2_request_body_waiting_for_a_stream_the_upstream_does_not_open_is_bounded() {
+    let (router, _routes) = router_to(h2_backend_one_stream_at_a_time().await, |c| {
+        c.body_idle_timeout = BOUND;
+        c.response_header_timeout = BOUND;
+    })
+    .await;
+    let addr = router.listen_addrs[0];
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (tx, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut tx = tx.ready().await.unwrap();
+    let req = http::Request::get(format!("http://{addr}/stream"))
+        .body(())
+        .unwrap();
+    let (download, _) = tx.send_request(req, true).unwrap();
+    let download = tokio::time::timeout(WITHIN, download)
+        .await
+        .expect("the download's head")
+        .unwrap();
+    let mut download = download.into_body();
+    let reading = tokio::spawn(async move {
+        let mut got = 0;
+        while let Some(Ok(b)) = download.data().await {
+            got += b.len();
+            let _ = download.flow_control().release_capacity(b.len());
+        }
+        got
+    });
+    let mut tx = tx.ready().await.unwrap();
+    let req = http::Request::post(format!("http://{addr}/upload"))
+        .body(())
+        .unwrap();
+    let (resp, mut body) = tx.send_request(req, false).unwrap();
+    body.send_data(bytes::Bytes::from_static(b"hello"), true)
+        .unwrap();
+    let resp = tokio::time::timeout(WITHIN, resp)
+        .await
+        .expect("a request body that could not go upstream hung the stream")
+        .unwrap();
+    assert_eq!(resp.status(), 504);
+    assert!(!reading.is_finished(), "the moving download was cut");
+    reading.abort();
+}
