@@ -37,8 +37,6 @@ use crate::exec::Exec;
 pub struct H2Pool {
     upstreams: Arc<Upstreams>,
     by_addr: Mutex<HashMap<SocketAddr, AddrPool>>,
-    /// Serializes opening connections, so a burst of streams fills one before opening another.
-    opening: tokio::sync::Mutex<()>,
     /// Connections shared by every client, and this client's quota of streams on them.
     shared: Option<(Arc<SharedH2>, Arc<Semaphore>)>,
     /// Where this pool's connections run: their own tasks, or the client connection's.
@@ -50,6 +48,10 @@ struct AddrPool {
     /// Every stream slot to this address (streams per connection × connections).
     slots: Arc<Semaphore>,
     conns: Vec<H2Conn>,
+    /// Serializes opening connections to this address, so a burst of streams fills one before
+    /// opening another; per address, so connects to a shadow that swallows them (each waits
+    /// out the connect timeout) hold up no stream to the original.
+    opening: Arc<tokio::sync::Mutex<()>>,
 }
 
 #[derive(Debug)]
@@ -92,7 +94,6 @@ impl H2Pool {
         H2Pool {
             upstreams,
             by_addr: Mutex::default(),
-            opening: tokio::sync::Mutex::new(()),
             shared: None,
             exec: Exec::Spawn,
         }
@@ -135,7 +136,8 @@ impl H2Pool {
             Ok(s) => return Ok(s),
             Err(p) => p,
         };
-        let _gate = self.opening.lock().await;
+        let gate = self.opening_gate(addr);
+        let _gate = gate.lock().await;
         let permit = match self.take_room(addr, permit, side) {
             Ok(s) => return Ok(s),
             Err(p) => p,
@@ -179,6 +181,7 @@ impl H2Pool {
                     .or_insert_with(|| AddrPool {
                         slots: Arc::new(Semaphore::new(total)),
                         conns: Vec::new(),
+                        opening: Arc::default(),
                     })
                     .slots,
             )
@@ -209,6 +212,14 @@ impl H2Pool {
             drop_idle(&mut p.conns, idle);
             !p.conns.is_empty() || p.slots.available_permits() < total
         });
+    }
+
+    /// The gate that serializes opening connections to `addr` (its entry exists while a
+    /// permit to it is held).
+    fn opening_gate(&self, addr: SocketAddr) -> Arc<tokio::sync::Mutex<()>> {
+        self.lock()
+            .get(&addr)
+            .map_or_else(Arc::default, |p| Arc::clone(&p.opening))
     }
 
     /// Addresses this pool keeps state for (for tests and metrics).

@@ -301,3 +301,80 @@ async fn with_shared_upstream_h2_clients_share_connections() {
     }
     assert_eq!(mesh.original.stats().connections(), 1);
 }
+
+/// An address whose connects hang: a listener with a full accept queue drops further SYNs (a
+/// deleted shadow pod whose endpoint is still listed looks the same). Keep the returned sockets
+/// for as long as the address must stay so.
+async fn swallowing_address() -> (SocketAddr, Vec<TcpStream>, tokio::net::TcpListener) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        match tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => fillers.push(s),
+            _ => break,
+        }
+    }
+    (addr, fillers, listener)
+}
+
+/// On one client connection, streams to a session whose shadow swallows connects each wait out
+/// the connect timeout; a stream to the original beside them opens its own connection at once
+/// instead of queueing behind theirs.
+#[tokio::test]
+async fn a_shadow_that_swallows_connects_holds_up_no_stream_to_the_original() {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let original = ktx_testbackend::spawn(ORIGINAL, any).await.unwrap();
+    let (shadow, _fillers, _listener) = swallowing_address().await;
+    let routes = temp_path("routes.yaml");
+    let _cleanup = RemoveOnDrop(routes.clone());
+    write_routes(&routes, &one_rule(original.addr(), shadow, "reject"));
+    let mut cfg = config(&routes);
+    cfg.connect_timeout = Duration::from_secs(1);
+    let router = ktx_router::Router::start(cfg).await.unwrap();
+    wait_ready(router.admin_addr).await;
+    let addr = router.listen_addrs[0];
+
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (tx, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut tx = tx.ready().await.unwrap();
+    let mut marked = Vec::new();
+    for _ in 0..3 {
+        let req = Request::get(format!("http://{addr}/hello"))
+            .header("version", "foobar")
+            .body(())
+            .unwrap();
+        marked.push(tx.send_request(req, true).unwrap().0);
+        tx = tx.ready().await.unwrap();
+    }
+    // The marked streams are now waiting on their connects.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    let req = Request::get(format!("http://{addr}/hello"))
+        .body(())
+        .unwrap();
+    let resp = tx.send_request(req, true).unwrap().0;
+    let resp = tokio::time::timeout(GOOD_CLIENT_BOUND, resp)
+        .await
+        .expect("the original's answer")
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        took < Duration::from_millis(500),
+        "a stream to the original waited {took:?} behind connects to the shadow"
+    );
+    for r in marked {
+        let r = tokio::time::timeout(GOOD_CLIENT_BOUND, r)
+            .await
+            .expect("the marked streams' answers")
+            .unwrap();
+        // `reject`: the session is unreachable.
+        assert_eq!(r.status(), 503, "a connect the shadow swallowed");
+    }
+}
