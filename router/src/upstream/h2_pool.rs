@@ -248,6 +248,7 @@ impl H2Pool {
         match take_room(
             &mut pool.conns,
             cfg.h2_streams_per_connection,
+            cfg.h2_connections_per_client,
             side,
             cfg.session_reuse,
         ) {
@@ -265,10 +266,14 @@ impl H2Pool {
 
 /// Takes a stream on one of `conns` under the per-connection cap `cap` (the connection and
 /// its in-flight counter, already counting the new stream); drops closed connections, and for
-/// a session's shadow the old quiet ones.
+/// a session's shadow the old quiet ones. A session's shadow gets new streams only on young
+/// connections, but once `max_conns` old busy ones are kept (long-lived streams), on the
+/// youngest of them rather than on one connection more: the connections, and the windows
+/// they buffer, stay within the cap.
 pub(super) fn take_room(
     conns: &mut Vec<H2Conn>,
     cap: usize,
+    max_conns: usize,
     side: Side,
     reuse: SessionReuse,
 ) -> Option<(http2::SendRequest<RequestBody>, Arc<AtomicUsize>)> {
@@ -281,10 +286,21 @@ pub(super) fn take_room(
     } else {
         conns.retain(|c| !c.tx.is_closed());
     }
-    let c = conns.iter_mut().find(|c| {
-        c.in_flight.load(Ordering::Relaxed) < cap
-            && (side != Side::Shadow || reuse.allows(c.born, None))
-    })?;
+    let room = |c: &H2Conn| c.in_flight.load(Ordering::Relaxed) < cap;
+    let at = match conns
+        .iter()
+        .position(|c| room(c) && (side != Side::Shadow || reuse.allows(c.born, None)))
+    {
+        Some(at) => at,
+        None if side == Side::Shadow && conns.len() >= max_conns => conns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| room(c))
+            .max_by_key(|(_, c)| c.born)
+            .map(|(at, _)| at)?,
+        None => return None,
+    };
+    let c = &mut conns[at];
     c.in_flight.fetch_add(1, Ordering::Relaxed);
     c.last_stream = Instant::now();
     Some((c.tx.clone(), Arc::clone(&c.in_flight)))

@@ -125,6 +125,7 @@ impl SharedH2 {
         match take_room(
             &mut a.conns,
             cfg.h2_streams_per_connection,
+            cfg.h2_connections_per_client,
             side,
             cfg.session_reuse,
         ) {

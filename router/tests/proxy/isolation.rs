@@ -378,3 +378,41 @@ async fn a_shadow_that_swallows_connects_holds_up_no_stream_to_the_original() {
         assert_eq!(r.status(), 503, "a connect the shadow swallowed");
     }
 }
+
+/// Streams to a session that outlive the age a shadow connection takes new streams for (a
+/// gateway's long-lived streams, one every so often) still go on at most
+/// `--upstream-h2-connections` connections per client connection: past the cap a new stream
+/// goes on the youngest of them, so the memory they hold keeps its bound.
+#[tokio::test]
+async fn long_lived_streams_to_a_session_stay_within_the_connection_cap() {
+    let mesh = Mesh::start_with(|c| c.session_reuse_age = Duration::from_millis(100)).await;
+    let addr = mesh.addr();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (tx, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut tx = tx.ready().await.unwrap();
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        let req = Request::get(format!("http://{addr}/bytes?n=100000000"))
+            .header("version", "foobar")
+            .body(())
+            .unwrap();
+        let resp = tx.send_request(req, true).unwrap().0;
+        // The head only: the body is never read, so the stream stays open.
+        let resp = tokio::time::timeout(GOOD_CLIENT_BOUND, resp)
+            .await
+            .expect("a response head")
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        held.push(resp);
+        tx = tx.ready().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let opened = mesh.shadow.stats().connections();
+    assert!(
+        opened <= 4,
+        "ten long-lived streams to the session opened {opened} upstream connections"
+    );
+}
