@@ -102,7 +102,9 @@ pub const CALLS: &[Call] = &[
     c(D, "mesh status", "", "pods/proxy", "get", "kube/proxy.rs get"),
     // The shadow's tunnel credentials: never read back.
     c(D, "mesh exchange preview connect", "", "secrets", "create", "flow.rs (shadow Secret)"),
-    c(D, "mesh exchange preview clean recover connect", "", "secrets", "delete", "teardown.rs remove_session, clean.rs, undo.rs"),
+    // Only on a rollback: a session's Secret names its Pod and Lease as owners, so teardown,
+    // clean and the janitor leave it to the garbage collector (teardown.rs remove_session).
+    c(D, "mesh exchange preview connect", "", "secrets", "delete", "undo.rs (the rollback of a setup)"),
     // --env-secrets only: the Secrets the workload's environment refers to (an extra Role).
     c(ES, "mesh exchange", "", "secrets", "get", "lifecycle/workload_env.rs prepare"),
     // The chart's shared router account, looked up by name.
@@ -165,7 +167,6 @@ pub const CALLS: &[Call] = &[
     c(J, "janitor", "", "pods", "get", "teardown.rs remove_session (delete_checked reads the owner first)"),
     c(J, "janitor", "", "pods", "list", "clean.rs"),
     c(J, "janitor", "", "pods", "delete", "teardown.rs remove_session, clean.rs"),
-    c(J, "janitor", "", "secrets", "delete", "teardown.rs remove_session, clean.rs"),
     c(J, "janitor", "", "serviceaccounts", "get", "teardown.rs delete_shared"),
     c(J, "janitor", "", "serviceaccounts", "delete", "teardown.rs delete_shared"),
     c(J, "janitor", "rbac.authorization.k8s.io", "roles", "get", "teardown.rs delete_shared (delete_checked)"),

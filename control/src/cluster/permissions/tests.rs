@@ -252,3 +252,19 @@ fn no_developer_role_reads_secrets() {
         }
     }
 }
+
+/// Nothing the janitor runs reads or deletes a Secret: a session's Secret names its Pod and
+/// Lease as owners and goes with them (teardown.rs `remove_session`), so a janitor account
+/// that is misused cannot touch the namespace's Secrets.
+#[test]
+fn the_janitor_has_no_right_on_secrets() {
+    let j = render(&repo("helm/ktx/templates/janitor-rbac.yaml"), false);
+    let granted = rights(&role_rules(&j, "ktx-janitor"));
+    let on_secrets: Vec<_> = granted.iter().filter(|(_, r, _)| r == "secrets").collect();
+    assert!(on_secrets.is_empty(), "chart janitor Role: {on_secrets:?}");
+    let needed = needed(&[Account::Janitor]);
+    assert!(
+        !needed.iter().any(|(_, r, _)| r == "secrets"),
+        "the janitor's table of calls names a Secret call"
+    );
+}
