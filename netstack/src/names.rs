@@ -126,6 +126,32 @@ impl NameTable {
         });
     }
 
+    /// Makes `services` the namespace's Services, all at once: those not among them are
+    /// removed (a Service deleted, or turned into an ExternalName, stops resolving).
+    pub fn replace_services(&self, namespace: &str, services: Vec<(String, ServiceNames)>) {
+        let ns = namespace.to_ascii_lowercase();
+        let fresh: Vec<((String, String), ServiceNames)> = services
+            .into_iter()
+            .map(|(name, service)| {
+                let service = ServiceNames {
+                    pods: service
+                        .pods
+                        .into_iter()
+                        .map(|(h, ips)| (h.to_ascii_lowercase(), ips))
+                        .collect(),
+                    ..service
+                };
+                ((ns.clone(), name.to_ascii_lowercase()), service)
+            })
+            .collect();
+        self.tx.send_modify(|names| {
+            let names = Arc::make_mut(names);
+            names.namespaces.insert(ns.clone());
+            names.services.retain(|(n, _), _| *n != ns);
+            names.services.extend(fresh);
+        });
+    }
+
     /// Removes a Service (its namespace stays known).
     pub fn remove_service(&self, namespace: &str, name: &str) {
         let key = (namespace.to_ascii_lowercase(), name.to_ascii_lowercase());

@@ -29,7 +29,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use ktx_names::{mode, ServiceNames, CONNECT_GROUP};
 use ktx_netstack::cidr::Cidr;
 use ktx_netstack::dial::{Dial, DialError};
-use ktx_netstack::names::{NameTable, ServiceNames as NameEntry};
+use ktx_netstack::names::NameTable;
 use ktx_tunnel::connect::client::{ConnectHandle, OpenError};
 use ktx_tunnel::connect::stream::ConnectStream;
 use tokio::net::TcpListener;
@@ -212,6 +212,7 @@ async fn setup(
     let (first, mut first_rx) = tokio::sync::watch::channel(false);
     let watched = {
         let table = table.clone();
+        let watched_ns = ns.clone();
         tokio::spawn(cluster_names::watch(
             kube.clone(),
             Duration::from_millis(50),
@@ -219,16 +220,7 @@ async fn setup(
                 .api_timeout
                 .saturating_sub(Duration::from_secs(5)),
             move |entries| {
-                for e in entries {
-                    table.set_service(
-                        &e.namespace,
-                        &e.name,
-                        NameEntry {
-                            ips: e.ips,
-                            pods: e.pods,
-                        },
-                    );
-                }
+                cluster_names::publish(&table, &watched_ns, entries);
                 first.send_replace(true);
             },
         ))

@@ -11,6 +11,8 @@ use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 
+use ktx_netstack::names::{NameTable, ServiceNames};
+
 use crate::cluster::api::Kube;
 
 /// One Service's names: its ClusterIPs (a headless Service: its ready endpoints' IPs) and, for
@@ -143,6 +145,22 @@ pub async fn watch(
     }
 }
 
+/// Gives the resolver `entries`, every Service of `namespace` as the watch sees it now: a
+/// Service no longer among them stops resolving.
+pub fn publish(table: &NameTable, namespace: &str, entries: Vec<Entry>) {
+    let services = entries
+        .into_iter()
+        .map(|e| {
+            let names = ServiceNames {
+                ips: e.ips,
+                pods: e.pods,
+            };
+            (e.name, names)
+        })
+        .collect();
+    table.replace_services(namespace, services);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,5 +235,28 @@ mod tests {
         let got = entries("shop", &[svc("db", "None")], &[]);
         assert_eq!(got.len(), 1);
         assert!(got[0].ips.is_empty());
+    }
+
+    /// A Service deleted (or turned into an ExternalName) while `ktx connect` runs stops
+    /// resolving: its old ClusterIP may go to another Service.
+    #[test]
+    fn a_service_that_goes_away_stops_resolving() {
+        use ktx_netstack::names::Lookup;
+        let table = NameTable::new("cluster.local", "shop");
+        let both = [svc("inventory", "10.96.0.10"), svc("orders", "10.96.0.11")];
+        publish(&table, "shop", entries("shop", &both, &[]));
+        assert!(matches!(
+            table.snapshot().lookup("orders.shop"),
+            Lookup::Found(_)
+        ));
+        publish(&table, "shop", entries("shop", &both[..1], &[]));
+        assert_eq!(
+            table.snapshot().lookup("orders.shop.svc.cluster.local"),
+            Lookup::NoSuchName
+        );
+        assert!(matches!(
+            table.snapshot().lookup("inventory.shop"),
+            Lookup::Found(_)
+        ));
     }
 }
