@@ -17,6 +17,15 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(UPGRADE) && connection_has(headers, "upgrade")
 }
 
+/// True when the client wants the connection closed after this exchange, as hyper reads it:
+/// HTTP/1.0 without `Connection: keep-alive`, or `Connection: close`.
+pub fn client_closes<B>(req: &http::Request<B>) -> bool {
+    match req.version() {
+        http::Version::HTTP_10 => !connection_has(req.headers(), "keep-alive"),
+        _ => connection_has(req.headers(), "close"),
+    }
+}
+
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
     headers
         .get_all(CONNECTION)

@@ -206,12 +206,19 @@ async fn serve_until_idle(
 ) -> Ended {
     let activity = Arc::new(Activity::default());
     let last_was_write = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The client asked to close after an exchange: hyper ends its side of the connection
+    // with the response, so a quiet one may still owe request body bytes; never parked.
+    let client_closes = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let slot = UpgradeSlot::default();
     let svc = {
         let proxy = Arc::clone(proxy);
         let slot = slot.clone();
+        let client_closes = Arc::clone(&client_closes);
         service_fn(move |mut req| {
             let proxy = Arc::clone(&proxy);
+            if crate::headers::client_closes(&req) {
+                client_closes.store(true, Ordering::Relaxed);
+            }
             crate::headers::to_origin_form(&mut req);
             // Only an Upgrade needs the slot (`proxy.rs` takes it in the same case): a first
             // extension costs every request a map and a box.
@@ -286,12 +293,17 @@ async fn serve_until_idle(
                         seen = snap;
                         quiet_checks = 0;
                     }
-                    if quiet_checks >= PARK_CHECKS && last_was_write.load(Ordering::Relaxed) {
+                    if quiet_checks >= PARK_CHECKS
+                        && last_was_write.load(Ordering::Relaxed)
+                        && !client_closes.load(Ordering::Relaxed)
+                    {
                         // Quiet since a response went out. hyper finishes at once only when
-                        // the last exchange is complete both ways; one still waiting for
-                        // request body bytes (a body the upstream answered early and then
-                        // abandoned) must not be parked, or those bytes would be read as a
-                        // request of their own.
+                        // the last exchange is complete both ways (unless the client asked to
+                        // close: then its side ended with the response, so such a connection
+                        // is left to hyper, which closes it); one still waiting for request
+                        // body bytes (a body the upstream answered early and then abandoned)
+                        // must not be parked, or those bytes would be read as a request of
+                        // their own.
                         Pin::new(&mut *conn).graceful_shutdown();
                         match poll_fn(|cx| Poll::Ready(conn.poll_without_shutdown(cx))).await {
                             Poll::Ready(r) => {
