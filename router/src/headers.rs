@@ -114,11 +114,15 @@ pub fn to_origin_form<B>(req: &mut http::Request<B>) {
     let Ok(host) = HeaderValue::from_str(&host) else {
         return;
     };
-    let target = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .parse::<http::Uri>();
+    // The path is `/` when the target has none (`http://a?q=1`): a bare `?q=1` is no target.
+    let path = match req.uri().path() {
+        "" => "/",
+        p => p,
+    };
+    let target = match req.uri().query() {
+        Some(q) => format!("{path}?{q}").parse::<http::Uri>(),
+        None => path.parse::<http::Uri>(),
+    };
     if let Ok(target) = target {
         *req.uri_mut() = target;
         req.headers_mut().insert(HOST, host);

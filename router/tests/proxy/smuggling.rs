@@ -171,6 +171,16 @@ async fn absolute_form_is_forwarded_in_origin_form_with_its_host() {
     assert_eq!(o.replies.len(), 1, "{:?}", o.replies);
 }
 
+/// An absolute-form target with a query and no path (`http://evil?q=1`): its path is `/`, and
+/// it goes upstream in origin-form with one host, like any other.
+#[tokio::test]
+async fn absolute_form_without_a_path_is_forwarded_in_origin_form_with_its_host() {
+    let o = exchange(b"GET http://evil?q=1 HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    o.assert_upstream_saw(&["GET /?q=1 HTTP/1.1"]);
+    assert_eq!(o.seen[0].header("host"), ["evil"]);
+    assert_eq!(o.replies.len(), 1, "{:?}", o.replies);
+}
+
 /// `Connection: content-length` must not strip the framing of a body: normalized, the
 /// upstream gets the 4 bytes with their length and then the next request on its own.
 #[tokio::test]
