@@ -77,7 +77,7 @@ impl Admission {
     pub fn new(max_connections: usize, per_source: usize, max_rss: u64, metrics: Metrics) -> Self {
         let overloaded = Arc::new(AtomicBool::new(false));
         if max_rss > 0 {
-            tokio::spawn(watch_rss(max_rss, Arc::clone(&overloaded)));
+            tokio::spawn(watch_rss(max_rss, Arc::clone(&overloaded), rss_bytes));
         }
         Admission {
             slots: Arc::new(Semaphore::new(max_connections)),
@@ -139,12 +139,22 @@ pub fn rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-async fn watch_rss(max_rss: u64, overloaded: Arc<AtomicBool>) {
+/// Samples the RSS (`sample`) every 100 ms and sets `overloaded` while it is above `max_rss`,
+/// until the router is gone. A failed sample (no file descriptor left to open `/proc` with,
+/// in a connection flood) is skipped: the flag keeps its value until the next good one.
+async fn watch_rss(
+    max_rss: u64,
+    overloaded: Arc<AtomicBool>,
+    mut sample: impl FnMut() -> Option<u64>,
+) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let Some(rss) = rss_bytes() else { return };
+        if Arc::strong_count(&overloaded) == 1 {
+            return; // the router is gone
+        }
+        let Some(rss) = sample() else { continue };
         let over = rss > max_rss;
         if overloaded.swap(over, Ordering::Relaxed) != over {
             if over {
@@ -157,15 +167,34 @@ async fn watch_rss(max_rss: u64, overloaded: Arc<AtomicBool>) {
                 tracing::info!(rss, max_rss, "memory below --max-rss: accepting again");
             }
         }
-        if Arc::strong_count(&overloaded) == 1 {
-            return; // the router is gone
-        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A sample that fails (EMFILE while opening `/proc`) does not end the watch: the next
+    /// good one still sets and clears the flag.
+    #[tokio::test(start_paused = true)]
+    async fn the_memory_watch_outlives_a_failed_sample() {
+        let overloaded = Arc::new(AtomicBool::new(false));
+        let mut samples = vec![Some(10), None, None, Some(200), Some(10)].into_iter();
+        let watch = tokio::spawn(watch_rss(100, Arc::clone(&overloaded), move || {
+            samples.next().unwrap_or(Some(10))
+        }));
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            seen.push(overloaded.load(Ordering::Relaxed));
+        }
+        assert!(
+            seen.contains(&true),
+            "never overloaded after a failed sample: {seen:?}"
+        );
+        assert!(!overloaded.load(Ordering::Relaxed), "{seen:?}");
+        watch.abort();
+    }
 
     fn admission(total: usize, per_source: usize) -> Admission {
         let mut registry = prometheus_client::registry::Registry::default();
