@@ -271,7 +271,11 @@ async fn serve_until_idle(
     let stop = signalled(shutdown);
     tokio::pin!(stop);
     let result = loop {
+        // The connection first: a request hyper can read now is read before a shutdown
+        // signalled meanwhile asks it to close, so the drain answers it (with `Connection:
+        // close`) rather than dropping it unanswered.
         tokio::select! {
+            biased;
             r = poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
             _ = &mut timer, if tick_at.is_some() || stall_at.is_some() => {
                 let now = tokio::time::Instant::now();

@@ -190,3 +190,40 @@ async fn the_routes_endpoint_reports_the_table_in_use() {
     assert_eq!(refused.rejected, 1, "{refused:?}");
     assert_eq!(refused.rules, emptied.rules, "the last good table stays");
 }
+
+/// A request the router reads after the drain began, on a connection it accepted before (a
+/// client that had not spoken yet), is answered, not dropped with the connection: the drain
+/// ends what is in hand, it does not throw it away.
+#[tokio::test]
+async fn a_request_read_after_the_drain_began_is_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (router, _original, _shadow) = Mesh::start_with(|c| c.shutdown_delay = Duration::ZERO)
+        .await
+        .split();
+    let addr = router.listen_addrs[0];
+    let mut conns = Vec::new();
+    for _ in 0..20 {
+        conns.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let stopping = tokio::spawn(router.shutdown());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for c in &mut conns {
+        c.write_all(b"GET / HTTP/1.1\r\nHost: orders\r\n\r\n")
+            .await
+            .unwrap();
+    }
+    let mut answered = 0;
+    for c in &mut conns {
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got)).await;
+        if got.starts_with(b"HTTP/1.1 200") {
+            answered += 1;
+        }
+    }
+    assert_eq!(
+        answered, 20,
+        "requests read after the drain began, answered"
+    );
+    stopping.await.unwrap();
+}
