@@ -88,24 +88,34 @@ async fn handle<D: Dial>(
     config: &ProxyConfig,
 ) -> std::io::Result<()> {
     let _ = conn.set_nodelay(true);
+    // The client's greeting and head must come within the handshake timeout; the dial after
+    // them is bounded by its own timeout, so its answer (refused, timed out) reaches the client.
+    let deadline = tokio::time::Instant::now() + config.handshake_timeout;
     let mut first = [0u8; 1];
-    let handshake = async {
-        if conn.peek(&mut first).await? == 0 {
-            return Ok(None);
-        }
-        if first[0] == 0x05 {
-            socks5::handshake(&mut conn, dial, names).await
-        } else {
-            http::handshake(&mut conn, dial, names, config.max_head).await
-        }
-    };
-    let flow = tokio::time::timeout(config.handshake_timeout, handshake)
+    let peeked = tokio::time::timeout_at(deadline, conn.peek(&mut first))
         .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "proxy handshake"))??;
+        .map_err(|_| handshake_timed_out())??;
+    if peeked == 0 {
+        return Ok(());
+    }
+    let flow = if first[0] == 0x05 {
+        socks5::handshake(&mut conn, dial, names, deadline).await?
+    } else {
+        http::handshake(&mut conn, dial, names, config.max_head, deadline).await?
+    };
     if let Some(mut remote) = flow {
-        splice(&mut conn, &mut remote, config.idle).await?;
+        if let Err(e) = splice(&mut conn, &mut remote, config.idle).await {
+            // The destination reset, or the flow idled out: the client sees a reset too, never
+            // a clean end that would pass a cut answer for a whole one.
+            let _ = conn.set_zero_linger();
+            return Err(e);
+        }
     }
     Ok(())
+}
+
+fn handshake_timed_out() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, "proxy handshake")
 }
 
 /// Resolves `host` (a literal address, a cluster name, or any other name) to one address.

@@ -17,9 +17,26 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// The fake cluster: 10.250.0.10:80 is the backend; .20 refuses, .30 is forbidden, .40 is
-/// behind a tunnel that is down, .50 does not answer.
+/// behind a tunnel that is down, .50 does not answer; .60 answers 10 bytes and resets; .70
+/// takes [`SLOW_DIAL`] to say it does not answer (the connect pod's own dial timeout).
 struct FakeCluster {
     backend: SocketAddr,
+}
+
+const SLOW_DIAL: Duration = Duration::from_millis(600);
+
+/// A server that sends 10 bytes, then resets the connection.
+async fn resetting_server() -> TcpStream {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        if let Ok((mut s, _)) = l.accept().await {
+            let _ = s.write_all(b"0123456789").await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let _ = s.set_zero_linger();
+        }
+    });
+    TcpStream::connect(addr).await.unwrap()
 }
 
 impl Dial for FakeCluster {
@@ -33,6 +50,11 @@ impl Dial for FakeCluster {
             "10.250.0.20" => Err(DialError::Refused { dst }),
             "10.250.0.30" => Err(DialError::Forbidden { dst, reason }),
             "10.250.0.40" => Err(DialError::Down { reason }),
+            "10.250.0.60" => Ok(resetting_server().await),
+            "10.250.0.70" => {
+                tokio::time::sleep(SLOW_DIAL).await;
+                Err(DialError::Unreachable { dst, reason })
+            }
             _ => Err(DialError::Unreachable { dst, reason }),
         }
     }
@@ -264,6 +286,46 @@ async fn the_bounds_hold() {
         .expect("closed");
     assert!(matches!(n, Ok(0) | Err(_)), "third flow refused: {n:?}");
     drop(held);
+}
+
+/// A destination that resets mid-stream resets the client's connection too: a clean end would
+/// pass a cut answer for a whole one (HTTP/1.0, a read-until-close protocol).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_from_the_destination_reaches_the_client_as_a_reset() {
+    let (proxy, _backend) = start(ProxyConfig::default()).await;
+    let mut c = TcpStream::connect(proxy).await.unwrap();
+    c.write_all(b"CONNECT 10.250.0.60:80 HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let end = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got))
+        .await
+        .expect("the flow ends");
+    assert!(
+        String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"),
+        "{got:?}"
+    );
+    assert!(
+        matches!(&end, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the client saw {end:?} after {got:?}, not a reset"
+    );
+}
+
+/// The handshake timeout bounds the client's greeting and head, not the dial: a destination
+/// the cluster takes longer to give up on still gets its answer (SOCKS5 TTL expired, HTTP
+/// 504), not a bare close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_dial_gets_its_answer_past_the_handshake_timeout() {
+    let config = ProxyConfig {
+        handshake_timeout: SLOW_DIAL / 2,
+        ..ProxyConfig::default()
+    };
+    let (proxy, _backend) = start(config).await;
+    assert_eq!(socks_connect(proxy, 1, "10.250.0.70", 80).await, 0x06);
+    assert_eq!(
+        http_connect(proxy, "CONNECT 10.250.0.70:80 HTTP/1.1\r\n\r\n").await,
+        "HTTP/1.1 504 Gateway Timeout"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

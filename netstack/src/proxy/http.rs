@@ -131,33 +131,37 @@ fn split_host_port(authority: &str, default: Option<u16>) -> Result<(String, u16
     Ok((host.to_owned(), port))
 }
 
-/// Reads the head, connects, answers; `None` when the client got an error status.
+/// The client's request head, read whole.
+enum HeadRead {
+    Head {
+        buf: Vec<u8>,
+        end: usize,
+        parsed: Head,
+    },
+    /// Answered with this status and no dial.
+    Refuse(&'static str),
+    /// The client closed first.
+    Closed,
+}
+
+/// Reads the head (within `deadline`: the client's bytes only), connects (bounded by the
+/// dial's own timeout), answers; `None` when the client got an error status.
 pub async fn handshake<D: Dial>(
     conn: &mut TcpStream,
     dial: &D,
     names: &NameTable,
     max_head: usize,
+    deadline: tokio::time::Instant,
 ) -> std::io::Result<Option<D::Stream>> {
-    let mut buf = Vec::with_capacity(1024);
-    let head_end = loop {
-        if let Some(i) = find_blank_line(&buf) {
-            break i;
-        }
-        if buf.len() >= max_head {
-            return refuse::<D>(conn, HeadError::TooLarge.status()).await;
-        }
-        let mut chunk = vec![0u8; (max_head - buf.len()).min(4096)];
-        let n = conn.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(None);
-        }
-        buf.extend_from_slice(&chunk[..n]);
+    let read = tokio::time::timeout_at(deadline, read_head(conn, max_head))
+        .await
+        .map_err(|_| super::handshake_timed_out())??;
+    let (buf, head_end, parsed) = match read {
+        HeadRead::Head { buf, end, parsed } => (buf, end, parsed),
+        HeadRead::Refuse(status) => return refuse::<D>(conn, status).await,
+        HeadRead::Closed => return Ok(None),
     };
-    let (head, early) = buf.split_at(head_end);
-    let parsed = match parse_head(head) {
-        Ok(h) => h,
-        Err(e) => return refuse::<D>(conn, e.status()).await,
-    };
+    let early = &buf[head_end..];
     let (host, port) = match &parsed {
         Head::Connect { host, port } | Head::Forward { host, port, .. } => (host, *port),
     };
@@ -178,6 +182,28 @@ pub async fn handshake<D: Dial>(
     // Bytes the client sent after the head (a body, a TLS ClientHello) go first.
     remote.write_all(early).await?;
     Ok(Some(remote))
+}
+
+async fn read_head(conn: &mut TcpStream, max_head: usize) -> std::io::Result<HeadRead> {
+    let mut buf = Vec::with_capacity(1024);
+    let end = loop {
+        if let Some(i) = find_blank_line(&buf) {
+            break i;
+        }
+        if buf.len() >= max_head {
+            return Ok(HeadRead::Refuse(HeadError::TooLarge.status()));
+        }
+        let mut chunk = vec![0u8; (max_head - buf.len()).min(4096)];
+        let n = conn.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(HeadRead::Closed);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    match parse_head(&buf[..end]) {
+        Ok(parsed) => Ok(HeadRead::Head { buf, end, parsed }),
+        Err(e) => Ok(HeadRead::Refuse(e.status())),
+    }
 }
 
 fn find_blank_line(buf: &[u8]) -> Option<usize> {

@@ -36,43 +36,34 @@ pub fn reply_code(err: &ConnectError) -> u8 {
     }
 }
 
-/// Negotiates, connects and replies; `None` when the client got an error reply.
+/// What the client asked, once its negotiation and request are read.
+enum Asked {
+    Connect {
+        host: String,
+        port: u16,
+    },
+    /// A request the proxy answers with this code and no dial.
+    Reply(u8),
+    /// Nothing to answer (no acceptable method, or a request that is not SOCKS5).
+    Nothing,
+}
+
+/// Negotiates (within `deadline`: the client's bytes only), connects (bounded by the dial's
+/// own timeout) and replies; `None` when the client got an error reply.
 pub async fn handshake<D: Dial>(
     conn: &mut TcpStream,
     dial: &D,
     names: &NameTable,
+    deadline: tokio::time::Instant,
 ) -> std::io::Result<Option<D::Stream>> {
-    let [_version, n_methods] = read_array(conn).await?;
-    let mut methods = vec![0u8; usize::from(n_methods)];
-    conn.read_exact(&mut methods).await?;
-    if !methods.contains(&NO_AUTH) {
-        conn.write_all(&[VERSION, NO_ACCEPTABLE]).await?;
-        return Ok(None);
-    }
-    conn.write_all(&[VERSION, NO_AUTH]).await?;
-
-    let [version, cmd, _reserved, atyp] = read_array(conn).await?;
-    if version != VERSION {
-        return Ok(None);
-    }
-    let host = match atyp {
-        0x01 => Ipv4Addr::from(read_array::<4>(conn).await?).to_string(),
-        0x04 => Ipv6Addr::from(read_array::<16>(conn).await?).to_string(),
-        0x03 => {
-            let [len] = read_array(conn).await?;
-            let mut name = vec![0u8; usize::from(len)];
-            conn.read_exact(&mut name).await?;
-            match String::from_utf8(name) {
-                Ok(name) => name,
-                Err(_) => return reply::<D>(conn, ADDRESS_NOT_SUPPORTED).await,
-            }
-        }
-        _ => return reply::<D>(conn, ADDRESS_NOT_SUPPORTED).await,
+    let asked = tokio::time::timeout_at(deadline, read_request(conn))
+        .await
+        .map_err(|_| super::handshake_timed_out())??;
+    let (host, port) = match asked {
+        Asked::Connect { host, port } => (host, port),
+        Asked::Reply(code) => return reply::<D>(conn, code).await,
+        Asked::Nothing => return Ok(None),
     };
-    let port = u16::from_be_bytes(read_array(conn).await?);
-    if cmd != CMD_CONNECT {
-        return reply::<D>(conn, COMMAND_NOT_SUPPORTED).await;
-    }
     match connect(dial, names, &host, port).await {
         Ok(remote) => {
             reply::<D>(conn, SUCCEEDED).await?;
@@ -83,6 +74,41 @@ pub async fn handshake<D: Dial>(
             reply::<D>(conn, reply_code(&e)).await
         }
     }
+}
+
+async fn read_request(conn: &mut TcpStream) -> std::io::Result<Asked> {
+    let [_version, n_methods] = read_array(conn).await?;
+    let mut methods = vec![0u8; usize::from(n_methods)];
+    conn.read_exact(&mut methods).await?;
+    if !methods.contains(&NO_AUTH) {
+        conn.write_all(&[VERSION, NO_ACCEPTABLE]).await?;
+        return Ok(Asked::Nothing);
+    }
+    conn.write_all(&[VERSION, NO_AUTH]).await?;
+
+    let [version, cmd, _reserved, atyp] = read_array(conn).await?;
+    if version != VERSION {
+        return Ok(Asked::Nothing);
+    }
+    let host = match atyp {
+        0x01 => Ipv4Addr::from(read_array::<4>(conn).await?).to_string(),
+        0x04 => Ipv6Addr::from(read_array::<16>(conn).await?).to_string(),
+        0x03 => {
+            let [len] = read_array(conn).await?;
+            let mut name = vec![0u8; usize::from(len)];
+            conn.read_exact(&mut name).await?;
+            match String::from_utf8(name) {
+                Ok(name) => name,
+                Err(_) => return Ok(Asked::Reply(ADDRESS_NOT_SUPPORTED)),
+            }
+        }
+        _ => return Ok(Asked::Reply(ADDRESS_NOT_SUPPORTED)),
+    };
+    let port = u16::from_be_bytes(read_array(conn).await?);
+    if cmd != CMD_CONNECT {
+        return Ok(Asked::Reply(COMMAND_NOT_SUPPORTED));
+    }
+    Ok(Asked::Connect { host, port })
 }
 
 async fn reply<D: Dial>(conn: &mut TcpStream, code: u8) -> std::io::Result<Option<D::Stream>> {
