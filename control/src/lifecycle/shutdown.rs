@@ -23,24 +23,29 @@ impl Trigger {
 }
 
 impl Shutdown {
-    /// Listens for SIGINT (Ctrl-C) and SIGTERM. Must run inside a tokio runtime.
+    /// Listens for SIGINT (Ctrl-C), SIGTERM and SIGHUP (the terminal closed, an SSH session
+    /// lost: without it ktx would die undoing nothing, leaving `ktx connect`'s DNS settings
+    /// pointing at a resolver that is gone). The handlers are in place when this returns. Must
+    /// run inside a tokio runtime.
     pub fn from_signals() -> Shutdown {
+        use tokio::signal::unix::{signal, SignalKind};
         let (shutdown, trigger) = Shutdown::manual();
+        let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
+            tracing::warn!(
+                "cannot listen for Ctrl-C/SIGTERM/SIGHUP; the session can only end by an error"
+            );
+            return shutdown;
+        };
         tokio::spawn(async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut int), Ok(mut term)) = (
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::terminate()),
-            ) else {
-                tracing::warn!(
-                    "cannot listen for Ctrl-C/SIGTERM; the session can only end by an error"
-                );
-                return;
-            };
             loop {
                 tokio::select! {
                     _ = int.recv() => trigger.fire(),
                     _ = term.recv() => trigger.fire(),
+                    _ = hup.recv() => trigger.fire(),
                 }
             }
         });
@@ -75,6 +80,15 @@ impl Shutdown {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_hangup_is_a_stop_request() {
+        let s = Shutdown::from_signals();
+        nix::sys::signal::raise(nix::sys::signal::Signal::SIGHUP).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), s.reached(1))
+            .await
+            .expect("SIGHUP counted as a stop request");
+    }
 
     #[tokio::test]
     async fn counts_requests() {
