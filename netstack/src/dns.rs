@@ -203,8 +203,12 @@ impl DnsServer {
         let udp_loop = serve_udp(udp, self.names.clone(), forwarder.clone(), self.config.ttl);
         let tcp_loop = async {
             loop {
-                let Ok((conn, peer)) = self.tcp.accept().await else {
-                    continue;
+                let (conn, peer) = match self.tcp.accept().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        crate::accept_failed("dns", &e).await;
+                        continue;
+                    }
                 };
                 let Ok(slot) = tcp_slots.clone().try_acquire_owned() else {
                     tracing::debug!(%peer, "dns: too many TCP clients, closing");

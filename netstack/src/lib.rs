@@ -65,3 +65,11 @@ pub mod resolv_conf;
 pub mod resolved;
 pub mod splice;
 pub mod tun_device;
+
+/// After a failed accept (EMFILE, ENFILE, ENOBUFS: the client waits in the backlog and the
+/// next accept fails the same way): a pause, so the loop does not spin a core until a
+/// descriptor frees.
+pub(crate) async fn accept_failed(what: &str, e: &std::io::Error) {
+    tracing::debug!(error = %e, "{what}: accept failed; retrying in 50 ms");
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+}

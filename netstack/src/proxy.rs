@@ -64,8 +64,12 @@ pub async fn serve<D: Dial>(
     let slots = Arc::new(Semaphore::new(config.max_flows));
     let config = Arc::new(config);
     loop {
-        let Ok((conn, peer)) = listener.accept().await else {
-            continue;
+        let (conn, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                crate::accept_failed("proxy", &e).await;
+                continue;
+            }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::debug!(%peer, "proxy: too many flows, closing");
