@@ -118,12 +118,14 @@ async fn setup(
     };
     let tunnel = flow::start_shadow(ctx, undo, &sp, &lease.owner, false).await?;
 
+    let ours = shadow_selector(service, session);
     undo.push(Step::RestoreSelector {
         service: service.to_string(),
+        ours: ours.clone(),
     });
     kube.modify::<Service, _>(service, |svc| {
         lock::ensure_ours(svc, service, &token)?;
-        takeover::switch(svc, &shadow_selector(service, session), mode::EXCHANGE, ns)
+        takeover::switch(svc, &ours, mode::EXCHANGE, ns)
     })
     .await?;
     p.done(format!(
@@ -135,6 +137,7 @@ async fn setup(
                 kind,
                 name: name.clone(),
                 service: service.to_string(),
+                ours: ours.clone(),
             });
             scale::down(kube, kind, &name, service).await?;
             p.done(format!(

@@ -285,6 +285,7 @@ async fn setup(
         if !already_meshed {
             undo.push(Step::RestoreSelector {
                 service: service.to_string(),
+                ours: router_selector(service),
             });
         }
         kube.modify::<Service, _>(service, |svc| {

@@ -36,6 +36,33 @@ pub const KUBE_PROXY_SETTLE: Duration = Duration::from_secs(2);
 
 /// Gives Service `service` its original selector back (nothing to do if it is not taken over
 /// or gone).
+/// Restores S's original selector, but only while S still selects `ours` (the pods this
+/// session switched it to): a session ended elsewhere (`ktx recover`, the janitor) whose ktx
+/// notices late must leave alone a Service a teammate has taken since. Returns whether S
+/// still selected `ours` (then it was restored).
+pub async fn restore_selector_if_ours(
+    kube: &Kube,
+    service: &str,
+    ours: &std::collections::BTreeMap<String, String>,
+) -> Result<bool> {
+    let ns = kube.namespace.clone();
+    let mut matched = false;
+    kube.modify::<Service, _>(service, |svc| {
+        matched = selects(svc, ours);
+        match matched {
+            true => takeover::restore(svc, &ns),
+            false => Ok(false),
+        }
+    })
+    .await?;
+    Ok(matched)
+}
+
+/// Whether S selects exactly `ours`.
+pub fn selects(svc: &Service, ours: &std::collections::BTreeMap<String, String>) -> bool {
+    svc.spec.as_ref().and_then(|s| s.selector.as_ref()) == Some(ours)
+}
+
 pub async fn restore_selector(kube: &Kube, service: &str) -> Result<()> {
     let ns = kube.namespace.clone();
     kube.modify::<Service, _>(service, |svc| takeover::restore(svc, &ns))

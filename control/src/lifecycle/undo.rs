@@ -13,6 +13,7 @@
 //! rest still run — except that once restoring Service S has failed, the shared objects S may
 //! still point at (router, routes, stuntman) are kept: restore before delete, always.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -148,20 +149,27 @@ pub enum Step {
         shared: bool,
         made: Made,
     },
-    /// Give Service S its original selector back.
-    RestoreSelector { service: String },
+    /// Give Service S its original selector back, if S still selects `ours` (what this
+    /// session switched it to).
+    RestoreSelector {
+        service: String,
+        ours: BTreeMap<String, String>,
+    },
     /// Stop renewing the session's Lease (a `Delete` below it removes the Lease).
     EndLease(LeaseKeeper),
     /// Stop the tunnel.
     CloseTunnel(Link),
     /// Remove the session's rule from S's routes ConfigMap.
     RemoveRule { service: String, session: String },
-    /// Scale a workload back to the count saved on Service S, and wait for it.
+    /// Scale a workload back to the count saved on Service S, and wait for it; only while S
+    /// still selects `ours` (else whoever took S over since scaled it back, and may have
+    /// scaled it down again for a session of their own).
     ScaleBack {
         kind: crate::lifecycle::scale::WorkloadKind,
         /// The Service whose annotation holds the saved count.
         service: String,
         name: String,
+        ours: BTreeMap<String, String>,
     },
     /// Last one out: if no live session of S remains, restore S and delete the shared objects.
     LeaveShared { service: String },
@@ -199,7 +207,7 @@ impl Step {
         match self {
             Step::Unlock(_) => "release the lock".into(),
             Step::Delete { kind, name, .. } => format!("delete {kind} {ns}/{name}"),
-            Step::RestoreSelector { service } => {
+            Step::RestoreSelector { service, .. } => {
                 format!("restore the selector of Service {ns}/{service}")
             }
             Step::EndLease(k) => format!("stop renewing the session Lease {ns}/{}", k.name()),
@@ -221,7 +229,7 @@ impl Step {
         match self {
             Step::Unlock(_) => "Released the lock".into(),
             Step::Delete { kind, name, .. } => format!("Deleted {kind} {ns}/{name}"),
-            Step::RestoreSelector { service } => {
+            Step::RestoreSelector { service, .. } => {
                 format!("Restored the selector of Service {ns}/{service}")
             }
             Step::EndLease(k) => format!("Stopped renewing the session Lease {ns}/{}", k.name()),
@@ -412,8 +420,18 @@ async fn run_step(step: Step, env: &UndoEnv) -> Result<()> {
             }
             Ok(())
         }
-        Step::RestoreSelector { service } => {
-            retry(|| crate::lifecycle::teardown::restore_selector(kube, &service)).await
+        Step::RestoreSelector { service, ours } => {
+            let restored = retry(|| {
+                crate::lifecycle::teardown::restore_selector_if_ours(kube, &service, &ours)
+            })
+            .await?;
+            if !restored {
+                env.progress.warn(format!(
+                    "kept Service {}/{service} as it is: it no longer selects this session's pods (another session holds it now)",
+                    kube.namespace
+                ));
+            }
+            Ok(())
         }
         Step::RemoveRule { service, session } => {
             retry(|| crate::lifecycle::teardown::remove_rule(kube, &service, &session)).await
@@ -422,7 +440,19 @@ async fn run_step(step: Step, env: &UndoEnv) -> Result<()> {
             kind,
             name,
             service,
+            ours,
         } => {
+            let still_ours = kube
+                .get::<Service>(&service)
+                .await?
+                .is_some_and(|svc| crate::lifecycle::teardown::selects(&svc, &ours));
+            if !still_ours {
+                env.progress.warn(format!(
+                    "left {kind:?} {}/{name} as it is: Service {service} no longer selects this session's pods (whoever took it over scaled it back)",
+                    kube.namespace
+                ));
+                return Ok(());
+            }
             crate::lifecycle::scale::back(kube, kind, &name, &service, env.timeout, &env.progress)
                 .await
         }
@@ -483,6 +513,7 @@ mod tests {
         u.push(del(ObjKind::Deployment, "s-ktx-router", true));
         u.push(Step::RestoreSelector {
             service: "s".into(),
+            ours: BTreeMap::new(),
         });
         u.push(del(ObjKind::Lease, "s-ktx-mesh-a", false));
         assert!(u.settle_shared("s").is_none());

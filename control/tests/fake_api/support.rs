@@ -254,6 +254,14 @@ impl Running {
             .expect("the session ends cleanly");
     }
 
+    /// Waits for the session to end by itself (its Lease gone, say), with its outcome.
+    pub async fn ended(self) -> ktx::Result<()> {
+        tokio::time::timeout(UP_PATIENCE, self.done)
+            .await
+            .expect("the session ends by itself in time")
+            .expect("the session task ran")
+    }
+
     /// The laptop dies: nothing is torn down, the Lease stops being renewed.
     pub fn crash(self) {
         self.done.abort();

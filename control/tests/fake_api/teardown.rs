@@ -122,6 +122,38 @@ fn meshed(fake: &Fake) -> bool {
         && fake.get::<Deployment>("tb-ktx-router").is_some()
 }
 
+/// An exchange whose session was ended elsewhere (`ktx recover`, or the janitor while the
+/// laptop slept) finds, when its ktx notices, that a teammate has meshed the Service since: its
+/// teardown leaves the Service and the workload as the teammate has them.
+#[tokio::test]
+async fn a_lost_exchange_leaves_a_service_a_teammate_took_since() {
+    let (fake, _before) = team_namespace("tb");
+    let a = start(
+        &fake,
+        &["exchange", "tb", "--mode", "scale", "--expose", "3001:80"],
+    )
+    .await;
+    let (shutdown, _stop) = ktx::lifecycle::shutdown::Shutdown::manual();
+    support::run(&fake, &cli(&["recover", "tb"]), &shutdown)
+        .await
+        .expect("recover");
+    let b = start(
+        &fake,
+        &["mesh", "tb", "--versionMark", "b", "--expose", "3002:80"],
+    )
+    .await;
+    assert!(meshed(&fake), "the teammate's mesh is up");
+    // A's ktx finds its Lease gone at its next renewal and tears down what it recorded.
+    let _ = a.ended().await;
+    assert!(
+        meshed(&fake),
+        "the lost exchange gave the Service back from under the mesh"
+    );
+    let workload: Deployment = fake.get("tb").expect("the workload");
+    assert_eq!(workload.spec.and_then(|s| s.replicas), Some(2));
+    b.end().await;
+}
+
 #[tokio::test]
 async fn the_last_session_out_restores_the_service_and_not_before() {
     let (fake, before) = team_namespace("tb");
