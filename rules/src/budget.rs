@@ -81,20 +81,38 @@ impl Budget {
 /// A `&` or `*` counts when it starts a node: at the start of a line's content, after `- `,
 /// `? `, `key: `, `[`, `{`, `,` in flow, or after a tag. Quoted scalars, comments and block
 /// scalars (`|`, `>`) are skipped, so `regex: "a.*"` or `regex: a.*` are fine.
+///
+/// Lines are cut where the YAML parser cuts them (LF, CR, CR LF, NEL, LS, PS), a byte order
+/// mark that starts a line is passed over as the parser does, and a block scalar's lines are
+/// skipped only while the parser would read them as its content: deeper than the node that
+/// holds it and at least as deep as its first line. Wherever the two could disagree the scan
+/// errs towards seeing an anchor (a refused table, never an expanded one).
 pub fn first_anchor_or_alias(text: &str) -> Option<usize> {
     if !text.bytes().any(|b| b == b'&' || b == b'*') {
         return None;
     }
     let mut quote: Option<u8> = None;
     let mut flow: usize = 0;
-    let mut block_parent: Option<usize> = None;
-    for (n, line) in text.split('\n').enumerate() {
+    // Inside a block scalar: the column of the node that holds it, and its first line's.
+    let mut block: Option<(usize, Option<usize>)> = None;
+    for (n, line) in yaml_lines(text).enumerate() {
+        let line = match quote {
+            None => line.trim_start_matches('\u{FEFF}'),
+            Some(_) => line,
+        };
         let indent = line.len() - line.trim_start_matches(' ').len();
-        if let Some(parent) = block_parent {
-            if line.trim().is_empty() || indent > parent {
+        if let Some((parent, content)) = block {
+            if line.trim().is_empty() {
                 continue;
             }
-            block_parent = None;
+            match content {
+                None if indent > parent => {
+                    block = Some((parent, Some(indent)));
+                    continue;
+                }
+                Some(c) if indent >= c => continue,
+                _ => block = None,
+            }
         }
         let b = line.as_bytes();
         let mut node_start = true;
@@ -140,7 +158,7 @@ pub fn first_anchor_or_alias(text: &str) -> Option<usize> {
                         node_start = false;
                     }
                     b'|' | b'>' => {
-                        block_parent = Some(indent);
+                        block = Some((content_column(line), None));
                         break;
                     }
                     b'-' | b'?' if next_is_space => {}
@@ -172,6 +190,42 @@ pub fn first_anchor_or_alias(text: &str) -> Option<usize> {
     None
 }
 
+/// The lines of `text` as the YAML parser cuts them: at LF, CR, CR LF, NEL, LS and PS.
+fn yaml_lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let t = rest?;
+        match t.find(['\n', '\r', '\u{85}', '\u{2028}', '\u{2029}']) {
+            Some(i) => {
+                let brk = t[i..].chars().next().map_or(1, char::len_utf8);
+                let skip = if t[i..].starts_with("\r\n") { 2 } else { brk };
+                rest = Some(&t[i + skip..]);
+                Some(&t[..i])
+            }
+            None => {
+                rest = None;
+                Some(t)
+            }
+        }
+    })
+}
+
+/// Where the node a line holds starts: past its indentation and any `- ` and `? ` before it
+/// (`- key: |`: the mapping at column 2 holds the block scalar, not the sequence at 0).
+fn content_column(line: &str) -> usize {
+    let b = line.as_bytes();
+    let mut i = 0;
+    loop {
+        while i < b.len() && b[i] == b' ' {
+            i += 1;
+        }
+        match (b.get(i), b.get(i + 1)) {
+            (Some(b'-' | b'?'), Some(b' ' | b'\t')) => i += 2,
+            _ => return i,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,6 +240,12 @@ mod tests {
         assert_eq!(first_anchor_or_alias("a: !!str &x 1\n"), Some(1));
         assert_eq!(first_anchor_or_alias("a:\n  - b\n  -   *x\n"), Some(3));
         assert_eq!(first_anchor_or_alias("--- *x\n"), Some(1));
+        // After a block scalar, the keys of the mapping that holds it are scanned again.
+        assert_eq!(first_anchor_or_alias("- s: |\n    a\n  t: *x\n"), Some(3));
+        // Lines cut where YAML cuts them; a byte order mark starts a line.
+        assert_eq!(first_anchor_or_alias("a: 1 #\r*x: 2\n"), Some(2));
+        assert_eq!(first_anchor_or_alias("a: 1\u{2028}b: &x 2\n"), Some(2));
+        assert_eq!(first_anchor_or_alias("a: 1\r\n\u{FEFF}- *x\n"), Some(2));
     }
 
     #[test]
@@ -199,6 +259,8 @@ mod tests {
             "a: 1 # *x\n",
             "# &x\n",
             "a: |\n  *x\n  &y\nb: 1\n",
+            "- s: |\n    *x\n      &y\n  t: 1\n",
+            "a: \"x\r*y\"\r\n",
             "a: [\"*x\", 'y&']\n",
             "h: [{ name: VERSION, regex: \"v.*\" }]\n",
             "a: \"multi\n  *line\"\n",

@@ -43,6 +43,45 @@ fn yaml_alias_bomb_is_refused_before_it_expands() {
     assert_refused_quickly(&text, "YAML anchors and aliases");
 }
 
+/// The same bomb with other line breaks YAML knows (CR, NEL, LS, PS), behind a comment that
+/// would hide the rest of the text from a scan that splits lines on LF only.
+#[test]
+fn yaml_alias_bomb_is_refused_whatever_breaks_its_lines() {
+    let big = "x".repeat(16 << 10);
+    for brk in ["\r", "\r\n", "\u{85}", "\u{2028}", "\u{2029}"] {
+        let mut text = format!(
+            "default: {{ service: stuntman }} #{brk}rules:{brk}  - &r {{ session: a, match: {{ headers: [{{ name: v, exact: \"{big}\" }}] }}, target: {{ service: t }} }}{brk}"
+        );
+        for _ in 0..2_000 {
+            text.push_str("  - *r");
+            text.push_str(brk);
+        }
+        assert_refused_quickly(&text, "YAML anchors and aliases");
+    }
+}
+
+/// The same bomb in the keys that follow a block scalar (`- session: |`) in a rule: they belong
+/// to the rule's mapping, not to the scalar, however deep the scalar's own lines are.
+#[test]
+fn yaml_alias_bomb_after_a_block_scalar_is_refused() {
+    let big = "x".repeat(16 << 10);
+    let mut text = format!(
+        "default: {{ service: stuntman }}\nrules:\n- session: |\n    a\n  match: {{ headers: [&h {{ name: v, exact: \"{big}\" }}"
+    );
+    for _ in 0..2_000 {
+        text.push_str(", *h");
+    }
+    text.push_str("] }\n  target: { service: t }\n");
+    assert_refused_quickly(&text, "YAML anchors and aliases");
+}
+
+/// A byte order mark starts a line as YAML reads it; an anchor after one is still an anchor.
+#[test]
+fn an_anchor_after_a_byte_order_mark_is_refused() {
+    let text = "default: { service: stuntman }\nrules:\n\u{FEFF}- &r { session: a, match: { headers: [{ name: v, exact: x }] }, target: { service: t } }\n\u{FEFF}- *r\n";
+    assert_refused_quickly(text, "YAML anchors and aliases");
+}
+
 #[test]
 fn an_anchor_alone_is_refused_too() {
     let text = "default: { service: &s stuntman }\nrules: []\n";
