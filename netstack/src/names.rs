@@ -18,6 +18,20 @@ pub struct ServiceNames {
     pub pods: BTreeMap<String, Vec<IpAddr>>,
 }
 
+impl ServiceNames {
+    /// With its pods' hostnames in lower case, as lookups compare them.
+    fn lowercased(self) -> ServiceNames {
+        ServiceNames {
+            pods: self
+                .pods
+                .into_iter()
+                .map(|(h, ips)| (h.to_ascii_lowercase(), ips))
+                .collect(),
+            ..self
+        }
+    }
+}
+
 /// A snapshot of the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Names {
@@ -111,14 +125,7 @@ impl NameTable {
     /// Adds or replaces a Service (a namespace becomes known with its first Service).
     pub fn set_service(&self, namespace: &str, name: &str, service: ServiceNames) {
         let key = (namespace.to_ascii_lowercase(), name.to_ascii_lowercase());
-        let service = ServiceNames {
-            pods: service
-                .pods
-                .into_iter()
-                .map(|(h, ips)| (h.to_ascii_lowercase(), ips))
-                .collect(),
-            ..service
-        };
+        let service = service.lowercased();
         self.tx.send_modify(|names| {
             let names = Arc::make_mut(names);
             names.namespaces.insert(key.0.clone());
@@ -133,15 +140,10 @@ impl NameTable {
         let fresh: Vec<((String, String), ServiceNames)> = services
             .into_iter()
             .map(|(name, service)| {
-                let service = ServiceNames {
-                    pods: service
-                        .pods
-                        .into_iter()
-                        .map(|(h, ips)| (h.to_ascii_lowercase(), ips))
-                        .collect(),
-                    ..service
-                };
-                ((ns.clone(), name.to_ascii_lowercase()), service)
+                (
+                    (ns.clone(), name.to_ascii_lowercase()),
+                    service.lowercased(),
+                )
             })
             .collect();
         self.tx.send_modify(|names| {

@@ -236,57 +236,20 @@ async fn a_reject_session_answers_h2_streams_with_503() {
     s.tunnel.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_frozen_laptop_costs_a_request_at_most_the_answer_timeout() {
-    let original = serve_named("original").await;
-    let mut local = LocalPort::down();
-    local.listen();
-    let creds = SessionCredentials::generate("t").unwrap();
-    let mut o = quick("ktx-shadow");
-    o.answer_timeout = Duration::from_millis(400);
-    // Keepalive slower than the test, so only the answer timeout can save the request.
-    o.keepalive_interval = Duration::from_secs(30);
-    o.keepalive_timeout = Duration::from_secs(60);
-    let shadow = shadow_with(
-        creds.shadow(),
-        1,
-        o,
-        Unavailable {
-            policy: fallback_to(original),
-            session: "alice".into(),
-        },
-    )
-    .await;
-    let relay = Relay::start(shadow.tunnel_addr).await;
-    let mut ko = quick("ktx");
-    ko.keepalive_interval = Duration::from_secs(30);
-    ko.keepalive_timeout = Duration::from_secs(60);
-    let tunnel = ktx(creds.ktx(), &shadow, local.addr, relay.connector(), ko);
-    within("the tunnel", tunnel.wait_for_session(1)).await;
-    within("readiness", wait_ready(&shadow, true)).await;
-    let service = shadow.service_addrs[0];
-    let (_, _, body) = within("the developer", get(service)).await.unwrap();
-    assert_eq!(body, "developer");
-
-    relay.freeze();
-    let started = Instant::now();
-    let (status, _, body) = within("a fallback answer", get(service)).await.unwrap();
-    let took = started.elapsed();
-    assert_eq!((status, body.as_str()), (200, "original"));
-    assert!(
-        took >= Duration::from_millis(400) && took < Duration::from_millis(1500),
-        "answered after {took:?}"
-    );
-    assert_eq!(shadow.metrics.not_taken("no_answer", "fallback"), 1);
-    relay.cut();
+/// A session whose tunnel runs through a [`Relay`], its policy `fallback` to an "original"
+/// server, a 400 ms answer timeout and keepalives slower than the tests (so only the answer
+/// timeout can save a request), after one request reached the developer.
+struct Relayed {
+    shadow: ktx_shadow::Shadow,
+    relay: Relay,
+    service: SocketAddr,
+    /// Requests the developer's process has read.
+    served: Arc<AtomicUsize>,
+    _tunnel: ktx_tunnel::client::Tunnel,
+    _local: LocalPort,
 }
 
-/// ktx took the connection and the developer's process read the request, but ktx's answer is
-/// stuck on the way back (a saturated upload ahead of it, say) past the answer timeout. The
-/// shadow then gives the connection to the original workload, so the developer's process must
-/// not have seen any of it: a request runs once, never on both.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_runs_once_when_ktx_answers_too_late() {
+async fn relayed() -> Relayed {
     let original = serve_named("original").await;
     let mut local = LocalPort::down();
     let served = local.listen();
@@ -316,7 +279,50 @@ async fn a_request_runs_once_when_ktx_answers_too_late() {
     let (_, _, body) = within("the developer", get(service)).await.unwrap();
     assert_eq!(body, "developer");
     assert_eq!(served.load(Ordering::SeqCst), 1);
+    Relayed {
+        shadow,
+        relay,
+        service,
+        served,
+        _tunnel: tunnel,
+        _local: local,
+    }
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_laptop_costs_a_request_at_most_the_answer_timeout() {
+    let Relayed {
+        shadow,
+        relay,
+        service,
+        ..
+    } = relayed().await;
+    relay.freeze();
+    let started = Instant::now();
+    let (status, _, body) = within("a fallback answer", get(service)).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!((status, body.as_str()), (200, "original"));
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_millis(1500),
+        "answered after {took:?}"
+    );
+    assert_eq!(shadow.metrics.not_taken("no_answer", "fallback"), 1);
+    relay.cut();
+}
+
+/// ktx took the connection and the developer's process read the request, but ktx's answer is
+/// stuck on the way back (a saturated upload ahead of it, say) past the answer timeout. The
+/// shadow then gives the connection to the original workload, so the developer's process must
+/// not have seen any of it: a request runs once, never on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_runs_once_when_ktx_answers_too_late() {
+    let Relayed {
+        shadow,
+        relay,
+        service,
+        served,
+        ..
+    } = relayed().await;
     relay.freeze_to_shadow();
     let (status, _, body) = within("a fallback answer", get(service)).await.unwrap();
     assert_eq!((status, body.as_str()), (200, "original"));

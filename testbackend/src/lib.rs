@@ -29,6 +29,7 @@
 mod body;
 pub mod client;
 mod config;
+pub mod fds;
 pub mod grpc;
 mod headers;
 mod http;

@@ -418,24 +418,30 @@ async fn an_idle_shared_upstream_h2_connection_is_closed() {
     assert_eq!(*open.borrow(), 1);
 }
 
-/// An h2 upstream that grants no window for request bodies (`SETTINGS_INITIAL_WINDOW_SIZE` 0),
-/// takes every stream and never answers: a developer's process paused in a debugger, say.
-async fn h2_backend_that_takes_no_body() -> SocketAddr {
+/// A stream as an h2 server gets it.
+type ServerStream = (
+    http::Request<h2::RecvStream>,
+    h2::server::SendResponse<bytes::Bytes>,
+);
+
+/// An h2 upstream with `settings`: each stream goes to `stream`, which answers it or gives it
+/// back to be held open, unanswered, for as long as its connection lives.
+async fn h2_backend_with(
+    settings: h2::server::Builder,
+    stream: fn(ServerStream) -> Option<ServerStream>,
+) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
+            let settings = settings.clone();
             tokio::spawn(async move {
-                let Ok(mut conn) = h2::server::Builder::new()
-                    .initial_window_size(0)
-                    .handshake::<_, bytes::Bytes>(s)
-                    .await
-                else {
+                let Ok(mut conn) = settings.handshake::<_, bytes::Bytes>(s).await else {
                     return;
                 };
                 let mut held = Vec::new();
-                while let Some(Ok(stream)) = conn.accept().await {
-                    held.push(stream);
+                while let Some(Ok(s)) = conn.accept().await {
+                    held.extend(stream(s));
                 }
             });
         }
@@ -443,22 +449,37 @@ async fn h2_backend_that_takes_no_body() -> SocketAddr {
     addr
 }
 
+/// An h2 upstream that grants no window for request bodies (`SETTINGS_INITIAL_WINDOW_SIZE` 0),
+/// takes every stream and never answers: a developer's process paused in a debugger, say.
+async fn h2_backend_that_takes_no_body() -> SocketAddr {
+    let mut settings = h2::server::Builder::new();
+    settings.initial_window_size(0);
+    h2_backend_with(settings, Some).await
+}
+
 /// A request body the upstream never takes is bounded by the body idle timeout as one the
 /// client never sends is: the client gets an answer, not a stream that hangs for good.
 #[tokio::test]
 async fn an_h2_request_body_the_upstream_never_takes_is_bounded() {
-    let (router, _routes) = router_to(h2_backend_that_takes_no_body().await, |c| {
+    let (router, _routes) = bounded_router_to(h2_backend_that_takes_no_body().await).await;
+    let addr = router.listen_addrs[0];
+    let status = post_hello(raw_h2(addr).await, addr).await;
+    assert_eq!(status, 504);
+}
+
+/// A router to `upstream` with the body idle and response header timeouts at [`BOUND`].
+async fn bounded_router_to(upstream: SocketAddr) -> (ktx_router::Router, RemoveOnDrop) {
+    router_to(upstream, |c| {
         c.body_idle_timeout = BOUND;
         c.response_header_timeout = BOUND;
     })
-    .await;
-    let addr = router.listen_addrs[0];
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let (tx, conn) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let mut tx = tx.ready().await.unwrap();
+    .await
+}
+
+/// POSTs `hello` on a new stream of `tx`; the status of the answer, which must come within
+/// [`WITHIN`].
+async fn post_hello(mut tx: h2::client::SendRequest<bytes::Bytes>, addr: SocketAddr) -> u16 {
+    tx = tx.ready().await.unwrap();
     let req = http::Request::post(format!("http://{addr}/upload"))
         .body(())
         .unwrap();
@@ -467,53 +488,38 @@ async fn an_h2_request_body_the_upstream_never_takes_is_bounded() {
         .unwrap();
     let resp = tokio::time::timeout(WITHIN, resp)
         .await
-        .expect("a request body the upstream never took hung the stream")
+        .expect("a request body that could not go upstream hung the stream")
         .unwrap();
-    assert_eq!(resp.status(), 504);
+    resp.status().as_u16()
 }
 
 /// An h2 upstream that takes one stream at a time (`SETTINGS_MAX_CONCURRENT_STREAMS` 1): a
 /// GET to `/stream` is answered with a byte every 50 ms for as long as it is read; any other
 /// stream is taken and never answered.
 async fn h2_backend_one_stream_at_a_time() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let Ok(mut conn) = h2::server::Builder::new()
-                    .max_concurrent_streams(1)
-                    .handshake::<_, bytes::Bytes>(s)
-                    .await
-                else {
-                    return;
-                };
-                let mut held = Vec::new();
-                while let Some(Ok((req, mut respond))) = conn.accept().await {
-                    if req.uri().path() != "/stream" {
-                        held.push(respond);
-                        continue;
-                    }
-                    tokio::spawn(async move {
-                        let Ok(mut send) = respond.send_response(http::Response::new(()), false)
-                        else {
-                            return;
-                        };
-                        loop {
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            if send
-                                .send_data(bytes::Bytes::from_static(b"."), false)
-                                .is_err()
-                            {
-                                return;
-                            }
-                        }
-                    });
-                }
-            });
+    let mut settings = h2::server::Builder::new();
+    settings.max_concurrent_streams(1);
+    h2_backend_with(settings, |(req, mut respond)| {
+        if req.uri().path() != "/stream" {
+            return Some((req, respond));
         }
-    });
-    addr
+        tokio::spawn(async move {
+            let Ok(mut send) = respond.send_response(http::Response::new(()), false) else {
+                return;
+            };
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if send
+                    .send_data(bytes::Bytes::from_static(b"."), false)
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        None
+    })
+    .await
 }
 
 /// A request body that cannot go upstream because the upstream takes no more streams now (its
@@ -521,18 +527,9 @@ async fn h2_backend_one_stream_at_a_time() -> SocketAddr {
 /// answer, and the stream that moves is not cut.
 #[tokio::test]
 async fn an_h2_request_body_waiting_for_a_stream_the_upstream_does_not_open_is_bounded() {
-    let (router, _routes) = router_to(h2_backend_one_stream_at_a_time().await, |c| {
-        c.body_idle_timeout = BOUND;
-        c.response_header_timeout = BOUND;
-    })
-    .await;
+    let (router, _routes) = bounded_router_to(h2_backend_one_stream_at_a_time().await).await;
     let addr = router.listen_addrs[0];
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let (tx, conn) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let mut tx = tx.ready().await.unwrap();
+    let mut tx = raw_h2(addr).await;
     let req = http::Request::get(format!("http://{addr}/stream"))
         .body(())
         .unwrap();
@@ -550,18 +547,7 @@ async fn an_h2_request_body_waiting_for_a_stream_the_upstream_does_not_open_is_b
         }
         got
     });
-    let mut tx = tx.ready().await.unwrap();
-    let req = http::Request::post(format!("http://{addr}/upload"))
-        .body(())
-        .unwrap();
-    let (resp, mut body) = tx.send_request(req, false).unwrap();
-    body.send_data(bytes::Bytes::from_static(b"hello"), true)
-        .unwrap();
-    let resp = tokio::time::timeout(WITHIN, resp)
-        .await
-        .expect("a request body that could not go upstream hung the stream")
-        .unwrap();
-    assert_eq!(resp.status(), 504);
+    assert_eq!(post_hello(tx, addr).await, 504);
     assert!(!reading.is_finished(), "the moving download was cut");
     reading.abort();
 }

@@ -337,12 +337,7 @@ async fn a_shadow_that_swallows_connects_holds_up_no_stream_to_the_original() {
     wait_ready(router.admin_addr).await;
     let addr = router.listen_addrs[0];
 
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let (tx, conn) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let mut tx = tx.ready().await.unwrap();
+    let mut tx = raw_h2(addr).await;
     let mut marked = Vec::new();
     for _ in 0..3 {
         let req = Request::get(format!("http://{addr}/hello"))
@@ -387,12 +382,7 @@ async fn a_shadow_that_swallows_connects_holds_up_no_stream_to_the_original() {
 async fn long_lived_streams_to_a_session_stay_within_the_connection_cap() {
     let mesh = Mesh::start_with(|c| c.session_reuse_age = Duration::from_millis(100)).await;
     let addr = mesh.addr();
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let (tx, conn) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let mut tx = tx.ready().await.unwrap();
+    let mut tx = raw_h2(addr).await;
     let mut held = Vec::new();
     for _ in 0..10 {
         let req = Request::get(format!("http://{addr}/bytes?n=100000000"))

@@ -216,6 +216,17 @@ impl H2 {
     }
 }
 
+/// A client of the `h2` crate on a new connection to `addr`, ready for its first stream; the
+/// connection runs in the background.
+pub async fn raw_h2(addr: SocketAddr) -> h2::client::SendRequest<Bytes> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (tx, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    tx.ready().await.unwrap()
+}
+
 /// The value of a counter line of the Prometheus text, 0 when absent.
 pub fn counter(metrics: &str, name_and_labels: &str) -> f64 {
     metrics
