@@ -43,7 +43,7 @@ pub enum Error {
         since: String,
     },
 
-    #[error("the rule has the same conditions as the live session {other_session} of Service {service} (held by {holder}); use a different mark (--versionMark) or other conditions")]
+    #[error("the live session {other_session} of Service {service} (held by {holder}) already matches every request this rule would (the same conditions, or fewer: first match wins); use a different mark (--versionMark) or other conditions")]
     SameRule {
         service: String,
         other_session: String,

@@ -324,7 +324,7 @@ fn two_developers_share_a_service_and_the_last_one_restores_it() {
     );
     assert!(!ok, "{out}");
     assert!(
-        out.contains("same conditions as the live session alice"),
+        out.contains("the live session alice of Service orders"),
         "{out}"
     );
     let (ok, out) = ktx_run(

@@ -179,6 +179,21 @@ impl Match {
 
     /// A canonical text of the conditions; two rules with equal keys match the same requests.
     pub(crate) fn canonical_key(&self) -> String {
+        self.canonical_parts().join("\n")
+    }
+
+    /// True when every request `other` matches, this matches too (its conditions are among
+    /// `other`'s): placed first, this rule leaves `other` nothing.
+    pub fn covers(&self, other: &Match) -> bool {
+        let theirs = other.canonical_parts();
+        self.canonical_parts()
+            .iter()
+            .all(|p| theirs.binary_search(p).is_ok())
+    }
+
+    /// Each condition as a canonical text, sorted: a regex that is only a literal (`foobar`)
+    /// is the exact match it amounts to.
+    fn canonical_parts(&self) -> Vec<String> {
         let mut parts: Vec<String> = self
             .headers
             .iter()
@@ -186,7 +201,10 @@ impl Match {
                 let v = match &h.value {
                     HeaderValueMatch::Exact(v) => format!("exact={}", String::from_utf8_lossy(v)),
                     HeaderValueMatch::Prefix(v) => format!("prefix={}", String::from_utf8_lossy(v)),
-                    HeaderValueMatch::Regex(r) => format!("regex={}", r.as_str()),
+                    HeaderValueMatch::Regex(r) => match literal(r.as_str()) {
+                        Some(l) => format!("exact={l}"),
+                        None => format!("regex={}", r.as_str()),
+                    },
                     HeaderValueMatch::Present => "present".to_string(),
                 };
                 format!("h:{}:{v}", h.name)
@@ -201,6 +219,12 @@ impl Match {
         }
         parts.sort();
         parts.dedup();
-        parts.join("\n")
+        parts
     }
+}
+
+/// The text an anchored regex (`^(?:re)$`) matches, when `re` is only a literal.
+fn literal(anchored: &str) -> Option<&str> {
+    let inner = anchored.strip_prefix("^(?:")?.strip_suffix(")$")?;
+    (!inner.is_empty() && regex::escape(inner) == inner).then_some(inner)
 }

@@ -78,6 +78,9 @@ pub fn rule(
 pub enum AddError {
     /// A live session already has a rule with the same conditions.
     SameAs { session: String },
+    /// An earlier live rule matches every request this one would (its conditions are among
+    /// this one's): first match wins, so this rule would never match.
+    Covered { session: String },
     /// The resulting table is invalid for another reason.
     Invalid(RulesError),
 }
@@ -94,7 +97,10 @@ pub fn with_rule(
     out.rules.push(new);
     let mine = format!("rules[{}]", out.rules.len() - 1);
     match RouteTable::compile(&out) {
-        Ok(_) => Ok(out),
+        Ok(_) => match covering(&out) {
+            Some(session) => Err(AddError::Covered { session }),
+            None => Ok(out),
+        },
         Err(RulesError::DuplicateConditions {
             field,
             other_field,
@@ -104,6 +110,18 @@ pub fn with_rule(
         }),
         Err(e) => Err(AddError::Invalid(e)),
     }
+}
+
+/// The session of an earlier rule of `spec` that matches every request its last rule would.
+fn covering(spec: &RoutesSpec) -> Option<String> {
+    let budget = ktx_rules::Budget::default();
+    let compile = |r: &RuleSpec| ktx_rules::Match::compile(&r.matches, "match", &budget).ok();
+    let (last, earlier) = spec.rules.split_last()?;
+    let last = compile(last)?;
+    earlier
+        .iter()
+        .find(|r| compile(r).is_some_and(|m| m.covers(&last)))
+        .map(|r| r.session.clone())
 }
 
 /// `spec` without the rules of `session`; `None` when it has none (nothing to write).
@@ -176,6 +194,54 @@ mod tests {
         let c = rule(&n, "carol", mark("other"), OnUnavailable::Fallback);
         let spec3 = with_rule(&spec2, c, |_| true).unwrap();
         assert_eq!(spec3.rules[1].session, "carol");
+    }
+
+    /// A rule an earlier live rule leaves nothing to (the same header as a regex that is only
+    /// a literal, or the same mark narrowed by a method) is refused: first match wins, so it
+    /// would never match, and its developer's requests would reach the other laptop.
+    #[test]
+    fn adding_refuses_a_rule_an_earlier_live_one_covers() {
+        let n = ServiceNames::new("orders");
+        let a = rule(&n, "alice", mark("foobar"), OnUnavailable::Fallback);
+        let spec = with_rule(&initial(&n), a, |_| true).unwrap();
+        let as_regex = RuleFlags {
+            header_regex: &["VERSION=foobar".to_string()],
+            ..Default::default()
+        }
+        .to_match_spec()
+        .unwrap();
+        let narrower = RuleFlags {
+            version_mark: Some("foobar"),
+            method: Some("GET"),
+            ..Default::default()
+        }
+        .to_match_spec()
+        .unwrap();
+        for m in [as_regex, narrower] {
+            let b = rule(&n, "bob", m.clone(), OnUnavailable::Fallback);
+            match with_rule(&spec, b, |_| true) {
+                Err(AddError::SameAs { session }) | Err(AddError::Covered { session }) => {
+                    assert_eq!(session, "alice", "{m:?}")
+                }
+                other => panic!("{m:?}: {other:?}"),
+            }
+        }
+        // The other way round is fine: a narrower rule first leaves the broader one the rest.
+        let narrow = RuleFlags {
+            version_mark: Some("foobar"),
+            method: Some("GET"),
+            ..Default::default()
+        }
+        .to_match_spec()
+        .unwrap();
+        let first = with_rule(
+            &initial(&n),
+            rule(&n, "alice", narrow, OnUnavailable::Fallback),
+            |_| true,
+        )
+        .unwrap();
+        let broad = rule(&n, "bob", mark("foobar"), OnUnavailable::Fallback);
+        assert_eq!(with_rule(&first, broad, |_| true).unwrap().rules.len(), 2);
     }
 
     #[test]

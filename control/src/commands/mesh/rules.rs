@@ -31,7 +31,7 @@ pub fn check_rule(
     let spec = routes::read(names, cm)?;
     match routes::with_rule(&spec, mine.clone(), live_rule(leases)) {
         Ok(_) => Ok(()),
-        Err(AddError::SameAs { session }) => {
+        Err(AddError::SameAs { session }) | Err(AddError::Covered { session }) => {
             let holder = spec
                 .rules
                 .iter()
