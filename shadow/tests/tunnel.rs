@@ -449,3 +449,65 @@ async fn the_tunnel_port_listens_on_loopback_only_by_default() {
     assert!(shadow.service_addrs[0].ip().is_unspecified());
     shadow.shutdown().await;
 }
+
+/// A server that writes `bytes` to every connection it accepts, then closes it.
+async fn source(bytes: usize) -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let chunk = vec![b'x'; 64 << 10];
+                let mut left = bytes;
+                while left > 0 {
+                    let n = left.min(chunk.len());
+                    if s.write_all(&chunk[..n]).await.is_err() {
+                        return;
+                    }
+                    left -= n;
+                }
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// A download from the developer's process over a slow uplink: what ktx sends queues in the
+/// sockets' buffers, and its pongs to the shadow's keepalive (the pod's defaults: every
+/// 500 ms, 2 s to answer) wait behind it for longer than 2 s. The bytes coming all along show
+/// ktx is alive: the tunnel stays up and the download completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pong_stuck_behind_a_download_on_a_slow_uplink_does_not_drop_the_tunnel() {
+    const TOTAL: usize = 4 << 20;
+    const RATE: u64 = 512 << 10;
+    let creds = SessionCredentials::generate("t").unwrap();
+    let mut o = quick("ktx-shadow");
+    o.keepalive_interval = Duration::from_millis(500);
+    o.keepalive_timeout = Duration::from_secs(2);
+    let shadow = shadow(creds.shadow(), 1, o).await;
+    let relay = Relay::start(shadow.tunnel_addr).await;
+    let local = source(TOTAL).await;
+    let tunnel = ktx(creds.ktx(), &shadow, local, relay.connector(), quick("ktx"));
+    within("the tunnel", tunnel.wait_for_session(1)).await;
+    within("readiness", wait_ready(&shadow, true)).await;
+    relay.throttle_to_shadow(RATE);
+    let mut c = tokio::net::TcpStream::connect(shadow.service_addrs[0])
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), c.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the download hung");
+    assert_eq!(
+        got.len(),
+        TOTAL,
+        "the download was cut ({:?}) after {} bytes",
+        read,
+        got.len()
+    );
+    assert_eq!(
+        tunnel.stats().sessions.load(Ordering::Relaxed),
+        1,
+        "the tunnel was dropped and set up again"
+    );
+}

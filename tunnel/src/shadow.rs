@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::io;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::end::SessionEnd;
-use crate::keepalive;
+use crate::keepalive::{self, Counted};
 use crate::options::TunnelOptions;
 use crate::preamble::{read_frame, write_frames, PreambleError};
 use crate::proto::frame::{Accept, Frame, Hello, Purpose, Refuse, RefuseCode, Role};
@@ -126,6 +127,7 @@ impl ShadowEndpoint {
     ) -> Result<Accepted<G>, AcceptError> {
         let (tls, version, theirs, claim) =
             pod_preamble(&self.acceptor, &self.options, Purpose::Serve, tcp, claim).await?;
+        let (tls, received) = Counted::new(tls);
         let (sender, mut conn) = self.options.h2_client().handshake(tls).await?;
         let ping = conn
             .ping_pong()
@@ -142,6 +144,7 @@ impl ShadowEndpoint {
             driver: SessionDriver {
                 conn,
                 ping,
+                received,
                 options: self.options.clone(),
             },
         })
@@ -330,8 +333,10 @@ impl std::fmt::Display for NotTakenReason {
 
 /// Drives a session's connection and keepalive; nothing moves unless it runs.
 pub struct SessionDriver {
-    conn: h2::client::Connection<TlsStream<TcpStream>, Bytes>,
+    conn: h2::client::Connection<Counted<TlsStream<TcpStream>>, Bytes>,
     ping: PingPong,
+    /// Bytes read from ktx (the keepalive's sign of life besides pongs).
+    received: Arc<AtomicU64>,
     options: Arc<TunnelOptions>,
 }
 
@@ -348,9 +353,15 @@ impl SessionDriver {
         let SessionDriver {
             mut conn,
             ping,
+            received,
             options,
         } = self;
-        let keepalive = keepalive::run(ping, options.keepalive_interval, options.keepalive_timeout);
+        let keepalive = keepalive::run(
+            ping,
+            options.keepalive_interval,
+            options.keepalive_timeout,
+            received,
+        );
         tokio::select! {
             r = &mut conn => match r {
                 Ok(()) => SessionEnd::Closed,

@@ -227,6 +227,8 @@ struct RelayEvents {
     cuts: u64,
     freezes: u64,
     freezes_to_target: u64,
+    /// Bytes per second the way to the target carries at most (0: as fast as it can).
+    rate_to_target: u64,
 }
 
 impl Relay {
@@ -247,6 +249,7 @@ impl Relay {
                 let mut rx = events.subscribe();
                 let born = *rx.borrow_and_update();
                 let mut to_target_rx = events.subscribe();
+                let rate_rx = events.subscribe();
                 conns.spawn(async move {
                     let (mut a_read, mut a_write) = a.split();
                     let (mut b_read, mut b_write) = b.split();
@@ -258,8 +261,25 @@ impl Relay {
                                 .wait_for(|e| e.freezes_to_target > born.freezes_to_target)
                                 .await;
                         };
+                        let copy = async {
+                            let mut buf = vec![0u8; 16 << 10];
+                            loop {
+                                let n = match a_read.read(&mut buf).await {
+                                    Ok(0) | Err(_) => return,
+                                    Ok(n) => n,
+                                };
+                                if b_write.write_all(&buf[..n]).await.is_err() {
+                                    return;
+                                }
+                                let rate = rate_rx.borrow().rate_to_target;
+                                if rate > 0 {
+                                    let pause = Duration::from_secs_f64(n as f64 / rate as f64);
+                                    tokio::time::sleep(pause).await;
+                                }
+                            }
+                        };
                         tokio::select! {
-                            _ = tokio::io::copy(&mut a_read, &mut b_write) => {}
+                            () = copy => {}
                             () = frozen => std::future::pending::<()>().await,
                         }
                         let _ = b_write.shutdown().await;
@@ -294,6 +314,13 @@ impl Relay {
     /// keeps flowing (ktx's answers stuck behind a saturated upload).
     pub fn freeze_to_shadow(&self) {
         self.control.send_modify(|e| e.freezes_to_target += 1);
+    }
+
+    /// Carries at most `bytes_per_sec` from ktx to the shadow on every connection (a slow
+    /// uplink): what ktx sends beyond that queues in the sockets' buffers.
+    pub fn throttle_to_shadow(&self, bytes_per_sec: u64) {
+        self.control
+            .send_modify(|e| e.rate_to_target = bytes_per_sec);
     }
 
     pub fn connector(&self) -> Arc<dyn Connector> {

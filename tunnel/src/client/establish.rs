@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::io;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::{BoxIo, Connector};
+use crate::keepalive::Counted;
 use crate::options::TunnelOptions;
 use crate::preamble::{read_frame, write_frames, PreambleError};
 use crate::proto::frame::{Frame, Hello, Purpose, Role};
@@ -65,12 +67,14 @@ impl ConnectError {
     }
 }
 
-/// The TLS stream to the pod, once the preamble is done.
-pub(crate) type PodTls = TlsStream<BoxIo>;
+/// The TLS stream to the pod, once the preamble is done, counting the bytes read from it.
+pub(crate) type PodTls = Counted<TlsStream<BoxIo>>;
 
 /// A tunnel that passed every handshake; `C` is the HTTP/2 connection of its purpose.
 pub(crate) struct Established<C> {
     pub conn: C,
+    /// Bytes read from the pod (the keepalive's sign of life besides pongs).
+    pub received: Arc<AtomicU64>,
     pub version: u16,
     pub peer: Hello,
 }
@@ -96,9 +100,11 @@ where
     let limit = attempt.options.handshake_timeout;
     let run = async {
         let (tls, version, peer) = preamble(attempt, connector).await?;
+        let (tls, received) = Counted::new(tls);
         let conn = h2(tls).await?;
         Ok(Established {
             conn,
+            received,
             version,
             peer,
         })
@@ -111,7 +117,7 @@ where
 async fn preamble(
     attempt: Attempt<'_>,
     connector: &dyn Connector,
-) -> Result<(PodTls, u16, Hello), ConnectError> {
+) -> Result<(TlsStream<BoxIo>, u16, Hello), ConnectError> {
     let io = connector.connect().await.map_err(ConnectError::Connect)?;
     let mut tls = TlsConnector::from(attempt.tls.clone())
         .connect(shadow_server_name(), io)

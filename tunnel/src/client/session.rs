@@ -34,12 +34,19 @@ pub(crate) async fn run(
     stop: &mut watch::Receiver<bool>,
     session: u64,
 ) -> SessionEnd {
-    let Established { mut conn, .. } = established;
+    let Established {
+        mut conn, received, ..
+    } = established;
     let opts = &config.options;
     let ping = conn
         .ping_pong()
         .expect("ping_pong is taken once, here, right after the handshake");
-    let keepalive = keepalive::run(ping, opts.keepalive_interval, opts.keepalive_timeout);
+    let keepalive = keepalive::run(
+        ping,
+        opts.keepalive_interval,
+        opts.keepalive_timeout,
+        received,
+    );
     tokio::pin!(keepalive);
     let ports = Arc::new(config.ports.clone());
     let mut streams = JoinSet::new();

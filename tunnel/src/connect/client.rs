@@ -336,11 +336,17 @@ impl Kind for Connect {
     ) -> BoxFuture<'a, SessionEnd> {
         Box::pin(async move {
             let (sender, mut conn) = established.conn;
+            let received = established.received;
             let opts = &self.config.options;
             let ping = conn
                 .ping_pong()
                 .expect("ping_pong is taken once, here, right after the handshake");
-            let keepalive = keepalive::run(ping, opts.keepalive_interval, opts.keepalive_timeout);
+            let keepalive = keepalive::run(
+                ping,
+                opts.keepalive_interval,
+                opts.keepalive_timeout,
+                received,
+            );
             self.live.send_replace(Some(sender));
             let end = tokio::select! {
                 r = &mut conn => match r {

@@ -8,6 +8,7 @@
 
 use std::future::{ready, Future};
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use crate::end::SessionEnd;
-use crate::keepalive;
+use crate::keepalive::{self, Counted};
 use crate::options::TunnelOptions;
 use crate::proto::connect_head::{forbidden, ConnectHead, DialFailure, DialRejected};
 use crate::proto::frame::{Hello, Purpose};
@@ -90,6 +91,7 @@ impl ConnectPodEndpoint {
         let run = async {
             let (tls, version, peer, claim) =
                 pod_preamble(&self.acceptor, &self.options, Purpose::Connect, tcp, claim).await?;
+            let (tls, received) = Counted::new(tls);
             let conn = self.options.h2_server().handshake(tls).await?;
             Ok(ConnectAccepted {
                 version,
@@ -97,6 +99,7 @@ impl ConnectPodEndpoint {
                 claim,
                 session: ConnectSession {
                     conn,
+                    received,
                     options: self.options.clone(),
                     dial_timeout: self.dial_timeout,
                 },
@@ -110,7 +113,9 @@ impl ConnectPodEndpoint {
 
 /// A live connect session; nothing moves until [`ConnectSession::run`].
 pub struct ConnectSession {
-    conn: h2::server::Connection<TlsStream<TcpStream>, Bytes>,
+    conn: h2::server::Connection<Counted<TlsStream<TcpStream>>, Bytes>,
+    /// Bytes read from ktx (the keepalive's sign of life besides pongs).
+    received: Arc<AtomicU64>,
     options: Arc<TunnelOptions>,
     dial_timeout: Duration,
 }
@@ -132,13 +137,19 @@ impl ConnectSession {
     ) -> SessionEnd {
         let ConnectSession {
             mut conn,
+            received,
             options,
             dial_timeout,
         } = self;
         let ping = conn
             .ping_pong()
             .expect("ping_pong is taken once, here, right after the handshake");
-        let keepalive = keepalive::run(ping, options.keepalive_interval, options.keepalive_timeout);
+        let keepalive = keepalive::run(
+            ping,
+            options.keepalive_interval,
+            options.keepalive_timeout,
+            received,
+        );
         tokio::pin!(keepalive, stop);
         let mut streams = JoinSet::new();
         let end = loop {
