@@ -43,12 +43,12 @@ pub const KUBE_PROXY_SETTLE: Duration = Duration::from_secs(2);
 pub async fn restore_selector_if_ours(
     kube: &Kube,
     service: &str,
-    ours: &std::collections::BTreeMap<String, String>,
+    ours: &takeover::Selector,
 ) -> Result<bool> {
     let ns = kube.namespace.clone();
     let mut matched = false;
     kube.modify::<Service, _>(service, |svc| {
-        matched = selects(svc, ours);
+        matched = takeover::selects_exactly(svc, ours);
         match matched {
             true => takeover::restore(svc, &ns),
             false => Ok(false),
@@ -56,11 +56,6 @@ pub async fn restore_selector_if_ours(
     })
     .await?;
     Ok(matched)
-}
-
-/// Whether S selects exactly `ours`.
-pub fn selects(svc: &Service, ours: &std::collections::BTreeMap<String, String>) -> bool {
-    svc.spec.as_ref().and_then(|s| s.selector.as_ref()) == Some(ours)
 }
 
 pub async fn restore_selector(kube: &Kube, service: &str) -> Result<()> {

@@ -445,7 +445,7 @@ async fn run_step(step: Step, env: &UndoEnv) -> Result<()> {
             let still_ours = kube
                 .get::<Service>(&service)
                 .await?
-                .is_some_and(|svc| crate::lifecycle::teardown::selects(&svc, &ours));
+                .is_some_and(|svc| crate::plan::takeover::selects_exactly(&svc, &ours));
             if !still_ours {
                 env.progress.warn(format!(
                     "left {kind:?} {}/{name} as it is: Service {service} no longer selects this session's pods (whoever took it over scaled it back)",

@@ -69,8 +69,7 @@ pub fn switch(svc: &mut Service, selector: &Selector, mode: &str, namespace: &st
             })
         }
     };
-    let current = svc.spec.as_ref().and_then(|s| s.selector.as_ref());
-    if current == Some(selector) && annotation(svc, ANNOTATION_ORIGINAL_SELECTOR).is_some() {
+    if selects_exactly(svc, selector) && annotation(svc, ANNOTATION_ORIGINAL_SELECTOR).is_some() {
         return Ok(false);
     }
     let saved = serde_json::to_string(&original).expect("a map of strings serializes");
@@ -82,6 +81,11 @@ pub fn switch(svc: &mut Service, selector: &Selector, mode: &str, namespace: &st
     ann.insert(ANNOTATION_MODE.to_string(), mode.to_string());
     svc.spec.get_or_insert_with(Default::default).selector = Some(selector.clone());
     Ok(true)
+}
+
+/// Whether S's selector is exactly `selector`.
+pub fn selects_exactly(svc: &Service, selector: &Selector) -> bool {
+    svc.spec.as_ref().and_then(|s| s.selector.as_ref()) == Some(selector)
 }
 
 /// Gives S its original selector back and removes ktx's annotations (the lock's included).
