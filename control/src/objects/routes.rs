@@ -97,7 +97,7 @@ pub fn with_rule(
     out.rules.push(new);
     let mine = format!("rules[{}]", out.rules.len() - 1);
     match RouteTable::compile(&out) {
-        Ok(_) => match covering(&out) {
+        Ok(table) => match covering(&table) {
             Some(session) => Err(AddError::Covered { session }),
             None => Ok(out),
         },
@@ -112,16 +112,13 @@ pub fn with_rule(
     }
 }
 
-/// The session of an earlier rule of `spec` that matches every request its last rule would.
-fn covering(spec: &RoutesSpec) -> Option<String> {
-    let budget = ktx_rules::Budget::default();
-    let compile = |r: &RuleSpec| ktx_rules::Match::compile(&r.matches, "match", &budget).ok();
-    let (last, earlier) = spec.rules.split_last()?;
-    let last = compile(last)?;
+/// The session of an earlier rule of `table` that matches every request its last rule would.
+fn covering(table: &RouteTable) -> Option<String> {
+    let (last, earlier) = table.rules().split_last()?;
     earlier
         .iter()
-        .find(|r| compile(r).is_some_and(|m| m.covers(&last)))
-        .map(|r| r.session.clone())
+        .find(|r| r.matches.covers(&last.matches))
+        .map(|r| r.session.to_string())
 }
 
 /// `spec` without the rules of `session`; `None` when it has none (nothing to write).
