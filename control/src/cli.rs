@@ -612,19 +612,8 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// `250ms`, `90s`, `2m`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let err = || format!("{s:?} is not a duration like 500ms, 90s or 2m");
-    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| err())?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
-        _ => Err(err()),
-    }
-}
+/// `250ms`, `90s`, `2m`: the parser every ktx binary's duration flags share.
+pub use ktx_telemetry::parse_duration;
 
 #[cfg(test)]
 mod tests;

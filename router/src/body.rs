@@ -90,7 +90,7 @@ where
         if this.idle.is_zero() {
             return Poll::Pending;
         }
-        let deadline = tokio::time::Instant::now() + *this.idle;
+        let deadline = crate::serve::from_now(*this.idle);
         if !*this.armed {
             *this.armed = true;
             match this.timer.as_mut() {

@@ -360,7 +360,9 @@ fn exchange_stall_timeout(cfg: &Config) -> std::time::Duration {
     if cfg.response_header_timeout.is_zero() || cfg.body_idle_timeout.is_zero() {
         return std::time::Duration::ZERO;
     }
-    cfg.response_header_timeout.max(cfg.body_idle_timeout) + std::time::Duration::from_secs(1)
+    cfg.response_header_timeout
+        .max(cfg.body_idle_timeout)
+        .saturating_add(std::time::Duration::from_secs(1))
 }
 
 /// Drops idle upstream connections past their timeout (or, to a session's shadow, past its

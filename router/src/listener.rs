@@ -113,7 +113,7 @@ async fn serve_connection(
     // On a port declared HTTP a silent client is an HTTP client yet to send its request; it
     // gets the header read timeout from accept, and is closed (not passed through) after it.
     let http_only = cfg.http_ports.contains(&port);
-    let head_deadline = tokio::time::Instant::now() + cfg.header_read_timeout;
+    let head_deadline = crate::serve::from_now(cfg.header_read_timeout);
     let proto = loop {
         match sniff(&buf) {
             Sniffed::NeedMore => {}

@@ -57,6 +57,16 @@ pub fn after(now: std::time::Instant, d: Duration) -> std::time::Instant {
         .unwrap_or(now)
 }
 
+/// [`after`] on tokio's clock.
+pub fn after_tokio(now: tokio::time::Instant, d: Duration) -> tokio::time::Instant {
+    tokio::time::Instant::from_std(after(now.into_std(), d))
+}
+
+/// `d` from now on tokio's clock, as [`after`]: every deadline a timeout flag sets.
+pub fn from_now(d: Duration) -> tokio::time::Instant {
+    after_tokio(tokio::time::Instant::now(), d)
+}
+
 /// The earlier of two optional instants (None: that check is off).
 pub fn earliest<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
     match (a, b) {

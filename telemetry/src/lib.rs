@@ -107,20 +107,36 @@ pub fn reexec_with_envs(binary: &str, settings: &[(&str, &str)]) {
     }
 }
 
-/// `250ms`, `2s`, `1m`.
+/// The longest duration a flag takes: 365 days. Longer is not a timeout anyone means, and a
+/// deadline that far (`18446744073709551615s`) is past what a clock can add: whoever armed a
+/// timer with it (hyper's header read timeout, for one) would panic.
+pub const LONGEST_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// `250ms`, `2s`, `1m`; at most [`LONGEST_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let err = || format!("{s:?} is not a duration like 500ms, 2s or 1m");
+    let too_long = || {
+        format!(
+            "{s:?} is longer than 365 days (525600m), the longest duration ktx takes; \
+             give a shorter one"
+        )
+    };
     let (num, unit) = s
         .find(|c: char| !c.is_ascii_digit())
         .map(|i| s.split_at(i))
         .ok_or_else(err)?;
-    let n: u64 = num.parse().map_err(|_| err())?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(err()),
+    if num.is_empty() {
+        return Err(err());
     }
+    // All digits: a number too large for u64 is too long, not malformed.
+    let n: u64 = num.parse().map_err(|_| too_long())?;
+    let d = match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => n.checked_mul(60).map(Duration::from_secs),
+        _ => return Err(err()),
+    };
+    d.filter(|d| *d <= LONGEST_DURATION).ok_or_else(too_long)
 }
 
 #[cfg(test)]
@@ -135,5 +151,26 @@ mod tests {
         assert!(parse_duration("2").is_err());
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("2h").is_err());
+    }
+
+    /// A duration past what a clock can add (`18446744073709551615s`) or whose minutes overflow
+    /// (`999999999999999999m`) once crashed whoever armed a timer with it; anything past a year
+    /// is refused with the longest allowed, and a year is taken.
+    #[test]
+    fn durations_past_a_year_are_refused_and_a_year_is_taken() {
+        for s in [
+            "18446744073709551615s",
+            "999999999999999999m",
+            "525601m",
+            "99999999999999999999999s",
+        ] {
+            let e = parse_duration(s).expect_err(s);
+            assert!(
+                e.contains("longer than 365 days") && e.contains("525600m"),
+                "{s}: {e}"
+            );
+        }
+        assert_eq!(parse_duration("525600m").unwrap(), LONGEST_DURATION);
+        assert_eq!(parse_duration("31536000000ms").unwrap(), LONGEST_DURATION);
     }
 }

@@ -162,6 +162,25 @@ fn durations() {
     assert!(parse_duration("2h").is_err());
 }
 
+/// `--timeout 18446744073709551615s` was taken, and the first wait armed with it (the Service
+/// lock's deadline) panicked on the clock's overflow. Now it is refused, with the longest.
+#[test]
+fn a_duration_past_the_clock_is_refused_with_the_longest() {
+    for flag in ["--timeout", "--api-timeout", "--api-connect-timeout"] {
+        let e = parse(&[
+            "mesh",
+            "orders",
+            "--expose",
+            "8080",
+            flag,
+            "18446744073709551615s",
+        ])
+        .expect_err(flag)
+        .to_string();
+        assert!(e.contains("longer than 365 days (525600m)"), "{flag}: {e}");
+    }
+}
+
 #[test]
 fn janitor_flags() {
     let cli = parse(&["janitor", "--identity", "j-1", "--interval", "500ms"]).unwrap();

@@ -31,7 +31,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::parking::{Held, ParkingLot};
-use super::{earliest, signalled, ListenConfig};
+use super::{after_tokio, earliest, signalled, ListenConfig};
 use crate::io::Prefixed;
 use crate::proxy::{Proxy, UpgradeSlot, Wire};
 
@@ -262,8 +262,8 @@ async fn serve_until_idle(
     // loop polls its timers on every wake of the connection, that is several times per
     // request.
     let begun = tokio::time::Instant::now();
-    let mut tick_at = Some(after(begun, check));
-    let mut stall_at = (!stall_every.is_zero()).then(|| after(begun, stall_every));
+    let mut tick_at = Some(after_tokio(begun, check));
+    let mut stall_at = (!stall_every.is_zero()).then(|| after_tokio(begun, stall_every));
     let timer = tokio::time::sleep_until(earliest(tick_at, stall_at).unwrap_or(begun));
     tokio::pin!(timer);
     // Made once: a new one per turn of the loop would join and leave the watch's waiters
@@ -286,10 +286,10 @@ async fn serve_until_idle(
                         return Ended::Closed;
                     }
                     stall_seen = snap;
-                    stall_at = Some(after(now, stall_every));
+                    stall_at = Some(after_tokio(now, stall_every));
                 }
                 if tick_at.is_some_and(|at| at <= now) {
-                    tick_at = Some(after(now, check));
+                    tick_at = Some(after_tokio(now, check));
                     let snap = activity.snapshot();
                     if snap == seen {
                         quiet_checks += 1;
@@ -368,11 +368,6 @@ async fn serve_until_idle(
     Ended::Closed
 }
 
-/// [`super::after`] on tokio's clock.
-fn after(now: tokio::time::Instant, d: std::time::Duration) -> tokio::time::Instant {
-    tokio::time::Instant::from_std(super::after(now.into_std(), d))
-}
-
 /// 501 for a request framed with a transfer coding other than `chunked`; the body cannot be
 /// skipped safely, so the connection is closed after the answer.
 fn unsupported_transfer_coding() -> http::Response<crate::body::RouterBody> {
@@ -401,9 +396,12 @@ mod tests {
     #[test]
     fn a_deadline_too_far_for_the_clock_is_about_never_not_a_panic() {
         let now = tokio::time::Instant::now();
-        assert!(after(now, Duration::MAX) > after(now, Duration::from_secs(365 * 24 * 3600)));
+        assert!(
+            after_tokio(now, Duration::MAX)
+                > after_tokio(now, Duration::from_secs(365 * 24 * 3600))
+        );
         assert_eq!(
-            after(now, Duration::from_secs(1)),
+            after_tokio(now, Duration::from_secs(1)),
             now + Duration::from_secs(1)
         );
     }

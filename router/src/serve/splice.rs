@@ -75,7 +75,7 @@ async fn silent_passthrough(
     peer: SocketAddr,
     bounds: SpliceIdle,
 ) {
-    let deadline = tokio::time::Instant::now() + bounds.silent_first;
+    let deadline = super::from_now(bounds.silent_first);
     let turn = match tokio::time::timeout_at(deadline, bounds.silent_turns.acquire()).await {
         Ok(Ok(turn)) => turn,
         // The semaphore is never closed; either way the client waited long enough.

@@ -476,11 +476,19 @@ async fn bounded_router_to(upstream: SocketAddr) -> (ktx_router::Router, RemoveO
     .await
 }
 
-/// POSTs `hello` on a new stream of `tx`; the status of the answer, which must come within
-/// [`WITHIN`].
-async fn post_hello(mut tx: h2::client::SendRequest<bytes::Bytes>, addr: SocketAddr) -> u16 {
+/// POSTs `hello` to `/upload` on a new stream of `tx`; the status of the answer, which must
+/// come within [`WITHIN`].
+async fn post_hello(tx: h2::client::SendRequest<bytes::Bytes>, addr: SocketAddr) -> u16 {
+    post_hello_to(tx, addr, "/upload").await
+}
+
+async fn post_hello_to(
+    mut tx: h2::client::SendRequest<bytes::Bytes>,
+    addr: SocketAddr,
+    path: &str,
+) -> u16 {
     tx = tx.ready().await.unwrap();
-    let req = http::Request::post(format!("http://{addr}/upload"))
+    let req = http::Request::post(format!("http://{addr}{path}"))
         .body(())
         .unwrap();
     let (resp, mut body) = tx.send_request(req, false).unwrap();
@@ -550,4 +558,107 @@ async fn an_h2_request_body_waiting_for_a_stream_the_upstream_does_not_open_is_b
     assert_eq!(post_hello(tx, addr).await, 504);
     assert!(!reading.is_finished(), "the moving download was cut");
     reading.abort();
+}
+
+/// The router's duration flags a test can set to a year and still run: all but the sniff,
+/// drain and shutdown delays and the reload interval, which the tests need short.
+const TIMEOUT_FLAGS: [&str; 14] = [
+    "--connect-timeout",
+    "--header-read-timeout",
+    "--idle-park-after",
+    "--client-idle-timeout",
+    "--upstream-idle-timeout",
+    "--response-header-timeout",
+    "--body-idle-timeout",
+    "--h2c-idle-timeout",
+    "--splice-idle-timeout",
+    "--silent-upstream-timeout",
+    "--stream-slot-timeout",
+    "--session-reuse-idle",
+    "--session-reuse-age",
+    "--admin-header-timeout",
+];
+
+/// Every timeout flag at the longest the flags take (`525600m`, a year): a long deadline,
+/// never one past the clock's end.
+fn longest_timeouts(c: &mut ktx_router::Config) {
+    use clap::Parser;
+    let mut args = vec!["ktx-router"];
+    for flag in TIMEOUT_FLAGS {
+        args.extend([flag, "525600m"]);
+    }
+    c.try_update_from(args).unwrap();
+    assert_eq!(c.body_idle_timeout, ktx_telemetry::LONGEST_DURATION);
+}
+
+/// A duration past what the clock can add (`18446744073709551615s`) was taken, and the router
+/// then panicked at start (or on the first request that armed it); now every duration flag
+/// refuses it with the longest it takes.
+#[test]
+fn a_timeout_flag_past_the_longest_is_refused_with_what_to_give() {
+    use clap::Parser;
+    for flag in TIMEOUT_FLAGS {
+        let args = [
+            "ktx-router",
+            "--listen",
+            "127.0.0.1:0",
+            "--routes-file",
+            "r.yaml",
+            flag,
+        ];
+        let e =
+            ktx_router::Config::try_parse_from(args.into_iter().chain(["18446744073709551615s"]))
+                .expect_err(flag)
+                .to_string();
+        assert!(
+            e.contains(flag) && e.contains("longer than 365 days (525600m)"),
+            "{e}"
+        );
+    }
+}
+
+/// Requests with a body (each arms the body idle and response header bounds, the first in a
+/// pause of the client's) are answered over HTTP/1.1 and h2c.
+#[tokio::test]
+async fn timeouts_as_long_as_the_flags_allow_still_answer_requests_with_a_body() {
+    let mesh = Mesh::start_with(longest_timeouts).await;
+    let mut s = TcpStream::connect(mesh.addr()).await.unwrap();
+    s.write_all(b"POST /sink HTTP/1.1\r\nHost: orders\r\nContent-Length: 10\r\n\r\n01234")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(b"56789").await.unwrap();
+    let mut got = vec![0u8; 4096];
+    let n = tokio::time::timeout(WITHIN, s.read(&mut got))
+        .await
+        .expect("no answer over HTTP/1.1")
+        .unwrap();
+    let text = String::from_utf8_lossy(&got[..n]);
+    assert!(
+        text.starts_with("HTTP/1.1 200") && text.ends_with("\r\n\r\n10\n"),
+        "{text}"
+    );
+    let addr = mesh.addr();
+    assert_eq!(post_hello_to(raw_h2(addr).await, addr, "/sink").await, 200);
+}
+
+/// The same for a silent client passed through as plain TCP, and the admin port.
+#[tokio::test]
+async fn timeouts_as_long_as_the_flags_allow_still_pass_a_silent_client_through() {
+    let (router, _routes) = router_to(echo_server().await, |c| {
+        longest_timeouts(c);
+        c.sniff_timeout = Duration::from_millis(100);
+    })
+    .await;
+    let mut s = TcpStream::connect(router.listen_addrs[0]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.write_all(b"ping").await.unwrap();
+    let mut got = [0u8; 4];
+    tokio::time::timeout(WITHIN, s.read_exact(&mut got))
+        .await
+        .expect("no echo through the passthrough")
+        .unwrap();
+    assert_eq!(&got, b"ping");
+    let (status, _) = admin_get(router.admin_addr, "/readyz").await;
+    assert_eq!(status, 200);
 }
