@@ -509,38 +509,48 @@ impl Proxy {
         addr: SocketAddr,
         side: Side,
     ) -> Result<Response<Incoming>, ProxyError> {
-        let sent = std::pin::pin!(sent);
-        let mut sent = sent;
-        if let Some(ended) = body_ended {
-            // The body idle bound covers a client that stops sending; this, an upstream that
-            // stops taking (no window, no stream it will open): no ask for more in that time
-            // while the last one was not waiting for the client.
-            let idle = self.timeouts.body_idle;
-            loop {
-                let polls = ended.polls();
-                let stalled = async {
-                    match idle.is_zero() {
-                        true => std::future::pending().await,
-                        false => tokio::time::sleep(idle).await,
+        let Some(ended) = body_ended else {
+            return self
+                .within_header_timeout(sent, addr, side)
+                .await?
+                .map_err(|source| request_failed(side, addr, source));
+        };
+        let mut sent = std::pin::pin!(sent);
+        // The body idle bound covers a client that stops sending; the first phase here, an
+        // upstream that stops taking (no window, no stream it will open): no ask for more in
+        // that time while the last one was not waiting for the client. The second phase is
+        // the response header timeout. One timer serves both, reset between them: a timer's
+        // registration is a measurable part of a small request's cost.
+        let (idle, after) = (self.timeouts.body_idle, self.timeouts.response_header);
+        let mut timer = std::pin::pin!(tokio::time::sleep(idle));
+        let mut sending = true;
+        let mut armed = !idle.is_zero();
+        let mut polls = ended.polls();
+        loop {
+            tokio::select! {
+                biased;
+                r = sent.as_mut() => {
+                    return r.map_err(|source| request_failed(side, addr, source))
+                }
+                () = ended.wait(), if sending => {
+                    sending = false;
+                    armed = !after.is_zero();
+                    if armed {
+                        timer.as_mut().reset(crate::serve::from_now(after));
                     }
-                };
-                tokio::select! {
-                    biased;
-                    r = sent.as_mut() => {
-                        return r.map_err(|source| request_failed(side, addr, source))
+                }
+                () = timer.as_mut(), if armed => {
+                    if !sending {
+                        return Err(ProxyError::ResponseHeaderTimeout { side, addr, after });
                     }
-                    _ = ended.wait() => break,
-                    () = stalled => {
-                        if ended.polls() == polls && !ended.awaiting_client() {
-                            return Err(ProxyError::RequestBodyNotTaken { side, addr, after: idle });
-                        }
+                    if ended.polls() == polls && !ended.awaiting_client() {
+                        return Err(ProxyError::RequestBodyNotTaken { side, addr, after: idle });
                     }
+                    polls = ended.polls();
+                    timer.as_mut().reset(crate::serve::from_now(idle));
                 }
             }
         }
-        self.within_header_timeout(sent, addr, side)
-            .await?
-            .map_err(|source| request_failed(side, addr, source))
     }
 
     /// `head` (a wait for an upstream's response head), bounded by the response header
