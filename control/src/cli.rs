@@ -114,11 +114,11 @@ pub struct Global {
     pub pod_quota: Option<Quota>,
 
     /// kt-connect's spelling of --timeout, in seconds (e.g. 60).
-    #[arg(long = "podCreationTimeout", alias = "pod-creation-timeout", global = true, value_name = "SECONDS", conflicts_with = "timeout", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long = "podCreationTimeout", alias = "pod-creation-timeout", global = true, value_name = "SECONDS", conflicts_with = "timeout", value_parser = clap::value_parser!(u64).range(1..=ktx_telemetry::LONGEST_DURATION.as_secs()))]
     pub pod_creation_timeout: Option<u64>,
 
     /// kt-connect's spelling of --api-connect-timeout, in seconds (e.g. 10).
-    #[arg(long = "portForwardTimeout", alias = "port-forward-timeout", global = true, value_name = "SECONDS", conflicts_with = "api_connect_timeout", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long = "portForwardTimeout", alias = "port-forward-timeout", global = true, value_name = "SECONDS", conflicts_with = "api_connect_timeout", value_parser = clap::value_parser!(u64).range(1..=ktx_telemetry::LONGEST_DURATION.as_secs()))]
     pub port_forward_timeout: Option<u64>,
 
     /// Accepted for kt-connect's scripts; has no effect: ktx judges Leases by when their

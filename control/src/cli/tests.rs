@@ -179,6 +179,14 @@ fn a_duration_past_the_clock_is_refused_with_the_longest() {
         .to_string();
         assert!(e.contains("longer than 365 days (525600m)"), "{flag}: {e}");
     }
+    // kt-connect's spellings, in seconds, have the same bound.
+    for flag in ["--podCreationTimeout", "--portForwardTimeout"] {
+        assert!(parse(&[flag, "31536000", "status"]).is_ok(), "{flag}");
+        let e = parse(&[flag, "18446744073709551615", "status"])
+            .expect_err(flag)
+            .to_string();
+        assert!(e.contains("1..=31536000"), "{flag}: {e}");
+    }
 }
 
 #[test]
