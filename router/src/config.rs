@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-pub use ktx_telemetry::{parse_duration, LogFormat};
+pub use ktx_telemetry::{parse_duration, parse_duration_at_least, LogFormat};
+
+/// HTTP/2's largest flow-control window (RFC 9113 §6.9.1).
+pub const H2_MAX_WINDOW: i64 = (1 << 31) - 1;
 
 /// ktx-router: sends each request of a meshed Service to the original workload or to the
 /// developer session whose rule it matches.
@@ -44,20 +47,20 @@ pub struct Config {
     #[arg(long, env = "KTX_ROUTER_NAMESPACE")]
     pub namespace: Option<String>,
 
-    /// Worker threads; 0 means one per CPU.
-    #[arg(long, env = "KTX_ROUTER_THREADS", default_value_t = 0)]
+    /// Worker threads; 0 means one per CPU (at most 1024).
+    #[arg(long, env = "KTX_ROUTER_THREADS", default_value_t = 0, value_parser = ktx_telemetry::threads_parser())]
     pub threads: usize,
 
     /// Give up connecting to an upstream after this long (e.g. 2s, 500ms).
-    #[arg(long, env = "KTX_ROUTER_CONNECT_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, env = "KTX_ROUTER_CONNECT_TIMEOUT", default_value = "2s", value_parser = parse_duration_at_least::<1>)]
     pub connect_timeout: Duration,
 
     /// Close a client that has not sent a complete HTTP/1.1 request head within this time.
     #[arg(long, env = "KTX_ROUTER_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
 
-    /// Largest request head accepted (bytes); larger heads get 431.
-    #[arg(long, env = "KTX_ROUTER_MAX_HEADER_BYTES", default_value_t = 64 * 1024)]
+    /// Largest request head accepted (bytes, 8192 to 16 MiB); larger heads get 431.
+    #[arg(long, env = "KTX_ROUTER_MAX_HEADER_BYTES", default_value_t = 64 * 1024, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(8192..=16 << 20))]
     pub max_header_bytes: usize,
 
     /// Treat a client that sends nothing for this long as plain TCP (server-speaks-first).
@@ -120,11 +123,13 @@ pub struct Config {
     /// Upstream connects at a time for clients that sent nothing before --sniff-timeout (a
     /// flood of silent sockets reaches that timeout all at once); the others wait their turn
     /// within --silent-upstream-timeout, while other clients' requests keep being served.
-    #[arg(long, env = "KTX_ROUTER_SILENT_CONNECTS", default_value_t = 4)]
+    /// 1 to 65536.
+    #[arg(long, env = "KTX_ROUTER_SILENT_CONNECTS", default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65536))]
     pub silent_connects: usize,
 
-    /// Open client connections at most (all ports); further ones are closed at accept.
-    #[arg(long, env = "KTX_ROUTER_MAX_CONNECTIONS", default_value_t = 10_000)]
+    /// Open client connections at most (all ports, 1 to 1,000,000); further ones are closed at
+    /// accept.
+    #[arg(long, env = "KTX_ROUTER_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     pub max_connections: usize,
 
     /// Open client connections per source address at most; 0: no per-source limit (the
@@ -132,7 +137,8 @@ pub struct Config {
     #[arg(
         long,
         env = "KTX_ROUTER_MAX_CONNECTIONS_PER_SOURCE",
-        default_value_t = 0
+        default_value_t = 0,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=1_000_000)
     )]
     pub max_connections_per_source: usize,
 
@@ -141,26 +147,31 @@ pub struct Config {
     #[arg(long, env = "KTX_ROUTER_MAX_RSS", default_value_t = 200 * 1024 * 1024)]
     pub max_rss: u64,
 
-    /// Concurrent streams per h2c client connection (SETTINGS_MAX_CONCURRENT_STREAMS).
+    /// Concurrent streams per h2c client connection (SETTINGS_MAX_CONCURRENT_STREAMS), 1 to
+    /// 65536.
     #[arg(
         long,
         env = "KTX_ROUTER_H2_MAX_CONCURRENT_STREAMS",
-        default_value_t = 256
+        default_value_t = 256,
+        value_parser = clap::value_parser!(u32).range(1..=65536)
     )]
     pub h2_max_concurrent_streams: u32,
 
     /// HTTP/2 per-stream receive window (bytes), both toward clients and toward upstreams:
-    /// the most one stalled stream makes the router buffer.
-    #[arg(long, env = "KTX_ROUTER_H2_STREAM_WINDOW", default_value_t = 256 * 1024)]
+    /// the most one stalled stream makes the router buffer. 16384 (one frame) to 2147483647
+    /// (HTTP/2's largest window).
+    #[arg(long, env = "KTX_ROUTER_H2_STREAM_WINDOW", default_value_t = 256 * 1024, value_parser = clap::value_parser!(u32).range(16384..=H2_MAX_WINDOW))]
     pub h2_stream_window: u32,
 
     /// HTTP/2 per-connection receive window (bytes), both sides: the most one connection
-    /// makes the router buffer.
-    #[arg(long, env = "KTX_ROUTER_H2_CONNECTION_WINDOW", default_value_t = 1024 * 1024)]
+    /// makes the router buffer. 65535 (HTTP/2's initial window, which a connection's cannot go
+    /// below) to 2147483647.
+    #[arg(long, env = "KTX_ROUTER_H2_CONNECTION_WINDOW", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u32).range(65535..=H2_MAX_WINDOW))]
     pub h2_connection_window: u32,
 
-    /// Streams carried by one upstream HTTP/2 connection; more open another connection.
-    #[arg(long, env = "KTX_ROUTER_UPSTREAM_H2_STREAMS", default_value_t = 100)]
+    /// Streams carried by one upstream HTTP/2 connection (1 to 65536); more open another
+    /// connection.
+    #[arg(long, env = "KTX_ROUTER_UPSTREAM_H2_STREAMS", default_value_t = 100, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65536))]
     pub upstream_h2_streams: usize,
 
     /// Share upstream HTTP/2 connections among all clients instead of giving each client
@@ -182,12 +193,13 @@ pub struct Config {
     #[arg(
         long,
         env = "KTX_ROUTER_UPSTREAM_H2_SHARED_STREAMS",
-        default_value_t = 0
+        default_value_t = 0,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=65536)
     )]
     pub upstream_h2_shared_streams: usize,
 
-    /// Upstream HTTP/2 connections one client connection may open per address.
-    #[arg(long, env = "KTX_ROUTER_UPSTREAM_H2_CONNECTIONS", default_value_t = 4)]
+    /// Upstream HTTP/2 connections one client connection may open per address (1 to 1024).
+    #[arg(long, env = "KTX_ROUTER_UPSTREAM_H2_CONNECTIONS", default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     pub upstream_h2_connections: usize,
 
     /// How long a request waits for a free upstream HTTP/2 stream slot before 503 (gRPC:
@@ -222,7 +234,7 @@ pub struct Config {
     pub shutdown_delay: Duration,
 
     /// How often the routes file is checked for changes.
-    #[arg(long, env = "KTX_ROUTER_RELOAD_INTERVAL", default_value = "50ms", value_parser = parse_duration)]
+    #[arg(long, env = "KTX_ROUTER_RELOAD_INTERVAL", default_value = "50ms", value_parser = parse_duration_at_least::<1>)]
     pub reload_interval: Duration,
 
     /// Refuse a route table larger than this many bytes (the last good table stays).
@@ -307,5 +319,137 @@ mod tests {
         .unwrap();
         assert_eq!(c.listen.len(), 2);
         assert!(Config::try_parse_from(["ktx-router", "--routes-file", "r.yaml"]).is_err());
+    }
+
+    /// The router's parse of `flag value`: the error text, or None if it was taken.
+    fn refusal(flag: &str, value: &str) -> Option<String> {
+        let args = [
+            "ktx-router",
+            "--listen",
+            "8080",
+            "--routes-file",
+            "r.yaml",
+            flag,
+            value,
+        ];
+        Config::try_parse_from(args).err().map(|e| e.to_string())
+    }
+
+    /// Asserts that each of `bad` is refused with an error naming `range`, and each of `good`
+    /// taken.
+    fn bounded(flag: &str, bad: &[&str], good: &[&str], range: &str) {
+        for v in bad {
+            let e = refusal(flag, v).unwrap_or_else(|| panic!("{flag} {v} was taken"));
+            assert!(e.contains(flag) && e.contains(range), "{flag} {v}: {e}");
+        }
+        for v in good {
+            assert_eq!(refusal(flag, v), None, "{flag} {v}");
+        }
+    }
+
+    // Each case below was taken before these bounds and then failed as its comment says
+    // (found by running the binary; helper review, 2026-12-07).
+
+    #[test]
+    fn counts_that_size_a_semaphore_or_a_product_past_its_limit_are_refused() {
+        // Startup panic: a semaphore may not have more than MAX_PERMITS permits.
+        bounded(
+            "--silent-connects",
+            &["0", "18446744073709551615"],
+            &["1", "65536"],
+            "1..=65536",
+        );
+        bounded(
+            "--max-connections",
+            &["0", "18446744073709551615"],
+            &["1", "1000000"],
+            "1..=1000000",
+        );
+        bounded(
+            "--max-connections-per-source",
+            &["18446744073709551615"],
+            &["0"],
+            "0..=1000000",
+        );
+        // Every h2c request panicked: streams × connections overflowed (h2_pool.rs), or a
+        // client connection's semaphore went past MAX_PERMITS (shared streams).
+        bounded(
+            "--upstream-h2-streams",
+            &["0", "4611686018427387904"],
+            &["1", "65536"],
+            "1..=65536",
+        );
+        bounded(
+            "--upstream-h2-connections",
+            &["0", "18446744073709551615"],
+            &["1", "1024"],
+            "1..=1024",
+        );
+        bounded(
+            "--upstream-h2-shared-streams",
+            &["18446744073709551615"],
+            &["0", "65536"],
+            "0..=65536",
+        );
+    }
+
+    #[test]
+    fn h2_windows_and_stream_counts_outside_what_http2_allows_are_refused() {
+        // 4294967295: a startup panic (clamp with min > max) for the connection window; an
+        // invalid SETTINGS frame, so every h2c request failed, for the stream window. 0: h2c
+        // answers whose body never came (stream), or stalled after 65,535 bytes (connection).
+        bounded(
+            "--h2-stream-window",
+            &["0", "16383", "2147483648", "4294967295"],
+            &["16384", "2147483647"],
+            "16384..=2147483647",
+        );
+        bounded(
+            "--h2-connection-window",
+            &["0", "65534", "4294967295"],
+            &["65535", "2147483647"],
+            "65535..=2147483647",
+        );
+        // 0: every h2c request refused.
+        bounded(
+            "--h2-max-concurrent-streams",
+            &["0", "65537"],
+            &["1", "65536"],
+            "1..=65536",
+        );
+    }
+
+    #[test]
+    fn a_head_limit_the_two_protocols_would_read_differently_is_refused() {
+        // 4294967296 was cut to 0 for h2c (every request failed) while HTTP/1.1 raised
+        // anything below 8192 to 8192.
+        bounded(
+            "--max-header-bytes",
+            &["0", "8191", "4294967296"],
+            &["8192", "16777216"],
+            "8192..=16777216",
+        );
+    }
+
+    #[test]
+    fn intervals_that_would_spin_or_never_run_are_refused() {
+        // --reload-interval 0s: tokio's interval panicked in the routes task, and the table
+        // never loaded (503 for every request, never ready). --connect-timeout 0s: every
+        // HTTP/1.1 request got 504 while h2c worked.
+        for flag in ["--reload-interval", "--connect-timeout"] {
+            bounded(flag, &["0s", "0ms"], &["1ms"], "shorter than 1ms");
+        }
+    }
+
+    #[test]
+    fn more_threads_than_a_runtime_can_start_are_refused() {
+        // 18446744073709551615: tokio's builder overflowed; 100000: the OS refused the
+        // threads and the process aborted.
+        bounded(
+            "--threads",
+            &["1025", "100000", "18446744073709551615"],
+            &["0", "1024"],
+            "0..=1024",
+        );
     }
 }

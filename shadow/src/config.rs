@@ -33,7 +33,7 @@ pub struct Config {
 
     /// Service target ports to listen on, comma separated (e.g. 8080,9090). Required in mesh
     /// mode, refused in connect mode.
-    #[arg(long, env = "KTX_SHADOW_PORTS", value_delimiter = ',')]
+    #[arg(long, env = "KTX_SHADOW_PORTS", value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..))]
     pub ports: Vec<u16>,
 
     /// Connect mode: give up connecting to a destination after this long (ktx is told `504`).
@@ -68,13 +68,13 @@ pub struct Config {
     pub tls_dir: PathBuf,
 
     /// How often to ping ktx through the tunnel.
-    #[arg(long, env = "KTX_SHADOW_KEEPALIVE_INTERVAL", default_value = "500ms", value_parser = parse_duration)]
+    #[arg(long, env = "KTX_SHADOW_KEEPALIVE_INTERVAL", default_value = "500ms", value_parser = ktx_telemetry::parse_duration_at_least::<100>)]
     pub keepalive_interval: Duration,
 
     /// Drop the tunnel (close the service ports, turn not-ready) when a ping is unanswered this
     /// long: a laptop that froze or slept, or a paused API server. Short, so the router sends
     /// marked requests back to their policy's target within seconds; ktx reconnects by itself.
-    #[arg(long, env = "KTX_SHADOW_KEEPALIVE_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, env = "KTX_SHADOW_KEEPALIVE_TIMEOUT", default_value = "2s", value_parser = ktx_telemetry::parse_duration_at_least::<100>)]
     pub keepalive_timeout: Duration,
 
     /// A tunnel connection must finish TLS and the version handshake within this.
@@ -110,8 +110,8 @@ pub struct Config {
     #[command(flatten)]
     pub tuning: ktx_tunnel::options::TuningArgs,
 
-    /// Worker threads; 0 means one per CPU.
-    #[arg(long, env = "KTX_SHADOW_THREADS", default_value_t = 0)]
+    /// Worker threads; 0 means one per CPU (at most 1024).
+    #[arg(long, env = "KTX_SHADOW_THREADS", default_value_t = 0, value_parser = ktx_telemetry::threads_parser())]
     pub threads: usize,
 
     /// Log format: `text` for people, `json` in a cluster.
@@ -171,6 +171,41 @@ mod tests {
         assert!(parse(&["ktx-shadow", "--mode", "mesh"]).is_err());
         assert!(parse(&["ktx-shadow", "--mode", "connect", "--ports", "80"]).is_err());
         assert!(parse(&["ktx-shadow", "--mode", "other"]).is_err());
+    }
+
+    /// The shadow's parse with `extra` after a mesh port: the error, or None if taken.
+    fn refusal(extra: &[&str]) -> Option<String> {
+        let args = ["ktx-shadow", "--ports", "8080"]
+            .into_iter()
+            .chain(extra.iter().copied());
+        Config::try_parse_from(args).err().map(|e| e.to_string())
+    }
+
+    /// Each was taken before (helper review, 2026-12-07): a keepalive interval of 0s pinged
+    /// as fast as pongs came back (an idle shadow spent ~11% of a core); a timeout of 0s
+    /// dropped the tunnel every second; window 0 hung every forwarded connection while
+    /// /readyz said ready; port 0 listened on a random port; --threads past 1024 panicked.
+    #[test]
+    fn values_that_spin_hang_or_crash_the_shadow_are_refused() {
+        for (flag, bad, good, says) in [
+            ("--keepalive-interval", "0s", "100ms", "shorter than 100ms"),
+            (
+                "--keepalive-interval",
+                "99ms",
+                "100ms",
+                "shorter than 100ms",
+            ),
+            ("--keepalive-timeout", "0s", "100ms", "shorter than 100ms"),
+            ("--stream-window-kib", "0", "64", "64.."),
+            ("--connection-window-kib", "63", "64", "64.."),
+            ("--threads", "1025", "1024", "0..=1024"),
+        ] {
+            let e = refusal(&[flag, bad]).unwrap_or_else(|| panic!("{flag} {bad} was taken"));
+            assert!(e.contains(flag) && e.contains(says), "{flag} {bad}: {e}");
+            assert_eq!(refusal(&[flag, good]), None, "{flag} {good}");
+        }
+        let e = Config::try_parse_from(["ktx-shadow", "--ports", "8080,0"]).unwrap_err();
+        assert!(e.to_string().contains("1..=65535"), "{e}");
     }
 
     #[test]

@@ -112,6 +112,28 @@ pub fn reexec_with_envs(binary: &str, settings: &[(&str, &str)]) {
 /// timer with it (hyper's header read timeout, for one) would panic.
 pub const LONGEST_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
+/// [`parse_duration`], and at least `MS` milliseconds: for a flag where 0 (or a few
+/// milliseconds) would make a timer spin or a check never run, e.g.
+/// `value_parser = parse_duration_at_least::<1>`.
+pub fn parse_duration_at_least<const MS: u64>(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(MS) {
+        return Err(format!(
+            "{s:?} is shorter than {MS}ms, the least this flag takes"
+        ));
+    }
+    Ok(d)
+}
+
+/// Worker threads a binary may ask for with `--threads` (0: one per CPU).
+pub const MAX_THREADS: u64 = 1024;
+
+/// The value parser of `--threads`: 0 (one per CPU) to [`MAX_THREADS`]. Far more threads
+/// than that make tokio's runtime builder overflow or the OS refuse to spawn them.
+pub fn threads_parser() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(0..=MAX_THREADS)
+}
+
 /// `250ms`, `2s`, `1m`; at most [`LONGEST_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let err = || format!("{s:?} is not a duration like 500ms, 2s or 1m");
@@ -172,5 +194,19 @@ mod tests {
         }
         assert_eq!(parse_duration("525600m").unwrap(), LONGEST_DURATION);
         assert_eq!(parse_duration("31536000000ms").unwrap(), LONGEST_DURATION);
+    }
+
+    #[test]
+    fn a_floor_refuses_what_is_below_it() {
+        let e = parse_duration_at_least::<100>("0s").unwrap_err();
+        assert!(e.contains("shorter than 100ms"), "{e}");
+        assert!(parse_duration_at_least::<100>("99ms").is_err());
+        assert_eq!(
+            parse_duration_at_least::<100>("100ms").unwrap(),
+            Duration::from_millis(100)
+        );
+        assert!(parse_duration_at_least::<1>("soon")
+            .unwrap_err()
+            .contains("not a duration"));
     }
 }

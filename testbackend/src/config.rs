@@ -45,8 +45,8 @@ pub struct Config {
     #[arg(long, env = "KTX_BACKEND_NAME", default_value = "testbackend")]
     pub name: String,
 
-    /// Worker threads; default: one per CPU this process may run on.
-    #[arg(long, env = "KTX_BACKEND_THREADS")]
+    /// Worker threads (1 to 1024); default: one per CPU this process may run on.
+    #[arg(long, env = "KTX_BACKEND_THREADS", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     pub threads: Option<usize>,
 
     /// Log filter, in `tracing` env-filter syntax (e.g. `info`, `ktx_testbackend=debug`).

@@ -116,11 +116,11 @@ impl TunnelOptions {
 /// [`TunnelOptions::new`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
 pub struct TuningArgs {
-    /// Receive window per tunnel stream, in KiB [default: 16384].
-    #[arg(long, env = "KTX_TUNNEL_STREAM_WINDOW_KIB")]
+    /// Receive window per tunnel stream, in KiB, at least 64 [default: 16384].
+    #[arg(long, env = "KTX_TUNNEL_STREAM_WINDOW_KIB", value_parser = clap::value_parser!(u32).range(64..))]
     pub stream_window_kib: Option<u32>,
-    /// Receive window of the whole tunnel, in KiB [default: 65536].
-    #[arg(long, env = "KTX_TUNNEL_CONNECTION_WINDOW_KIB")]
+    /// Receive window of the whole tunnel, in KiB, at least 64 [default: 65536].
+    #[arg(long, env = "KTX_TUNNEL_CONNECTION_WINDOW_KIB", value_parser = clap::value_parser!(u32).range(64..))]
     pub connection_window_kib: Option<u32>,
     /// Largest HTTP/2 frame accepted, in KiB, 16 to 16383 [default: 256].
     #[arg(long, env = "KTX_TUNNEL_MAX_FRAME_KIB")]
