@@ -515,25 +515,28 @@ pub struct ConnectArgs {
         default_value = "/var/lib/ktx"
     )]
     pub state_dir: std::path::PathBuf,
-    /// TUN mode: TCP connections carried at once (dialing or open); past it, a new one is
-    /// refused (RST).
+    /// TUN mode: TCP connections carried at once (dialing or open), 1 to 1,000,000; past it, a
+    /// new one is refused (RST).
     #[arg(
         long = "max-flows",
         env = "KTX_CONNECT_MAX_FLOWS",
-        default_value_t = 4096
+        default_value_t = 4096,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000)
     )]
     pub max_flows: usize,
-    /// TUN mode: connections being dialed through the tunnel at once; past it, a new
-    /// connection's SYN is dropped and the machine retries it.
+    /// TUN mode: connections being dialed through the tunnel at once (1 to 65536); past it, a
+    /// new connection's SYN is dropped and the machine retries it.
     #[arg(
         long = "max-dialing",
         env = "KTX_CONNECT_MAX_DIALING",
-        default_value_t = 256
+        default_value_t = 256,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65536)
     )]
     pub max_dialing: usize,
     /// TUN mode: each connection's receive and send buffer in bytes (a connection costs at most
     /// twice this): the most a client can have in flight to a destination that does not read.
-    #[arg(long = "flow-buffer", env = "KTX_CONNECT_FLOW_BUFFER", default_value_t = 256 * 1024)]
+    /// 1024 to 64 MiB.
+    #[arg(long = "flow-buffer", env = "KTX_CONNECT_FLOW_BUFFER", default_value_t = 256 * 1024, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=64 << 20))]
     pub flow_buffer: usize,
     /// TUN mode: a connection with no byte moving either way for this long is reset.
     #[arg(long = "flow-idle-timeout", env = "KTX_CONNECT_FLOW_IDLE", value_name = "DURATION", default_value = "60m", value_parser = parse_duration)]

@@ -189,6 +189,27 @@ fn a_duration_past_the_clock_is_refused_with_the_longest() {
     }
 }
 
+/// `ktx connect` checked these only inside its flow task, after the TUN device, routes and
+/// DNS were up, and then only warned; a huge --flow-buffer would abort on the first SYN.
+#[test]
+fn connect_flow_limits_are_checked_before_anything_starts() {
+    for (flag, bad, good, range) in [
+        ("--max-flows", "0", "1", "1..=1000000"),
+        ("--max-dialing", "0", "65536", "1..=65536"),
+        ("--flow-buffer", "1000", "1024", "1024..=67108864"),
+        (
+            "--flow-buffer",
+            "18446744073709551615",
+            "67108864",
+            "1024..=67108864",
+        ),
+    ] {
+        let e = parse(&["connect", flag, bad]).expect_err(flag).to_string();
+        assert!(e.contains(flag) && e.contains(range), "{flag} {bad}: {e}");
+        assert!(parse(&["connect", flag, good]).is_ok(), "{flag} {good}");
+    }
+}
+
 #[test]
 fn janitor_flags() {
     let cli = parse(&["janitor", "--identity", "j-1", "--interval", "500ms"]).unwrap();

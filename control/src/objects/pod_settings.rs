@@ -185,7 +185,8 @@ pub fn parse_quota(s: &str) -> Result<Quota, String> {
                 "{part:?} in --podQuota is neither CPUs like 0.5c nor memory like 512m (k, m or g for KiB, MiB, GiB); e.g. --podQuota 0.5c,512m"
             )
         };
-        let split = part.len().checked_sub(1).ok_or_else(bad)?;
+        // The unit is the last character, whatever its width (`1é` must not split inside é).
+        let split = part.char_indices().last().ok_or_else(bad)?.0;
         let (num, unit) = part.split_at(split);
         let n: f64 = num.parse().map_err(|_| bad())?;
         if !n.is_finite() || n <= 0.0 || !num.bytes().all(|b| b.is_ascii_digit() || b == b'.') {

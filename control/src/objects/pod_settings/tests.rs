@@ -222,6 +222,16 @@ fn bad_quotas_say_what_to_write() {
     }
 }
 
+/// `--podQuota 1é` panicked (a split inside é, rc 101) before a cluster was even asked:
+/// the unit was cut one byte from the end. Found by a helper's review, 2026-12-07.
+#[test]
+fn a_quota_ending_in_a_wide_character_is_refused_not_a_panic() {
+    for bad in ["1é", "é", "€", "1c,é", "0.5€"] {
+        let e = parse_quota(bad).unwrap_err();
+        assert!(e.contains("e.g. --podQuota 0.5c,512m"), "{bad:?}: {e}");
+    }
+}
+
 #[test]
 fn bad_labels_say_why() {
     let l = |s: &str| parse_key_value(s, PairKind::Label);
