@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,6 +22,10 @@ use tokio::sync::Semaphore;
 
 use crate::names::{Lookup, NameTable, Names};
 use forward::Forwarder;
+
+/// The UDP payload this resolver says it takes, in the OPT of its replies (the size DNS Flag
+/// Day 2020 settled on: no IP fragmentation on common paths).
+const EDNS_PAYLOAD: u16 = 1232;
 
 /// Limits and timeouts of the resolver (ktx exposes each as a flag).
 #[derive(Debug, Clone)]
@@ -93,6 +97,12 @@ pub fn decide(query: &[u8], names: &Names, ttl: u32) -> Decision {
         out.metadata.authoritative = authoritative;
         out.add_queries(msg.queries.clone());
         out.add_answers(answers);
+        // RFC 6891 §6.1.1: a reply to a query with OPT carries OPT.
+        if msg.edns.is_some() {
+            let mut edns = Edns::new();
+            edns.set_max_payload(EDNS_PAYLOAD);
+            out.set_edns(edns);
+        }
         match out.to_vec() {
             Ok(bytes) => Decision::Reply(bytes),
             Err(_) => Decision::Drop,
@@ -275,10 +285,22 @@ async fn serve_tcp(
                 None => return Ok(()),
             },
         };
-        let Ok(len) = u16::try_from(answer.len()) else {
+        let Some(framed) = tcp_framed(&answer) else {
             return Ok(());
         };
-        conn.write_u16(len).await?;
-        conn.write_all(&answer).await?;
+        // One write (with Nagle on, a second small one would wait for the client's delayed
+        // ACK), bounded like the reads: a client that never reads gives its slot back.
+        tokio::time::timeout(idle, conn.write_all(&framed))
+            .await
+            .map_err(|_| std::io::ErrorKind::TimedOut)??;
     }
+}
+
+/// `msg` with its two-byte length in front, as DNS over TCP sends it; None if it is too long.
+pub(crate) fn tcp_framed(msg: &[u8]) -> Option<Vec<u8>> {
+    let len = u16::try_from(msg.len()).ok()?;
+    let mut framed = Vec::with_capacity(msg.len() + 2);
+    framed.extend_from_slice(&len.to_be_bytes());
+    framed.extend_from_slice(msg);
+    Some(framed)
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use ktx_netstack::dns::{decide, DnsConfig, DnsServer};
+use ktx_netstack::dns::{decide, Decision, DnsConfig, DnsServer};
 use ktx_netstack::names::{NameTable, ServiceNames};
 use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -267,6 +267,131 @@ fn a_response_or_another_opcode_is_not_answered_as_a_query() {
         Message::from_vec(&r).unwrap().metadata.response_code,
         ResponseCode::FormErr
     );
+}
+
+/// A query with its two-byte length in front, as DNS over TCP frames it.
+fn framed(q: &[u8]) -> Vec<u8> {
+    let mut f = u16::try_from(q.len()).unwrap().to_be_bytes().to_vec();
+    f.extend_from_slice(q);
+    f
+}
+
+/// A table with one Service of 1,000 addresses (a ~16 KB answer) beside [`table`]'s.
+fn table_with_a_huge_service() -> NameTable {
+    let t = table();
+    t.set_service(
+        "shop",
+        "huge",
+        ServiceNames {
+            ips: (0..1000u32)
+                .map(|i| std::net::Ipv4Addr::from(0x0af4_0000 + i).into())
+                .collect(),
+            pods: BTreeMap::new(),
+        },
+    );
+    t
+}
+
+/// A TCP client that pipelines queries for a large answer and never reads: the server's write
+/// blocked with no bound (the idle timeout covered reads only), so the client kept its slot
+/// for good, and `max_tcp_clients` such clients shut TCP DNS (the retry after a truncated UDP
+/// answer) for everyone. Found by a review helper, 2026-12-07.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_client_that_never_reads_does_not_keep_its_slot() {
+    let mut config = DnsConfig::new("127.0.0.1:0".parse().unwrap(), vec![]);
+    config.max_tcp_clients = 1;
+    config.tcp_idle = Duration::from_millis(300);
+    let server = DnsServer::bind(config, table_with_a_huge_service())
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    tokio::spawn(server.run());
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = sock.connect(addr).await.unwrap();
+    let big = framed(&query_bytes("huge.shop", RecordType::A));
+    for _ in 0..4000 {
+        match tokio::time::timeout(Duration::from_millis(200), stalled.write_all(&big)).await {
+            Ok(Ok(())) => {}
+            _ => break,
+        }
+    }
+    // Well past the idle timeout.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    c.write_all(&framed(&query_bytes("inventory.shop", RecordType::A)))
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), c.read_u16()).await;
+    drop(stalled);
+    assert!(
+        matches!(got, Ok(Ok(_))),
+        "no answer: the client that never reads still holds the only slot ({got:?})"
+    );
+}
+
+/// The length and the message went out as two writes on a socket with Nagle on: with the
+/// client's delayed ACK, each answer on a reused connection waited ~40 ms (50 queries took
+/// 2.16 s). Now each answer is one write: 50 take a few milliseconds; the bound is loose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_on_a_reused_tcp_connection_are_not_held_back_by_nagle() {
+    let addr = server(vec![], Duration::from_secs(1)).await;
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let q = framed(&query_bytes("many.shop", RecordType::A));
+    let started = Instant::now();
+    for _ in 0..50 {
+        c.write_all(&q).await.unwrap();
+        let n = c.read_u16().await.unwrap();
+        let mut a = vec![0u8; usize::from(n)];
+        c.read_exact(&mut a).await.unwrap();
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(1000),
+        "50 answers took {took:?}"
+    );
+}
+
+/// RFC 6891 §6.1.1: a reply to a query with an OPT record carries one. The reply was sized to
+/// the client's EDNS payload yet said nothing of EDNS.
+#[test]
+fn an_edns_query_gets_opt_back() {
+    let mut m = Message::new(7, MessageType::Query, OpCode::Query);
+    m.add_query(Query::query(
+        Name::from_ascii("many.shop").unwrap(),
+        RecordType::A,
+    ));
+    let mut edns = hickory_proto::op::Edns::new();
+    edns.set_max_payload(4096);
+    m.set_edns(edns);
+    for tiny in [false, true] {
+        if tiny {
+            // Too large for the client's payload: truncated, still with OPT.
+            let mut small = hickory_proto::op::Edns::new();
+            small.set_max_payload(512);
+            m.set_edns(small);
+        }
+        let ktx_netstack::dns::Decision::Reply(r) =
+            ktx_netstack::dns::decide_udp(&m.to_vec().unwrap(), &table().snapshot(), 5)
+        else {
+            panic!("an answer")
+        };
+        let r = Message::from_vec(&r).unwrap();
+        assert_eq!(r.metadata.truncation, tiny);
+        assert!(
+            r.edns.is_some(),
+            "the reply to an EDNS query has no OPT (truncated: {tiny})"
+        );
+    }
+    // A query without EDNS gets none.
+    let Decision::Reply(r) = decide(
+        &query_bytes("many.shop", RecordType::A),
+        &table().snapshot(),
+        5,
+    ) else {
+        panic!("an answer")
+    };
+    assert!(Message::from_vec(&r).unwrap().edns.is_none());
 }
 
 proptest! {

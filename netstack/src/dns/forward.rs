@@ -72,12 +72,11 @@ impl Forwarder {
         let Ok(_slot) = self.slots.try_acquire() else {
             return servfail(query);
         };
-        let len = u16::try_from(query.len()).ok()?;
+        let framed = super::tcp_framed(query)?;
         for &upstream in &self.upstreams {
             let attempt = async {
                 let mut conn = TcpStream::connect(upstream).await.ok()?;
-                conn.write_u16(len).await.ok()?;
-                conn.write_all(query).await.ok()?;
+                conn.write_all(&framed).await.ok()?;
                 let n = conn.read_u16().await.ok()?;
                 let mut answer = vec![0u8; usize::from(n)];
                 conn.read_exact(&mut answer).await.ok()?;
