@@ -317,13 +317,7 @@ async fn tun_routes(ctx: &Ctx, args: &ConnectArgs) -> Result<Vec<Cidr>> {
         );
         addrs.extend(spec.cluster_ip.and_then(|ip| ip.parse::<IpAddr>().ok()));
     }
-    for p in kube.list::<Pod>("").await? {
-        addrs.extend(
-            p.status
-                .and_then(|s| s.pod_ip)
-                .and_then(|ip| ip.parse::<IpAddr>().ok()),
-        );
-    }
+    addrs.extend(ranges::pod_addrs(kube.list::<Pod>("").await?));
     let blocks = ranges::blocks(addrs);
     if blocks.is_empty() {
         return Err(Error::Unsupported(format!(

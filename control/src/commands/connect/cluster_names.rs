@@ -69,7 +69,11 @@ pub fn entries(namespace: &str, services: &[Service], endpoints: &[Endpoints]) -
                         entry.ips.push(ip);
                     }
                     if let Some(h) = a.hostname.as_deref() {
-                        entry.pods.entry(h.to_string()).or_default().push(ip);
+                        // An address is in one subset per port set: once per name.
+                        let ips = entry.pods.entry(h.to_string()).or_default();
+                        if !ips.contains(&ip) {
+                            ips.push(ip);
+                        }
                     }
                 }
             }
@@ -228,6 +232,19 @@ mod tests {
             got[1].pods.get("db-1"),
             Some(&vec!["10.244.0.8".parse::<IpAddr>().unwrap()])
         );
+    }
+
+    /// A pod in two subsets (two port sets) had its hostname answered with its address twice.
+    /// Found by a review helper, 2026-12-07.
+    #[test]
+    fn a_pod_in_two_subsets_has_its_address_once() {
+        let mut e = eps("db", &[("10.244.0.7", Some("db-0"))]);
+        let subset = e.subsets.as_ref().unwrap()[0].clone();
+        e.subsets.as_mut().unwrap().push(subset);
+        let got = entries("shop", &[svc("db", "None")], &[e]);
+        let one = vec!["10.244.0.7".parse::<IpAddr>().unwrap()];
+        assert_eq!(got[0].ips, one);
+        assert_eq!(got[0].pods.get("db-0"), Some(&one));
     }
 
     #[test]

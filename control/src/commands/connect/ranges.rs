@@ -7,6 +7,23 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use k8s_openapi::api::core::v1::Pod;
+
+/// The pod IPs that are the cluster's own: a pod on the host network has its node's address
+/// (`podIP` = `hostIP`), whose block is the node network, not the pod network; routing it into
+/// the tunnel would cut the machine off from the nodes (all but the API server).
+pub fn pod_addrs(pods: Vec<Pod>) -> impl Iterator<Item = IpAddr> {
+    pods.into_iter().filter_map(|p| {
+        let on_host = p.spec.as_ref().and_then(|s| s.host_network) == Some(true);
+        let status = p.status?;
+        let ip = status.pod_ip?;
+        if on_host || status.host_ip.as_deref() == Some(ip.as_str()) {
+            return None;
+        }
+        ip.parse().ok()
+    })
+}
+
 /// The /16 (IPv4) or /64 (IPv6) blocks of `addrs`, sorted, without duplicates; loopback,
 /// link-local and unspecified addresses are left out.
 pub fn blocks(addrs: impl IntoIterator<Item = IpAddr>) -> Vec<(IpAddr, u8)> {
@@ -41,6 +58,37 @@ pub fn blocks(addrs: impl IntoIterator<Item = IpAddr>) -> Vec<(IpAddr, u8)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::{PodSpec, PodStatus};
+
+    fn pod(ip: &str, host_ip: &str, host_network: bool) -> Pod {
+        Pod {
+            spec: Some(PodSpec {
+                host_network: host_network.then_some(true),
+                ..Default::default()
+            }),
+            status: Some(PodStatus {
+                pod_ip: Some(ip.into()),
+                host_ip: Some(host_ip.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// A host-network pod's address (its node's) made the node network's /16 go into the
+    /// tunnel. Found by a review helper, 2026-12-07.
+    #[test]
+    fn host_network_pods_do_not_name_a_block() {
+        let got: Vec<IpAddr> = pod_addrs(vec![
+            pod("10.244.0.5", "192.168.49.2", false),
+            pod("192.168.49.2", "192.168.49.2", true),
+            // hostNetwork unset, but the pod has its node's address all the same.
+            pod("192.168.49.3", "192.168.49.3", false),
+            Pod::default(),
+        ])
+        .collect();
+        assert_eq!(got, vec![ip("10.244.0.5")]);
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
