@@ -8,6 +8,11 @@
 //! ktx wrote; a file someone changed since is left alone and the backup is kept beside it. The
 //! next `ktx connect` (which calls [`install`], which restores first) or `ktx clean` after a
 //! crash calls [`restore`].
+//!
+//! A live session's file looks exactly like a crashed one's, so the session that installed it
+//! holds a lock (`flock` on `<backup>.lock`, [`Held`]) for as long as it manages the file; the
+//! lock goes with its process. [`restore`] leaves a file whose lock is held alone, and
+//! [`install`] refuses to take over while it is held.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -36,9 +41,58 @@ impl Default for ResolvPaths {
 
 impl ResolvPaths {
     fn managed(&self) -> PathBuf {
+        self.beside_backup(".managed")
+    }
+
+    fn lock(&self) -> PathBuf {
+        self.beside_backup(".lock")
+    }
+
+    fn beside_backup(&self, suffix: &str) -> PathBuf {
         let mut p = self.backup.clone().into_os_string();
-        p.push(".managed");
+        p.push(suffix);
         p.into()
+    }
+}
+
+/// The lock of the session that manages the file: held until [`Held::restore`], or until the
+/// process ends however it ends.
+#[derive(Debug)]
+pub struct Held {
+    _lock: std::fs::File,
+    paths: ResolvPaths,
+}
+
+impl Held {
+    /// Puts the original back (as [`restore`], as the session that holds the lock).
+    pub fn restore(self) -> Result<Restored, ResolvError> {
+        restore_held(&self.paths)
+    }
+}
+
+/// Takes the lock of `paths` if no live session holds it (None: one does). Creates the state
+/// directory.
+fn hold(paths: &ResolvPaths) -> Result<Option<Held>, ResolvError> {
+    let lock = paths.lock();
+    if let Some(dir) = lock.parent() {
+        io("create", dir, std::fs::create_dir_all(dir))?;
+    }
+    let file = io(
+        "open",
+        &lock,
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock),
+    )?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(Held {
+            _lock: file,
+            paths: paths.clone(),
+        })),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => io("lock", &lock, Err(e)),
     }
 }
 
@@ -79,6 +133,10 @@ pub enum ResolvError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "{path} is managed by a running `ktx connect` (it holds {lock}); end that session first, or use --socks"
+    )]
+    InUse { path: PathBuf, lock: PathBuf },
 }
 
 /// What [`restore`] did.
@@ -90,6 +148,8 @@ pub enum Restored {
     Restored,
     /// The file changed since ktx wrote it: left as it is; the original was kept at this path.
     ChangedSince { kept_backup: PathBuf },
+    /// A running `ktx connect` manages the file: left as it is.
+    InUse,
 }
 
 fn io<T>(op: &'static str, path: &Path, r: std::io::Result<T>) -> Result<T, ResolvError> {
@@ -135,16 +195,23 @@ pub struct Installed {
     pub original: ResolvConf,
     /// What a crash-leftover restore did first.
     pub recovered: Restored,
+    /// The session's lock; keep it for as long as the file is managed.
+    pub held: Held,
 }
 
-/// Restores any leftover, backs the file up and writes the managed one. `cluster_search` is
-/// `NS.svc.DOMAIN svc.DOMAIN DOMAIN`.
+/// Takes the lock, restores any leftover, backs the file up and writes the managed one.
+/// `cluster_search` is `NS.svc.DOMAIN svc.DOMAIN DOMAIN`. [`ResolvError::InUse`] while another
+/// session manages the file.
 pub fn install(
     paths: &ResolvPaths,
     resolver: IpAddr,
     cluster_search: &[String],
 ) -> Result<Installed, ResolvError> {
-    let recovered = restore(paths)?;
+    let held = hold(paths)?.ok_or_else(|| ResolvError::InUse {
+        path: paths.resolv_conf.clone(),
+        lock: paths.lock(),
+    })?;
+    let recovered = restore_held(paths)?;
     let original_text = io(
         "read",
         &paths.resolv_conf,
@@ -167,11 +234,25 @@ pub fn install(
     Ok(Installed {
         original,
         recovered,
+        held,
     })
 }
 
-/// Puts the original back if the file is still exactly what ktx wrote.
+/// Puts the original back if the file is still exactly what ktx wrote and no running session
+/// manages it ([`Restored::InUse`]).
 pub fn restore(paths: &ResolvPaths) -> Result<Restored, ResolvError> {
+    if !paths.backup.exists() {
+        // Nothing of ours (or a session that has not backed the file up yet): no lock needed.
+        return Ok(Restored::NothingToRestore);
+    }
+    match hold(paths)? {
+        Some(_held) => restore_held(paths),
+        None => Ok(Restored::InUse),
+    }
+}
+
+/// [`restore`] by the holder of the lock.
+fn restore_held(paths: &ResolvPaths) -> Result<Restored, ResolvError> {
     let original = match std::fs::read_to_string(&paths.backup) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -72,7 +72,7 @@ fn install_writes_in_place_and_restore_puts_the_original_back() {
         "written in place"
     );
 
-    assert_eq!(restore(&paths).unwrap(), Restored::Restored);
+    assert_eq!(installed.held.restore().unwrap(), Restored::Restored);
     assert_eq!(read(&paths.resolv_conf), ORIGINAL);
     assert_eq!(
         std::fs::metadata(&paths.resolv_conf).unwrap().ino(),
@@ -104,7 +104,8 @@ fn after_a_crash_the_next_install_restores_first_and_clean_restores() {
         ORIGINAL,
         "the backup is the original, not ours"
     );
-    // it dies again; `ktx clean`:
+    // it dies again (its lock goes with it); `ktx clean`:
+    drop(again);
     assert_eq!(restore(&paths).unwrap(), Restored::Restored);
     assert_eq!(read(&paths.resolv_conf), ORIGINAL);
 }
@@ -135,4 +136,35 @@ fn a_crash_between_backup_and_write_restores_nothing_wrongly() {
     assert_eq!(restore(&paths).unwrap(), Restored::Restored);
     assert_eq!(read(&paths.resolv_conf), ORIGINAL);
     assert!(!paths.backup.exists());
+}
+
+/// `ktx clean`, or a second `ktx connect`, while a session runs: the file is exactly what ktx
+/// wrote, as after a crash, and was put back under the running session, whose cluster names
+/// then stopped resolving without a word. Now the session holds a lock on its state for as
+/// long as it manages the file: restore leaves a live session's file alone, a second install
+/// is refused, and the lock goes with the process (a crash leaves it free). Found by a review
+/// helper, 2026-12-07.
+#[test]
+fn a_live_sessions_file_is_left_alone_and_a_second_install_refused() {
+    let (_dir, paths) = setup("live");
+    let installed = install(&paths, "127.0.0.153".parse().unwrap(), &search()).unwrap();
+    let managed = read(&paths.resolv_conf);
+    assert_eq!(restore(&paths).unwrap(), Restored::InUse);
+    assert_eq!(read(&paths.resolv_conf), managed);
+    let e = install(&paths, "127.0.0.154".parse().unwrap(), &search()).unwrap_err();
+    assert!(e.to_string().contains("a running `ktx connect`"), "{e}");
+    assert_eq!(read(&paths.resolv_conf), managed);
+    // The session itself restores.
+    assert_eq!(installed.held.restore().unwrap(), Restored::Restored);
+    assert_eq!(read(&paths.resolv_conf), ORIGINAL);
+}
+
+/// A session that died (its lock released with its process) is restored by the next one.
+#[test]
+fn a_dead_sessions_lock_does_not_stop_the_restore() {
+    let (_dir, paths) = setup("dead");
+    let installed = install(&paths, "127.0.0.153".parse().unwrap(), &search()).unwrap();
+    drop(installed);
+    assert_eq!(restore(&paths).unwrap(), Restored::Restored);
+    assert_eq!(read(&paths.resolv_conf), ORIGINAL);
 }

@@ -426,11 +426,23 @@ async fn start_tun(
         };
         let listen = args.dns;
         let restore_paths = paths.clone();
+        // The session's lock on the file, once install has taken it: the undo restores as its
+        // holder (without it, as anyone would: only a file no live session holds).
+        let held = Arc::new(std::sync::Mutex::new(None));
+        let held_by_undo = Arc::clone(&held);
         undo.push(Step::StopLocal(LocalStop {
             what: format!("the DNS settings ({})", paths.resolv_conf.display()),
             stop: Box::new(move || {
                 Box::pin(async move {
-                    if let Err(e) = ktx_netstack::resolv_conf::restore(&restore_paths) {
+                    let held: Option<ktx_netstack::resolv_conf::Held> = held_by_undo
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .take();
+                    let restored = match held {
+                        Some(h) => h.restore(),
+                        None => ktx_netstack::resolv_conf::restore(&restore_paths),
+                    };
+                    if let Err(e) = restored {
                         tracing::warn!(error = %e, "restoring resolv.conf");
                     }
                 })
@@ -438,6 +450,9 @@ async fn start_tun(
         }));
         let installed = ktx_netstack::resolv_conf::install(&paths, listen.ip(), &search)
             .map_err(|e| Error::Unsupported(format!("DNS: {e}")))?;
+        *held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(installed.held);
         let upstreams: Vec<SocketAddr> = installed
             .original
             .nameservers
@@ -477,6 +492,10 @@ pub fn restore_dns(ctx: &Ctx, state_dir: &std::path::Path) {
         Ok(Restored::NothingToRestore) => {}
         Ok(Restored::Restored) => ctx.progress.done(format!(
             "Restored {} (left by a ktx connect that did not end)",
+            paths.resolv_conf.display()
+        )),
+        Ok(Restored::InUse) => ctx.progress.done(format!(
+            "{} is managed by a running ktx connect: left as it is",
             paths.resolv_conf.display()
         )),
         Ok(Restored::ChangedSince { kept_backup }) => ctx.progress.warn(format!(
