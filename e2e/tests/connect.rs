@@ -260,9 +260,35 @@ fn connect_from_a_laptop_reaches_services_by_name_and_address_and_cleans_up_afte
     again.wait_line(true, "reaches namespace", secs(180));
     let body = laptop.curl(&[&by_name]);
     assert!(body.status.success(), "{by_name} after the restart");
+    // `ktx clean` while a session runs leaves its resolv.conf alone (it put the original back
+    // under the live session, whose names then stopped resolving).
+    let managed = laptop.resolv_now();
+    let out = laptop.ktx(&ns, &["clean"]).output().unwrap();
+    assert!(out.status.success(), "ktx clean: {out:?}");
+    assert_eq!(
+        laptop.resolv_now(),
+        managed,
+        "ktx clean restored a live session's resolv.conf"
+    );
+    let body = laptop.curl(&[&by_name]);
+    assert!(body.status.success(), "{by_name} after ktx clean");
     again.interrupt();
     let (ok, out) = again.wait_exit(secs(60));
     assert!(ok, "ktx connect did not end cleanly:\n{out}");
+    assert_eq!(
+        laptop.resolv_now(),
+        laptop.resolv,
+        "resolv.conf not restored:\n{out}"
+    );
+    assert_eq!(laptop.routes(), routes_before);
+    // The TUN device deleted under a session: the session ends and says why (it went on with
+    // routes and names that led nowhere, and a warning in the log only), and restores.
+    let mut third = Proc::spawn("ktx connect (third)", &mut laptop.ktx(&ns, &["connect"]));
+    third.wait_line(true, "reaches namespace", secs(180));
+    sh_ok(&["ip", "-n", &laptop.name, "link", "del", "ktx0"]);
+    let (ok, out) = third.wait_exit(secs(60));
+    assert!(!ok, "ktx connect went on without its TUN device:\n{out}");
+    assert!(out.contains("TUN device ktx0 stopped working"), "{out}");
     assert_eq!(
         laptop.resolv_now(),
         laptop.resolv,

@@ -33,6 +33,7 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpListenEndpoint};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tun::AbstractDevice as _;
 
 pub mod bridge;
 pub mod device;
@@ -76,6 +77,8 @@ pub enum FlowError {
     Config(String),
     #[error("read from the TUN device: {0}")]
     Device(#[source] io::Error),
+    #[error("TUN device {name} is gone (deleted?)")]
+    Gone { name: String },
 }
 
 /// Packets read from the TUN per turn of the loop, at most.
@@ -110,7 +113,12 @@ pub async fn serve<D: Dial>(
     if mtu < 576 {
         return Err(FlowError::Config(format!("MTU {mtu} is below 576")));
     }
+    let name = tun.name;
     let mut device = tun.device;
+    // A device deleted under us (`ip link del`) only reports EPOLLERR on its descriptor, and
+    // tokio wakes no reader for that: the sweep asks for the device by name instead, and a
+    // device of that name with another index is not ours either.
+    let index = device.tun_index().ok();
     let mut queues = Queues::new(mtu);
     let mut iface = interface(&mut queues);
     let mut sockets = SocketSet::new(Vec::new());
@@ -280,9 +288,12 @@ pub async fn serve<D: Dial>(
             queues.recycle_tx(packet);
         }
 
-        // 7. idle flows
+        // 7. idle flows, and whether the device is still there
         if Instant::now() >= next_sweep {
             next_sweep = Instant::now() + SWEEP;
+            if index.is_some() && device.tun_index().ok() != index {
+                return Err(FlowError::Gone { name });
+            }
             let expired: Vec<SocketHandle> = flows
                 .iter()
                 .filter(|(_, f)| f.last_active.elapsed() >= config.idle)

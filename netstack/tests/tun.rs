@@ -83,6 +83,36 @@ fn tun_flows_in_a_netns_and_kill_9_removes_device_and_routes() {
     );
 }
 
+/// The device deleted under the stack (`ip link del`): its descriptor then only reports
+/// EPOLLERR, for which tokio wakes no reader, so the stack waited for good and `ktx connect`
+/// went on with routes and names that led nowhere. Now the stack ends with an error within
+/// about a second. Found by an e2e test of `ktx connect`, 2026-12-07.
+#[test]
+fn a_deleted_device_ends_the_stack_with_an_error() {
+    if !root_or_skip("a_deleted_device_ends_the_stack_with_an_error") {
+        return;
+    }
+    let ns = Netns::new("gone");
+    let mut child = spawn_child(&ns, "gone", &[]);
+    root::run("ip", &["-n", &ns.name, "link", "del", DEVICE]);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.0.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the stack still runs 10 s after its device was deleted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "the stack did not end with the device's error"
+    );
+}
+
 /// A client that sends, half-closes, then reads the answer (what `nc -N`, many RPC clients and
 /// `ssh` do). (ipstack 1.0.1 answered the client's FIN with its own FIN before the answer and the
 /// answer was lost.)
@@ -407,6 +437,21 @@ async fn child_backpressure() {
     println!("READY");
 }
 
+/// Serves the device until the parent deletes it; exits 0 if the stack then ended with the
+/// device's error within 30 s (after READY nothing is printed: the parent reads no more).
+async fn child_gone() {
+    let tun = tun_device::open(&flows_config()).await.expect("open tun");
+    let dial = Arc::new(TcpDial::new(
+        |dst: SocketAddr| SocketAddr::from(([127, 0, 0, 1], dst.port())),
+        Duration::from_secs(2),
+    ));
+    let served = tokio::spawn(flows::serve(tun, dial, FlowConfig::default()));
+    println!("READY");
+    let ended = tokio::time::timeout(Duration::from_secs(30), served).await;
+    let gone = matches!(ended, Ok(Ok(Err(flows::FlowError::Gone { .. }))));
+    std::process::exit(if gone { 0 } else { 1 });
+}
+
 async fn child_half_close() {
     spawn_echo().await;
     let tun = tun_device::open(&flows_config()).await.expect("open tun");
@@ -624,6 +669,7 @@ fn child() {
     match mode.as_str() {
         "connect" => rt.block_on(child_connect()),
         "half-close" => rt.block_on(child_half_close()),
+        "gone" => rt.block_on(child_gone()),
         "backpressure" => rt.block_on(child_backpressure()),
         "throughput" => rt.block_on(child_throughput()),
         "many" => rt.block_on(child_many()),

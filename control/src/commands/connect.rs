@@ -33,6 +33,7 @@ use ktx_netstack::names::NameTable;
 use ktx_tunnel::connect::client::{ConnectHandle, OpenError};
 use ktx_tunnel::connect::stream::ConnectStream;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::cli::ConnectArgs;
 use crate::error::{Error, Result};
@@ -240,6 +241,7 @@ async fn setup(
         .map_err(|_| Error::Tunnel("the Service watch ended".into()))?;
     let dial = Arc::new(TunnelDial(handle));
 
+    let mut lost = lease.lost.clone();
     let (text, json) = match front {
         Front::Proxy(listener) => {
             let local = listener
@@ -275,7 +277,8 @@ async fn setup(
         }
         Front::Tun => {
             let routes = tun_routes(ctx, args).await?;
-            start_tun(ctx, args, undo, dial, table, &routes).await?;
+            let stopped = lost_or(undo, &mut lost);
+            start_tun(ctx, args, undo, dial, table, &routes, stopped).await?;
             (
                 vec![format!(
                     "This machine reaches namespace {ns}'s Services and pods by name and address (routes {})",
@@ -294,10 +297,39 @@ async fn setup(
     Ok(Ready {
         text,
         json,
-        lost: lease.lost.clone(),
+        lost,
         tunnel,
         local: Default::default(),
     })
+}
+
+/// Makes `lost` (the session's "lost, and why") also say when the returned sender does: a part
+/// of the session that stops on its own (the TUN device's TCP/IP stack, when the device goes)
+/// ends the session instead of leaving the machine with routes and names that lead nowhere.
+fn lost_or(
+    undo: &Undo,
+    lost: &mut watch::Receiver<Option<String>>,
+) -> watch::Sender<Option<String>> {
+    let (tx, rx) = watch::channel(lost.borrow().clone());
+    let mut from = std::mem::replace(lost, rx);
+    let to = tx.clone();
+    let forwarded = tokio::spawn(async move {
+        loop {
+            if from.changed().await.is_err() {
+                to.send_replace(Some("the Lease keeper stopped".into()));
+                return;
+            }
+            let why = from.borrow_and_update().clone();
+            if why.is_some() {
+                to.send_replace(why);
+            }
+        }
+    });
+    undo.push(Step::StopLocal(LocalStop::abort(
+        "passing on the session's Lease state",
+        forwarded.abort_handle(),
+    )));
+    tx
 }
 
 /// The ranges to route: `--cidr`, or the blocks of the namespace's ClusterIPs and pod IPs.
@@ -340,6 +372,7 @@ async fn start_tun(
     dial: Arc<TunnelDial>,
     table: NameTable,
     routes: &[Cidr],
+    stopped: watch::Sender<Option<String>>,
 ) -> Result<()> {
     let ns = ctx.kube.namespace.clone();
     let never = api_server_addrs(ctx).await;
@@ -360,10 +393,16 @@ async fn start_tun(
         idle: args.flow_idle,
         buffer: args.flow_buffer,
     };
+    let tun_name = args.tun_name.clone();
     let served = tokio::spawn(async move {
-        if let Err(e) = ktx_netstack::flows::serve(device, dial, flow_config).await {
-            tracing::warn!(error = %e, "the TCP/IP stack stopped");
-        }
+        let why = match ktx_netstack::flows::serve(device, dial, flow_config).await {
+            Ok(()) => String::new(),
+            Err(e) => format!(": {e}"),
+        };
+        tracing::warn!(device = %tun_name, "the TCP/IP stack stopped{why}");
+        stopped.send_replace(Some(format!(
+            "TUN device {tun_name} stopped working{why} (deleted?); its routes and names would lead nowhere"
+        )));
     });
     let abort = served.abort_handle();
     undo.push(Step::StopLocal(LocalStop::abort(
