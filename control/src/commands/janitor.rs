@@ -29,7 +29,7 @@ use election::{campaign, release};
 use rounds::rounds;
 
 pub use election::{Claim, Election, ELECTION_DURATION};
-pub use metrics::{Metrics, STUCK_AFTER};
+pub use metrics::{stuck_after, Metrics, STUCK_AFTER};
 pub use renewals::Renewals;
 
 use crate::cli::JanitorArgs;
@@ -46,7 +46,8 @@ pub async fn run(ctx: &Ctx, args: &JanitorArgs, shutdown: &Shutdown) -> Result<(
             what: format!("--metrics-addr {}", args.metrics_addr),
             reason: format!("cannot listen there ({e}); pick a free address, e.g. 0.0.0.0:9090"),
         })?;
-    let (metrics, registry) = Metrics::registered(&kube.namespace);
+    let (metrics, registry) =
+        Metrics::registered(&kube.namespace, metrics::stuck_after(ctx.global.timeout));
     let started = tokio::time::Instant::now();
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(ktx_telemetry::admin::serve(

@@ -1,6 +1,7 @@
 //! The janitor's metrics — a `prometheus-client` registry whose every series carries the
 //! namespace as a label — and what its admin port answers: `/metrics`, and `/healthz` (also
-//! `/readyz`), which fails once no round has ended for [`STUCK_AFTER`]. The server itself, with
+//! `/readyz`), which fails once the rounds have made no progress for [`stuck_after`] (the
+//! chart's liveness probe then restarts the janitor). The server itself, with
 //! its bounds, is [`ktx_telemetry::admin`].
 
 use std::borrow::Cow;
@@ -23,7 +24,7 @@ pub struct SessionState {
 }
 
 /// The janitor's counters, served on `/metrics` as `ktx_janitor_*{namespace="…"}`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     /// 1 while this replica is the one that acts.
     pub leader: Gauge,
@@ -34,19 +35,50 @@ pub struct Metrics {
     pub orphans_removed: Counter,
     pub rounds: Counter,
     pub errors: Counter,
-    /// When the last round ended (for `/healthz`).
-    last_round: Mutex<Option<Instant>>,
+    /// When a round last ended or a Service of it was done (for `/healthz`).
+    last_progress: Mutex<Option<Instant>>,
+    /// No progress for this long: stuck ([`stuck_after`]).
+    stuck_after: Duration,
 }
 
-/// `/healthz` fails once no round has ended for this long: the loop is stuck (a hung API call),
-/// and a restart is the cure. Longer than the longest legitimate wait of a round (the 120 s
-/// default `--timeout` for a lock or a scale-back).
+/// The least time without progress that counts as stuck (a hung API call; a restart is the
+/// cure).
 pub const STUCK_AFTER: Duration = Duration::from_secs(180);
 
+/// How long the rounds may go without progress before `/healthz` fails: longer than the
+/// longest legitimate work on one Service, a wait for its lock plus a scale-back, each up to
+/// `--timeout`; at least [`STUCK_AFTER`]. (It was [`STUCK_AFTER`] for a whole round, which
+/// with two Services to scale back, or one with the 120 s default, could legitimately take
+/// longer: the liveness probe then killed the janitor mid-way, round after round.)
+pub fn stuck_after(timeout: Duration) -> Duration {
+    timeout
+        .saturating_mul(2)
+        .saturating_add(Duration::from_secs(60))
+        .max(STUCK_AFTER)
+}
+
 impl Metrics {
+    /// Metrics with no series registered, stuck after `stuck_after` without progress.
+    pub fn new(stuck_after: Duration) -> Metrics {
+        Metrics {
+            leader: Gauge::default(),
+            sessions: Family::default(),
+            sessions_removed: Counter::default(),
+            restorations: Counter::default(),
+            orphans_removed: Counter::default(),
+            rounds: Counter::default(),
+            errors: Counter::default(),
+            last_progress: Mutex::new(None),
+            stuck_after,
+        }
+    }
+
     /// The metrics of the janitor of `namespace`, registered in a new registry.
-    pub fn registered(namespace: &str) -> (std::sync::Arc<Metrics>, Registry) {
-        let m = std::sync::Arc::new(Metrics::default());
+    pub fn registered(
+        namespace: &str,
+        stuck_after: Duration,
+    ) -> (std::sync::Arc<Metrics>, Registry) {
+        let m = std::sync::Arc::new(Metrics::new(stuck_after));
         let mut r = Registry::with_labels(std::iter::once((
             Cow::Borrowed("namespace"),
             Cow::Owned(namespace.to_string()),
@@ -97,15 +129,16 @@ impl Metrics {
         gauge("expired").set(i64::try_from(expired).unwrap_or(i64::MAX));
     }
 
-    pub fn round_done(&self, at: Instant) {
-        *self.last_round.lock().unwrap_or_else(|e| e.into_inner()) = Some(at);
+    /// A round ended, or one Service of it was done.
+    pub fn progressed(&self, at: Instant) {
+        *self.last_progress.lock().unwrap_or_else(|e| e.into_inner()) = Some(at);
     }
 
-    /// Healthy until a round that has been going on for [`STUCK_AFTER`] (the first one too:
+    /// Healthy until the rounds made no progress for the stuck time (the first one too:
     /// measured from `started`).
     pub fn healthy(&self, started: Instant, now: Instant) -> bool {
-        let last = *self.last_round.lock().unwrap_or_else(|e| e.into_inner());
-        now.saturating_duration_since(last.unwrap_or(started)) < STUCK_AFTER
+        let last = *self.last_progress.lock().unwrap_or_else(|e| e.into_inner());
+        now.saturating_duration_since(last.unwrap_or(started)) < self.stuck_after
     }
 }
 
@@ -126,7 +159,7 @@ pub(super) fn respond<B>(
         }
         "/healthz" | "/readyz" => admin::text(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("no round ended for {STUCK_AFTER:?}: stuck\n"),
+            format!("no progress for {:?}: stuck\n", metrics.stuck_after),
         ),
         _ => admin::text(StatusCode::NOT_FOUND, "try /metrics or /healthz\n"),
     }
@@ -141,11 +174,32 @@ mod tests {
     #[test]
     fn health_fails_only_when_a_round_is_stuck() {
         let t0 = Instant::now();
-        let m = Metrics::default();
+        let m = Metrics::new(STUCK_AFTER);
         assert!(m.healthy(t0, t0 + STUCK_AFTER - Duration::from_secs(1)));
         assert!(!m.healthy(t0, t0 + STUCK_AFTER));
-        m.round_done(t0 + STUCK_AFTER);
+        m.progressed(t0 + STUCK_AFTER);
         assert!(m.healthy(t0, t0 + STUCK_AFTER + Duration::from_secs(1)));
+    }
+
+    /// One Service's legitimate work (its lock, then a scale-back, each up to --timeout) fits
+    /// in the stuck time; a round of several such Services stays healthy because each Service
+    /// done counts as progress. With the 120 s default, one such Service took up to 240 s
+    /// against a fixed 180 s for the whole round: the liveness probe killed the janitor.
+    #[test]
+    fn one_services_longest_work_is_not_stuck_and_each_service_is_progress() {
+        let timeout = Duration::from_secs(120);
+        let m = Metrics::new(stuck_after(timeout));
+        let t0 = Instant::now();
+        let one_service = timeout * 2 + Duration::from_secs(5);
+        assert!(
+            m.healthy(t0, t0 + one_service),
+            "one Service's lock and scale-back"
+        );
+        m.progressed(t0 + one_service);
+        assert!(m.healthy(t0, t0 + one_service * 2), "a second such Service");
+        assert!(!m.healthy(t0, t0 + one_service + stuck_after(timeout)));
+        assert_eq!(stuck_after(Duration::from_secs(10)), STUCK_AFTER);
+        assert_eq!(stuck_after(Duration::MAX), Duration::MAX);
     }
 
     async fn body(r: Reply) -> String {
@@ -160,7 +214,7 @@ mod tests {
     /// The series names and labels e2e/tests/janitor.rs and dashboards read.
     #[tokio::test]
     async fn metrics_render_as_prometheus_text_with_the_namespace() {
-        let (m, registry) = Metrics::registered("shop");
+        let (m, registry) = Metrics::registered("shop", STUCK_AFTER);
         let registry = Mutex::new(registry);
         m.restorations.inc_by(2);
         m.leader.set(1);
@@ -183,7 +237,7 @@ mod tests {
 
     #[tokio::test]
     async fn health_is_served_and_other_methods_and_paths_are_refused() {
-        let (m, registry) = Metrics::registered("shop");
+        let (m, registry) = Metrics::registered("shop", STUCK_AFTER);
         let registry = Mutex::new(registry);
         let t0 = Instant::now();
         let health = respond(&get("/healthz"), &m, &registry, t0);

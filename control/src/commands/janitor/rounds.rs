@@ -57,6 +57,9 @@ async fn act(ctx: &Ctx, renewals: &Renewals, leadership: &Leadership, metrics: &
                 tracing::warn!(service = %s, error = %e, "could not clean up; retrying next round");
             }
         }
+        // One Service done (or given up on) is progress: a round of many slow ones is not
+        // stuck (`/healthz`).
+        metrics.progressed(Instant::now());
     }
 }
 
@@ -102,7 +105,7 @@ pub(super) async fn rounds(
                 tracing::warn!(error = %e, "could not list session Leases; retrying");
             }
         }
-        metrics.round_done(Instant::now());
+        metrics.progressed(Instant::now());
         tokio::select! {
             _ = tokio::time::sleep(args.interval) => {}
             _ = shutdown.reached(1) => return,
