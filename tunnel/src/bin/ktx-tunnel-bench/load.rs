@@ -33,7 +33,7 @@ pub enum Load {
         #[arg(long, conflicts_with = "seconds")]
         bytes: Option<u64>,
         /// Download for this long (fixed-time mode, for fairness).
-        #[arg(long)]
+        #[arg(long, value_parser = seconds)]
         seconds: Option<f64>,
         /// Upload --bytes per stream instead (the sink counts them, then answers), timed until
         /// the sink's answer.
@@ -46,7 +46,7 @@ pub enum Load {
         /// Requests per second, over all connections.
         #[arg(long)]
         rate: u32,
-        #[arg(long)]
+        #[arg(long, value_parser = seconds)]
         seconds: f64,
         /// Persistent connections sharing the rate.
         #[arg(long, default_value_t = 1)]
@@ -57,7 +57,7 @@ pub enum Load {
         #[arg(long)]
         new_conn: bool,
         /// Unmeasured warm-up before the run.
-        #[arg(long, default_value_t = 0.5)]
+        #[arg(long, default_value_t = 0.5, value_parser = seconds)]
         warmup: f64,
     },
     Idle {
@@ -71,9 +71,21 @@ pub enum Load {
         /// Hold the connections until this file exists (bounded by --max-hold).
         #[arg(long)]
         release_file: PathBuf,
-        #[arg(long, default_value_t = 120.0)]
+        #[arg(long, default_value_t = 120.0, value_parser = seconds)]
         max_hold: f64,
     },
+}
+
+/// A time in seconds (`2.5`): finite, not negative, at most a day. `NaN` or `-1` made
+/// `Duration::from_secs_f64` panic.
+fn seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds like 2.5"))?;
+    if !(0.0..=86_400.0).contains(&v) {
+        return Err(format!("{s} is not between 0 and 86400 seconds"));
+    }
+    Ok(v)
 }
 
 pub async fn run(load: Load) -> anyhow::Result<()> {
@@ -350,4 +362,18 @@ async fn idle(
     }
     println!("{{\"conns\":{conns},\"errors\":{errors}}}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// `--seconds=NaN` (or a negative time) made the bench panic in
+    /// `Duration::from_secs_f64`; it is refused at parse now.
+    #[test]
+    fn times_that_are_no_duration_are_refused() {
+        for bad in ["NaN", "-1", "inf", "1e9", "soon"] {
+            assert!(super::seconds(bad).is_err(), "{bad}");
+        }
+        assert_eq!(super::seconds("2.5"), Ok(2.5));
+        assert_eq!(super::seconds("0"), Ok(0.0));
+    }
 }
