@@ -81,6 +81,17 @@ pub enum FlowError {
     Gone { name: String },
 }
 
+/// Whether the sweep's lookup of the device by name says it is gone: no such device, or one of
+/// that name with another index. Any other failure (out of descriptors: the lookup opens a
+/// socket) says nothing about the device.
+fn device_gone(lookup: Result<i32, tun::Error>, index: Option<i32>) -> bool {
+    match lookup {
+        Ok(now) => Some(now) != index,
+        Err(tun::Error::Io(e)) => matches!(e.raw_os_error(), Some(19 | 6)), // ENODEV, ENXIO
+        Err(_) => false,
+    }
+}
+
 /// Packets read from the TUN per turn of the loop, at most.
 const READ_BATCH: usize = 64;
 
@@ -291,7 +302,7 @@ pub async fn serve<D: Dial>(
         // 7. idle flows, and whether the device is still there
         if Instant::now() >= next_sweep {
             next_sweep = Instant::now() + SWEEP;
-            if index.is_some() && device.tun_index().ok() != index {
+            if index.is_some() && device_gone(device.tun_index(), index) {
                 return Err(FlowError::Gone { name });
             }
             let expired: Vec<SocketHandle> = flows
@@ -402,6 +413,20 @@ fn now() -> smoltcp::time::Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_no_such_device_or_another_index_is_gone() {
+        let io = |code| Err(tun::Error::Io(io::Error::from_raw_os_error(code)));
+        assert!(!device_gone(Ok(7), Some(7)));
+        assert!(device_gone(Ok(8), Some(7)), "another device of that name");
+        assert!(device_gone(io(19), Some(7)), "ENODEV");
+        assert!(device_gone(io(6), Some(7)), "ENXIO");
+        assert!(
+            !device_gone(io(24), Some(7)),
+            "EMFILE says nothing about the device"
+        );
+        assert!(!device_gone(Err(tun::Error::InvalidName), Some(7)));
+    }
     use smoltcp::wire::{Ipv4Packet, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber};
     use std::net::{Ipv4Addr, SocketAddr};
 
