@@ -539,7 +539,7 @@ pub struct ConnectArgs {
     #[arg(long = "flow-buffer", env = "KTX_CONNECT_FLOW_BUFFER", default_value_t = 256 * 1024, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=64 << 20))]
     pub flow_buffer: usize,
     /// TUN mode: a connection with no byte moving either way for this long is reset.
-    #[arg(long = "flow-idle-timeout", env = "KTX_CONNECT_FLOW_IDLE", value_name = "DURATION", default_value = "60m", value_parser = parse_duration)]
+    #[arg(long = "flow-idle-timeout", env = "KTX_CONNECT_FLOW_IDLE", value_name = "DURATION", default_value = "60m", value_parser = ktx_telemetry::parse_duration_at_least::<1000>)]
     pub flow_idle: Duration,
     /// After a stop request (Ctrl-C, SIGTERM) ktx sends CMD SIGTERM and waits this long for it
     /// to exit before killing it and ending the session.

@@ -77,15 +77,17 @@ fn hold(paths: &ResolvPaths) -> Result<Option<Held>, ResolvError> {
     if let Some(dir) = lock.parent() {
         io("create", dir, std::fs::create_dir_all(dir))?;
     }
-    let file = io(
-        "open",
-        &lock,
-        std::fs::OpenOptions::new()
+    // Read-only when it exists: `flock` needs no more, and a user who may not write the
+    // state (`ktx clean` without root beside a root session) still learns the file is in use.
+    let opened = match std::fs::File::open(&lock) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock),
-    )?;
+        r => r,
+    };
+    let file = io("open", &lock, opened)?;
     match file.try_lock() {
         Ok(()) => Ok(Some(Held {
             _lock: file,
@@ -241,7 +243,7 @@ pub fn install(
 /// Puts the original back if the file is still exactly what ktx wrote and no running session
 /// manages it ([`Restored::InUse`]).
 pub fn restore(paths: &ResolvPaths) -> Result<Restored, ResolvError> {
-    if !paths.backup.exists() {
+    if !io("stat", &paths.backup, paths.backup.try_exists())? {
         // Nothing of ours (or a session that has not backed the file up yet): no lock needed.
         return Ok(Restored::NothingToRestore);
     }

@@ -203,6 +203,8 @@ fn connect_flow_limits_are_checked_before_anything_starts() {
             "67108864",
             "1024..=67108864",
         ),
+        // 0s reset every flow at the next sweep, within a second of its start.
+        ("--flow-idle-timeout", "0s", "1s", "shorter than 1000ms"),
     ] {
         let e = parse(&["connect", flag, bad]).expect_err(flag).to_string();
         assert!(e.contains(flag) && e.contains(range), "{flag} {bad}: {e}");
