@@ -20,6 +20,7 @@ use hyper::body::Incoming;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::time::Sleep;
 
+use crate::upstream::h2_client::H2Body;
 use crate::upstream::raw_h1::RawBody;
 use crate::upstream::{H1Conn, Upstreams};
 
@@ -32,6 +33,8 @@ pub enum BodyError {
     Idle(Duration),
     #[error(transparent)]
     Upstream(crate::upstream::raw_h1::RawError),
+    #[error("upstream HTTP/2 stream: {0}")]
+    Stream(h2::Error),
 }
 
 pin_project_lite::pin_project! {
@@ -244,6 +247,11 @@ pin_project_lite::pin_project! {
         },
         // Read by the router's own HTTP/1.1 client; it returns its connection to the pool.
         Raw { #[pin] body: IdleBound<RawBody> },
+        // A stream of the router's own HTTP/2 client, holding its stream slot until it ends.
+        H2 {
+            #[pin] body: IdleBound<H2Body>,
+            slot: Option<StreamSlot>,
+        },
         Local { data: Option<Bytes> },
     }
 }
@@ -276,6 +284,13 @@ impl RouterBody {
     pub fn raw(body: RawBody, idle: Duration) -> Self {
         RouterBody::Raw {
             body: IdleBound::new(body, idle),
+        }
+    }
+
+    pub fn h2(body: H2Body, idle: Duration, slot: StreamSlot) -> Self {
+        RouterBody::H2 {
+            body: IdleBound::new(body, idle),
+            slot: Some(slot),
         }
     }
 
@@ -334,6 +349,18 @@ impl Body for RouterBody {
                 r
             }
             RouterBodyProj::Raw { body } => body.poll_bounded(cx),
+            RouterBodyProj::H2 { mut body, slot } => {
+                let r = body.as_mut().poll_bounded(cx);
+                let ended = match &r {
+                    Poll::Ready(None | Some(Err(_))) => true,
+                    Poll::Ready(Some(Ok(_))) => body.inner.is_end_stream(),
+                    Poll::Pending => false,
+                };
+                if ended {
+                    slot.take();
+                }
+                r
+            }
             RouterBodyProj::Local { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }
@@ -342,6 +369,7 @@ impl Body for RouterBody {
         match self {
             RouterBody::Upstream { body, .. } => body.inner.is_end_stream(),
             RouterBody::Raw { body } => body.inner.is_end_stream(),
+            RouterBody::H2 { body, .. } => body.inner.is_end_stream(),
             RouterBody::Local { data } => data.is_none(),
         }
     }
@@ -350,6 +378,7 @@ impl Body for RouterBody {
         match self {
             RouterBody::Upstream { body, .. } => body.inner.size_hint(),
             RouterBody::Raw { body } => body.inner.size_hint(),
+            RouterBody::H2 { body, .. } => body.inner.size_hint(),
             RouterBody::Local { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }

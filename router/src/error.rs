@@ -60,6 +60,12 @@ pub enum ProxyError {
         addr: SocketAddr,
         source: hyper::Error,
     },
+    #[error("HTTP/2 handshake with {addr}: {source}")]
+    H2Handshake {
+        side: Side,
+        addr: SocketAddr,
+        source: h2::Error,
+    },
     /// The client's request body broke off or was malformed (a bad chunk-size line, say)
     /// while it was being sent upstream: the client's fault, answered 400.
     #[error("request body from the client: {source}")]
@@ -69,6 +75,13 @@ pub enum ProxyError {
         side: Side,
         addr: SocketAddr,
         source: hyper::Error,
+    },
+    /// A stream of the router's own HTTP/2 client (`upstream/h2_client.rs`) failed.
+    #[error("request to {addr} failed: {source}")]
+    UpstreamStream {
+        side: Side,
+        addr: SocketAddr,
+        source: h2::Error,
     },
     /// An exchange of the router's own HTTP/1.1 client (`upstream/raw_h1.rs`) failed.
     #[error("request to {addr} failed: {source}")]
@@ -108,7 +121,9 @@ impl ProxyError {
             | ProxyError::ConnectUpstream { side, .. }
             | ProxyError::ConnectTimeout { side, .. }
             | ProxyError::Handshake { side, .. }
+            | ProxyError::H2Handshake { side, .. }
             | ProxyError::UpstreamRequest { side, .. }
+            | ProxyError::UpstreamStream { side, .. }
             | ProxyError::UpstreamExchange { side, .. }
             | ProxyError::NoStreamSlot { side, .. }
             | ProxyError::ResponseHeaderTimeout { side, .. }
@@ -129,7 +144,9 @@ impl ProxyError {
             | ProxyError::RequestBodyNotTaken { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ConnectUpstream { .. }
             | ProxyError::Handshake { .. }
+            | ProxyError::H2Handshake { .. }
             | ProxyError::UpstreamRequest { .. }
+            | ProxyError::UpstreamStream { .. }
             | ProxyError::UpstreamExchange { .. } => StatusCode::BAD_GATEWAY,
         }
     }
@@ -144,6 +161,7 @@ impl ProxyError {
                 | ProxyError::ConnectUpstream { .. }
                 | ProxyError::ConnectTimeout { .. }
                 | ProxyError::Handshake { .. }
+                | ProxyError::H2Handshake { .. }
                 | ProxyError::NoStreamSlot { .. }
         )
     }

@@ -19,7 +19,7 @@ use crate::body::{BodyError, BodySent, RequestBody, ReturnToPool, RouterBody, St
 use crate::error::{ProxyError, Side};
 use crate::headers::{is_upgrade, strip_hop_by_hop, strip_request_hop_by_hop};
 use crate::metrics::{Metrics, RequestLabels, RuleLabel};
-use crate::upstream::{driving, raw_h1, H2Pool, SharedH2, Upstreams};
+use crate::upstream::{driving, h2_client, raw_h1, H2Pool, SharedH2, Upstreams};
 
 /// Label of requests that matched no rule.
 const DEFAULT_RULE: &str = "default";
@@ -345,16 +345,20 @@ impl Proxy {
         let mut tx = stream.tx;
         if let Err(source) = tx.ready().await {
             return Err((
-                ProxyError::UpstreamRequest { side, addr, source },
+                ProxyError::UpstreamStream { side, addr, source },
                 Left::Unsent(req),
             ));
         }
         let (req, ended) = self.bound_request(req, bodyless);
         let resp = self
-            .response_head(tx.send_request(req), ended, addr, side)
+            .response_head(tx.send_request(req), ended, addr, side, stream_failed)
             .await
             .map_err(|e| (e, Left::Sent(None)))?;
-        Ok(self.upstream_response(resp, false, None, Some(stream.slot)))
+        let (parts, body) = resp.into_parts();
+        Ok(Response::from_parts(
+            parts,
+            RouterBody::h2(body, self.timeouts.body_idle, stream.slot),
+        ))
     }
 
     /// [`Proxy::send`] of an HTTP/1.1 upgrade (WebSocket) on a connection of its own.
@@ -372,7 +376,7 @@ impl Proxy {
         let upgrade_slot = req.extensions_mut().remove::<UpgradeSlot>();
         let (req, ended) = self.bound_request(req, bodyless);
         let mut resp = self
-            .response_head(conn.tx.send_request(req), ended, addr, side)
+            .response_head(conn.tx.send_request(req), ended, addr, side, request_failed)
             .await
             .map_err(|e| (e, Left::Sent(None)))?;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -413,7 +417,13 @@ impl Proxy {
         let body_sent = ended.clone();
         let sent = conn.tx.send_request(req);
         let resp = self
-            .response_head(driving(&mut conn.driver, sent), ended, addr, side)
+            .response_head(
+                driving(&mut conn.driver, sent),
+                ended,
+                addr,
+                side,
+                request_failed,
+            )
             .await
             .map_err(|e| (e, Left::Sent(None)))?;
         // Answered before the request body was sent: the upload goes on whether or
@@ -502,18 +512,19 @@ impl Proxy {
 
     /// Waits for the upstream's response head: first while the request body is still being
     /// sent (bounded by the body idle timeout), then at most the response header timeout.
-    async fn response_head(
+    async fn response_head<B, E>(
         &self,
-        sent: impl Future<Output = Result<Response<Incoming>, hyper::Error>>,
+        sent: impl Future<Output = Result<Response<B>, E>>,
         body_ended: Option<Arc<BodySent>>,
         addr: SocketAddr,
         side: Side,
-    ) -> Result<Response<Incoming>, ProxyError> {
+        failed: fn(Side, SocketAddr, E) -> ProxyError,
+    ) -> Result<Response<B>, ProxyError> {
         let Some(ended) = body_ended else {
             return self
                 .within_header_timeout(sent, addr, side)
                 .await?
-                .map_err(|source| request_failed(side, addr, source));
+                .map_err(|source| failed(side, addr, source));
         };
         let mut sent = std::pin::pin!(sent);
         // The body idle bound covers a client that stops sending; the first phase here, an
@@ -530,7 +541,7 @@ impl Proxy {
             tokio::select! {
                 biased;
                 r = sent.as_mut() => {
-                    return r.map_err(|source| request_failed(side, addr, source))
+                    return r.map_err(|source| failed(side, addr, source))
                 }
                 () = ended.wait(), if sending => {
                     sending = false;
@@ -607,6 +618,11 @@ fn request_failed(side: Side, addr: SocketAddr, source: hyper::Error) -> ProxyEr
     }
 }
 
+/// A failed stream of the router's own HTTP/2 client.
+fn stream_failed(side: Side, addr: SocketAddr, source: h2::Error) -> ProxyError {
+    ProxyError::UpstreamStream { side, addr, source }
+}
+
 /// A copy of a bodyless request's head, to send it again without a body.
 fn head_of<B>(req: &Request<B>) -> Request<Option<Incoming>> {
     let mut again = Request::new(None);
@@ -626,6 +642,7 @@ fn unanswered(e: &ProxyError) -> bool {
             !source.is_parse() && !source.is_user() && !source.is_timeout()
         }
         ProxyError::UpstreamExchange { source, .. } => source.unanswered(),
+        ProxyError::UpstreamStream { source, .. } => h2_client::unanswered(source),
         _ => false,
     }
 }

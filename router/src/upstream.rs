@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use crate::body::RequestBody;
 use crate::error::{ProxyError, Side};
 
+pub mod h2_client;
 mod h2_pool;
 mod h2_shared;
 pub mod raw_h1;

@@ -21,14 +21,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::http2;
-use hyper::rt::Executor;
-use hyper_util::rt::TokioTimer;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::h2_client::{self, H2Tx, Windows};
 
 use super::h2_shared::SharedH2;
 use super::{SessionReuse, Upstreams};
-use crate::body::{RequestBody, StreamSlot};
+use crate::body::StreamSlot;
 use crate::error::{ProxyError, Side};
 use crate::exec::Exec;
 
@@ -56,7 +55,7 @@ struct AddrPool {
 
 #[derive(Debug)]
 pub(super) struct H2Conn {
-    pub(super) tx: http2::SendRequest<RequestBody>,
+    pub(super) tx: H2Tx,
     pub(super) in_flight: Arc<AtomicUsize>,
     pub(super) born: Instant,
     /// When its last stream started (its birth, for the stream that opened it).
@@ -65,7 +64,7 @@ pub(super) struct H2Conn {
 
 impl H2Conn {
     /// A connection just opened for one stream.
-    pub(super) fn opened(tx: http2::SendRequest<RequestBody>, in_flight: Arc<AtomicUsize>) -> Self {
+    pub(super) fn opened(tx: H2Tx, in_flight: Arc<AtomicUsize>) -> Self {
         let now = Instant::now();
         H2Conn {
             tx,
@@ -84,7 +83,7 @@ impl H2Conn {
 /// A stream's connection and the slot it holds until its response ends.
 #[derive(Debug)]
 pub struct H2Stream {
-    pub tx: http2::SendRequest<RequestBody>,
+    pub tx: H2Tx,
     pub slot: StreamSlot,
 }
 
@@ -276,7 +275,7 @@ pub(super) fn take_room(
     max_conns: usize,
     side: Side,
     reuse: SessionReuse,
-) -> Option<(http2::SendRequest<RequestBody>, Arc<AtomicUsize>)> {
+) -> Option<(H2Tx, Arc<AtomicUsize>)> {
     let busy = |c: &H2Conn| c.in_flight.load(Ordering::Relaxed) > 0;
     if side == Side::Shadow {
         // A session's shadow: only young connections take more streams (`SessionReuse`;
@@ -313,31 +312,23 @@ pub(super) fn drop_idle(conns: &mut Vec<H2Conn>, idle: Duration) {
 }
 
 /// Opens an HTTP/2 connection to `addr` with the given receive connection window; the
-/// connection (and hyper's request-body tasks) run on `exec`.
+/// connection (and request bodies that wait for window) run on `exec`.
 pub(super) async fn open(
     upstreams: &Upstreams,
     addr: SocketAddr,
     side: Side,
     connection_window: u32,
     exec: &Exec,
-) -> Result<http2::SendRequest<RequestBody>, ProxyError> {
+) -> Result<H2Tx, ProxyError> {
     let cfg = upstreams.config();
-    let io = upstreams.connect(addr, side).await?;
-    let (tx, conn) = http2::Builder::new(exec.clone())
-        .timer(TokioTimer::new())
-        .initial_stream_window_size(cfg.h2_stream_window)
-        .initial_connection_window_size(connection_window)
-        .keep_alive_interval(std::time::Duration::from_secs(20))
-        .keep_alive_timeout(std::time::Duration::from_secs(10))
-        .handshake(io)
+    let io = upstreams.connect_tcp(addr, side).await?;
+    let windows = Windows {
+        stream: cfg.h2_stream_window,
+        connection: connection_window,
+    };
+    h2_client::handshake(io, windows, exec, addr)
         .await
-        .map_err(|source| ProxyError::Handshake { side, addr, source })?;
-    exec.execute(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(%addr, error = %e, "upstream h2 connection ended");
-        }
-    });
-    Ok(tx)
+        .map_err(|source| ProxyError::H2Handshake { side, addr, source })
 }
 
 #[cfg(test)]
