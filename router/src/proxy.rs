@@ -69,6 +69,13 @@ impl UpgradeSlot {
 }
 
 /// Shared state of the request path.
+///
+/// The request path's steps are `fn … -> impl Future` over an `async move` block, not
+/// `async fn`: an `async fn` keeps each argument twice in its state (the argument, and the
+/// binding it is moved into when the body starts; rust-lang/rust#62958), and a request's head
+/// is 264 bytes. Written so, the HTTP/1.1 and h2c service futures are 800 bytes instead of
+/// 1,072, under the 1 KiB past which mimalloc takes its slower path for the box hyper puts them
+/// in, and every move of them copies less (`-Zprint-type-sizes`).
 #[derive(Debug)]
 pub struct Proxy {
     pub table: watch::Receiver<Arc<RouteTable>>,
@@ -135,49 +142,52 @@ impl Proxy {
     }
 
     /// Serves one request that arrived on listener `port`. Never fails: errors become responses.
-    pub async fn handle(
-        &self,
+    #[allow(clippy::manual_async_fn)] // see `Proxy`: arguments held once
+    pub fn handle<'a>(
+        &'a self,
         req: Request<Incoming>,
         port: u16,
-        wire: Wire<'_>,
-    ) -> Response<RouterBody> {
-        let start = Instant::now();
-        let grpc = is_grpc(&req);
-        // The table is cloned (an Arc) so a swap mid-request does not change this request's rule.
-        let table = Arc::clone(&self.table.borrow());
-        let rule = table.route(req.method(), req.uri().path(), req.headers());
-        tracing::debug!(
-            method = %req.method(),
-            path = req.uri().path(),
-            rule = rule.map_or(DEFAULT_RULE, |r| &*r.session),
-            "route"
-        );
-        let (label, resp) = match self.decide(&table, rule, port) {
-            Ok(d) => {
-                let label = d.label.clone();
-                // Boxed: the exchange's state (several KB) is then written to the heap once,
-                // rather than copied into each enclosing future on its way to the connection.
-                let forward = Box::pin(self.forward(req, d, &table, port, wire));
-                (label, forward.await)
-            }
-            Err((label, e)) => (label, self.error_response(&e, grpc)),
-        };
-        self.metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                rule: label.clone(),
-                status: resp
-                    .extensions()
-                    .get::<GrpcError>()
-                    .map_or(resp.status(), |e| e.0)
-                    .as_u16(),
-            })
-            .inc();
-        self.metrics
-            .latency
-            .get_or_create(&RuleLabel { rule: label })
-            .observe(start.elapsed().as_secs_f64());
-        resp
+        wire: Wire<'a>,
+    ) -> impl Future<Output = Response<RouterBody>> + 'a {
+        async move {
+            let start = Instant::now();
+            let grpc = is_grpc(&req);
+            // The table is cloned (an Arc) so a swap mid-request does not change this request's rule.
+            let table = Arc::clone(&self.table.borrow());
+            let rule = table.route(req.method(), req.uri().path(), req.headers());
+            tracing::debug!(
+                method = %req.method(),
+                path = req.uri().path(),
+                rule = rule.map_or(DEFAULT_RULE, |r| &*r.session),
+                "route"
+            );
+            let (label, resp) = match self.decide(&table, rule, port) {
+                Ok(d) => {
+                    let label = d.label.clone();
+                    // Boxed: the exchange's state (several KB) is then written to the heap once,
+                    // rather than copied into each enclosing future on its way to the connection.
+                    let forward = Box::pin(self.forward(req, d, &table, port, wire));
+                    (label, forward.await)
+                }
+                Err((label, e)) => (label, self.error_response(&e, grpc)),
+            };
+            self.metrics
+                .requests
+                .get_or_create(&RequestLabels {
+                    rule: label.clone(),
+                    status: resp
+                        .extensions()
+                        .get::<GrpcError>()
+                        .map_or(resp.status(), |e| e.0)
+                        .as_u16(),
+                })
+                .inc();
+            self.metrics
+                .latency
+                .get_or_create(&RuleLabel { rule: label })
+                .observe(start.elapsed().as_secs_f64());
+            resp
+        }
     }
 
     fn decide(
@@ -224,86 +234,98 @@ impl Proxy {
         }
     }
 
-    async fn forward(
-        &self,
+    #[allow(clippy::manual_async_fn)] // see `Proxy`: arguments held once
+    fn forward<'a>(
+        &'a self,
         mut req: Request<Incoming>,
         d: Decision,
-        table: &RouteTable,
+        table: &'a RouteTable,
         port: u16,
-        wire: Wire<'_>,
-    ) -> Response<RouterBody> {
-        let grpc = is_grpc(&req);
-        let upgrade = wire.is_http1() && is_upgrade(req.headers());
-        if wire.is_http1() {
-            strip_request_hop_by_hop(req.headers_mut(), upgrade);
-        }
-        // A safe request without a body to a session can be repeated. If the exchange breaks
-        // off before a response (the developer's process killed with it in flight, to be
-        // restarted; a kept connection the process closed), it is sent to the session once
-        // more, where a process that is gone gets the policy from the shadow; if that breaks
-        // off too, the router applies the policy. Never a 502 for what a restart interrupted.
-        // The router's own client gives the request back after sending it; hyper's takes it,
-        // so for hyper a copy is kept.
-        let replayable =
-            d.session.is_some() && !upgrade && req.method().is_safe() && req.body().is_end_stream();
-        let copy = (replayable
+        wire: Wire<'a>,
+    ) -> impl Future<Output = Response<RouterBody>> + 'a {
+        async move {
+            let grpc = is_grpc(&req);
+            let upgrade = wire.is_http1() && is_upgrade(req.headers());
+            if wire.is_http1() {
+                strip_request_hop_by_hop(req.headers_mut(), upgrade);
+            }
+            // A safe request without a body to a session can be repeated. If the exchange breaks
+            // off before a response (the developer's process killed with it in flight, to be
+            // restarted; a kept connection the process closed), it is sent to the session once
+            // more, where a process that is gone gets the policy from the shadow; if that breaks
+            // off too, the router applies the policy. Never a 502 for what a restart interrupted.
+            // The router's own client gives the request back after sending it; hyper's takes it,
+            // so for hyper a copy is kept.
+            let replayable = d.session.is_some()
+                && !upgrade
+                && req.method().is_safe()
+                && req.body().is_end_stream();
+            let copy = (replayable
             // (replayable: the body has ended)
             && !(wire.is_http1() && raw_h1::eligible(&req, true)))
-        .then(|| head_of(&req));
-        let mut attempt = self
-            .send(req.map(Some), d.addr, d.side, wire, upgrade)
-            .await;
-        if replayable {
-            if let Err((e, Left::Sent(kept))) = &mut attempt {
-                if unanswered(e) {
-                    if let Some(again) = kept.take().or_else(|| copy.as_ref().map(head_of)) {
-                        tracing::debug!(error = %e, "session target broke off before answering, sending once more");
-                        self.metrics.error(Side::Shadow);
-                        attempt = Box::pin(self.send(again, d.addr, d.side, wire, upgrade)).await;
+            .then(|| head_of(&req));
+            let mut attempt = self
+                .send(req.map(Some), d.addr, d.side, wire, upgrade)
+                .await;
+            if replayable {
+                if let Err((e, Left::Sent(kept))) = &mut attempt {
+                    if unanswered(e) {
+                        if let Some(again) = kept.take().or_else(|| copy.as_ref().map(head_of)) {
+                            tracing::debug!(error = %e, "session target broke off before answering, sending once more");
+                            self.metrics.error(Side::Shadow);
+                            attempt =
+                                Box::pin(self.send(again, d.addr, d.side, wire, upgrade)).await;
+                        }
                     }
                 }
             }
-        }
-        let e = match attempt {
-            Ok(resp) => return resp,
-            Err((e, left)) => {
-                let unsent = match left {
-                    Left::Unsent(req) => Some(req),
-                    Left::Sent(kept) if replayable && unanswered(&e) => kept.or(copy),
-                    Left::Sent(_) => None,
-                };
-                match (d.session, unsent) {
-                    // Nothing was sent yet: a dead session with `fallback` goes to the original.
-                    (Some((_, OnUnavailable::Fallback)), Some(req)) => {
-                        tracing::debug!(error = %e, "shadow unreachable, falling back to the default target");
-                        self.metrics.error(Side::Shadow);
-                        match self.upstreams.pick(table.default_target(), port) {
-                            Some(addr) => {
-                                match Box::pin(self.send(req, addr, Side::Upstream, wire, upgrade))
+            let e = match attempt {
+                Ok(resp) => return resp,
+                Err((e, left)) => {
+                    let unsent = match left {
+                        Left::Unsent(req) => Some(req),
+                        Left::Sent(kept) if replayable && unanswered(&e) => kept.or(copy),
+                        Left::Sent(_) => None,
+                    };
+                    match (d.session, unsent) {
+                        // Nothing was sent yet: a dead session with `fallback` goes to the original.
+                        (Some((_, OnUnavailable::Fallback)), Some(req)) => {
+                            tracing::debug!(error = %e, "shadow unreachable, falling back to the default target");
+                            self.metrics.error(Side::Shadow);
+                            match self.upstreams.pick(table.default_target(), port) {
+                                Some(addr) => {
+                                    match Box::pin(self.send(
+                                        req,
+                                        addr,
+                                        Side::Upstream,
+                                        wire,
+                                        upgrade,
+                                    ))
                                     .await
-                                {
-                                    Ok(resp) => return resp,
-                                    Err((e, _)) => e,
+                                    {
+                                        Ok(resp) => return resp,
+                                        Err((e, _)) => e,
+                                    }
                                 }
+                                None => ProxyError::NoEndpoint {
+                                    side: Side::Upstream,
+                                    target: describe(table.default_target()),
+                                },
                             }
-                            None => ProxyError::NoEndpoint {
-                                side: Side::Upstream,
-                                target: describe(table.default_target()),
-                            },
                         }
-                    }
-                    (Some((session, OnUnavailable::Reject)), Some(_)) => {
-                        ProxyError::SessionUnreachable {
-                            session: session.to_string(),
-                            source: Box::new(e),
+                        (Some((session, OnUnavailable::Reject)), Some(_)) => {
+                            ProxyError::SessionUnreachable {
+                                session: session.to_string(),
+                                source: Box::new(e),
+                            }
                         }
+                        _ => e,
                     }
-                    _ => e,
                 }
-            }
-        };
-        tracing::debug!(error = %e, "forward failed");
-        self.error_response(&e, grpc)
+            };
+            tracing::debug!(error = %e, "forward failed");
+            self.error_response(&e, grpc)
+        }
     }
 
     /// Sends on a connection to `addr`. On an error, says whether the request was sent.
@@ -311,54 +333,64 @@ impl Proxy {
     /// The two common ways (h2c, and HTTP/1.1 without a body by the router's own client) are
     /// awaited in place; the others are boxed, so their larger state is not part of every
     /// request's future, which is moved (copied) on its way to the connection.
-    async fn send(
-        &self,
+    #[allow(clippy::manual_async_fn)] // see `Proxy`: arguments held once
+    fn send<'a>(
+        &'a self,
         req: Request<Option<Incoming>>,
         addr: SocketAddr,
         side: Side,
-        wire: Wire<'_>,
+        wire: Wire<'a>,
         upgrade: bool,
-    ) -> Result<Response<RouterBody>, (ProxyError, Left)> {
-        // Asked once: for an h2 body it takes the connection's lock.
-        let bodyless = req.body().as_ref().is_none_or(|b| b.is_end_stream());
-        match wire {
-            Wire::H2(h2) => self.send_h2(req, bodyless, addr, side, h2).await,
-            Wire::Http1 if upgrade => Box::pin(self.send_upgrade(req, bodyless, addr, side)).await,
-            Wire::Http1 if raw_h1::eligible(&req, bodyless) => self.send_raw(req, addr, side).await,
-            Wire::Http1 => Box::pin(self.send_h1(req, bodyless, addr, side)).await,
+    ) -> impl Future<Output = Result<Response<RouterBody>, (ProxyError, Left)>> + 'a {
+        async move {
+            // Asked once: for an h2 body it takes the connection's lock.
+            let bodyless = req.body().as_ref().is_none_or(|b| b.is_end_stream());
+            match wire {
+                Wire::H2(h2) => self.send_h2(req, bodyless, addr, side, h2).await,
+                Wire::Http1 if upgrade => {
+                    Box::pin(self.send_upgrade(req, bodyless, addr, side)).await
+                }
+                Wire::Http1 if raw_h1::eligible(&req, bodyless) => {
+                    self.send_raw(req, addr, side).await
+                }
+                Wire::Http1 => Box::pin(self.send_h1(req, bodyless, addr, side)).await,
+            }
         }
     }
 
     /// [`Proxy::send`] on a stream of the client's upstream h2 pool.
-    async fn send_h2(
-        &self,
+    #[allow(clippy::manual_async_fn)] // see `Proxy`: arguments held once
+    fn send_h2<'a>(
+        &'a self,
         req: Request<Option<Incoming>>,
         bodyless: bool,
         addr: SocketAddr,
         side: Side,
-        h2: &H2Pool,
-    ) -> Result<Response<RouterBody>, (ProxyError, Left)> {
-        let stream = match h2.stream(addr, side, bodyless).await {
-            Ok(s) => s,
-            Err(e) => return Err((e, Left::Unsent(req))),
-        };
-        let mut tx = stream.tx;
-        if let Err(source) = tx.ready().await {
-            return Err((
-                ProxyError::UpstreamStream { side, addr, source },
-                Left::Unsent(req),
-            ));
+        h2: &'a H2Pool,
+    ) -> impl Future<Output = Result<Response<RouterBody>, (ProxyError, Left)>> + 'a {
+        async move {
+            let stream = match h2.stream(addr, side, bodyless).await {
+                Ok(s) => s,
+                Err(e) => return Err((e, Left::Unsent(req))),
+            };
+            let mut tx = stream.tx;
+            if let Err(source) = tx.ready().await {
+                return Err((
+                    ProxyError::UpstreamStream { side, addr, source },
+                    Left::Unsent(req),
+                ));
+            }
+            let (req, ended) = self.bound_request(req, bodyless);
+            let resp = self
+                .response_head(tx.send_request(req), ended, addr, side, stream_failed)
+                .await
+                .map_err(|e| (e, Left::Sent(None)))?;
+            let (parts, body) = resp.into_parts();
+            Ok(Response::from_parts(
+                parts,
+                RouterBody::h2(body, self.timeouts.body_idle, stream.slot),
+            ))
         }
-        let (req, ended) = self.bound_request(req, bodyless);
-        let resp = self
-            .response_head(tx.send_request(req), ended, addr, side, stream_failed)
-            .await
-            .map_err(|e| (e, Left::Sent(None)))?;
-        let (parts, body) = resp.into_parts();
-        Ok(Response::from_parts(
-            parts,
-            RouterBody::h2(body, self.timeouts.body_idle, stream.slot),
-        ))
     }
 
     /// [`Proxy::send`] of an HTTP/1.1 upgrade (WebSocket) on a connection of its own.
@@ -466,35 +498,38 @@ impl Proxy {
     /// [`Proxy::send`] by the router's own HTTP/1.1 client (a request without a body): the
     /// response head within the response header timeout, the body under the idle bound. It
     /// only borrows the request, so it gives it back on every error.
-    async fn send_raw(
-        &self,
+    #[allow(clippy::manual_async_fn)] // see `Proxy`: arguments held once
+    fn send_raw<'a>(
+        &'a self,
         req: Request<Option<Incoming>>,
         addr: SocketAddr,
         side: Side,
-    ) -> Result<Response<RouterBody>, (ProxyError, Left)> {
-        let conn = match self.upstreams.raw_h1(addr, side).await {
-            Ok(c) => c,
-            Err(e) => return Err((e, Left::Unsent(req))),
-        };
-        let exchange = raw_h1::exchange(conn, &req, &self.upstreams);
-        let answer = match self.within_header_timeout(exchange, addr, side).await {
-            Ok(r) => r,
-            Err(e) => return Err((e, Left::Sent(Some(req)))),
-        };
-        let (mut parts, body) = match answer {
-            Ok(resp) => resp.into_parts(),
-            Err(source) => {
-                return Err((
-                    ProxyError::UpstreamExchange { side, addr, source },
-                    Left::Sent(Some(req)),
-                ))
-            }
-        };
-        strip_hop_by_hop(&mut parts.headers, false);
-        Ok(Response::from_parts(
-            parts,
-            RouterBody::raw(body, self.timeouts.body_idle),
-        ))
+    ) -> impl Future<Output = Result<Response<RouterBody>, (ProxyError, Left)>> + 'a {
+        async move {
+            let conn = match self.upstreams.raw_h1(addr, side).await {
+                Ok(c) => c,
+                Err(e) => return Err((e, Left::Unsent(req))),
+            };
+            let exchange = raw_h1::exchange(conn, &req, &self.upstreams);
+            let answer = match self.within_header_timeout(exchange, addr, side).await {
+                Ok(r) => r,
+                Err(e) => return Err((e, Left::Sent(Some(req)))),
+            };
+            let (mut parts, body) = match answer {
+                Ok(resp) => resp.into_parts(),
+                Err(source) => {
+                    return Err((
+                        ProxyError::UpstreamExchange { side, addr, source },
+                        Left::Sent(Some(req)),
+                    ))
+                }
+            };
+            strip_hop_by_hop(&mut parts.headers, false);
+            Ok(Response::from_parts(
+                parts,
+                RouterBody::raw(body, self.timeouts.body_idle),
+            ))
+        }
     }
 
     /// The request with its body under the idle bound, and (for a request with a body) the
@@ -512,53 +547,56 @@ impl Proxy {
 
     /// Waits for the upstream's response head: first while the request body is still being
     /// sent (bounded by the body idle timeout), then at most the response header timeout.
-    async fn response_head<B, E>(
-        &self,
-        sent: impl Future<Output = Result<Response<B>, E>>,
+    #[allow(clippy::manual_async_fn)] // see `Proxy`: arguments held once
+    fn response_head<'a, B, E: 'a>(
+        &'a self,
+        sent: impl Future<Output = Result<Response<B>, E>> + 'a,
         body_ended: Option<Arc<BodySent>>,
         addr: SocketAddr,
         side: Side,
         failed: fn(Side, SocketAddr, E) -> ProxyError,
-    ) -> Result<Response<B>, ProxyError> {
-        let Some(ended) = body_ended else {
-            return self
-                .within_header_timeout(sent, addr, side)
-                .await?
-                .map_err(|source| failed(side, addr, source));
-        };
-        let mut sent = std::pin::pin!(sent);
-        // The body idle bound covers a client that stops sending; the first phase here, an
-        // upstream that stops taking (no window, no stream it will open): no ask for more in
-        // that time while the last one was not waiting for the client. The second phase is
-        // the response header timeout. One timer serves both, reset between them: a timer's
-        // registration is a measurable part of a small request's cost.
-        let (idle, after) = (self.timeouts.body_idle, self.timeouts.response_header);
-        let mut timer = std::pin::pin!(tokio::time::sleep(idle));
-        let mut sending = true;
-        let mut armed = !idle.is_zero();
-        let mut polls = ended.polls();
-        loop {
-            tokio::select! {
-                biased;
-                r = sent.as_mut() => {
-                    return r.map_err(|source| failed(side, addr, source))
-                }
-                () = ended.wait(), if sending => {
-                    sending = false;
-                    armed = !after.is_zero();
-                    if armed {
-                        timer.as_mut().reset(crate::serve::from_now(after));
+    ) -> impl Future<Output = Result<Response<B>, ProxyError>> + 'a {
+        async move {
+            let Some(ended) = body_ended else {
+                return self
+                    .within_header_timeout(sent, addr, side)
+                    .await?
+                    .map_err(|source| failed(side, addr, source));
+            };
+            let mut sent = std::pin::pin!(sent);
+            // The body idle bound covers a client that stops sending; the first phase here, an
+            // upstream that stops taking (no window, no stream it will open): no ask for more in
+            // that time while the last one was not waiting for the client. The second phase is
+            // the response header timeout. One timer serves both, reset between them: a timer's
+            // registration is a measurable part of a small request's cost.
+            let (idle, after) = (self.timeouts.body_idle, self.timeouts.response_header);
+            let mut timer = std::pin::pin!(tokio::time::sleep(idle));
+            let mut sending = true;
+            let mut armed = !idle.is_zero();
+            let mut polls = ended.polls();
+            loop {
+                tokio::select! {
+                    biased;
+                    r = sent.as_mut() => {
+                        return r.map_err(|source| failed(side, addr, source))
                     }
-                }
-                () = timer.as_mut(), if armed => {
-                    if !sending {
-                        return Err(ProxyError::ResponseHeaderTimeout { side, addr, after });
+                    () = ended.wait(), if sending => {
+                        sending = false;
+                        armed = !after.is_zero();
+                        if armed {
+                            timer.as_mut().reset(crate::serve::from_now(after));
+                        }
                     }
-                    if ended.polls() == polls && !ended.awaiting_client() {
-                        return Err(ProxyError::RequestBodyNotTaken { side, addr, after: idle });
+                    () = timer.as_mut(), if armed => {
+                        if !sending {
+                            return Err(ProxyError::ResponseHeaderTimeout { side, addr, after });
+                        }
+                        if ended.polls() == polls && !ended.awaiting_client() {
+                            return Err(ProxyError::RequestBodyNotTaken { side, addr, after: idle });
+                        }
+                        polls = ended.polls();
+                        timer.as_mut().reset(crate::serve::from_now(idle));
                     }
-                    polls = ended.polls();
-                    timer.as_mut().reset(crate::serve::from_now(idle));
                 }
             }
         }
