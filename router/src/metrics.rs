@@ -1,7 +1,8 @@
 //! The router's metrics, as one struct registered on a registry that is passed in (no globals).
 //! Names are `ktx_router_*`; tests read the counters directly.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -69,6 +70,42 @@ pub struct Metrics {
     pub table_version: Gauge,
     pub table_rules: Gauge,
     pub table_updates: Family<ResultLabel, Counter>,
+    /// The request counter and duration histogram of each (rule, status) seen, shared with
+    /// the families above: a family's lookup takes its lock and SipHashes the labels, twice
+    /// per request; this is one lock and one fast hash (labels are session names from the
+    /// cluster's rules, never a client's bytes).
+    handles: Arc<Mutex<RequestHandles>>,
+}
+
+type RequestHandles = HashMap<Arc<str>, RuleHandles, foldhash::fast::RandomState>;
+
+/// One rule's request counters (by status) and duration histogram.
+#[derive(Debug)]
+struct RuleHandles {
+    duration: Histogram,
+    by_status: Vec<(u16, Counter)>,
+}
+
+impl RuleHandles {
+    fn record(&mut self, metrics: &Metrics, rule: &Arc<str>, status: u16, seconds: f64) {
+        match self.by_status.iter().find(|(s, _)| *s == status) {
+            Some((_, count)) => {
+                count.inc();
+            }
+            None => {
+                let count = metrics
+                    .requests
+                    .get_or_create(&RequestLabels {
+                        rule: Arc::clone(rule),
+                        status,
+                    })
+                    .clone();
+                count.inc();
+                self.by_status.push((status, count));
+            }
+        };
+        self.duration.observe(seconds);
+    }
 }
 
 impl Metrics {
@@ -84,6 +121,7 @@ impl Metrics {
             table_version: Gauge::default(),
             table_rules: Gauge::default(),
             table_updates: Family::default(),
+            handles: Arc::default(),
         };
         let r = registry.sub_registry_with_prefix("ktx_router");
         r.register(
@@ -139,6 +177,27 @@ impl Metrics {
         m
     }
 
+    /// Counts one answered request by rule and status, and its duration by rule.
+    pub fn request(&self, rule: &Arc<str>, status: u16, seconds: f64) {
+        let mut handles = self.handles.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = handles.get_mut(&**rule) {
+            h.record(self, rule, status, seconds);
+            return;
+        }
+        let duration = self
+            .latency
+            .get_or_create(&RuleLabel {
+                rule: Arc::clone(rule),
+            })
+            .clone();
+        let mut h = RuleHandles {
+            duration,
+            by_status: Vec::new(),
+        };
+        h.record(self, rule, status, seconds);
+        handles.insert(Arc::clone(rule), h);
+    }
+
     pub fn error(&self, side: crate::error::Side) {
         self.upstream_errors
             .get_or_create(&SideLabel {
@@ -167,5 +226,40 @@ impl ConnGuard {
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.gauge.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_in_the_families_by_rule_and_status() {
+        let m = Metrics::new(&mut Registry::default());
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("alice"), Arc::from("default"));
+        m.request(&a, 200, 0.001);
+        m.request(&a, 200, 0.002);
+        m.request(&a, 503, 0.003);
+        // Another Arc with the same name is the same rule.
+        m.request(&Arc::from("alice"), 200, 0.004);
+        m.request(&b, 200, 0.005);
+        let count = |rule: &Arc<str>, status| {
+            m.requests
+                .get_or_create(&RequestLabels {
+                    rule: Arc::clone(rule),
+                    status,
+                })
+                .get()
+        };
+        assert_eq!(count(&a, 200), 3);
+        assert_eq!(count(&a, 503), 1);
+        assert_eq!(count(&b, 200), 1);
+        assert_eq!(count(&b, 503), 0);
+        let mut text = String::new();
+        let mut registry = Registry::default();
+        registry.register("latency", "", m.latency.clone());
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(text.contains("latency_count{rule=\"alice\"} 4"), "{text}");
+        assert!(text.contains("latency_count{rule=\"default\"} 1"), "{text}");
     }
 }

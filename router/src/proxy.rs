@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use crate::body::{BodyError, BodySent, RequestBody, ReturnToPool, RouterBody, StreamSlot};
 use crate::error::{ProxyError, Side};
 use crate::headers::{is_upgrade, strip_hop_by_hop, strip_request_hop_by_hop};
-use crate::metrics::{Metrics, RequestLabels, RuleLabel};
+use crate::metrics::Metrics;
 use crate::upstream::{driving, h2_client, raw_h1, H2Pool, SharedH2, Upstreams};
 
 /// Label of requests that matched no rule.
@@ -171,21 +171,13 @@ impl Proxy {
                 }
                 Err((label, e)) => (label, self.error_response(&e, grpc)),
             };
+            let status = resp
+                .extensions()
+                .get::<GrpcError>()
+                .map_or(resp.status(), |e| e.0)
+                .as_u16();
             self.metrics
-                .requests
-                .get_or_create(&RequestLabels {
-                    rule: label.clone(),
-                    status: resp
-                        .extensions()
-                        .get::<GrpcError>()
-                        .map_or(resp.status(), |e| e.0)
-                        .as_u16(),
-                })
-                .inc();
-            self.metrics
-                .latency
-                .get_or_create(&RuleLabel { rule: label })
-                .observe(start.elapsed().as_secs_f64());
+                .request(&label, status, start.elapsed().as_secs_f64());
             resp
         }
     }

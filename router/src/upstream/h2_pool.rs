@@ -15,7 +15,6 @@
 //! the isolation. With `--upstream-h2-shared` one pool serves every client (no isolation
 //! between clients).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,7 +25,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::h2_client::{self, H2Tx, Windows};
 
 use super::h2_shared::SharedH2;
-use super::{SessionReuse, Upstreams};
+use super::{AddrMap, SessionReuse, Upstreams};
 use crate::body::StreamSlot;
 use crate::error::{ProxyError, Side};
 use crate::exec::Exec;
@@ -35,7 +34,7 @@ use crate::exec::Exec;
 #[derive(Debug)]
 pub struct H2Pool {
     upstreams: Arc<Upstreams>,
-    by_addr: Mutex<HashMap<SocketAddr, AddrPool>>,
+    by_addr: Mutex<AddrMap<AddrPool>>,
     /// Connections shared by every client, and this client's quota of streams on them.
     shared: Option<(Arc<SharedH2>, Arc<Semaphore>)>,
     /// Where this pool's connections run: their own tasks, or the client connection's.
@@ -226,7 +225,7 @@ impl H2Pool {
         self.lock().len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, AddrPool>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, AddrMap<AddrPool>> {
         self.by_addr
             .lock()
             .expect("pool lock is never held across a panic")

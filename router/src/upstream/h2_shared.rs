@@ -17,7 +17,6 @@
 //! number of streams, hence of connections, is bounded by the clients' quotas. A connection
 //! that carried no stream for `--upstream-idle-timeout` is closed by the periodic sweep.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
@@ -26,7 +25,7 @@ use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::h2_pool::{drop_idle, open, take_room, H2Conn, H2Stream};
-use super::Upstreams;
+use super::{AddrMap, Upstreams};
 use crate::body::StreamSlot;
 use crate::error::{ProxyError, Side};
 use crate::exec::Exec;
@@ -35,7 +34,7 @@ use crate::exec::Exec;
 #[derive(Debug)]
 pub struct SharedH2 {
     upstreams: Arc<Upstreams>,
-    by_addr: Mutex<HashMap<SocketAddr, AddrConns>>,
+    by_addr: Mutex<AddrMap<AddrConns>>,
     /// Receive window of each shared connection: stream cap × stream window.
     connection_window: u32,
 }
@@ -162,7 +161,7 @@ impl SharedH2 {
             .map_or(0, |a| a.conns.iter().filter(|c| !c.tx.is_closed()).count())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, AddrConns>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, AddrMap<AddrConns>> {
         self.by_addr
             .lock()
             .expect("shared pool lock is never held across a panic")
