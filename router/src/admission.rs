@@ -77,6 +77,16 @@ impl Admission {
     pub fn new(max_connections: usize, per_source: usize, max_rss: u64, metrics: Metrics) -> Self {
         let overloaded = Arc::new(AtomicBool::new(false));
         if max_rss > 0 {
+            // The first sample now: the watch's first one waits until its task is scheduled,
+            // and connections accepted before it would go unchecked.
+            if let Some(rss) = rss_bytes().filter(|&rss| rss > max_rss) {
+                tracing::warn!(
+                    rss,
+                    max_rss,
+                    "memory above --max-rss: refusing new connections"
+                );
+                overloaded.store(true, Ordering::Relaxed);
+            }
             tokio::spawn(watch_rss(max_rss, Arc::clone(&overloaded), rss_bytes));
         }
         Admission {
@@ -222,6 +232,18 @@ mod tests {
         let adm = admission(4, 2);
         drop(adm.admit(a).unwrap());
         assert!(adm.sources.lock().unwrap().is_empty());
+    }
+
+    /// Before its first sample the watch had not run: a router over the limit from the start
+    /// took every connection until the sampling task was first scheduled (on a busy machine,
+    /// past the first requests; `tests/proxy/bounds.rs` saw it with CI beside it).
+    #[tokio::test]
+    async fn memory_above_the_limit_refuses_from_the_first_connection() {
+        let mut registry = prometheus_client::registry::Registry::default();
+        let adm = Admission::new(4, 0, 1, Metrics::new(&mut registry));
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        // No await in between: the sampling task has not run yet.
+        assert_eq!(adm.admit(a).unwrap_err(), Refused::Memory);
     }
 
     #[test]
