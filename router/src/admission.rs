@@ -79,13 +79,8 @@ impl Admission {
         if max_rss > 0 {
             // The first sample now: the watch's first one waits until its task is scheduled,
             // and connections accepted before it would go unchecked.
-            if let Some(rss) = rss_bytes().filter(|&rss| rss > max_rss) {
-                tracing::warn!(
-                    rss,
-                    max_rss,
-                    "memory above --max-rss: refusing new connections"
-                );
-                overloaded.store(true, Ordering::Relaxed);
+            if let Some(rss) = rss_bytes() {
+                record(rss, max_rss, &overloaded);
             }
             tokio::spawn(watch_rss(max_rss, Arc::clone(&overloaded), rss_bytes));
         }
@@ -165,17 +160,22 @@ async fn watch_rss(
             return; // the router is gone
         }
         let Some(rss) = sample() else { continue };
-        let over = rss > max_rss;
-        if overloaded.swap(over, Ordering::Relaxed) != over {
-            if over {
-                tracing::warn!(
-                    rss,
-                    max_rss,
-                    "memory above --max-rss: refusing new connections"
-                );
-            } else {
-                tracing::info!(rss, max_rss, "memory below --max-rss: accepting again");
-            }
+        record(rss, max_rss, &overloaded);
+    }
+}
+
+/// Sets `overloaded` by one RSS sample, and says so when it changes.
+fn record(rss: u64, max_rss: u64, overloaded: &AtomicBool) {
+    let over = rss > max_rss;
+    if overloaded.swap(over, Ordering::Relaxed) != over {
+        if over {
+            tracing::warn!(
+                rss,
+                max_rss,
+                "memory above --max-rss: refusing new connections"
+            );
+        } else {
+            tracing::info!(rss, max_rss, "memory below --max-rss: accepting again");
         }
     }
 }

@@ -70,7 +70,7 @@ pub struct Metrics {
     pub table_version: Gauge,
     pub table_rules: Gauge,
     pub table_updates: Family<ResultLabel, Counter>,
-    /// The request counter and duration histogram of each (rule, status) seen, shared with
+    /// Each rule's request counters (by status) and duration histogram, shared with
     /// the families above: a family's lookup takes its lock and SipHashes the labels, twice
     /// per request; this is one lock and one fast hash (labels are session names from the
     /// cluster's rules, never a client's bytes).
