@@ -245,6 +245,7 @@ struct Relayed {
     service: SocketAddr,
     /// Requests the developer's process has read.
     served: Arc<AtomicUsize>,
+    /// ktx's end and the developer's port: held for the test's length, never read.
     _tunnel: ktx_tunnel::client::Tunnel,
     _local: LocalPort,
 }
@@ -291,12 +292,11 @@ async fn relayed() -> Relayed {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_laptop_costs_a_request_at_most_the_answer_timeout() {
-    let Relayed {
-        shadow,
-        relay,
-        service,
-        ..
-    } = relayed().await;
+    // Bound whole: a `let Relayed { .., .. } = relayed().await` pattern drops the fields it
+    // does not name at the end of the statement — ktx's end of the tunnel among them, whose
+    // close could then pass the relay before the freeze and end the session (refused).
+    let r = relayed().await;
+    let (shadow, relay, service) = (&r.shadow, &r.relay, r.service);
     relay.freeze();
     let started = Instant::now();
     let (status, _, body) = within("a fallback answer", get(service)).await.unwrap();
@@ -316,13 +316,8 @@ async fn a_frozen_laptop_costs_a_request_at_most_the_answer_timeout() {
 /// not have seen any of it: a request runs once, never on both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_runs_once_when_ktx_answers_too_late() {
-    let Relayed {
-        shadow,
-        relay,
-        service,
-        served,
-        ..
-    } = relayed().await;
+    let r = relayed().await;
+    let (shadow, relay, service, served) = (&r.shadow, &r.relay, r.service, &r.served);
     relay.freeze_to_shadow();
     let (status, _, body) = within("a fallback answer", get(service)).await.unwrap();
     assert_eq!((status, body.as_str()), (200, "original"));
