@@ -136,14 +136,17 @@ pub fn decide(query: &[u8], names: &Names, ttl: u32) -> Decision {
 }
 
 /// [`decide`] for a UDP query: an answer larger than the client can take over UDP (512 bytes, or
-/// its EDNS payload size) is sent truncated (TC set, no records), so the client retries over
-/// TCP — a headless Service with many pods does not fit in 512 bytes.
+/// its EDNS payload size, at most this resolver's own [`EDNS_PAYLOAD`]) is sent truncated (TC
+/// set, no records), so the client retries over TCP — a headless Service with many pods does
+/// not fit in 512 bytes, and past 1,232 bytes a UDP answer risks fragmentation.
 pub fn decide_udp(query: &[u8], names: &Names, ttl: u32) -> Decision {
     let decision = decide(query, names, ttl);
     let Decision::Reply(bytes) = &decision else {
         return decision;
     };
-    let limit = Message::from_vec(query).map_or(512, |q| usize::from(q.max_payload()));
+    let limit = Message::from_vec(query).map_or(512, |q| {
+        usize::from(q.max_payload().clamp(512, EDNS_PAYLOAD))
+    });
     if bytes.len() <= limit {
         return decision;
     }

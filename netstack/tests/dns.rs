@@ -394,6 +394,48 @@ fn an_edns_query_gets_opt_back() {
     assert!(Message::from_vec(&r).unwrap().edns.is_none());
 }
 
+/// An answer is sized to the smaller of the client's EDNS payload and the resolver's own
+/// (1,232 bytes, the size its OPT announces): a client that offers 4,096 bytes got a 1,700-byte
+/// UDP answer, which is fragmented on the way, or dropped where fragments are.
+#[test]
+fn a_udp_answer_never_exceeds_the_resolvers_own_payload_size() {
+    let t = table();
+    t.set_service(
+        "shop",
+        "wide",
+        ServiceNames {
+            ips: (0..100u32)
+                .map(|i| std::net::Ipv4Addr::from(0x0af4_0100 + i).into())
+                .collect(),
+            pods: BTreeMap::new(),
+        },
+    );
+    let mut m = Message::new(9, MessageType::Query, OpCode::Query);
+    m.add_query(Query::query(
+        Name::from_ascii("wide.shop").unwrap(),
+        RecordType::A,
+    ));
+    let mut edns = hickory_proto::op::Edns::new();
+    edns.set_max_payload(4096);
+    m.set_edns(edns);
+    let query = m.to_vec().unwrap();
+    let Decision::Reply(whole) = decide(&query, &t.snapshot(), 5) else {
+        panic!("an answer")
+    };
+    assert!(
+        whole.len() > 1232,
+        "the test needs a larger answer: {}",
+        whole.len()
+    );
+    let Decision::Reply(r) = ktx_netstack::dns::decide_udp(&query, &t.snapshot(), 5) else {
+        panic!("an answer")
+    };
+    assert!(r.len() <= 1232, "a {}-byte UDP answer", r.len());
+    let r = Message::from_vec(&r).unwrap();
+    assert!(r.metadata.truncation, "TC set, so the client asks over TCP");
+    assert!(r.edns.is_some());
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 4000, ..ProptestConfig::default() })]
 
