@@ -213,6 +213,10 @@ fn connect_from_a_laptop_reaches_services_by_name_and_address_and_cleans_up_afte
     let laptop = Laptop::new(&ns, "a");
     let n = ns.name();
     let by_name = format!("http://inventory.{n}/");
+    // An ExternalName Service: an alias of another Service's name.
+    ns.apply(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: stock\nspec:\n  type: ExternalName\n  externalName: inventory.{n}.svc.cluster.local\n"
+    ));
 
     // Before: no route and no name.
     let before = laptop.curl(&[&by_name]);
@@ -245,6 +249,16 @@ fn connect_from_a_laptop_reaches_services_by_name_and_address_and_cleans_up_afte
     }
     laptop.assert_asks(&format!("inventory.{n}:9001"), &["tcp"], "inventory");
     laptop.assert_asks(&format!("{pod}:9000"), &["tcp"], "inventory");
+    // The ExternalName Service resolves as cluster DNS answers it: its alias, then the
+    // addresses of the name it stands for (it was NXDOMAIN).
+    let by_alias = format!("http://stock.{n}/");
+    let body = laptop.curl(&[&by_alias]);
+    assert!(
+        body.status.success(),
+        "{by_alias}: {}",
+        String::from_utf8_lossy(&body.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&body.stdout).trim(), "inventory");
 
     // kill -9: the TUN device and its routes go with the process; resolv.conf is put back by
     // the next `ktx connect` (which then works) and the connect pod goes by `ktx clean`.

@@ -1,12 +1,14 @@
 //! The local DNS resolver (UDP + TCP on one address, e.g. `127.0.0.153:53`).
 //!
 //! Each query is decided by [`decide`], a pure function over the bytes and a [`Names`] snapshot:
-//! cluster names are answered from the table (A/AAAA, authoritative, short TTL), unknown names
-//! under `svc.DOMAIN` get NXDOMAIN, and everything else is relayed byte for byte to the machine's
+//! cluster names are answered from the table (A/AAAA, authoritative, short TTL), an ExternalName
+//! Service as a CNAME followed by its target's records ([`alias`]), unknown names under
+//! `svc.DOMAIN` get NXDOMAIN, and everything else is relayed byte for byte to the machine's
 //! previous resolvers by [`forward`]. Only the DNS wire format comes from `hickory-proto`; no
 //! resolver or server crate (they bring their own runtime layers, caches and config parsers this
 //! job does not need).
 
+pub mod alias;
 pub mod forward;
 
 use std::net::{IpAddr, SocketAddr};
@@ -14,8 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA};
-use hickory_proto::rr::{RData, Record, RecordType};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
@@ -77,6 +79,9 @@ pub enum Decision {
     Reply(Vec<u8>),
     /// Relay the query to the previous resolvers.
     Forward,
+    /// The name is an alias of this one (an ExternalName Service): answer with the alias and
+    /// the target's records ([`alias::chase`]).
+    Alias(String),
     /// Not a DNS query worth an answer (unparsable, or a response): drop it.
     Drop,
 }
@@ -117,6 +122,18 @@ pub fn decide(query: &[u8], names: &Names, ttl: u32) -> Decision {
     match names.lookup(&query.name().to_ascii()) {
         Lookup::NotOurs => Decision::Forward,
         Lookup::NoSuchName => reply(ResponseCode::NXDomain, vec![], true),
+        // Asked for the alias itself: the CNAME record is the whole answer.
+        Lookup::Alias(target) if query.query_type() == RecordType::CNAME => {
+            match Name::from_ascii(format!("{target}.")) {
+                Ok(to) => {
+                    let cname =
+                        Record::from_rdata(query.name().clone(), ttl, RData::CNAME(CNAME(to)));
+                    reply(ResponseCode::NoError, vec![cname], true)
+                }
+                Err(_) => reply(ResponseCode::ServFail, vec![], false),
+            }
+        }
+        Lookup::Alias(target) => Decision::Alias(target),
         Lookup::Found(ips) => {
             let qtype = query.query_type();
             let answers = ips
@@ -140,17 +157,21 @@ pub fn decide(query: &[u8], names: &Names, ttl: u32) -> Decision {
 /// set, no records), so the client retries over TCP — a headless Service with many pods does
 /// not fit in 512 bytes, and past 1,232 bytes a UDP answer risks fragmentation.
 pub fn decide_udp(query: &[u8], names: &Names, ttl: u32) -> Decision {
-    let decision = decide(query, names, ttl);
-    let Decision::Reply(bytes) = &decision else {
-        return decision;
-    };
+    match decide(query, names, ttl) {
+        Decision::Reply(bytes) => fit_udp(query, bytes),
+        other => other,
+    }
+}
+
+/// `answer` as a UDP reply to `query`: truncated when it is larger than the client takes.
+pub fn fit_udp(query: &[u8], answer: Vec<u8>) -> Decision {
     let limit = Message::from_vec(query).map_or(512, |q| {
         usize::from(q.max_payload().clamp(512, EDNS_PAYLOAD))
     });
-    if bytes.len() <= limit {
-        return decision;
+    if answer.len() <= limit {
+        return Decision::Reply(answer);
     }
-    match Message::from_vec(bytes).map(|m| m.truncate().to_vec()) {
+    match Message::from_vec(&answer).map(|m| m.truncate().to_vec()) {
         Ok(Ok(truncated)) => Decision::Reply(truncated),
         _ => Decision::Drop,
     }
@@ -261,6 +282,18 @@ async fn serve_udp(udp: Arc<UdpSocket>, names: NameTable, forwarder: Arc<Forward
                     }
                 });
             }
+            Decision::Alias(target) => {
+                let query = query.to_vec();
+                let (udp, forwarder, names) = (udp.clone(), forwarder.clone(), names.snapshot());
+                tokio::spawn(async move {
+                    let answer =
+                        alias::chase(&query, target, &names, &forwarder, ttl, alias::Via::Udp);
+                    if let Some(Decision::Reply(answer)) = answer.await.map(|a| fit_udp(&query, a))
+                    {
+                        let _ = udp.send_to(&answer, peer).await;
+                    }
+                });
+            }
         }
     }
 }
@@ -287,6 +320,14 @@ async fn serve_tcp(
                 Some(answer) => answer,
                 None => return Ok(()),
             },
+            Decision::Alias(target) => {
+                let names = names.snapshot();
+                let chased = alias::chase(&query, target, &names, &forwarder, ttl, alias::Via::Tcp);
+                match chased.await {
+                    Some(answer) => answer,
+                    None => return Ok(()),
+                }
+            }
         };
         let Some(framed) = tcp_framed(&answer) else {
             return Ok(());

@@ -11,14 +11,26 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 /// One Service: its addresses (the ClusterIP; a headless Service's ready pod IPs) and, for a
-/// headless Service, each pod's hostname (`HOSTNAME.svc.NS.svc.DOMAIN`).
+/// headless Service, each pod's hostname (`HOSTNAME.svc.NS.svc.DOMAIN`); or, for an
+/// ExternalName Service, the name it stands for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServiceNames {
     pub ips: Vec<IpAddr>,
     pub pods: BTreeMap<String, Vec<IpAddr>>,
+    /// An ExternalName Service's `externalName`: the Service's names are an alias (a CNAME) of
+    /// it, and `ips` and `pods` are empty.
+    pub alias: Option<String>,
 }
 
 impl ServiceNames {
+    /// What the Service's own name is: its addresses, or the name it is an alias of.
+    fn lookup(&self) -> Lookup {
+        match &self.alias {
+            Some(target) => Lookup::Alias(target.clone()),
+            None => Lookup::Found(self.ips.clone()),
+        }
+    }
+
     /// With its pods' hostnames in lower case, as lookups compare them.
     fn lowercased(self) -> ServiceNames {
         ServiceNames {
@@ -27,6 +39,9 @@ impl ServiceNames {
                 .into_iter()
                 .map(|(h, ips)| (h.to_ascii_lowercase(), ips))
                 .collect(),
+            alias: self
+                .alias
+                .map(|a| a.trim_end_matches('.').to_ascii_lowercase()),
             ..self
         }
     }
@@ -50,6 +65,9 @@ pub enum Lookup {
     NoSuchName,
     /// Not a cluster name: forwarded to the machine's previous resolvers.
     NotOurs,
+    /// An ExternalName Service: an alias of this name (lower case, no trailing dot), which is
+    /// looked up in turn, in the table or by the machine's previous resolvers.
+    Alias(String),
 }
 
 impl Names {
@@ -72,14 +90,15 @@ impl Names {
         let dotted = format!(".{name}");
         if let Some(rest) = dotted.strip_suffix(&suffix) {
             let labels: Vec<&str> = rest.trim_start_matches('.').split('.').collect();
-            let found = match labels.as_slice() {
-                [svc, ns] => self.service(ns, svc).map(|s| s.ips.clone()),
+            return match labels.as_slice() {
+                [svc, ns] => self.service(ns, svc).map(ServiceNames::lookup),
                 [host, svc, ns] => self
                     .service(ns, svc)
-                    .and_then(|s| s.pods.get(*host).cloned()),
+                    .and_then(|s| s.pods.get(*host).cloned())
+                    .map(Lookup::Found),
                 _ => None,
-            };
-            return found.map_or(Lookup::NoSuchName, Lookup::Found);
+            }
+            .unwrap_or(Lookup::NoSuchName);
         }
         let labels: Vec<&str> = name.split('.').collect();
         let found = match labels.as_slice() {
@@ -87,7 +106,7 @@ impl Names {
             [svc, ns] | [svc, ns, "svc"] if self.namespaces.contains(*ns) => self.service(ns, svc),
             _ => None,
         };
-        found.map_or(Lookup::NotOurs, |s| Lookup::Found(s.ips.clone()))
+        found.map_or(Lookup::NotOurs, ServiceNames::lookup)
     }
 
     fn service(&self, ns: &str, svc: &str) -> Option<&ServiceNames> {
@@ -134,7 +153,7 @@ impl NameTable {
     }
 
     /// Makes `services` the namespace's Services, all at once: those not among them are
-    /// removed (a Service deleted, or turned into an ExternalName, stops resolving).
+    /// removed (a Service deleted stops resolving; one turned into an ExternalName resolves as its alias).
     pub fn replace_services(&self, namespace: &str, services: Vec<(String, ServiceNames)>) {
         let ns = namespace.to_ascii_lowercase();
         let fresh: Vec<((String, String), ServiceNames)> = services
@@ -183,6 +202,7 @@ mod tests {
             ServiceNames {
                 ips: vec!["10.96.0.10".parse().unwrap()],
                 pods: BTreeMap::new(),
+                alias: None,
             },
         );
         t.set_service(
@@ -191,6 +211,7 @@ mod tests {
             ServiceNames {
                 ips: vec!["10.244.0.5".parse().unwrap(), "10.244.0.6".parse().unwrap()],
                 pods: BTreeMap::from([("db-0".into(), vec!["10.244.0.5".parse().unwrap()])]),
+                alias: None,
             },
         );
         t
@@ -233,6 +254,38 @@ mod tests {
         ] {
             assert_eq!(n.lookup(name), Lookup::NoSuchName, "{name}");
         }
+    }
+
+    /// An ExternalName Service's every name form is an alias of its `externalName`; it has no
+    /// pod names. Such a Service was answered NXDOMAIN.
+    #[test]
+    fn an_external_name_service_is_an_alias() {
+        let t = table();
+        t.set_service(
+            "shop",
+            "payments",
+            ServiceNames {
+                alias: Some("Payments.Example.COM.".into()),
+                ..ServiceNames::default()
+            },
+        );
+        let n = t.snapshot();
+        for name in [
+            "payments",
+            "payments.shop",
+            "payments.shop.svc",
+            "payments.shop.svc.cluster.local.",
+        ] {
+            assert_eq!(
+                n.lookup(name),
+                Lookup::Alias("payments.example.com".into()),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            n.lookup("x.payments.shop.svc.cluster.local"),
+            Lookup::NoSuchName
+        );
     }
 
     #[test]

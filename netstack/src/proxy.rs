@@ -131,22 +131,31 @@ pub async fn resolve(names: &NameTable, host: &str, port: u16) -> Result<SocketA
     let no_such = || ConnectError::NoSuchHost {
         host: host.to_owned(),
     };
-    match names.snapshot().lookup(host) {
-        Lookup::Found(ips) => {
-            let ip = ips
-                .iter()
-                .find(|ip| ip.is_ipv4())
-                .or(ips.first())
-                .ok_or_else(no_such)?;
-            Ok(SocketAddr::new(*ip, port))
+    let names = names.snapshot();
+    let mut name = host.to_owned();
+    // An ExternalName Service is followed to the name it stands for, a few times at most.
+    for _ in 0..=crate::dns::alias::MAX_ALIASES {
+        match names.lookup(&name) {
+            Lookup::Found(ips) => {
+                let ip = ips
+                    .iter()
+                    .find(|ip| ip.is_ipv4())
+                    .or(ips.first())
+                    .ok_or_else(no_such)?;
+                return Ok(SocketAddr::new(*ip, port));
+            }
+            Lookup::NoSuchName => return Err(no_such()),
+            Lookup::NotOurs => {
+                return tokio::net::lookup_host((name.as_str(), port))
+                    .await
+                    .ok()
+                    .and_then(|mut addrs| addrs.next())
+                    .ok_or_else(no_such)
+            }
+            Lookup::Alias(target) => name = target,
         }
-        Lookup::NoSuchName => Err(no_such()),
-        Lookup::NotOurs => tokio::net::lookup_host((host, port))
-            .await
-            .ok()
-            .and_then(|mut addrs| addrs.next())
-            .ok_or_else(no_such),
     }
+    Err(no_such())
 }
 
 /// Resolves and dials.

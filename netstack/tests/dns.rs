@@ -25,6 +25,7 @@ fn table() -> NameTable {
                 .map(|i| format!("10.244.1.{i}").parse().unwrap())
                 .collect(),
             pods: BTreeMap::new(),
+            alias: None,
         },
     );
     t.set_service(
@@ -33,6 +34,7 @@ fn table() -> NameTable {
         ServiceNames {
             ips: vec!["10.96.0.10".parse().unwrap(), "fd00::10".parse().unwrap()],
             pods: BTreeMap::new(),
+            alias: None,
         },
     );
     t.set_service(
@@ -41,6 +43,7 @@ fn table() -> NameTable {
         ServiceNames {
             ips: vec!["10.244.0.5".parse().unwrap(), "10.244.0.6".parse().unwrap()],
             pods: BTreeMap::from([("db-0".into(), vec!["10.244.0.5".parse().unwrap()])]),
+            alias: None,
         },
     );
     t
@@ -115,9 +118,17 @@ async fn dig(server: SocketAddr, args: &[&str]) -> String {
 }
 
 async fn server(upstreams: Vec<SocketAddr>, timeout: Duration) -> SocketAddr {
+    server_with(table(), upstreams, timeout).await
+}
+
+async fn server_with(
+    names: NameTable,
+    upstreams: Vec<SocketAddr>,
+    timeout: Duration,
+) -> SocketAddr {
     let mut config = DnsConfig::new("127.0.0.1:0".parse().unwrap(), upstreams);
     config.forward_timeout = timeout;
-    let server = DnsServer::bind(config, table()).await.expect("bind");
+    let server = DnsServer::bind(config, names).await.expect("bind");
     let addr = server.local_addr();
     tokio::spawn(server.run());
     addr
@@ -178,6 +189,61 @@ async fn dig_gets_every_name_form_nxdomain_and_forwarded_answers() {
             got.contains("status: NOERROR") && got.contains("ANSWER: 0"),
             "{got}"
         );
+    }
+}
+
+/// [`table`] with ExternalName Services: one naming a name outside the cluster, one naming
+/// another Service, and two naming each other.
+fn table_with_aliases() -> NameTable {
+    let t = table();
+    for (name, target) in [
+        ("payments", "payments.example.com"),
+        ("stock", "inventory.shop.svc.cluster.local"),
+        ("loop-a", "loop-b.shop.svc.cluster.local"),
+        ("loop-b", "loop-a.shop.svc.cluster.local"),
+    ] {
+        t.set_service(
+            "shop",
+            name,
+            ServiceNames {
+                alias: Some(target.into()),
+                ..ServiceNames::default()
+            },
+        );
+    }
+    t
+}
+
+/// An ExternalName Service was answered NXDOMAIN. It is an alias (CNAME) of its
+/// `externalName`, and, as cluster DNS answers, the answer carries that name's addresses too
+/// (glibc does not chase a bare CNAME): from the table when it names another Service, from the
+/// previous resolvers otherwise. A loop of aliases gets SERVFAIL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_name_service_answers_its_alias_and_the_targets_addresses() {
+    if !have_dig() {
+        return;
+    }
+    let upstream = fake_upstream().await;
+    let dns = server_with(table_with_aliases(), vec![upstream], Duration::from_secs(2)).await;
+    for transport in ["+notcp", "+tcp"] {
+        for name in ["payments", "payments.shop.svc.cluster.local"] {
+            let got = dig(dns, &[transport, "+short", name]).await;
+            assert_eq!(
+                got.lines().collect::<Vec<_>>(),
+                ["payments.example.com.", "192.0.2.7"],
+                "{transport} {name}"
+            );
+        }
+        let got = dig(dns, &[transport, "+short", "stock.shop"]).await;
+        assert_eq!(
+            got.lines().collect::<Vec<_>>(),
+            ["inventory.shop.svc.cluster.local.", "10.96.0.10"],
+            "{transport}"
+        );
+        let got = dig(dns, &[transport, "+short", "payments", "CNAME"]).await;
+        assert_eq!(got.trim(), "payments.example.com.", "{transport}");
+        let got = dig(dns, &[transport, "loop-a.shop"]).await;
+        assert!(got.contains("status: SERVFAIL"), "{transport}: {got}");
     }
 }
 
@@ -287,6 +353,7 @@ fn table_with_a_huge_service() -> NameTable {
                 .map(|i| std::net::Ipv4Addr::from(0x0af4_0000 + i).into())
                 .collect(),
             pods: BTreeMap::new(),
+            alias: None,
         },
     );
     t
@@ -408,6 +475,7 @@ fn a_udp_answer_never_exceeds_the_resolvers_own_payload_size() {
                 .map(|i| std::net::Ipv4Addr::from(0x0af4_0100 + i).into())
                 .collect(),
             pods: BTreeMap::new(),
+            alias: None,
         },
     );
     let mut m = Message::new(9, MessageType::Query, OpCode::Query);

@@ -74,10 +74,39 @@ fn names() -> NameTable {
             ServiceNames {
                 ips: vec![ip.parse().unwrap()],
                 pods: BTreeMap::new(),
+                alias: None,
             },
         );
     }
     t
+}
+
+/// A name that is an ExternalName Service is followed to the name it stands for (a cluster
+/// name, or one the machine resolves); a loop of aliases is no such host. Such a name was no
+/// such host at all.
+#[tokio::test]
+async fn an_external_name_service_resolves_to_its_targets_address() {
+    let t = names();
+    for (svc, target) in [
+        ("stock", "inventory.shop.svc.cluster.local"),
+        ("here", "localhost"),
+        ("loop-a", "loop-b.shop"),
+        ("loop-b", "loop-a.shop"),
+    ] {
+        t.set_service(
+            "shop",
+            svc,
+            ServiceNames {
+                alias: Some(target.into()),
+                ..ServiceNames::default()
+            },
+        );
+    }
+    let got = proxy::resolve(&t, "stock.shop", 80).await.unwrap();
+    assert_eq!(got, "10.250.0.10:80".parse().unwrap());
+    let got = proxy::resolve(&t, "here", 81).await.unwrap();
+    assert!(got.ip().is_loopback() && got.port() == 81, "{got}");
+    assert!(proxy::resolve(&t, "loop-a", 80).await.is_err());
 }
 
 async fn start(config: ProxyConfig) -> (SocketAddr, ktx_testbackend::Backend) {

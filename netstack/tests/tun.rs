@@ -618,6 +618,7 @@ async fn child_connect() {
         ServiceNames {
             ips: vec!["10.250.0.10".parse().expect("ip")],
             pods: Default::default(),
+            alias: None,
         },
     );
     let config = flows_config();

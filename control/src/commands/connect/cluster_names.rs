@@ -17,13 +17,15 @@ use crate::cluster::api::Kube;
 
 /// One Service's names: its ClusterIPs (a headless Service: its ready endpoints' IPs) and, for
 /// a headless Service, the IPs of each endpoint that has a hostname
-/// (`HOSTNAME.SVC.NS.svc.DOMAIN`).
+/// (`HOSTNAME.SVC.NS.svc.DOMAIN`); for an ExternalName Service, the name it stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub namespace: String,
     pub name: String,
     pub ips: Vec<IpAddr>,
     pub pods: BTreeMap<String, Vec<IpAddr>>,
+    /// An ExternalName Service's `externalName` (its names resolve as a CNAME of it).
+    pub alias: Option<String>,
 }
 
 /// The entries that `services` and their `endpoints` make (pure).
@@ -38,6 +40,16 @@ pub fn entries(namespace: &str, services: &[Service], endpoints: &[Endpoints]) -
             continue;
         };
         if spec.type_.as_deref() == Some("ExternalName") {
+            // Without a name to stand for, the Service has no DNS record in the cluster either.
+            if let Some(target) = spec.external_name.as_deref().filter(|t| !t.is_empty()) {
+                out.push(Entry {
+                    namespace: namespace.to_string(),
+                    name: name.to_string(),
+                    ips: Vec::new(),
+                    pods: BTreeMap::new(),
+                    alias: Some(target.to_string()),
+                });
+            }
             continue;
         }
         let mut cluster_ips: Vec<&str> = spec
@@ -54,6 +66,7 @@ pub fn entries(namespace: &str, services: &[Service], endpoints: &[Endpoints]) -
             name: name.to_string(),
             ips: Vec::new(),
             pods: BTreeMap::new(),
+            alias: None,
         };
         if headless {
             for subset in eps
@@ -158,6 +171,7 @@ pub fn publish(table: &NameTable, namespace: &str, entries: Vec<Entry>) {
             let names = ServiceNames {
                 ips: e.ips,
                 pods: e.pods,
+                alias: e.alias,
             };
             (e.name, names)
         })
@@ -209,11 +223,9 @@ mod tests {
 
     #[test]
     fn cluster_ip_services_headless_services_and_their_pods() {
-        let mut external = svc("ext", "");
-        external.spec.as_mut().unwrap().type_ = Some("ExternalName".into());
         let got = entries(
             "shop",
-            &[svc("inventory", "10.96.0.10"), svc("db", "None"), external],
+            &[svc("inventory", "10.96.0.10"), svc("db", "None")],
             &[
                 eps("inventory", &[("10.244.0.5", None)]),
                 eps(
@@ -254,8 +266,41 @@ mod tests {
         assert!(got[0].ips.is_empty());
     }
 
-    /// A Service deleted (or turned into an ExternalName) while `ktx connect` runs stops
-    /// resolving: its old ClusterIP may go to another Service.
+    fn external(name: &str, target: Option<&str>) -> Service {
+        let mut s = svc(name, "");
+        let spec = s.spec.as_mut().unwrap();
+        spec.type_ = Some("ExternalName".into());
+        spec.external_name = target.map(str::to_string);
+        spec.cluster_ip = None;
+        s
+    }
+
+    /// An ExternalName Service resolves as an alias of its `externalName` (it was answered
+    /// NXDOMAIN); one without a name is left out, as cluster DNS leaves it.
+    #[test]
+    fn an_external_name_service_is_an_alias_of_its_name() {
+        use ktx_netstack::names::Lookup;
+        let got = entries(
+            "shop",
+            &[
+                external("payments", Some("payments.example.com")),
+                external("blank", None),
+            ],
+            &[],
+        );
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].alias.as_deref(), Some("payments.example.com"));
+        assert!(got[0].ips.is_empty());
+        let table = NameTable::new("cluster.local", "shop");
+        publish(&table, "shop", got);
+        assert_eq!(
+            table.snapshot().lookup("payments.shop.svc.cluster.local"),
+            Lookup::Alias("payments.example.com".into())
+        );
+    }
+
+    /// A Service deleted while `ktx connect` runs stops resolving: its old ClusterIP may go to
+    /// another Service. (One turned into an ExternalName resolves as its alias.)
     #[test]
     fn a_service_that_goes_away_stops_resolving() {
         use ktx_netstack::names::Lookup;
