@@ -27,7 +27,8 @@ pub fn status(err: &ConnectError) -> &'static str {
 pub enum Head {
     /// `CONNECT host:port`
     Connect { host: String, port: u16 },
-    /// `METHOD http://host[:port]/path VERSION`: `head` is the rewritten origin-form head.
+    /// `METHOD http://host[:port]/path VERSION`: `head` is the rewritten origin-form head (Host
+    /// from the target, hop-by-hop headers dropped, `Connection: close`).
     Forward {
         host: String,
         port: u16,
@@ -88,18 +89,26 @@ pub fn parse_head(head: &[u8]) -> Result<Head, HeadError> {
         return Err(HeadError::Malformed("userinfo in target"));
     }
     let (host, port) = split_host_port(authority, Some(80))?;
-    let mut out = format!("{method} {path} {version}\r\n");
-    for line in rest.split("\r\n").filter(|l| !l.is_empty()) {
-        let name = line.split(':').next().unwrap_or("").trim();
-        let drop = [
-            "proxy-connection",
-            "proxy-authorization",
-            "connection",
-            "keep-alive",
-        ]
-        .iter()
-        .any(|h| name.eq_ignore_ascii_case(h));
-        if !drop {
+    let lines: Vec<&str> = rest.split("\r\n").filter(|l| !l.is_empty()).collect();
+    // Hop-by-hop: the proxy's own headers, and those the client's Connection header names.
+    let mut hop: Vec<&str> = vec![
+        "proxy-connection",
+        "proxy-authorization",
+        "connection",
+        "keep-alive",
+        // Replaced by the target's authority (RFC 9112 §3.2.2).
+        "host",
+    ];
+    for line in &lines {
+        let (name, value) = field(line);
+        if name.eq_ignore_ascii_case("connection") {
+            hop.extend(value.split(',').map(str::trim).filter(|t| !t.is_empty()));
+        }
+    }
+    let mut out = format!("{method} {path} {version}\r\nHost: {authority}\r\n");
+    for line in lines {
+        let (name, _) = field(line);
+        if !hop.iter().any(|h| name.eq_ignore_ascii_case(h)) {
             out.push_str(line);
             out.push_str("\r\n");
         }
@@ -111,6 +120,12 @@ pub fn parse_head(head: &[u8]) -> Result<Head, HeadError> {
         port,
         head: out.into_bytes(),
     })
+}
+
+/// A header line's name (trimmed) and value.
+fn field(line: &str) -> (&str, &str) {
+    let (name, value) = line.split_once(':').unwrap_or((line, ""));
+    (name.trim(), value)
 }
 
 fn split_host_port(authority: &str, default: Option<u16>) -> Result<(String, u16), HeadError> {
@@ -268,6 +283,32 @@ mod tests {
             String::from_utf8(head).unwrap(),
             "GET /items?q=1 HTTP/1.1\r\nHost: inventory.shop\r\nAccept: */*\r\nConnection: close\r\n\r\n"
         );
+    }
+
+    /// RFC 9112 §3.2.2: a proxy replaces the Host header with the target's authority. The
+    /// client's Host went upstream as it was (another host's name, or none at all), and so did
+    /// the headers its Connection header named (hop-by-hop, for the proxy alone).
+    #[test]
+    fn the_target_names_the_host_and_hop_by_hop_headers_stay_here() {
+        for (asked, sent) in [
+            (
+                "GET http://inventory.shop:8080/x HTTP/1.1\r\nHost: other.example\r\nAccept: */*\r\n\r\n",
+                "GET /x HTTP/1.1\r\nHost: inventory.shop:8080\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+            ),
+            (
+                "GET http://[fd00::1]/ HTTP/1.0\r\n\r\n",
+                "GET / HTTP/1.0\r\nHost: [fd00::1]\r\nConnection: close\r\n\r\n",
+            ),
+            (
+                "GET http://a/ HTTP/1.1\r\nConnection: X-Hop, keep-alive\r\nx-hop: 1\r\nHOST: a\r\nX-End: 2\r\n\r\n",
+                "GET / HTTP/1.1\r\nHost: a\r\nX-End: 2\r\nConnection: close\r\n\r\n",
+            ),
+        ] {
+            let Ok(Head::Forward { head, .. }) = parse_head(asked.as_bytes()) else {
+                panic!("{asked:?} not parsed");
+            };
+            assert_eq!(String::from_utf8(head).unwrap(), sent, "{asked:?}");
+        }
     }
 
     #[test]
