@@ -21,6 +21,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
 use crate::names::{Lookup, NameTable, Names};
 use forward::Forwarder;
@@ -229,15 +230,21 @@ impl DnsServer {
         self.udp.local_addr().unwrap_or(self.config.listen)
     }
 
-    /// Serves UDP and TCP until the future is dropped.
+    /// Serves UDP and TCP until the future is dropped; its TCP clients and relayed queries end
+    /// with it.
     pub async fn run(self) {
         let forwarder = Arc::new(Forwarder::new(&self.config));
         let udp = Arc::new(self.udp);
         let tcp_slots = Arc::new(Semaphore::new(self.config.max_tcp_clients));
         let udp_loop = serve_udp(udp, self.names.clone(), forwarder.clone(), self.config.ttl);
         let tcp_loop = async {
+            let mut clients = JoinSet::new();
             loop {
-                let (conn, peer) = match self.tcp.accept().await {
+                let accepted = tokio::select! {
+                    a = self.tcp.accept() => a,
+                    Some(_) = clients.join_next(), if !clients.is_empty() => continue,
+                };
+                let (conn, peer) = match accepted {
                     Ok(c) => c,
                     Err(e) => {
                         crate::accept_failed("dns", &e).await;
@@ -251,7 +258,7 @@ impl DnsServer {
                 let names = self.names.clone();
                 let forwarder = forwarder.clone();
                 let (ttl, idle) = (self.config.ttl, self.config.tcp_idle);
-                tokio::spawn(async move {
+                clients.spawn(async move {
                     let _slot = slot;
                     let _ = serve_tcp(conn, names, forwarder, ttl, idle).await;
                 });
@@ -263,8 +270,14 @@ impl DnsServer {
 
 async fn serve_udp(udp: Arc<UdpSocket>, names: NameTable, forwarder: Arc<Forwarder>, ttl: u32) {
     let mut buf = vec![0u8; 65535];
+    // Relayed and chased queries: they end with the resolver.
+    let mut relays = JoinSet::new();
     loop {
-        let Ok((n, peer)) = udp.recv_from(&mut buf).await else {
+        let received = tokio::select! {
+            r = udp.recv_from(&mut buf) => r,
+            Some(_) = relays.join_next(), if !relays.is_empty() => continue,
+        };
+        let Ok((n, peer)) = received else {
             continue;
         };
         let query = &buf[..n];
@@ -276,7 +289,7 @@ async fn serve_udp(udp: Arc<UdpSocket>, names: NameTable, forwarder: Arc<Forward
             Decision::Forward => {
                 let query = query.to_vec();
                 let (udp, forwarder) = (udp.clone(), forwarder.clone());
-                tokio::spawn(async move {
+                relays.spawn(async move {
                     if let Some(answer) = forwarder.udp(&query).await {
                         let _ = udp.send_to(&answer, peer).await;
                     }
@@ -285,7 +298,7 @@ async fn serve_udp(udp: Arc<UdpSocket>, names: NameTable, forwarder: Arc<Forward
             Decision::Alias(target) => {
                 let query = query.to_vec();
                 let (udp, forwarder, names) = (udp.clone(), forwarder.clone(), names.snapshot());
-                tokio::spawn(async move {
+                relays.spawn(async move {
                     let answer =
                         alias::chase(&query, target, &names, &forwarder, ttl, alias::Via::Udp);
                     if let Some(Decision::Reply(answer)) = answer.await.map(|a| fit_udp(&query, a))

@@ -54,7 +54,7 @@ pub enum ConnectError {
     Dial(#[from] DialError),
 }
 
-/// Serves the proxy on `listener` until the future is dropped.
+/// Serves the proxy on `listener` until the future is dropped; its flows end with it.
 pub async fn serve<D: Dial>(
     listener: TcpListener,
     dial: Arc<D>,
@@ -63,8 +63,14 @@ pub async fn serve<D: Dial>(
 ) {
     let slots = Arc::new(Semaphore::new(config.max_flows));
     let config = Arc::new(config);
+    // Every flow is a task of this set: dropping the server ends them.
+    let mut flows = tokio::task::JoinSet::new();
     loop {
-        let (conn, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            Some(_) = flows.join_next(), if !flows.is_empty() => continue,
+        };
+        let (conn, peer) = match accepted {
             Ok(c) => c,
             Err(e) => {
                 crate::accept_failed("proxy", &e).await;
@@ -76,7 +82,7 @@ pub async fn serve<D: Dial>(
             continue;
         };
         let (dial, names, config) = (dial.clone(), names.clone(), config.clone());
-        tokio::spawn(async move {
+        flows.spawn(async move {
             let _slot = slot;
             if let Err(e) = handle(conn, &*dial, &names, &config).await {
                 tracing::debug!(%peer, error = %e, "proxy: flow ended");

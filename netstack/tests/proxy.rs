@@ -317,6 +317,38 @@ async fn the_bounds_hold() {
     drop(held);
 }
 
+/// Stopping the proxy (its future dropped, as `ktx connect` does when it ends) ends its flows
+/// too: they ran on in tasks of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_proxy_ends_its_flows() {
+    let backend = ktx_testbackend::spawn("inventory", "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dial = Arc::new(FakeCluster {
+        backend: backend.addr(),
+    });
+    let server = tokio::spawn(proxy::serve(
+        listener,
+        dial,
+        names(),
+        ProxyConfig::default(),
+    ));
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(b"CONNECT inventory.shop:80 HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut line = [0u8; 12];
+    c.read_exact(&mut line).await.unwrap();
+    assert_eq!(&line, b"HTTP/1.1 200");
+    server.abort();
+    let _ = server.await;
+    let mut rest = Vec::new();
+    let end = tokio::time::timeout(Duration::from_secs(2), c.read_to_end(&mut rest)).await;
+    assert!(end.is_ok(), "the flow outlived the proxy");
+}
+
 /// A destination that resets mid-stream resets the client's connection too: a clean end would
 /// pass a cut answer for a whole one (HTTP/1.0, a read-until-close protocol).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
