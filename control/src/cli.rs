@@ -521,7 +521,7 @@ pub struct ConnectArgs {
         long = "max-flows",
         env = "KTX_CONNECT_MAX_FLOWS",
         default_value_t = 4096,
-        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000)
+        value_parser = ktx_telemetry::usize_in(1..=1_000_000)
     )]
     pub max_flows: usize,
     /// TUN mode: connections being dialed through the tunnel at once (1 to 65536); past it, a
@@ -530,13 +530,13 @@ pub struct ConnectArgs {
         long = "max-dialing",
         env = "KTX_CONNECT_MAX_DIALING",
         default_value_t = 256,
-        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65536)
+        value_parser = ktx_telemetry::usize_in(1..=65536)
     )]
     pub max_dialing: usize,
     /// TUN mode: each connection's receive and send buffer in bytes (a connection costs at most
     /// twice this): the most a client can have in flight to a destination that does not read.
     /// 1024 to 64 MiB.
-    #[arg(long = "flow-buffer", env = "KTX_CONNECT_FLOW_BUFFER", default_value_t = 256 * 1024, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=64 << 20))]
+    #[arg(long = "flow-buffer", env = "KTX_CONNECT_FLOW_BUFFER", default_value_t = 256 * 1024, value_parser = ktx_telemetry::usize_in(1024..=64 << 20))]
     pub flow_buffer: usize,
     /// TUN mode: a connection with no byte moving either way for this long is reset.
     #[arg(long = "flow-idle-timeout", env = "KTX_CONNECT_FLOW_IDLE", value_name = "DURATION", default_value = "60m", value_parser = ktx_telemetry::parse_duration_at_least::<1000>)]

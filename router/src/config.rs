@@ -60,7 +60,7 @@ pub struct Config {
     pub header_read_timeout: Duration,
 
     /// Largest request head accepted (bytes, 8192 to 16 MiB); larger heads get 431.
-    #[arg(long, env = "KTX_ROUTER_MAX_HEADER_BYTES", default_value_t = 64 * 1024, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(8192..=16 << 20))]
+    #[arg(long, env = "KTX_ROUTER_MAX_HEADER_BYTES", default_value_t = 64 * 1024, value_parser = ktx_telemetry::usize_in(8192..=16 << 20))]
     pub max_header_bytes: usize,
 
     /// Treat a client that sends nothing for this long as plain TCP (server-speaks-first).
@@ -124,12 +124,12 @@ pub struct Config {
     /// flood of silent sockets reaches that timeout all at once); the others wait their turn
     /// within --silent-upstream-timeout, while other clients' requests keep being served.
     /// 1 to 65536.
-    #[arg(long, env = "KTX_ROUTER_SILENT_CONNECTS", default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65536))]
+    #[arg(long, env = "KTX_ROUTER_SILENT_CONNECTS", default_value_t = 4, value_parser = ktx_telemetry::usize_in(1..=65536))]
     pub silent_connects: usize,
 
     /// Open client connections at most (all ports, 1 to 1,000,000); further ones are closed at
     /// accept.
-    #[arg(long, env = "KTX_ROUTER_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    #[arg(long, env = "KTX_ROUTER_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = ktx_telemetry::usize_in(1..=1_000_000))]
     pub max_connections: usize,
 
     /// Open client connections per source address at most; 0: no per-source limit (the
@@ -138,7 +138,7 @@ pub struct Config {
         long,
         env = "KTX_ROUTER_MAX_CONNECTIONS_PER_SOURCE",
         default_value_t = 0,
-        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=1_000_000)
+        value_parser = ktx_telemetry::usize_in(0..=1_000_000)
     )]
     pub max_connections_per_source: usize,
 
@@ -171,7 +171,7 @@ pub struct Config {
 
     /// Streams carried by one upstream HTTP/2 connection (1 to 65536); more open another
     /// connection.
-    #[arg(long, env = "KTX_ROUTER_UPSTREAM_H2_STREAMS", default_value_t = 100, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65536))]
+    #[arg(long, env = "KTX_ROUTER_UPSTREAM_H2_STREAMS", default_value_t = 100, value_parser = ktx_telemetry::usize_in(1..=65536))]
     pub upstream_h2_streams: usize,
 
     /// Share upstream HTTP/2 connections among all clients instead of giving each client
@@ -194,12 +194,12 @@ pub struct Config {
         long,
         env = "KTX_ROUTER_UPSTREAM_H2_SHARED_STREAMS",
         default_value_t = 0,
-        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=65536)
+        value_parser = ktx_telemetry::usize_in(0..=65536)
     )]
     pub upstream_h2_shared_streams: usize,
 
     /// Upstream HTTP/2 connections one client connection may open per address (1 to 1024).
-    #[arg(long, env = "KTX_ROUTER_UPSTREAM_H2_CONNECTIONS", default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    #[arg(long, env = "KTX_ROUTER_UPSTREAM_H2_CONNECTIONS", default_value_t = 4, value_parser = ktx_telemetry::usize_in(1..=1024))]
     pub upstream_h2_connections: usize,
 
     /// How long a request waits for a free upstream HTTP/2 stream slot before 503 (gRPC:

@@ -131,7 +131,14 @@ pub const MAX_THREADS: u64 = 1024;
 /// The value parser of `--threads`: 0 (one per CPU) to [`MAX_THREADS`]. Far more threads
 /// than that make tokio's runtime builder overflow or the OS refuse to spawn them.
 pub fn threads_parser() -> clap::builder::RangedU64ValueParser<usize> {
-    clap::builder::RangedU64ValueParser::<usize>::new().range(0..=MAX_THREADS)
+    usize_in(0..=MAX_THREADS)
+}
+
+/// The value parser of a count flag that takes `range` (clap's error names the range).
+pub fn usize_in(
+    range: std::ops::RangeInclusive<u64>,
+) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(range)
 }
 
 /// `250ms`, `2s`, `1m`; at most [`LONGEST_DURATION`].
