@@ -92,6 +92,8 @@ fn answer(msg: &Message, chain: Vec<Record>, last: Option<&[u8]>) -> Option<Vec<
     out.metadata.recursion_available = true;
     out.add_queries(msg.queries.clone());
     if let Some(last) = last {
+        // A relayed answer cut short over UDP: the client asks again over TCP.
+        out.metadata.truncation = last.metadata.truncation;
         out.add_answers(chain);
         out.add_answers(last.answers);
     }
@@ -101,4 +103,36 @@ fn answer(msg: &Message, chain: Vec<Record>, last: Option<&[u8]>) -> Option<Vec<
         out.set_edns(edns);
     }
     out.to_vec().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use hickory_proto::op::{MessageType, OpCode, Query};
+    use hickory_proto::rr::RecordType;
+
+    use super::*;
+
+    /// The target's relayed answer was cut short (TC): the client is told so, to ask over TCP,
+    /// instead of taking a part for the whole.
+    #[test]
+    fn a_truncated_answer_for_the_target_stays_truncated() {
+        let mut msg = Message::new(5, MessageType::Query, OpCode::Query);
+        msg.add_query(Query::query(
+            Name::from_ascii("payments.shop.").unwrap(),
+            RecordType::A,
+        ));
+        let mut last = Message::response(5, OpCode::Query);
+        last.metadata.truncation = true;
+        for (truncated, last) in [
+            (true, last.clone()),
+            (false, Message::response(5, OpCode::Query)),
+        ] {
+            let out = answer(&msg, Vec::new(), Some(&last.to_vec().unwrap())).unwrap();
+            let out = Message::from_vec(&out).unwrap();
+            assert_eq!(out.metadata.truncation, truncated);
+            assert_eq!(out.metadata.response_code, ResponseCode::NoError);
+        }
+        let out = Message::from_vec(&answer(&msg, Vec::new(), None).unwrap()).unwrap();
+        assert_eq!(out.metadata.response_code, ResponseCode::ServFail);
+    }
 }
