@@ -194,30 +194,16 @@ fn restarting_the_local_process_never_gives_a_marked_request_a_502() {
     assert!(rounds.len() >= 45, "too few rounds:\n{logs}");
     assert_unmarked_untouched(&rounds, &logs);
     // Never a failure (a 502, a reset, a timeout): each request is answered by the developer,
-    // the original (fallback) or the session's 503 (reject). Except the one request, if any,
-    // whose bytes had reached a process when SIGKILL landed: it may have run, so neither the
-    // original nor the 503 ("not taken") may answer it, and the router answers 502. It
-    // started just before the kill (the exchange variant of this test caught one).
-    let in_flight = |started: f64, got: &str| {
-        got.starts_with("FAIL") && started > stopped - 0.5 && started < stopped + 0.05
-    };
-    let cut = rounds
-        .iter()
-        .filter(|r| in_flight(r.at, r.fallback) || in_flight(r.fallback_done, r.reject))
-        .count();
-    assert!(
-        cut <= 1,
-        "more than the request in flight at the kill failed:\n{logs}"
-    );
+    // the original (fallback) or the session's 503 (reject).
     for r in &rounds {
         assert!(
-            ["alice", "original"].contains(&r.fallback) || in_flight(r.at, r.fallback),
+            ["alice", "original"].contains(&r.fallback),
             "VERSION: fb got {:?} at {:.2}s:\n{logs}",
             r.fallback,
             r.at - stopped
         );
         assert!(
-            ["bob", "503"].contains(&r.reject) || in_flight(r.fallback_done, r.reject),
+            ["bob", "503"].contains(&r.reject),
             "VERSION: rj got {:?} at {:.2}s:\n{logs}",
             r.reject,
             r.at - stopped
@@ -250,7 +236,7 @@ fn restarting_the_local_process_never_gives_a_marked_request_a_502() {
         .map(|r| r.fallback_done - r.at)
         .fold(0.0, f64::max);
     eprintln!(
-        "local restart: {} rounds, {cut} failed (in flight at the kill); down {:.1}s; the developer answered again {back:.2}s \
+        "local restart: {} rounds, 0 failed; down {:.1}s; the developer answered again {back:.2}s \
          after the start; slowest marked request {slowest:.2}s",
         rounds.len(),
         started - stopped
