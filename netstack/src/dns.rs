@@ -290,7 +290,10 @@ async fn serve_udp(udp: Arc<UdpSocket>, names: NameTable, forwarder: Arc<Forward
                 let query = query.to_vec();
                 let (udp, forwarder) = (udp.clone(), forwarder.clone());
                 relays.spawn(async move {
-                    if let Some(answer) = forwarder.udp(&query).await {
+                    // Sized like the resolver's own answers (an upstream may send the client
+                    // all its EDNS size allows, past what travels unfragmented).
+                    let answer = forwarder.udp(&query).await.map(|a| fit_udp(&query, a));
+                    if let Some(Decision::Reply(answer)) = answer {
                         let _ = udp.send_to(&answer, peer).await;
                     }
                 });

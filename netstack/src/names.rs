@@ -109,6 +109,21 @@ impl Names {
         found.map_or(Lookup::NotOurs, ServiceNames::lookup)
     }
 
+    /// Looks up an alias's target: an absolute name, so only its `*.svc.DOMAIN` forms are the
+    /// table's (as cluster DNS reads a CNAME's target); any other name is `NotOurs`, never a
+    /// short form of a Service in some namespace.
+    pub fn lookup_target(&self, target: &str) -> Lookup {
+        let name = target
+            .strip_suffix('.')
+            .unwrap_or(target)
+            .to_ascii_lowercase();
+        if name.ends_with(&format!(".svc.{}", self.domain)) {
+            self.lookup(&name)
+        } else {
+            Lookup::NotOurs
+        }
+    }
+
     fn service(&self, ns: &str, svc: &str) -> Option<&ServiceNames> {
         self.services.get(&(ns.to_owned(), svc.to_owned()))
     }
@@ -153,7 +168,8 @@ impl NameTable {
     }
 
     /// Makes `services` the namespace's Services, all at once: those not among them are
-    /// removed (a Service deleted stops resolving; one turned into an ExternalName resolves as its alias).
+    /// removed (a Service deleted stops resolving; one turned into an ExternalName resolves as
+    /// its alias).
     pub fn replace_services(&self, namespace: &str, services: Vec<(String, ServiceNames)>) {
         let ns = namespace.to_ascii_lowercase();
         let fresh: Vec<((String, String), ServiceNames)> = services
@@ -285,6 +301,13 @@ mod tests {
         assert_eq!(
             n.lookup("x.payments.shop.svc.cluster.local"),
             Lookup::NoSuchName
+        );
+        // A target is absolute: `inventory` is not the default namespace's Service there.
+        assert_eq!(n.lookup_target("inventory"), Lookup::NotOurs);
+        assert_eq!(n.lookup_target("inventory.shop"), Lookup::NotOurs);
+        assert_eq!(
+            n.lookup_target("inventory.shop.svc.cluster.local."),
+            found("10.96.0.10")
         );
     }
 

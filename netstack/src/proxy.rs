@@ -140,8 +140,14 @@ pub async fn resolve(names: &NameTable, host: &str, port: u16) -> Result<SocketA
     let names = names.snapshot();
     let mut name = host.to_owned();
     // An ExternalName Service is followed to the name it stands for, a few times at most.
-    for _ in 0..=crate::dns::alias::MAX_ALIASES {
-        match names.lookup(&name) {
+    for hop in 0..=crate::dns::alias::MAX_ALIASES {
+        // The asked name may be a short form; an alias's target is absolute.
+        let found = if hop == 0 {
+            names.lookup(&name)
+        } else {
+            names.lookup_target(&name)
+        };
+        match found {
             Lookup::Found(ips) => {
                 let ip = ips
                     .iter()

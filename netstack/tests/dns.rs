@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use ktx_netstack::dns::{decide, Decision, DnsConfig, DnsServer};
+use ktx_netstack::dns::forward::Forwarder;
+use ktx_netstack::dns::{alias, decide, Decision, DnsConfig, DnsServer};
 use ktx_netstack::names::{NameTable, ServiceNames};
 use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -54,15 +55,24 @@ fn fake_answer(query: &[u8]) -> Vec<u8> {
     let mut r = Message::response(q.metadata.id, OpCode::Query);
     r.add_queries(q.queries.clone());
     let name = q.queries[0].name().clone();
-    r.add_answer(Record::from_rdata(
-        name,
-        60,
-        RData::A(A("192.0.2.7".parse().unwrap())),
-    ));
+    // `big.example`: 100 addresses, an answer past 1,232 bytes.
+    let many = if name.to_ascii().starts_with("big.") {
+        100
+    } else {
+        1
+    };
+    for i in 0..many {
+        r.add_answer(Record::from_rdata(
+            name.clone(),
+            60,
+            RData::A(A(std::net::Ipv4Addr::from(0xc000_0207 + i))),
+        ));
+    }
     r.to_vec().unwrap()
 }
 
-/// A fake upstream on UDP and TCP (same port): answers every query with A 192.0.2.7.
+/// A fake upstream on UDP and TCP (same port): answers every query with A 192.0.2.7 (and
+/// `big.example` with 100 addresses from there on).
 async fn fake_upstream() -> SocketAddr {
     let (sock, tcp) = loop {
         let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -217,6 +227,22 @@ async fn stopping_the_resolver_ends_its_tcp_clients() {
     );
 }
 
+/// A relayed answer is sized like the resolver's own: an upstream answered a client that offers
+/// 4,096 bytes with 1,600 and the resolver passed them on over UDP as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_udp_answer_never_exceeds_the_resolvers_own_payload_size() {
+    if !have_dig() {
+        return;
+    }
+    let upstream = fake_upstream().await;
+    let dns = server(vec![upstream], Duration::from_secs(2)).await;
+    let got = dig(dns, &["+notcp", "+ignore", "+bufsize=4096", "big.example"]).await;
+    assert!(got.contains(" tc"), "TC set: {got}");
+    // dig retries over TCP by itself when TC is set, and gets it all.
+    let got = dig(dns, &["+notcp", "+bufsize=4096", "+short", "big.example"]).await;
+    assert_eq!(got.lines().count(), 100, "{got}");
+}
+
 /// [`table`] with ExternalName Services: one naming a name outside the cluster, one naming
 /// another Service, and two naming each other.
 fn table_with_aliases() -> NameTable {
@@ -224,6 +250,8 @@ fn table_with_aliases() -> NameTable {
     for (name, target) in [
         ("payments", "payments.example.com"),
         ("stock", "inventory.shop.svc.cluster.local"),
+        // An absolute name, not the short form of the Service `inventory`.
+        ("short", "inventory"),
         ("loop-a", "loop-b.shop.svc.cluster.local"),
         ("loop-b", "loop-a.shop.svc.cluster.local"),
     ] {
@@ -259,6 +287,27 @@ async fn an_external_name_service_answers_its_alias_and_the_targets_addresses() 
                 "{transport} {name}"
             );
         }
+        // Each record's owner: the chain from the asked name to the target, whose address
+        // the previous resolvers were asked for under the target's name.
+        let got = dig(dns, &[transport, "+noall", "+answer", "payments.shop"]).await;
+        let owners: Vec<(&str, &str)> = got
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                Some((*f.first()?, *f.get(3)?))
+            })
+            .collect();
+        assert_eq!(
+            owners,
+            [("payments.shop.", "CNAME"), ("payments.example.com.", "A")],
+            "{transport}: {got}"
+        );
+        let got = dig(dns, &[transport, "+short", "short.shop"]).await;
+        assert_eq!(
+            got.lines().collect::<Vec<_>>(),
+            ["inventory.", "192.0.2.7"],
+            "{transport}: a target is absolute"
+        );
         let got = dig(dns, &[transport, "+short", "stock.shop"]).await;
         assert_eq!(
             got.lines().collect::<Vec<_>>(),
@@ -542,7 +591,7 @@ proptest! {
 
     #[test]
     fn no_packet_makes_the_query_path_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
-        let _ = decide(&bytes, &table().snapshot(), 5);
+        let _ = decide(&bytes, &table_with_aliases().snapshot(), 5);
     }
 
     #[test]
@@ -557,5 +606,28 @@ proptest! {
         }
         let len = cut.index(q.len() + 1);
         let _ = decide(&q[..len], &table().snapshot(), 5);
+    }
+
+    /// An alias's chase, from mangled queries for alias names (no previous resolver: a relay
+    /// answers SERVFAIL at once).
+    #[test]
+    fn no_mutation_of_a_query_for_an_alias_makes_the_chase_panic(
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        cut in any::<prop::sample::Index>(),
+        name in prop::sample::select(vec!["payments.shop", "stock", "loop-a.shop", "short"]),
+        qtype in prop::sample::select(vec![RecordType::A, RecordType::AAAA, RecordType::CNAME, RecordType::MX]),
+    ) {
+        let names = table_with_aliases().snapshot();
+        let mut q = query_bytes(name, qtype);
+        for (i, b) in flips {
+            let at = i.index(q.len());
+            q[at] = b;
+        }
+        let q = &q[..cut.index(q.len() + 1)];
+        if let Decision::Alias(target) = decide(q, &names, 5) {
+            let forwarder = Forwarder::new(&DnsConfig::new("127.0.0.1:0".parse().unwrap(), vec![]));
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let _ = rt.block_on(alias::chase(q, target, &names, &forwarder, 5, alias::Via::Udp));
+        }
     }
 }

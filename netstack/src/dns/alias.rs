@@ -9,7 +9,7 @@ use hickory_proto::rr::rdata::CNAME;
 use hickory_proto::rr::{Name, RData, Record};
 
 use super::{decide, forward::Forwarder, Decision};
-use crate::names::Names;
+use crate::names::{Lookup, Names};
 
 /// Aliases followed for one query at most (an ExternalName naming another, and so on); a
 /// longer chain, or a loop, gets SERVFAIL.
@@ -51,7 +51,12 @@ pub async fn chase(
             RData::CNAME(CNAME(to.clone())),
         ));
         let asked = with_name(&msg, &to)?;
-        let last = match decide(&asked, names, ttl) {
+        // The target is absolute: only its `*.svc.DOMAIN` forms are the table's.
+        let decided = match names.lookup_target(&target) {
+            Lookup::NotOurs => Decision::Forward,
+            _ => decide(&asked, names, ttl),
+        };
+        let last = match decided {
             Decision::Reply(bytes) => Some(bytes),
             Decision::Alias(next) => {
                 from = to;
@@ -96,6 +101,8 @@ fn answer(msg: &Message, chain: Vec<Record>, last: Option<&[u8]>) -> Option<Vec<
         out.metadata.truncation = last.metadata.truncation;
         out.add_answers(chain);
         out.add_answers(last.answers);
+        // A negative answer's SOA, so stub resolvers can cache it.
+        out.add_authorities(last.authorities);
     }
     if msg.edns.is_some() {
         let mut edns = Edns::new();

@@ -1,8 +1,11 @@
 //! The HTTP side of the proxy: `CONNECT host:port` and absolute-form requests.
 //!
 //! Only the request head is parsed, and only as far as the proxy needs (method, target,
-//! version; headers are carried through except the proxy's own). Everything after the head is
-//! spliced untouched, so bodies, chunking, Upgrade and TLS inside CONNECT work unchanged.
+//! version, header lines). An absolute-form request's headers are carried through except the
+//! proxy's own and those its Connection header names; Host becomes the target's authority.
+//! Header lines a proxy must not pass on as they are (folded, malformed) get a 400. Everything
+//! after the head is spliced untouched, so bodies, chunking, Upgrade and TLS inside CONNECT
+//! work unchanged.
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -90,7 +93,12 @@ pub fn parse_head(head: &[u8]) -> Result<Head, HeadError> {
     }
     let (host, port) = split_host_port(authority, Some(80))?;
     let lines: Vec<&str> = rest.split("\r\n").filter(|l| !l.is_empty()).collect();
-    // Hop-by-hop: the proxy's own headers, and those the client's Connection header names.
+    let fields = lines
+        .iter()
+        .map(|l| field(l).map(|(name, value)| (name, value, *l)))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Hop-by-hop: the proxy's own headers, and those the client's Connection header names
+    // (but never the body's framing: the body after the head is passed on as it is).
     let mut hop: Vec<&str> = vec![
         "proxy-connection",
         "proxy-authorization",
@@ -99,15 +107,17 @@ pub fn parse_head(head: &[u8]) -> Result<Head, HeadError> {
         // Replaced by the target's authority (RFC 9112 §3.2.2).
         "host",
     ];
-    for line in &lines {
-        let (name, value) = field(line);
+    for (name, value, _) in &fields {
         if name.eq_ignore_ascii_case("connection") {
-            hop.extend(value.split(',').map(str::trim).filter(|t| !t.is_empty()));
+            hop.extend(value.split(',').map(str::trim).filter(|t| {
+                !t.is_empty()
+                    && !t.eq_ignore_ascii_case("content-length")
+                    && !t.eq_ignore_ascii_case("transfer-encoding")
+            }));
         }
     }
     let mut out = format!("{method} {path} {version}\r\nHost: {authority}\r\n");
-    for line in lines {
-        let (name, _) = field(line);
+    for (name, _, line) in fields {
         if !hop.iter().any(|h| name.eq_ignore_ascii_case(h)) {
             out.push_str(line);
             out.push_str("\r\n");
@@ -122,10 +132,24 @@ pub fn parse_head(head: &[u8]) -> Result<Head, HeadError> {
     })
 }
 
-/// A header line's name (trimmed) and value.
-fn field(line: &str) -> (&str, &str) {
-    let (name, value) = line.split_once(':').unwrap_or((line, ""));
-    (name.trim(), value)
+/// A header line's name and value. Refused (RFC 9112 §5.1, §5.2), as a proxy must not pass
+/// them on as they are: an obsolete folded line, whitespace before the colon, no colon, a bare
+/// CR or LF, a name that is not a token.
+fn field(line: &str) -> Result<(&str, &str), HeadError> {
+    if line.contains(['\r', '\n']) {
+        return Err(HeadError::Malformed("bare CR or LF in a header line"));
+    }
+    if line.starts_with([' ', '\t']) {
+        return Err(HeadError::Malformed("obsolete line folding"));
+    }
+    let (name, value) = line
+        .split_once(':')
+        .ok_or(HeadError::Malformed("header line without a colon"))?;
+    let tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if name.is_empty() || !name.chars().all(tchar) {
+        return Err(HeadError::Malformed("header name"));
+    }
+    Ok((name, value))
 }
 
 fn split_host_port(authority: &str, default: Option<u16>) -> Result<(String, u16), HeadError> {
@@ -303,6 +327,12 @@ mod tests {
                 "GET http://a/ HTTP/1.1\r\nConnection: X-Hop, keep-alive\r\nx-hop: 1\r\nHOST: a\r\nX-End: 2\r\n\r\n",
                 "GET / HTTP/1.1\r\nHost: a\r\nX-End: 2\r\nConnection: close\r\n\r\n",
             ),
+            // The body's framing stays whatever Connection names: the body after the head is
+            // passed on as it is, and without them the server would misread it.
+            (
+                "POST http://a/ HTTP/1.1\r\nConnection: content-length, Transfer-Encoding\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+            ),
         ] {
             let Ok(Head::Forward { head, .. }) = parse_head(asked.as_bytes()) else {
                 panic!("{asked:?} not parsed");
@@ -322,6 +352,17 @@ mod tests {
             b"GET http://u@x/ HTTP/1.1\r\n\r\n",
             b"\xff\xfe\r\n\r\n",
             b"GET http://x/ HTTP/2\r\n\r\n",
+            // Header lines a proxy must not pass on as they are (RFC 9112 5.1, 5.2): an
+            // obsolete folded line (it would join the Host put before it), whitespace before
+            // the colon, no colon, a bare CR or LF inside a line, a name that is no token.
+            b"GET http://x/ HTTP/1.1\r\nHost: x\r\n evil\r\n\r\n",
+            b"GET http://x/ HTTP/1.1\r\nA: 1\r\n\tb\r\n\r\n",
+            b"GET http://x/ HTTP/1.1\r\nHost : x\r\n\r\n",
+            b"GET http://x/ HTTP/1.1\r\nNoColon\r\n\r\n",
+            b"GET http://x/ HTTP/1.1\r\nA: 1\nB: 2\r\n\r\n",
+            b"GET http://x/ HTTP/1.1\r\nA: 1\rB: 2\r\n\r\n",
+            b"GET http://x/ HTTP/1.1\r\nA(b): 1\r\n\r\n",
+            b"GET http://x/ HTTP/1.1\r\n: 1\r\n\r\n",
         ] {
             assert!(
                 parse_head(bad).is_err(),
