@@ -110,6 +110,18 @@ async fn an_external_name_service_resolves_to_its_targets_address() {
 }
 
 async fn start(config: ProxyConfig) -> (SocketAddr, ktx_testbackend::Backend) {
+    let (addr, backend, _server) = start_held(config).await;
+    (addr, backend)
+}
+
+/// [`start`], with the proxy's task to stop it by.
+async fn start_held(
+    config: ProxyConfig,
+) -> (
+    SocketAddr,
+    ktx_testbackend::Backend,
+    tokio::task::JoinHandle<()>,
+) {
     let backend = ktx_testbackend::spawn("inventory", "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
@@ -118,8 +130,8 @@ async fn start(config: ProxyConfig) -> (SocketAddr, ktx_testbackend::Backend) {
     let dial = Arc::new(FakeCluster {
         backend: backend.addr(),
     });
-    tokio::spawn(proxy::serve(listener, dial, names(), config));
-    (addr, backend)
+    let server = tokio::spawn(proxy::serve(listener, dial, names(), config));
+    (addr, backend, server)
 }
 
 async fn curl(args: &[&str], env: &[(&str, String)]) -> (Option<i32>, String, String) {
@@ -321,20 +333,7 @@ async fn the_bounds_hold() {
 /// too: they ran on in tasks of their own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_the_proxy_ends_its_flows() {
-    let backend = ktx_testbackend::spawn("inventory", "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let dial = Arc::new(FakeCluster {
-        backend: backend.addr(),
-    });
-    let server = tokio::spawn(proxy::serve(
-        listener,
-        dial,
-        names(),
-        ProxyConfig::default(),
-    ));
+    let (addr, _backend, server) = start_held(ProxyConfig::default()).await;
     let mut c = TcpStream::connect(addr).await.unwrap();
     c.write_all(b"CONNECT inventory.shop:80 HTTP/1.1\r\n\r\n")
         .await
