@@ -256,9 +256,18 @@ impl Proxy {
             // (replayable: the body has ended)
             && !(wire.is_http1() && raw_h1::eligible(&req, true)))
             .then(|| head_of(&req));
-            let mut attempt = self
-                .send(req.map(Some), d.addr, d.side, wire, upgrade)
-                .await;
+            // The first attempt takes `send`'s way here: the two common ones (h2c, and HTTP/1.1
+            // without a body by the router's own client) awaited in this future directly, so a
+            // request builds and moves (copies) one future fewer.
+            let req = req.map(Some);
+            let bodyless = req.body().as_ref().is_none_or(|b| b.is_end_stream());
+            let mut attempt = match wire {
+                Wire::H2(h2) => self.send_h2(req, bodyless, d.addr, d.side, h2).await,
+                Wire::Http1 if !upgrade && raw_h1::eligible(&req, bodyless) => {
+                    self.send_raw(req, d.addr, d.side).await
+                }
+                Wire::Http1 => Box::pin(self.send(req, d.addr, d.side, wire, upgrade)).await,
+            };
             if replayable {
                 if let Err((e, Left::Sent(kept))) = &mut attempt {
                     if unanswered(e) {
@@ -322,9 +331,10 @@ impl Proxy {
 
     /// Sends on a connection to `addr`. On an error, says whether the request was sent.
     ///
-    /// The two common ways (h2c, and HTTP/1.1 without a body by the router's own client) are
-    /// awaited in place; the others are boxed, so their larger state is not part of every
-    /// request's future, which is moved (copied) on its way to the connection.
+    /// Always boxed by its callers: its state is the largest way's. A request's first attempt
+    /// takes the two common ways (h2c, and HTTP/1.1 without a body by the router's own client)
+    /// without it (`forward`), so their state is not part of every request's future, which is
+    /// moved (copied) on its way to the connection.
     #[allow(clippy::manual_async_fn)] // see `Proxy`: arguments held once
     fn send<'a>(
         &'a self,
@@ -339,13 +349,11 @@ impl Proxy {
             let bodyless = req.body().as_ref().is_none_or(|b| b.is_end_stream());
             match wire {
                 Wire::H2(h2) => self.send_h2(req, bodyless, addr, side, h2).await,
-                Wire::Http1 if upgrade => {
-                    Box::pin(self.send_upgrade(req, bodyless, addr, side)).await
-                }
+                Wire::Http1 if upgrade => self.send_upgrade(req, bodyless, addr, side).await,
                 Wire::Http1 if raw_h1::eligible(&req, bodyless) => {
                     self.send_raw(req, addr, side).await
                 }
-                Wire::Http1 => Box::pin(self.send_h1(req, bodyless, addr, side)).await,
+                Wire::Http1 => self.send_h1(req, bodyless, addr, side).await,
             }
         }
     }
@@ -373,10 +381,19 @@ impl Proxy {
                 ));
             }
             let (req, ended) = self.bound_request(req, bodyless);
-            let resp = self
-                .response_head(tx.send_request(req), ended, addr, side, stream_failed)
-                .await
-                .map_err(|e| (e, Left::Sent(None)))?;
+            let resp = match ended {
+                // Without a body the wait is the response header timeout alone: awaited here,
+                // without `response_head`'s future around it.
+                None => self
+                    .within_header_timeout(tx.send_request(req), addr, side)
+                    .await
+                    .and_then(|r| r.map_err(|source| stream_failed(side, addr, source))),
+                ended => {
+                    self.response_head(tx.send_request(req), ended, addr, side, stream_failed)
+                        .await
+                }
+            }
+            .map_err(|e| (e, Left::Sent(None)))?;
             let (parts, body) = resp.into_parts();
             Ok(Response::from_parts(
                 parts,
