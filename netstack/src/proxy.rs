@@ -157,6 +157,10 @@ pub async fn resolve(names: &NameTable, host: &str, port: u16) -> Result<SocketA
                 return Ok(SocketAddr::new(*ip, port));
             }
             Lookup::NoSuchName => return Err(no_such()),
+            // Cluster DNS reads every `externalName` as a name, one that looks like an address
+            // too, and such a name does not resolve; the system resolver would read it as the
+            // address. As in the pod (and as ktx's own DNS answers): no such host.
+            Lookup::NotOurs if hop > 0 && reads_as_address(&name) => return Err(no_such()),
             Lookup::NotOurs => {
                 return tokio::net::lookup_host((name.as_str(), port))
                     .await
@@ -168,6 +172,16 @@ pub async fn resolve(names: &NameTable, host: &str, port: u16) -> Result<SocketA
         }
     }
     Err(no_such())
+}
+
+/// A name the system resolver takes for an address: an IP address, or one whose last label is
+/// a number (`10.1`, `0x0a000001`: `inet_aton`'s forms). No top-level domain is a number.
+fn reads_as_address(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let last = name.rsplit('.').next().unwrap_or(name);
+    name.parse::<IpAddr>().is_ok()
+        || (!last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()))
+        || last.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("0x"))
 }
 
 /// Resolves and dials.

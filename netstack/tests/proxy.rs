@@ -82,8 +82,10 @@ fn names() -> NameTable {
 }
 
 /// A name that is an ExternalName Service is followed to the name it stands for (a cluster
-/// name, or one the machine resolves); a loop of aliases is no such host. Such a name was no
-/// such host at all.
+/// name, or one the machine resolves); a loop of aliases is no such host, and so is an
+/// `externalName` that looks like an address (cluster DNS reads it as a name, which does not
+/// resolve; the system resolver would have read it as the address). Such a name was no such
+/// host at all.
 #[tokio::test]
 async fn an_external_name_service_resolves_to_its_targets_address() {
     let t = names();
@@ -92,6 +94,9 @@ async fn an_external_name_service_resolves_to_its_targets_address() {
         ("here", "localhost"),
         ("loop-a", "loop-b.shop"),
         ("loop-b", "loop-a.shop"),
+        ("by-ip", "10.250.0.10"),
+        ("by-short-ip", "10.250.10."),
+        ("by-hex", "0x0afa000a"),
     ] {
         t.set_service(
             "shop",
@@ -107,6 +112,10 @@ async fn an_external_name_service_resolves_to_its_targets_address() {
     let got = proxy::resolve(&t, "here", 81).await.unwrap();
     assert!(got.ip().is_loopback() && got.port() == 81, "{got}");
     assert!(proxy::resolve(&t, "loop-a", 80).await.is_err());
+    for svc in ["by-ip", "by-short-ip", "by-hex"] {
+        let got = proxy::resolve(&t, svc, 80).await;
+        assert!(got.is_err(), "{svc}: {got:?}");
+    }
 }
 
 async fn start(config: ProxyConfig) -> (SocketAddr, ktx_testbackend::Backend) {
