@@ -168,6 +168,17 @@ impl Laptop {
         self.cmd("curl", &a).output().unwrap()
     }
 
+    /// `url`'s body (curl, trimmed), asserting the request succeeded.
+    fn get_body(&self, url: &str) -> String {
+        let out = self.curl(&[url]);
+        assert!(
+            out.status.success(),
+            "{url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     fn routes(&self) -> String {
         sh_ok(&["ip", "-n", &self.name, "route", "show"])
     }
@@ -231,13 +242,7 @@ fn connect_from_a_laptop_reaches_services_by_name_and_address_and_cleans_up_afte
 
     let ip = ns.cluster_ip("inventory");
     let pod = pod_ip(&ns, "inventory");
-    let body = laptop.curl(&[&by_name]);
-    assert!(
-        body.status.success(),
-        "{by_name}: {}",
-        String::from_utf8_lossy(&body.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&body.stdout).trim(), "inventory");
+    assert_eq!(laptop.get_body(&by_name), "inventory");
     for addr in [
         format!("inventory.{n}:80"),
         format!("inventory.{n}.svc.cluster.local:80"),
@@ -251,14 +256,7 @@ fn connect_from_a_laptop_reaches_services_by_name_and_address_and_cleans_up_afte
     laptop.assert_asks(&format!("{pod}:9000"), &["tcp"], "inventory");
     // The ExternalName Service resolves as cluster DNS answers it: its alias, then the
     // addresses of the name it stands for (it was NXDOMAIN).
-    let by_alias = format!("http://stock.{n}/");
-    let body = laptop.curl(&[&by_alias]);
-    assert!(
-        body.status.success(),
-        "{by_alias}: {}",
-        String::from_utf8_lossy(&body.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&body.stdout).trim(), "inventory");
+    assert_eq!(laptop.get_body(&format!("http://stock.{n}/")), "inventory");
 
     // kill -9: the TUN device and its routes go with the process; resolv.conf is put back by
     // the next `ktx connect` (which then works) and the connect pod goes by `ktx clean`.

@@ -586,6 +586,20 @@ fn a_udp_answer_never_exceeds_the_resolvers_own_payload_size() {
     assert!(r.edns.is_some());
 }
 
+/// `q` with bytes overwritten (`flips`: where, and with what) and cut short at `cut`.
+fn mangled(
+    mut q: Vec<u8>,
+    flips: Vec<(prop::sample::Index, u8)>,
+    cut: prop::sample::Index,
+) -> Vec<u8> {
+    for (i, b) in flips {
+        let at = i.index(q.len());
+        q[at] = b;
+    }
+    q.truncate(cut.index(q.len() + 1));
+    q
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 4000, ..ProptestConfig::default() })]
 
@@ -599,13 +613,8 @@ proptest! {
         flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
         cut in any::<prop::sample::Index>(),
     ) {
-        let mut q = query_bytes("db-0.db.data.svc.cluster.local", RecordType::A);
-        for (i, b) in flips {
-            let at = i.index(q.len());
-            q[at] = b;
-        }
-        let len = cut.index(q.len() + 1);
-        let _ = decide(&q[..len], &table().snapshot(), 5);
+        let q = mangled(query_bytes("db-0.db.data.svc.cluster.local", RecordType::A), flips, cut);
+        let _ = decide(&q, &table().snapshot(), 5);
     }
 
     /// An alias's chase, from mangled queries for alias names (no previous resolver: a relay
@@ -618,12 +627,7 @@ proptest! {
         qtype in prop::sample::select(vec![RecordType::A, RecordType::AAAA, RecordType::CNAME, RecordType::MX]),
     ) {
         let names = table_with_aliases().snapshot();
-        let mut q = query_bytes(name, qtype);
-        for (i, b) in flips {
-            let at = i.index(q.len());
-            q[at] = b;
-        }
-        let q = &q[..cut.index(q.len() + 1)];
+        let q = &mangled(query_bytes(name, qtype), flips, cut);
         if let Decision::Alias(target) = decide(q, &names, 5) {
             let forwarder = Forwarder::new(&DnsConfig::new("127.0.0.1:0".parse().unwrap(), vec![]));
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

@@ -22,10 +22,7 @@ use crate::cluster::api::Kube;
 pub struct Entry {
     pub namespace: String,
     pub name: String,
-    pub ips: Vec<IpAddr>,
-    pub pods: BTreeMap<String, Vec<IpAddr>>,
-    /// An ExternalName Service's `externalName` (its names resolve as a CNAME of it).
-    pub alias: Option<String>,
+    pub names: ServiceNames,
 }
 
 /// The entries that `services` and their `endpoints` make (pure).
@@ -45,9 +42,10 @@ pub fn entries(namespace: &str, services: &[Service], endpoints: &[Endpoints]) -
                 out.push(Entry {
                     namespace: namespace.to_string(),
                     name: name.to_string(),
-                    ips: Vec::new(),
-                    pods: BTreeMap::new(),
-                    alias: Some(target.to_string()),
+                    names: ServiceNames {
+                        alias: Some(target.to_string()),
+                        ..ServiceNames::default()
+                    },
                 });
             }
             continue;
@@ -64,9 +62,7 @@ pub fn entries(namespace: &str, services: &[Service], endpoints: &[Endpoints]) -
         let mut entry = Entry {
             namespace: namespace.to_string(),
             name: name.to_string(),
-            ips: Vec::new(),
-            pods: BTreeMap::new(),
-            alias: None,
+            names: ServiceNames::default(),
         };
         if headless {
             for subset in eps
@@ -78,12 +74,12 @@ pub fn entries(namespace: &str, services: &[Service], endpoints: &[Endpoints]) -
                     let Ok(ip) = a.ip.parse::<IpAddr>() else {
                         continue;
                     };
-                    if !entry.ips.contains(&ip) {
-                        entry.ips.push(ip);
+                    if !entry.names.ips.contains(&ip) {
+                        entry.names.ips.push(ip);
                     }
                     if let Some(h) = a.hostname.as_deref() {
                         // An address is in one subset per port set: once per name.
-                        let ips = entry.pods.entry(h.to_string()).or_default();
+                        let ips = entry.names.pods.entry(h.to_string()).or_default();
                         if !ips.contains(&ip) {
                             ips.push(ip);
                         }
@@ -91,7 +87,7 @@ pub fn entries(namespace: &str, services: &[Service], endpoints: &[Endpoints]) -
                 }
             }
         } else {
-            entry.ips = cluster_ips
+            entry.names.ips = cluster_ips
                 .iter()
                 .filter_map(|ip| ip.parse().ok())
                 .collect();
@@ -165,17 +161,7 @@ pub async fn watch(
 /// Gives the resolver `entries`, every Service of `namespace` as the watch sees it now: a
 /// Service no longer among them stops resolving.
 pub fn publish(table: &NameTable, namespace: &str, entries: Vec<Entry>) {
-    let services = entries
-        .into_iter()
-        .map(|e| {
-            let names = ServiceNames {
-                ips: e.ips,
-                pods: e.pods,
-                alias: e.alias,
-            };
-            (e.name, names)
-        })
-        .collect();
+    let services = entries.into_iter().map(|e| (e.name, e.names)).collect();
     table.replace_services(namespace, services);
 }
 
@@ -236,12 +222,15 @@ mod tests {
         );
         assert_eq!(got.len(), 2, "{got:?}");
         assert_eq!(got[0].name, "inventory");
-        assert_eq!(got[0].ips, vec!["10.96.0.10".parse::<IpAddr>().unwrap()]);
-        assert!(got[0].pods.is_empty());
-        assert_eq!(got[1].name, "db");
-        assert_eq!(got[1].ips.len(), 2);
         assert_eq!(
-            got[1].pods.get("db-1"),
+            got[0].names.ips,
+            vec!["10.96.0.10".parse::<IpAddr>().unwrap()]
+        );
+        assert!(got[0].names.pods.is_empty());
+        assert_eq!(got[1].name, "db");
+        assert_eq!(got[1].names.ips.len(), 2);
+        assert_eq!(
+            got[1].names.pods.get("db-1"),
             Some(&vec!["10.244.0.8".parse::<IpAddr>().unwrap()])
         );
     }
@@ -255,15 +244,15 @@ mod tests {
         e.subsets.as_mut().unwrap().push(subset);
         let got = entries("shop", &[svc("db", "None")], &[e]);
         let one = vec!["10.244.0.7".parse::<IpAddr>().unwrap()];
-        assert_eq!(got[0].ips, one);
-        assert_eq!(got[0].pods.get("db-0"), Some(&one));
+        assert_eq!(got[0].names.ips, one);
+        assert_eq!(got[0].names.pods.get("db-0"), Some(&one));
     }
 
     #[test]
     fn a_headless_service_without_endpoints_has_a_name_and_no_address() {
         let got = entries("shop", &[svc("db", "None")], &[]);
         assert_eq!(got.len(), 1);
-        assert!(got[0].ips.is_empty());
+        assert!(got[0].names.ips.is_empty());
     }
 
     fn external(name: &str, target: Option<&str>) -> Service {
@@ -289,8 +278,8 @@ mod tests {
             &[],
         );
         assert_eq!(got.len(), 1, "{got:?}");
-        assert_eq!(got[0].alias.as_deref(), Some("payments.example.com"));
-        assert!(got[0].ips.is_empty());
+        assert_eq!(got[0].names.alias.as_deref(), Some("payments.example.com"));
+        assert!(got[0].names.ips.is_empty());
         let table = NameTable::new("cluster.local", "shop");
         publish(&table, "shop", got);
         assert_eq!(
