@@ -35,6 +35,8 @@ pub enum BodyError {
     Upstream(crate::upstream::raw_h1::RawError),
     #[error("upstream HTTP/2 stream: {0}")]
     Stream(h2::Error),
+    #[error("client HTTP/2 stream: {0}")]
+    ClientStream(h2::Error),
 }
 
 pin_project_lite::pin_project! {
@@ -161,16 +163,55 @@ impl BodySent {
     }
 }
 
+/// A client's request body as the router reads it: by hyper's HTTP/1.1 server, or from a
+/// stream of the router's own h2c server (`serve/h2c.rs`).
+#[derive(Debug)]
+pub enum ClientBody {
+    Http1(Incoming),
+    H2(H2Body),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            ClientBody::Http1(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(BodyError::Transport))),
+            ClientBody::H2(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Http1(b) => b.is_end_stream(),
+            ClientBody::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Http1(b) => b.size_hint(),
+            ClientBody::H2(b) => b.size_hint(),
+        }
+    }
+}
+
 /// A client's request body on its way upstream (none: a bodyless request sent again). Tells
 /// `ended` (when set) once its last frame is out.
 #[derive(Debug)]
 pub struct RequestBody {
-    body: Option<IdleBound<Incoming>>,
+    body: Option<IdleBound<ClientBody>>,
     ended: Option<Arc<BodySent>>,
 }
 
 impl RequestBody {
-    pub fn new(body: Option<Incoming>, idle: Duration, ended: Option<Arc<BodySent>>) -> Self {
+    pub fn new(body: Option<ClientBody>, idle: Duration, ended: Option<Arc<BodySent>>) -> Self {
         RequestBody {
             body: body.map(|b| IdleBound::new(b, idle)),
             ended,

@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::Body as _;
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use ktx_rules::{OnUnavailable, RouteTable, Rule, Target};
 use tokio::sync::watch;
 
-use crate::body::{BodyError, BodySent, RequestBody, ReturnToPool, RouterBody, StreamSlot};
+use crate::body::{
+    BodyError, BodySent, ClientBody, RequestBody, ReturnToPool, RouterBody, StreamSlot,
+};
 use crate::error::{ProxyError, Side};
 use crate::headers::{is_upgrade, strip_hop_by_hop, strip_request_hop_by_hop};
 use crate::metrics::Metrics;
@@ -94,9 +95,9 @@ pub struct Proxy {
 /// What is left of a request after a failed attempt to send it.
 enum Left {
     /// Nothing reached the target: the request may go elsewhere.
-    Unsent(Request<Option<Incoming>>),
+    Unsent(Request<Option<ClientBody>>),
     /// It was sent; the request itself when the client that sent it gives it back.
-    Sent(Option<Request<Option<Incoming>>>),
+    Sent(Option<Request<Option<ClientBody>>>),
 }
 
 /// Where one request goes, decided before anything is sent.
@@ -145,7 +146,7 @@ impl Proxy {
     #[allow(clippy::manual_async_fn)] // see `Proxy`: arguments held once
     pub fn handle<'a>(
         &'a self,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
         port: u16,
         wire: Wire<'a>,
     ) -> impl Future<Output = Response<RouterBody>> + 'a {
@@ -229,7 +230,7 @@ impl Proxy {
     #[allow(clippy::manual_async_fn)] // see `Proxy`: arguments held once
     fn forward<'a>(
         &'a self,
-        mut req: Request<Incoming>,
+        mut req: Request<ClientBody>,
         d: Decision,
         table: &'a RouteTable,
         port: u16,
@@ -338,7 +339,7 @@ impl Proxy {
     #[allow(clippy::manual_async_fn)] // see `Proxy`: arguments held once
     fn send<'a>(
         &'a self,
-        req: Request<Option<Incoming>>,
+        req: Request<Option<ClientBody>>,
         addr: SocketAddr,
         side: Side,
         wire: Wire<'a>,
@@ -362,7 +363,7 @@ impl Proxy {
     #[allow(clippy::manual_async_fn)] // see `Proxy`: arguments held once
     fn send_h2<'a>(
         &'a self,
-        req: Request<Option<Incoming>>,
+        req: Request<Option<ClientBody>>,
         bodyless: bool,
         addr: SocketAddr,
         side: Side,
@@ -405,7 +406,7 @@ impl Proxy {
     /// [`Proxy::send`] of an HTTP/1.1 upgrade (WebSocket) on a connection of its own.
     async fn send_upgrade(
         &self,
-        mut req: Request<Option<Incoming>>,
+        mut req: Request<Option<ClientBody>>,
         bodyless: bool,
         addr: SocketAddr,
         side: Side,
@@ -432,7 +433,7 @@ impl Proxy {
     /// [`Proxy::send`] of an HTTP/1.1 request with a body, on a pooled hyper connection.
     async fn send_h1(
         &self,
-        req: Request<Option<Incoming>>,
+        req: Request<Option<ClientBody>>,
         bodyless: bool,
         addr: SocketAddr,
         side: Side,
@@ -489,7 +490,7 @@ impl Proxy {
     /// what it must give back when it ends (a pooled connection, an h2 stream slot).
     fn upstream_response(
         &self,
-        resp: Response<Incoming>,
+        resp: Response<hyper::body::Incoming>,
         http1: bool,
         pool: Option<ReturnToPool>,
         slot: Option<StreamSlot>,
@@ -510,7 +511,7 @@ impl Proxy {
     #[allow(clippy::manual_async_fn)] // see `Proxy`: arguments held once
     fn send_raw<'a>(
         &'a self,
-        req: Request<Option<Incoming>>,
+        req: Request<Option<ClientBody>>,
         addr: SocketAddr,
         side: Side,
     ) -> impl Future<Output = Result<Response<RouterBody>, (ProxyError, Left)>> + 'a {
@@ -545,7 +546,7 @@ impl Proxy {
     /// signal that its body has been sent.
     fn bound_request(
         &self,
-        req: Request<Option<Incoming>>,
+        req: Request<Option<ClientBody>>,
         bodyless: bool,
     ) -> (Request<RequestBody>, Option<Arc<BodySent>>) {
         let (parts, body) = req.into_parts();
@@ -671,7 +672,7 @@ fn stream_failed(side: Side, addr: SocketAddr, source: h2::Error) -> ProxyError 
 }
 
 /// A copy of a bodyless request's head, to send it again without a body.
-fn head_of<B>(req: &Request<B>) -> Request<Option<Incoming>> {
+fn head_of<B>(req: &Request<B>) -> Request<Option<ClientBody>> {
     let mut again = Request::new(None);
     *again.method_mut() = req.method().clone();
     *again.uri_mut() = req.uri().clone();

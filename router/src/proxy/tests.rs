@@ -80,7 +80,10 @@ async fn client(proxy: Arc<Proxy>) -> hyper::client::conn::http1::SendRequest<Em
     tokio::spawn(async move {
         let svc = service_fn(move |req| {
             let proxy = Arc::clone(&proxy);
-            async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, 80, Wire::Http1).await) }
+            async move {
+                let req = req.map(crate::body::ClientBody::Http1);
+                Ok::<_, std::convert::Infallible>(proxy.handle(req, 80, Wire::Http1).await)
+            }
         });
         let _ = hyper::server::conn::http1::Builder::new()
             .serve_connection(TokioIo::new(far), svc)

@@ -230,6 +230,7 @@ async fn serve_until_idle(
                 if crate::headers::has_unsupported_transfer_coding(req.headers()) {
                     return Ok(unsupported_transfer_coding());
                 }
+                let req = req.map(crate::body::ClientBody::Http1);
                 Ok::<_, std::convert::Infallible>(proxy.handle(req, port, Wire::Http1).await)
             };
             Box::pin(fut)

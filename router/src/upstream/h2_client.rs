@@ -168,11 +168,7 @@ impl H2Tx {
         async move {
             let (response, send) = sent?;
             if !eos {
-                let mut pipe = Pipe {
-                    body,
-                    tx: send,
-                    pending: None,
-                };
+                let mut pipe = Pipe::new(body, send, Reason::CANCEL);
                 // As hyper does: most bodies are in hand already (a gRPC message); only one
                 // that is not costs a future of its own.
                 let done = poll_fn(|cx| Poll::Ready(Pin::new(&mut pipe).poll(cx).is_ready())).await;
@@ -182,15 +178,8 @@ impl H2Tx {
             }
             let resp = response.await?;
             let (parts, recv) = resp.into_parts();
-            let length = content_length(&parts.headers);
-            Ok(Response::from_parts(
-                parts,
-                H2Body {
-                    recv,
-                    data_done: false,
-                    length,
-                },
-            ))
+            let body = H2Body::new(recv, &parts.headers, false);
+            Ok(Response::from_parts(parts, body))
         }
     }
 }
@@ -243,16 +232,33 @@ fn content_length(h: &HeaderMap) -> Option<u64> {
     values.next().is_none().then_some(first)
 }
 
-/// Copies a request body into its stream as the stream's window allows; on an error of the
-/// body, resets the stream.
-struct Pipe {
-    body: RequestBody,
+/// Copies a body into its stream as the stream's window allows; on an error of the body,
+/// resets the stream with `on_error`. The request bodies of this client (`CANCEL`), and the
+/// response bodies of the h2c server (`serve/h2c.rs`, `INTERNAL_ERROR` as hyper's server).
+pub struct Pipe<B> {
+    body: B,
     tx: SendStream<Bytes>,
     /// A chunk taken from the body, waiting for window.
     pending: Option<(Bytes, bool)>,
+    on_error: Reason,
 }
 
-impl Future for Pipe {
+impl<B> Pipe<B> {
+    pub fn new(body: B, tx: SendStream<Bytes>, on_error: Reason) -> Self {
+        Pipe {
+            body,
+            tx,
+            pending: None,
+            on_error,
+        }
+    }
+}
+
+impl<B> Future for Pipe<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -261,10 +267,7 @@ impl Future for Pipe {
             // Woken by a reset too, while waiting for the body or for window.
             match this.tx.poll_reset(cx) {
                 Poll::Ready(Ok(reason)) => {
-                    tracing::debug!(
-                        ?reason,
-                        "upstream reset the stream; request body not sent on"
-                    );
+                    tracing::debug!(?reason, "peer reset the stream; body not sent on");
                     return Poll::Ready(());
                 }
                 Poll::Ready(Err(_)) => return Poll::Ready(()),
@@ -301,8 +304,8 @@ impl Future for Pipe {
                     return Poll::Ready(());
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    tracing::debug!(error = %e, "request body broke off; resetting the upstream stream");
-                    this.tx.send_reset(Reason::CANCEL);
+                    tracing::debug!(error = %e, "body broke off; resetting the stream");
+                    this.tx.send_reset(this.on_error);
                     return Poll::Ready(());
                 }
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
@@ -330,15 +333,42 @@ impl Future for Pipe {
     }
 }
 
-/// A response body read from an upstream HTTP/2 stream. Window goes back to the upstream as
-/// each chunk is handed on (as hyper's does); what a stalled client holds is bounded by the
-/// stream window.
+/// A body read from an HTTP/2 stream: a response of an upstream, or a request of an h2c
+/// client (`serve/h2c.rs`). Window goes back to the peer as each chunk is handed on (as
+/// hyper's does); what a stalled reader holds is bounded by the stream window.
 #[derive(Debug)]
 pub struct H2Body {
     recv: RecvStream,
     data_done: bool,
     /// What is left of a declared `Content-Length` (for the size hint).
     length: Option<u64>,
+    /// A client's request body: every reset fails it (the client cancelled the request, so
+    /// its end must not reach the upstream as a complete body).
+    from_client: bool,
+}
+
+impl H2Body {
+    /// The body of a message with `headers` on `recv`.
+    pub fn new(recv: RecvStream, headers: &HeaderMap, from_client: bool) -> Self {
+        H2Body {
+            recv,
+            data_done: false,
+            length: content_length(headers),
+            from_client,
+        }
+    }
+
+    /// A reset with `NO_ERROR` ends a response body (the server needs no more of the
+    /// request, RFC 9113 §8.1); anything else fails it, and every reset fails a request body.
+    fn early_end_or(&self, e: h2::Error) -> Option<Result<Frame<Bytes>, BodyError>> {
+        if self.from_client {
+            return Some(Err(BodyError::ClientStream(e)));
+        }
+        match e.reason() {
+            Some(Reason::NO_ERROR) => None,
+            _ => Some(Err(BodyError::Stream(e))),
+        }
+    }
 }
 
 impl Body for H2Body {
@@ -360,14 +390,14 @@ impl Body for H2Body {
                     }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(early_end_or(e)),
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(this.early_end_or(e)),
                 Poll::Ready(None) => this.data_done = true,
             }
         }
         match this.recv.poll_trailers(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(t)) => Poll::Ready(t.map(|t| Ok(Frame::trailers(t)))),
-            Poll::Ready(Err(e)) => Poll::Ready(early_end_or(e)),
+            Poll::Ready(Err(e)) => Poll::Ready(this.early_end_or(e)),
         }
     }
 
@@ -378,15 +408,6 @@ impl Body for H2Body {
     fn size_hint(&self) -> SizeHint {
         self.length
             .map_or_else(SizeHint::default, SizeHint::with_exact)
-    }
-}
-
-/// A reset with `NO_ERROR` ends the body (the server needs no more of the request);
-/// anything else fails it.
-fn early_end_or(e: h2::Error) -> Option<Result<Frame<Bytes>, BodyError>> {
-    match e.reason() {
-        Some(Reason::NO_ERROR) => None,
-        _ => Some(Err(BodyError::Stream(e))),
     }
 }
 
