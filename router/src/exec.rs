@@ -1,5 +1,5 @@
-//! Where hyper's HTTP/2 tasks run: each stream of a downstream h2c connection, and the
-//! connections of that client's own upstream pool, run inside the downstream connection's task
+//! Where the HTTP/2 tasks run: each stream of a downstream h2c connection (`serve/h2c.rs`), and
+//! the connections of that client's own upstream pool, run inside the downstream connection's task
 //! ([`Exec::Local`] and [`Driven`]) instead of being tasks of their own.
 //!
 //! Why: tokio runs woken tasks in turn (FIFO on the current-thread runtime the benchmarks use,
@@ -35,7 +35,8 @@ use futures_util::task::AtomicWaker;
 
 type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// Runs hyper's background futures: spawned on tokio, or driven by one connection's task.
+/// Runs the HTTP/2 background futures (streams, upstream connections, request bodies piped
+/// upstream): spawned on tokio, or driven by one connection's task.
 #[derive(Clone, Debug, Default)]
 pub enum Exec {
     #[default]
@@ -133,11 +134,11 @@ impl Wake for FlagWaker {
 /// Rounds of main-then-tasks in one poll before the driver yields to other tasks.
 const ROUNDS: usize = 16;
 
-/// Drives `main` (hyper's connection) and every future pushed to its [`Local`], in the task
+/// Drives `main` (the h2c connection) and every future pushed to its [`Local`], in the task
 /// that polls it; resolves with `main`'s output.
 pub struct Driven<F> {
-    /// Dropped as soon as it resolves: hyper's connection holds the service, which holds the
-    /// client's upstream pool; the pool's connections end only once it is gone.
+    /// Dropped as soon as it resolves: the h2c connection holds the client's upstream pool;
+    /// the pool's connections end only once it is gone.
     main: Option<Pin<Box<F>>>,
     local: Local,
     tasks: FuturesUnordered<Task>,
@@ -166,13 +167,6 @@ impl<F: Future> Driven<F> {
         }
     }
 
-    /// The main future (for hyper's `graceful_shutdown`) unless it resolved; it is polled
-    /// again at the next poll.
-    pub fn main(&mut self) -> Option<Pin<&mut F>> {
-        self.flags().main.store(true, Ordering::SeqCst);
-        self.main.as_mut().map(Pin::as_mut)
-    }
-
     /// Futures still running (after `main` resolved: upstream connections closing, streams
     /// ending).
     pub fn running(&self) -> usize {
@@ -197,10 +191,6 @@ impl<F: Future> Driven<F> {
             }
         })
         .await
-    }
-
-    fn flags(&self) -> &Flags {
-        &self.local.0.flags
     }
 
     /// Polls the new tasks and the woken ones.
@@ -372,7 +362,7 @@ mod tests {
         assert!(matches!(poll_once(&mut driven, &wakes), Poll::Ready(Ok(3))));
     }
 
-    /// Queued futures that hold the executor (as hyper's connection tasks and the pool's streams
+    /// Queued futures that hold the executor (as the h2c connection and the pool's streams
     /// do) are dropped with the driver, not kept alive by the queue they sit in.
     #[test]
     fn queued_tasks_holding_the_executor_are_dropped_with_the_driver() {
