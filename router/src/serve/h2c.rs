@@ -184,7 +184,7 @@ fn stream(
                 .or_insert_with(|| HeaderValue::from(len));
         }
         if let http::header::Entry::Vacant(date) = parts.headers.entry(http::header::DATE) {
-            // Only the router's own answers lack one: an upstream's carries its own.
+            // As hyper's server did: mostly the router's own answers (an upstream's carries one).
             if let Ok(now) =
                 HeaderValue::try_from(httpdate::fmt_http_date(std::time::SystemTime::now()))
             {
