@@ -44,7 +44,8 @@ use crate::upstream::H2Pool;
 /// upstream connections close once their last stream ended (at once when none is left).
 const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// What an h2c server connection sends from before SETTINGS are agreed, as hyper's server did.
+/// The most one answer's stream buffers for the client beyond its window (400 KiB, as hyper's
+/// server set it; h2's default too, written here so the bound is the router's own).
 const MAX_SEND_BUFFER: usize = 400 << 10;
 
 pub async fn serve(
